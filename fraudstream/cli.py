@@ -1,0 +1,114 @@
+"""The ``fraudstream`` command: the local services and the tools around the Spark jobs.
+
+The Spark jobs themselves run through ``./spark-submit.sh JOB``; this command holds
+what is not a Spark job::
+
+    fraudstream kafka start [--partitions N]   # local broker + the design's topics
+    fraudstream kafka status
+    fraudstream kafka stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fraudstream import broker as local_broker
+from fraudstream import config
+
+
+def _broker_from(args: argparse.Namespace) -> local_broker.LocalBroker:
+    return local_broker.LocalBroker(
+        home=Path(args.home), port=args.port, controller_port=args.controller_port
+    )
+
+
+def _kafka_start(args: argparse.Namespace) -> int:
+    broker = _broker_from(args)
+    pid, started = local_broker.start(broker)
+    verb = "started" if started else "already running"
+    print(f"Kafka broker {verb} on {broker.bootstrap_servers} (pid {pid}, home {broker.home}).")
+    if not args.no_topics:
+        created = local_broker.create_topics(broker.bootstrap_servers, partitions=args.partitions)
+        if created:
+            print(f"Created topics: {', '.join(created)} ({args.partitions} partitions each).")
+    return 0
+
+
+def _kafka_stop(args: argparse.Namespace) -> int:
+    broker = _broker_from(args)
+    pid = local_broker.stop(broker)
+    if pid is None:
+        print(f"No broker started from {broker.home} is running.")
+    else:
+        print(f"Kafka broker stopped (pid {pid}).")
+    return 0
+
+
+def _kafka_status(args: argparse.Namespace) -> int:
+    broker = _broker_from(args)
+    pid = local_broker.running_pid(broker)
+    if pid is None:
+        print(f"No broker started from {broker.home} is running.")
+        return 1
+    print(f"Kafka broker running on {broker.bootstrap_servers} (pid {pid}).")
+    for topic, details in sorted(local_broker.describe_topics(broker.bootstrap_servers).items()):
+        retention = details.get("retention.ms")
+        kept = {"-1": "kept forever", None: "broker's default retention"}.get(
+            retention, f"retention.ms={retention}"
+        )
+        print(f"  {topic}: {details['partitions']} partitions, {kept}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fraudstream",
+        description="Local services and tools of the fraudstream pipeline. "
+        "Spark jobs run with ./spark-submit.sh JOB.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kafka = commands.add_parser("kafka", help="start, stop or inspect the local Kafka broker")
+    kafka_actions = kafka.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, handler, text in [
+        ("start", _kafka_start, "start the broker (if needed) and create the topics"),
+        ("stop", _kafka_stop, "stop the broker that start started"),
+        ("status", _kafka_status, "say whether the broker runs, and list its topics"),
+    ]:
+        action = kafka_actions.add_parser(name, help=text, description=text)
+        action.set_defaults(handler=handler)
+        action.add_argument(
+            "--home",
+            default=str(config.VAR_DIR / "kafka"),
+            help="folder for the broker's config, data, logs and PID (default: %(default)s)",
+        )
+        action.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
+        action.add_argument(
+            "--controller-port", type=int, default=9093, help="KRaft port (default: 9093)"
+        )
+        if name == "start":
+            action.add_argument(
+                "--partitions",
+                type=int,
+                default=4,
+                help="partitions of each topic created (default: %(default)s)",
+            )
+            action.add_argument(
+                "--no-topics", action="store_true", help="do not create the design's topics"
+            )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except local_broker.BrokerError as error:
+        print(f"fraudstream: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Where things live: one place for paths, topic names and service addresses.
+
+Every default here can be overridden by a command-line option or by the standard
+environment variable named beside it, so the same code runs against a laptop's
+local stack and against a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder holding ``pyproject.toml``).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Generated data: the lake of Parquet views and the streaming checkpoints.
+DATA_DIR = PROJECT_ROOT / "data"
+LAKE_DIR = DATA_DIR / "lake"
+CHECKPOINT_DIR = DATA_DIR / "checkpoints"
+SAMPLE_DIR = DATA_DIR / "sample"
+
+#: Local services' state (broker data and logs, the MLflow store); git-ignored.
+VAR_DIR = PROJECT_ROOT / "var"
+
+#: JVM jars resolved from Maven Central by ``scripts/fetch-jars.sh``; git-ignored.
+JARS_DIR = PROJECT_ROOT / "jvm" / "jars"
+SPARK_KAFKA_JARS_DIR = JARS_DIR / "spark-kafka"
+KAFKA_BROKER_JARS_DIR = JARS_DIR / "kafka-broker"
+
+#: Kafka bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` or the local broker.
+DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+
+#: Topics of the design (``../shared/design.md`` section 2).
+TOPIC_PAYMENTS = "payments"
+TOPIC_ALERTS = "fraud-alerts"
+TOPIC_LABELS = "fraud-labels"
+TOPIC_DEAD_LETTERS = "payments-dlq"
+
+#: The MLflow store used when ``MLFLOW_TRACKING_URI`` is not set.
+MLFLOW_DB = VAR_DIR / "mlflow" / "mlflow.db"
+MLFLOW_ARTIFACTS_DIR = VAR_DIR / "mlflow" / "artifacts"
+
+
+def bootstrap_servers(explicit: str | None = None) -> str:
+    """Return the Kafka bootstrap servers to use.
+
+    Parameters
+    ----------
+    explicit : str, optional
+        A value given on the command line; wins over the environment.
+
+    Returns
+    -------
+    str
+        ``explicit``, else ``$KAFKA_BOOTSTRAP_SERVERS``, else the local broker.
+    """
+    return explicit or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP_SERVERS
+
+
+def spark_kafka_jars() -> list[Path]:
+    """Return the jars of Spark's Kafka connector, sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``scripts/fetch-jars.sh`` has not been run, with a sentence that says so.
+    """
+    jars = sorted(SPARK_KAFKA_JARS_DIR.glob("*.jar"))
+    if not any(jar.name.startswith("spark-sql-kafka") for jar in jars):
+        raise FileNotFoundError(
+            f"Spark's Kafka connector is missing from {SPARK_KAFKA_JARS_DIR}: "
+            "run scripts/fetch-jars.sh (or scripts/setup.sh) first."
+        )
+    return jars

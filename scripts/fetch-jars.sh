@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Resolve the JVM jars the project needs from Maven Central into jvm/jars/ (git-ignored):
+#   jvm/jars/spark-kafka/   Spark's Kafka connector, passed to spark-submit with --jars
+#   jvm/jars/kafka-broker/  an Apache Kafka broker, run by `fraudstream kafka start`
+# Each set is described by jvm/<set>/pom.xml. Idempotent: a set whose pom has not
+# changed since its last resolution is skipped, so a second run costs well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+if ! command -v mvn >/dev/null 2>&1; then
+  echo "fetch-jars: Maven (mvn) is not installed; run scripts/setup.sh, which installs it." >&2
+  exit 2
+fi
+
+for set in spark-kafka kafka-broker; do
+  pom="jvm/$set/pom.xml"
+  out="jvm/jars/$set"
+  stamp="$out/.pom.sha256"
+  want=$(sha256sum "$pom" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    continue
+  fi
+  echo "fetch-jars: resolving $set from Maven Central ..."
+  rm -rf "$out"
+  mvn -q -B -Dstyle.color=never -f "$pom" "$DEPENDENCY_PLUGIN:copy-dependencies" \
+    -DoutputDirectory="$PWD/$out" -DincludeScope=runtime
+  echo "$want" > "$stamp"
+  echo "fetch-jars: $set: $(ls "$out"/*.jar | wc -l) jars in $out"
+done

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything fraudstream needs on a fresh machine, idempotently:
+#   1. Java 17 and Maven (Debian packages) if they are missing;
+#   2. a virtual environment in .venv with the pinned Python packages (requirements.lock)
+#      and fraudstream itself, editable, with its development tools;
+#   3. the JVM jars (Spark's Kafka connector, the Kafka broker) from Maven Central.
+# A second run only checks, and takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: please install ${need_apt[*]} (Java 17 and Maven); this script installs them only as root on Debian." >&2
+    exit 2
+  fi
+  echo "setup: installing ${need_apt[*]} ..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv ..."
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.fraudstream-installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing Python packages (the first time builds pyspark; a few minutes) ..."
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c requirements.lock -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+scripts/fetch-jars.sh
+echo "setup: ready (Python $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])'), pyspark $(.venv/bin/python -c 'import pyspark; print(pyspark.__version__)'))."

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The one way to submit a fraudstream Spark job, locally or to a cluster.
+#
+#   ./spark-submit.sh                                  list the jobs
+#   ./spark-submit.sh JOB [job options]                run jobs/JOB.py on local[*]
+#   ./spark-submit.sh [spark-submit options] JOB [job options]
+#
+# Anything before the job's name goes to spark-submit as it is, for example
+#   ./spark-submit.sh --master spark://host:7077 --driver-memory 4g --conf k=v JOB ...
+# Anything after it goes to the job (`./spark-submit.sh JOB --help` lists its options).
+# The script adds Spark's Kafka connector (--jars, from jvm/jars) and the fraudstream
+# package (--py-files, zipped afresh into build/), and uses the project's .venv.
+set -euo pipefail
+root="$(cd "$(dirname "$0")" && pwd)"
+
+list_jobs() {
+  shopt -s nullglob
+  echo "usage: ./spark-submit.sh [spark-submit options] JOB [job options]"
+  echo
+  echo "jobs:"
+  for file in "$root"/jobs/*.py; do
+    name=$(basename "$file" .py)
+    [ "$name" = "__init__" ] && continue
+    # The first line of the job's docstring says what it does.
+    summary=$(sed -n '1s/^"""//; 1s/"""$//; 1p' "$file")
+    printf '  %-10s %s\n' "$name" "$summary"
+  done
+  echo
+  echo "./spark-submit.sh JOB --help shows a job's options."
+}
+
+submit_options=()
+job=""
+while [ $# -gt 0 ]; do
+  if [ -f "$root/jobs/$1.py" ] && [ "$1" != "__init__" ]; then
+    job="$1"
+    shift
+    break
+  fi
+  submit_options+=("$1")
+  shift
+done
+if [ -z "$job" ]; then
+  if [ ${#submit_options[@]} -gt 0 ] && [[ "${submit_options[-1]}" != -* ]]; then
+    echo "spark-submit.sh: no job named '${submit_options[-1]}' in jobs/." >&2
+    echo >&2
+  fi
+  list_jobs
+  [ ${#submit_options[@]} -eq 0 ]
+  exit $?
+fi
+
+if [ -x "$root/.venv/bin/spark-submit" ]; then
+  export PATH="$root/.venv/bin:$PATH"
+  export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$root/.venv/bin/python}"
+elif ! command -v spark-submit >/dev/null 2>&1; then
+  echo "spark-submit.sh: spark-submit was not found; run scripts/setup.sh first." >&2
+  exit 2
+fi
+
+connector=("$root"/jvm/jars/spark-kafka/*.jar)
+if [ ! -e "${connector[0]}" ]; then
+  echo "spark-submit.sh: Spark's Kafka connector is missing; running scripts/fetch-jars.sh ..." >&2
+  "$root/scripts/fetch-jars.sh"
+  connector=("$root"/jvm/jars/spark-kafka/*.jar)
+fi
+jars=$(IFS=,; echo "${connector[*]}")
+
+# The package travels to executors as a zip; rebuilt each time so it is never stale.
+mkdir -p "$root/build"
+package_zip="$root/build/fraudstream.zip"
+rm -f "$package_zip"
+(cd "$root" && "${PYSPARK_PYTHON:-python3}" -c '
+import sys, zipfile, pathlib
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
+    for path in sorted(pathlib.Path("fraudstream").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            archive.write(path)
+' "$package_zip")
+
+has_master=false
+for option in "${submit_options[@]+"${submit_options[@]}"}"; do
+  case "$option" in --master|--master=*) has_master=true ;; esac
+done
+if ! $has_master; then
+  submit_options=(--master "local[*]" "${submit_options[@]+"${submit_options[@]}"}")
+  # Local runs stay on the loopback address.
+  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+fi
+
+# Quiet logging (conf/spark/log4j2.properties) unless the user has a Spark conf of their own.
+export SPARK_CONF_DIR="${SPARK_CONF_DIR:-$root/conf/spark}"
+
+cd "$root"
+exec spark-submit \
+  --jars "$jars" \
+  --py-files "$package_zip" \
+  --conf spark.sql.session.timeZone=UTC \
+  "${submit_options[@]}" \
+  "$root/jobs/$job.py" "$@"

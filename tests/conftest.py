@@ -1,0 +1,61 @@
+"""Shared fixtures: one local SparkSession and a real Kafka broker for the whole run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from fraudstream import broker as local_broker
+from fraudstream import config
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One small local session: two cores, few shuffle partitions, no UI."""
+    from pyspark.sql import SparkSession
+
+    from fraudstream.spark import get_session
+
+    session = get_session("fraudstream-tests", master="local[2]")
+    session.conf.set("spark.sql.shuffle.partitions", "2")
+    yield session
+    session.stop()
+    SparkSession.builder._options = {}
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap servers of a real broker: the one running, else the project's local one.
+
+    A broker this fixture starts is stopped at the end of the session; one that was
+    already running is left as it was.
+    """
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        return servers
+    broker = local_broker.LocalBroker()
+    pid, started = local_broker.start(broker)
+    yield broker.bootstrap_servers
+    if started:
+        local_broker.stop(broker)
+
+
+@pytest.fixture()
+def fresh_topic(kafka_bootstrap):
+    """A new, empty topic for one test, so tests never see each other's records."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    local_broker.create_topics(kafka_bootstrap, {name: {}}, partitions=3)
+    return name
+
+
+@pytest.fixture()
+def lake(tmp_path):
+    """An output root and a checkpoint root of the test's own."""
+    return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}
+
+
+__all__ = ["config"]
