@@ -1,0 +1,289 @@
+"""The contracts: payment events and label events, in every form the project uses them.
+
+Everything else imports these definitions: the Spark ``StructType`` of each event, its
+Arrow schema (Parquet files), pandas dtypes, JSON encoding for Kafka, and the
+validation rules with the reason each invalid record is set aside for.
+
+Payment event (topic ``payments``, key ``card_id``, value UTF-8 JSON)::
+
+    {"transaction_id": "t5f0c...", "event_time": "2018-04-01T07:19:05.000Z",
+     "card_id": "card_9b1e...", "customer_id": "cust_0c2f...", "merchant_id": "m_4a7d...",
+     "merchant_category": "grocery", "amount": 57.16, "currency": "EUR", "channel": "pos",
+     "lat": 48.8566, "lon": 2.3522, "country": "FR", "schema_version": 1}
+
+Required: ``transaction_id``, ``event_time``, ``card_id``, ``merchant_id``, ``amount``,
+``schema_version``; the rest may be null when a source does not know them. Card
+identifiers are tokens, never card numbers. Unknown extra fields are ignored.
+
+Label event (topic ``fraud-labels``, key ``card_id``): ``transaction_id``, ``card_id``,
+``label`` (``fraud`` or ``genuine``), ``source`` (``chargeback``, ``analyst``,
+``simulator``), ``reported_time``, ``scenario`` (the simulator's fraud scenario, else
+null) and ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from pyspark.sql import types as T  # noqa: N812
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+CHANNELS = ("pos", "ecom", "atm")
+LABELS = ("fraud", "genuine")
+LABEL_SOURCES = ("chargeback", "analyst", "simulator")
+
+# --- payment events ---------------------------------------------------------------
+
+#: (name, Arrow type, required). The one list every other form is derived from.
+_PAYMENT_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("transaction_id", pa.string(), True),
+    ("event_time", pa.timestamp("ms", tz="UTC"), True),
+    ("card_id", pa.string(), True),
+    ("customer_id", pa.string(), False),
+    ("merchant_id", pa.string(), True),
+    ("merchant_category", pa.string(), False),
+    ("amount", pa.float64(), True),
+    ("currency", pa.string(), False),
+    ("channel", pa.string(), False),
+    ("lat", pa.float64(), False),
+    ("lon", pa.float64(), False),
+    ("country", pa.string(), False),
+    ("schema_version", pa.int32(), True),
+]
+
+PAYMENT_COLUMNS = [name for name, _, _ in _PAYMENT_FIELDS]
+PAYMENT_REQUIRED = [name for name, _, required in _PAYMENT_FIELDS if required]
+
+# --- label events -----------------------------------------------------------------
+
+_LABEL_FIELDS: list[tuple[str, pa.DataType, bool]] = [
+    ("transaction_id", pa.string(), True),
+    ("card_id", pa.string(), True),
+    ("label", pa.string(), True),
+    ("source", pa.string(), True),
+    ("reported_time", pa.timestamp("ms", tz="UTC"), True),
+    ("scenario", pa.string(), False),
+    ("schema_version", pa.int32(), True),
+]
+
+LABEL_COLUMNS = [name for name, _, _ in _LABEL_FIELDS]
+LABEL_REQUIRED = [name for name, _, required in _LABEL_FIELDS if required]
+
+
+def _arrow_schema(fields: list[tuple[str, pa.DataType, bool]]) -> pa.Schema:
+    return pa.schema(
+        [pa.field(name, dtype, nullable=not required) for name, dtype, required in fields]
+    )
+
+
+_ARROW_TO_SPARK = {
+    pa.string(): T.StringType(),
+    pa.float64(): T.DoubleType(),
+    pa.int32(): T.IntegerType(),
+    pa.timestamp("ms", tz="UTC"): T.TimestampType(),
+}
+
+
+def _spark_schema(fields: list[tuple[str, pa.DataType, bool]]) -> T.StructType:
+    return T.StructType(
+        [T.StructField(name, _ARROW_TO_SPARK[dtype], nullable=True) for name, dtype, _ in fields]
+    )
+
+
+#: Arrow schemas of the Parquet files the simulator and importers write.
+PAYMENT_ARROW_SCHEMA = _arrow_schema(_PAYMENT_FIELDS)
+LABEL_ARROW_SCHEMA = _arrow_schema(_LABEL_FIELDS)
+
+#: Spark schemas of parsed, valid events. Nullable everywhere, as Spark reads them;
+#: the required fields are enforced by validation, not by the schema.
+PAYMENT_SCHEMA = _spark_schema(_PAYMENT_FIELDS)
+LABEL_SCHEMA = _spark_schema(_LABEL_FIELDS)
+
+#: Spark schema for parsing the JSON value: timestamps arrive as ISO-8601 text and are
+#: converted (and checked) after parsing, so a bad timestamp gets its own reason.
+PAYMENT_JSON_SCHEMA = T.StructType(
+    [
+        T.StructField(f.name, T.StringType() if f.name == "event_time" else f.dataType, True)
+        for f in PAYMENT_SCHEMA.fields
+    ]
+)
+LABEL_JSON_SCHEMA = T.StructType(
+    [
+        T.StructField(f.name, T.StringType() if f.name == "reported_time" else f.dataType, True)
+        for f in LABEL_SCHEMA.fields
+    ]
+)
+
+#: pandas dtypes of the events read from Parquet (nullable extension types).
+PAYMENT_PANDAS_DTYPES = {
+    "transaction_id": "string",
+    "event_time": "datetime64[ms, UTC]",
+    "card_id": "string",
+    "customer_id": "string",
+    "merchant_id": "string",
+    "merchant_category": "string",
+    "amount": "Float64",
+    "currency": "string",
+    "channel": "string",
+    "lat": "Float64",
+    "lon": "Float64",
+    "country": "string",
+    "schema_version": "Int32",
+}
+LABEL_PANDAS_DTYPES = {
+    "transaction_id": "string",
+    "card_id": "string",
+    "label": "string",
+    "source": "string",
+    "reported_time": "datetime64[ms, UTC]",
+    "scenario": "string",
+    "schema_version": "Int32",
+}
+
+# --- JSON -------------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``: ``2018-04-01T07:19:05.000Z``."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp; one without a zone is taken as UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _to_json(event: dict, columns: list[str], time_column: str) -> bytes:
+    record = {}
+    for name in columns:
+        value = event.get(name)
+        if name == time_column and isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        record[name] = value
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode_payment(event: dict) -> bytes:
+    """Encode a payment event as the UTF-8 JSON value of a Kafka record."""
+    return _to_json(event, PAYMENT_COLUMNS, "event_time")
+
+
+def encode_label(event: dict) -> bytes:
+    """Encode a label event as the UTF-8 JSON value of a Kafka record."""
+    return _to_json(event, LABEL_COLUMNS, "reported_time")
+
+
+def decode_payment(value: bytes) -> dict:
+    """Decode and validate a payment event.
+
+    Returns
+    -------
+    dict
+        The contract's fields (``event_time`` as an aware ``datetime``); unknown
+        fields dropped, absent optional fields as None.
+
+    Raises
+    ------
+    ValueError
+        With the reason the record is invalid (the dead-letter reason).
+    """
+    try:
+        record = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"unparseable: {error}") from None
+    if not isinstance(record, dict):
+        raise ValueError("unparseable: not a JSON object")
+    reason = payment_invalid_reason(record)
+    if reason is not None:
+        raise ValueError(reason)
+    event = {name: record.get(name) for name in PAYMENT_COLUMNS}
+    event["event_time"] = parse_time(record["event_time"])
+    event["amount"] = float(record["amount"])
+    return event
+
+
+# --- validation -------------------------------------------------------------------
+
+#: Reasons, in the order they are checked; the first that applies is reported.
+REASON_UNPARSEABLE = "unparseable"
+REASON_MISSING = "missing required field {}"
+REASON_BAD_TYPE = "wrong type for field {}"
+REASON_SCHEMA_VERSION = "unknown schema_version {}"
+REASON_BAD_TIME = "event_time is not an ISO-8601 timestamp"
+REASON_AMOUNT = "amount must be > 0"
+REASON_LAT = "lat out of range [-90, 90]"
+REASON_LON = "lon out of range [-180, 180]"
+REASON_CHANNEL = "channel must be one of pos, ecom, atm"
+
+
+def _is_supported_version(value) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value in SUPPORTED_SCHEMA_VERSIONS
+    )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def payment_invalid_reason(record: dict) -> str | None:
+    """Return why a decoded JSON payment record is invalid, or None if it is valid."""
+    for name in PAYMENT_REQUIRED:
+        if record.get(name) is None or record.get(name) == "":
+            return REASON_MISSING.format(name)
+    for name in ("transaction_id", "card_id", "merchant_id", "event_time"):
+        if not isinstance(record[name], str):
+            return REASON_BAD_TYPE.format(name)
+    for name in ("amount", "lat", "lon"):
+        if record.get(name) is not None and not _is_number(record[name]):
+            return REASON_BAD_TYPE.format(name)
+    if not _is_supported_version(record["schema_version"]):
+        return REASON_SCHEMA_VERSION.format(record["schema_version"])
+    try:
+        parse_time(record["event_time"])
+    except ValueError:
+        return REASON_BAD_TIME
+    if record["amount"] <= 0:
+        return REASON_AMOUNT
+    if record.get("lat") is not None and not -90 <= record["lat"] <= 90:
+        return REASON_LAT
+    if record.get("lon") is not None and not -180 <= record["lon"] <= 180:
+        return REASON_LON
+    if record.get("channel") is not None and record["channel"] not in CHANNELS:
+        return REASON_CHANNEL
+    return None
+
+
+def label_invalid_reason(record: dict) -> str | None:
+    """Return why a decoded JSON label record is invalid, or None if it is valid."""
+    for name in LABEL_REQUIRED:
+        if record.get(name) is None or record.get(name) == "":
+            return REASON_MISSING.format(name)
+    for name in ("transaction_id", "card_id", "label", "source", "reported_time"):
+        if not isinstance(record[name], str):
+            return REASON_BAD_TYPE.format(name)
+    if record["label"] not in LABELS:
+        return "label must be fraud or genuine"
+    if record["source"] not in LABEL_SOURCES:
+        return "source must be one of chargeback, analyst, simulator"
+    if not _is_supported_version(record["schema_version"]):
+        return REASON_SCHEMA_VERSION.format(record["schema_version"])
+    try:
+        parse_time(record["reported_time"])
+    except ValueError:
+        return "reported_time is not an ISO-8601 timestamp"
+    return None
