@@ -12,6 +12,38 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 
 
+class KafkaSetupError(RuntimeError):
+    """Kafka is not there as a command needs it; the message is one sentence for the user."""
+
+
+def require_topics(bootstrap_servers: str, topics: list[str]) -> None:
+    """Fail with one clear sentence if the brokers cannot be reached or a topic is missing.
+
+    Called before long work starts, so that a typo or a stopped broker does not show
+    up a minute later as a timeout deep in a client library.
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    except KafkaError as error:
+        raise KafkaSetupError(
+            f"Cannot reach Kafka at {bootstrap_servers} ({error.__class__.__name__}); "
+            "is the broker running (fraudstream kafka start)?"
+        ) from None
+    try:
+        existing = consumer.topics()
+    finally:
+        consumer.close()
+    missing = [topic for topic in topics if topic not in existing]
+    if missing:
+        raise KafkaSetupError(
+            f"Topic(s) {', '.join(missing)} do not exist on {bootstrap_servers}; "
+            "create them (fraudstream kafka start creates the design's topics)."
+        )
+
+
 def spark_options(bootstrap_servers: str, client_properties: dict[str, str] | None = None) -> dict:
     """Return the options of Spark's Kafka source or sink.
 

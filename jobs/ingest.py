@@ -126,6 +126,11 @@ def parse_args(argv: list[str]) -> IngestConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        kafka_io.require_topics(cfg.bootstrap_servers, [cfg.topic])
+    except kafka_io.KafkaSetupError as error:
+        print(f"ingest: {error}", file=sys.stderr)
+        return 2
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     spark = get_session("fraudstream-ingest")
     run(spark, cfg)
