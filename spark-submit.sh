@@ -88,6 +88,9 @@ if ! $has_master; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 fi
 
+# Local default paths (data/, var/) resolve against this checkout, wherever the job runs from.
+export FRAUDSTREAM_HOME="$root"
+
 # Quiet logging (conf/spark/log4j2.properties) unless the user has a Spark conf of their own.
 export SPARK_CONF_DIR="${SPARK_CONF_DIR:-$root/conf/spark}"
 

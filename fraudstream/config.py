@@ -10,8 +10,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
+def _project_root() -> Path:
+    """The checkout that local defaults (``data/``, ``var/``, ``jvm/jars``) live under.
+
+    ``$FRAUDSTREAM_HOME`` when set (``spark-submit.sh`` sets it: under spark-submit the
+    package is imported from a zip, so its own path says nothing); else the folder
+    above the package when that holds ``pyproject.toml``; else the working directory.
+    """
+    explicit = os.environ.get("FRAUDSTREAM_HOME")
+    if explicit:
+        return Path(explicit).resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path.cwd()
+
+
 #: The repository root (the folder holding ``pyproject.toml``).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = _project_root()
 
 #: Generated data: the lake of Parquet views and the streaming checkpoints.
 DATA_DIR = PROJECT_ROOT / "data"

@@ -14,11 +14,17 @@ Usage::
 
     ./spark-submit.sh import --format handbook|sparkov --input PATH --out DIR
         [--label-delay-days N]
+
+Tokens are salted SHA-256 of the identifiers. The public data sets are synthetic and
+use a fixed, public salt; for real card numbers set a secret one in the environment
+variable ``FRAUDSTREAM_TOKEN_SALT`` (a card number behind a known salt can be found by
+brute force).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +41,11 @@ class ImportConfig:
     label_delay_days: float = importers.DEFAULT_LABEL_DELAY / timedelta(days=1)
 
 
+#: Real card numbers need a secret salt for their tokens; it is read from the
+#: environment so that it never shows in a process list or a shell history.
+SALT_VARIABLE = "FRAUDSTREAM_TOKEN_SALT"
+
+
 def run(cfg: ImportConfig) -> dict[str, int]:
     """Import the data set; return the events and labels written and the rows dropped."""
     return importers.import_dataset(
@@ -42,6 +53,7 @@ def run(cfg: ImportConfig) -> dict[str, int]:
         Path(cfg.input_path),
         Path(cfg.out),
         label_delay=timedelta(days=cfg.label_delay_days),
+        salt=os.environ.get(SALT_VARIABLE) or importers.DEFAULT_SALT,
     )
 
 

@@ -24,8 +24,14 @@ for set in spark-kafka kafka-broker; do
   fi
   echo "fetch-jars: resolving $set from Maven Central ..."
   rm -rf "$out"
-  mvn -q -B -Dstyle.color=never -f "$pom" "$DEPENDENCY_PLUGIN:copy-dependencies" \
-    -DoutputDirectory="$PWD/$out" -DincludeScope=runtime
+  log=$(mktemp)
+  if ! mvn -B -f "$pom" "$DEPENDENCY_PLUGIN:copy-dependencies" \
+      -DoutputDirectory="$PWD/$out" -DincludeScope=runtime >"$log" 2>&1; then
+    grep -E "ERROR|Could not" "$log" | head -20 >&2
+    echo "fetch-jars: resolving $set failed (full Maven log: $log)." >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
   echo "fetch-jars: $set: $(ls "$out"/*.jar | wc -l) jars in $out"
 done

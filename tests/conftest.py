@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import config
+from fraudstream import kafka_io
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -36,8 +36,15 @@ def kafka_bootstrap() -> str:
     """
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if servers:
-        return servers
+        yield servers
+        return
     broker = local_broker.LocalBroker()
+    if local_broker.port_in_use(broker.host, broker.port):
+        # A broker is already serving the default port (the demo's, or one from another
+        # checkout): use it, and leave it running.
+        kafka_io.require_topics(broker.bootstrap_servers, [])
+        yield broker.bootstrap_servers
+        return
     pid, started = local_broker.start(broker)
     yield broker.bootstrap_servers
     if started:
@@ -56,6 +63,3 @@ def fresh_topic(kafka_bootstrap):
 def lake(tmp_path):
     """An output root and a checkpoint root of the test's own."""
     return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}
-
-
-__all__ = ["config"]
