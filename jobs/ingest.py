@@ -94,9 +94,9 @@ def parse_args(argv: list[str]) -> IngestConfig:
     parser.add_argument(
         "--topic", default=config.TOPIC_PAYMENTS, help="topic (default: %(default)s)"
     )
-    parser.add_argument("--out", help="Parquet folder (default: data/lake/raw/TOPIC)")
+    parser.add_argument("--out", help=f"Parquet folder (default: {config.LAKE_DIR}/raw/TOPIC)")
     parser.add_argument(
-        "--checkpoint", help="checkpoint folder (default: data/checkpoints/raw-TOPIC)"
+        "--checkpoint", help=f"checkpoint folder (default: {config.CHECKPOINT_DIR}/raw-TOPIC)"
     )
     parser.add_argument(
         "--starting-offsets",
