@@ -1,0 +1,518 @@
+"""The one feature definition, shared by training and scoring.
+
+:func:`compute` turns payment events into model features, as of each payment: a
+payment's features use that payment and earlier ones of the same card or merchant,
+never a later one, and fraud labels only once they were reported. It works on a whole
+history at once (training) or on one micro-batch at a time with the state the previous
+batches left (streaming), and gives the same values either way: that is the parity
+the project promises, and ``tests/test_features.py`` checks it by cutting a history
+into batches at random places.
+
+Order and ties. Events are ordered by ``(event_time, transaction_id)``: of two
+payments at the same millisecond, the one with the smaller ``transaction_id`` comes
+first and is in the other's windows, not the reverse. Input order does not matter.
+
+Features (all numbers, never null):
+
+=================================  ==================================================
+card_tx_count_{1,7,30}d            payments of the card in the last 1/7/30 days,
+                                   this one included (window ``(t - w, t]``)
+card_mean_amount_{1,7,30}d         their mean amount
+card_tx_count_1h                   payments of the card in the last hour (velocity)
+seconds_since_prev                 seconds since the card's previous payment (capped
+                                   at 30 days; 30 days when there is none)
+amount_to_card_mean                amount / mean amount of the card's earlier payments
+                                   of the last 30 days (1 when there are none)
+km_from_prev, speed_kmh_from_prev  distance to the card's previous card-present
+                                   payment and the speed it implies (time floored at
+                                   10 minutes); 0 when either is not card-present
+km_from_usual                      distance to the mean location of the card's earlier
+                                   card-present payments of the last 30 days
+country_changed                    1 if the country differs from the previous
+                                   card-present payment's
+merchant_tx_count_{1,7,30}d        the merchant's payments on the 1/7/30 whole days
+                                   (UTC) that end ``label_delay_days`` before the
+                                   payment's day
+merchant_fraud_rate_{1,7,30}d      the share of those that were reported as fraud
+                                   before the payment's day began (0 if none)
+is_night, is_weekend               hour < 6 UTC; Saturday or Sunday (UTC)
+is_ecom, is_atm                    the payment's channel
+amount                             the amount itself
+=================================  ==================================================
+
+"Card-present" means channel ``pos`` or ``atm`` with coordinates; web payments carry
+their shop's seat, which says nothing about where the card is.
+
+State and its size. A card needs its payments of the last 30 days (time, id, amount
+in cents, micro-degree coordinates, country): about 60 bytes a payment plus the ids,
+so with 2 payments a day about 4 KB a card in pandas. A merchant needs its payment
+count per day for the last ``label_delay_days + 30`` days (37 by default, 16 bytes
+each) and its reported frauds of those days. State expires by event time: rows older
+than the newest event time seen minus the longest window are dropped.
+
+Exactness. Amounts are summed in integer cents and coordinates in integer
+micro-degrees, so a window's sum does not depend on how the history was cut into
+batches; means and distances are then computed from identical integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+EARTH_RADIUS_KM = 6371.0088
+CARD_WINDOWS_DAYS = (1, 7, 30)
+MERCHANT_WINDOWS_DAYS = (1, 7, 30)
+HISTORY_DAYS = max(CARD_WINDOWS_DAYS)
+SPEED_TIME_FLOOR_H = 10 / 60
+NIGHT_END_HOUR = 6
+DEFAULT_LABEL_DELAY_DAYS = 7
+
+FEATURE_COLUMNS = [
+    *(f"card_tx_count_{w}d" for w in CARD_WINDOWS_DAYS),
+    *(f"card_mean_amount_{w}d" for w in CARD_WINDOWS_DAYS),
+    "card_tx_count_1h",
+    "seconds_since_prev",
+    "amount_to_card_mean",
+    "km_from_prev",
+    "speed_kmh_from_prev",
+    "km_from_usual",
+    "country_changed",
+    *(f"merchant_tx_count_{w}d" for w in MERCHANT_WINDOWS_DAYS),
+    *(f"merchant_fraud_rate_{w}d" for w in MERCHANT_WINDOWS_DAYS),
+    "is_night",
+    "is_weekend",
+    "is_ecom",
+    "is_atm",
+    "amount",
+]
+
+#: The Fraud Detection Handbook's 15 features, named as here, for comparison runs.
+HANDBOOK_FEATURES = [
+    "amount",
+    "is_weekend",
+    "is_night",
+    *(f"card_tx_count_{w}d" for w in CARD_WINDOWS_DAYS),
+    *(f"card_mean_amount_{w}d" for w in CARD_WINDOWS_DAYS),
+    *(f"merchant_tx_count_{w}d" for w in MERCHANT_WINDOWS_DAYS),
+    *(f"merchant_fraud_rate_{w}d" for w in MERCHANT_WINDOWS_DAYS),
+]
+
+#: Columns of the payment events the features read.
+EVENT_COLUMNS = [
+    "transaction_id",
+    "event_time",
+    "card_id",
+    "merchant_id",
+    "amount",
+    "channel",
+    "lat",
+    "lon",
+    "country",
+]
+
+_CARD_STATE_COLUMNS = [
+    "card_id",
+    "time_ms",
+    "transaction_id",
+    "cents",
+    "lat_e6",
+    "lon_e6",
+    "located",
+    "country",
+]
+
+
+@dataclass
+class FeatureState:
+    """What :func:`compute` needs from earlier batches; empty for a first batch.
+
+    Attributes
+    ----------
+    cards : DataFrame
+        The last 30 days of each card's payments (``card_id, time_ms, transaction_id,
+        cents, lat_e6, lon_e6, located, country``).
+    merchant_days : DataFrame
+        ``merchant_id, day, tx_count``: payments per merchant and UTC day.
+    frauds : DataFrame
+        ``merchant_id, tx_day, report_day``: one row per payment reported as fraud.
+    """
+
+    cards: pd.DataFrame = field(default_factory=lambda: _empty_cards())
+    merchant_days: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {
+                "merchant_id": pd.Series(dtype=object),
+                "day": pd.Series(dtype=np.int64),
+                "tx_count": pd.Series(dtype=np.int64),
+            }
+        )
+    )
+    frauds: pd.DataFrame = field(default_factory=lambda: _empty_frauds())
+
+    def nbytes(self) -> int:
+        """Memory the state holds, in bytes (deep, strings included)."""
+        return int(
+            sum(
+                frame.memory_usage(deep=True).sum()
+                for frame in (self.cards, self.merchant_days, self.frauds)
+            )
+        )
+
+
+def _empty_cards() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "card_id": pd.Series(dtype=object),
+            "time_ms": pd.Series(dtype=np.int64),
+            "transaction_id": pd.Series(dtype=object),
+            "cents": pd.Series(dtype=np.int64),
+            "lat_e6": pd.Series(dtype=np.int64),
+            "lon_e6": pd.Series(dtype=np.int64),
+            "located": pd.Series(dtype=bool),
+            "country": pd.Series(dtype=object),
+        }
+    )
+
+
+def _empty_frauds() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "merchant_id": pd.Series(dtype=object),
+            "tx_day": pd.Series(dtype=np.int64),
+            "report_day": pd.Series(dtype=np.int64),
+        }
+    )
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def _time_ms(values: pd.Series) -> np.ndarray:
+    """Event times as integer milliseconds since the epoch, whatever the pandas unit."""
+    times = pd.to_datetime(values, utc=True)
+    return (
+        times.dt.tz_convert("UTC")
+        .dt.tz_localize(None)
+        .astype("datetime64[ms]")
+        .astype(np.int64)
+        .to_numpy()
+    )
+
+
+def _card_rows(events: pd.DataFrame) -> pd.DataFrame:
+    """The events in the state's form: integer cents and micro-degrees."""
+    lat = pd.to_numeric(events["lat"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    lon = pd.to_numeric(events["lon"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    channel = events["channel"].astype(object).to_numpy()
+    located = np.isfinite(lat) & np.isfinite(lon) & np.isin(channel, ["pos", "atm"])
+    amount = pd.to_numeric(events["amount"]).to_numpy(dtype=float)
+    return pd.DataFrame(
+        {
+            "card_id": events["card_id"].astype(object).to_numpy(),
+            "time_ms": _time_ms(events["event_time"]),
+            "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+            "cents": np.round(amount * 100).astype(np.int64),
+            "lat_e6": np.where(located, np.round(np.nan_to_num(lat) * 1e6), 0).astype(np.int64),
+            "lon_e6": np.where(located, np.round(np.nan_to_num(lon) * 1e6), 0).astype(np.int64),
+            "located": located,
+            "country": np.where(located, events["country"].astype(object).to_numpy(), None),
+        }
+    )
+
+
+def fraud_facts(events: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Join fraud labels to their payments: ``merchant_id, tx_day, report_day``.
+
+    Labels of payments not in ``events`` are left out; a payment labelled more than
+    once counts once, at its first fraud report (a later "genuine" verdict does not
+    undo a chargeback here).
+    """
+    fraud = labels.loc[labels["label"] == "fraud", ["transaction_id", "reported_time"]]
+    fraud = fraud.assign(report_ms=_time_ms(fraud["reported_time"]))
+    first = fraud.groupby("transaction_id", sort=False)["report_ms"].min()
+    payments = events[["transaction_id", "merchant_id", "event_time"]]
+    joined = payments.merge(first, left_on="transaction_id", right_index=True, how="inner")
+    return pd.DataFrame(
+        {
+            "merchant_id": joined["merchant_id"].astype(object).to_numpy(),
+            "tx_day": _time_ms(joined["event_time"]) // DAY_MS,
+            "report_day": joined["report_ms"].to_numpy() // DAY_MS,
+        }
+    )
+
+
+# --- the computation ------------------------------------------------------------------
+
+
+def compute(
+    events: pd.DataFrame,
+    frauds: pd.DataFrame | None = None,
+    state: FeatureState | None = None,
+    label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS,
+    keep_state: bool = True,
+) -> tuple[pd.DataFrame, FeatureState | None]:
+    """Compute the features of ``events``, as of each event.
+
+    Parameters
+    ----------
+    events : DataFrame
+        Payment events with at least :data:`EVENT_COLUMNS`.
+    frauds : DataFrame, optional
+        New fraud facts (:func:`fraud_facts`) since the state was made.
+    state : FeatureState, optional
+        What earlier batches left; None for the first batch (or a whole history).
+    label_delay_days : int
+        How many whole days back the merchant windows end.
+    keep_state : bool
+        Whether to return the state for the next batch (training does not need it).
+
+    Returns
+    -------
+    (DataFrame, FeatureState or None)
+        ``transaction_id`` and :data:`FEATURE_COLUMNS`, one row per event in the input
+        order; and the state for the next batch.
+    """
+    state = state or FeatureState()
+    frauds = _empty_frauds() if frauds is None else frauds
+    new_rows = _card_rows(events)
+    card_features, cards = _card_features(new_rows, state.cards)
+    merchant_features, merchant_days, all_frauds = _merchant_features(
+        events, new_rows["time_ms"], state, frauds, label_delay_days
+    )
+    time_ms = new_rows["time_ms"].to_numpy()
+    channel = events["channel"].astype(object).to_numpy()
+    moment = pd.to_datetime(time_ms, unit="ms")
+    features = pd.DataFrame(
+        {
+            "transaction_id": new_rows["transaction_id"].to_numpy(),
+            **card_features,
+            **merchant_features,
+            "is_night": (moment.hour < NIGHT_END_HOUR).astype(np.int64),
+            "is_weekend": (moment.dayofweek >= 5).astype(np.int64),
+            "is_ecom": (channel == "ecom").astype(np.int64),
+            "is_atm": (channel == "atm").astype(np.int64),
+            "amount": new_rows["cents"].to_numpy() / 100.0,
+        }
+    )[["transaction_id", *FEATURE_COLUMNS]]
+    if not keep_state:
+        return features, None
+    horizon = int(max(cards["time_ms"].max(), time_ms.max(initial=0))) if len(cards) else 0
+    next_state = FeatureState(
+        cards=cards.loc[
+            cards["time_ms"] > horizon - HISTORY_DAYS * DAY_MS, _CARD_STATE_COLUMNS
+        ].reset_index(drop=True),
+        merchant_days=merchant_days.loc[
+            merchant_days["day"]
+            >= horizon // DAY_MS - label_delay_days - max(MERCHANT_WINDOWS_DAYS)
+        ].reset_index(drop=True),
+        frauds=all_frauds.loc[
+            all_frauds["tx_day"]
+            >= horizon // DAY_MS - label_delay_days - max(MERCHANT_WINDOWS_DAYS)
+        ].reset_index(drop=True),
+    )
+    return features, next_state
+
+
+def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance in km between points given in degrees (vectorised)."""
+    lat1, lon1, lat2, lon2 = (
+        np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2)
+    )
+    a = (
+        np.sin((lat2 - lat1) / 2) ** 2
+        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _event_order(card: np.ndarray, time: np.ndarray, transaction_id: np.ndarray) -> np.ndarray:
+    """The sort order by card, then ``(event_time, transaction_id)``.
+
+    Sorting by the string ids is slow, and ties in time are rare: sort by integers,
+    then order each run of equal (card, time) by id.
+    """
+    order = np.lexsort((time, card))
+    card, time = card[order], time[order]
+    tied = np.flatnonzero((card[1:] == card[:-1]) & (time[1:] == time[:-1]))
+    if tied.size:
+        starts = tied[np.concatenate([[True], np.diff(tied) > 1])]
+        ends = tied[np.concatenate([np.diff(tied) > 1, [True]])] + 2
+        for start, end in zip(starts, ends, strict=True):
+            run = order[start:end]
+            order[start:end] = run[np.argsort(transaction_id[run].astype(str), kind="stable")]
+    return order
+
+
+def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
+    """Card windows over the state's history plus the new rows; features of the new rows."""
+    # A payment seen before (a duplicate delivery) is one payment: keep its first copy.
+    rows = pd.concat([history, new_rows], ignore_index=True)
+    rows["_position"] = np.arange(len(rows))
+    rows = rows.drop_duplicates("transaction_id", keep="first")
+    order = _event_order(
+        pd.factorize(rows["card_id"], sort=True)[0],
+        rows["time_ms"].to_numpy(),
+        rows["transaction_id"].to_numpy(),
+    )
+    rows = rows.iloc[order].reset_index(drop=True)
+    card = pd.factorize(rows["card_id"], sort=True)[0].astype(np.int64)
+    time = rows["time_ms"].to_numpy()
+    n = len(rows)
+    index = np.arange(n)
+    # One sorted key across cards: card rank times a span larger than any time gap.
+    base = time.min() if n else 0
+    span = np.int64(time.max(initial=0) - base + 2 * HISTORY_DAYS * DAY_MS + 1)
+    key = card * span + (time - base)
+
+    def window_start(width_ms: int) -> np.ndarray:
+        return np.searchsorted(key, key - width_ms, side="right")
+
+    cents = rows["cents"].to_numpy()
+    cents_cum = np.concatenate([[0], np.cumsum(cents)])
+    out: dict[str, np.ndarray] = {}
+    start_30d = window_start(HISTORY_DAYS * DAY_MS)
+    for w in CARD_WINDOWS_DAYS:
+        start = start_30d if w == HISTORY_DAYS else window_start(w * DAY_MS)
+        count = index - start + 1
+        out[f"card_tx_count_{w}d"] = count
+        out[f"card_mean_amount_{w}d"] = (cents_cum[index + 1] - cents_cum[start]) / count / 100.0
+    out["card_tx_count_1h"] = index - window_start(HOUR_MS) + 1
+
+    has_prev = start_30d < index
+    prev = np.maximum(index - 1, 0)
+    out["seconds_since_prev"] = np.where(
+        has_prev, (time - time[prev]) / 1000.0, HISTORY_DAYS * DAY_MS / 1000.0
+    )
+    earlier = index - start_30d  # earlier payments in the last 30 days
+    earlier_cents = cents_cum[index] - cents_cum[start_30d]
+    usual = np.divide(earlier_cents, earlier, out=np.zeros(n), where=earlier > 0)
+    out["amount_to_card_mean"] = np.where(earlier > 0, cents / np.where(usual > 0, usual, 1), 1.0)
+
+    located = rows["located"].to_numpy(dtype=bool)
+    lat_e6, lon_e6 = rows["lat_e6"].to_numpy(), rows["lon_e6"].to_numpy()
+    last_located = np.maximum.accumulate(np.where(located, index, -1))
+    prev_located = np.concatenate([[-1], last_located[:-1]])
+    prev_ok = (prev_located >= start_30d) & located
+    p = np.maximum(prev_located, 0)
+    km_prev = np.where(
+        prev_ok, haversine_km(lat_e6[p] / 1e6, lon_e6[p] / 1e6, lat_e6 / 1e6, lon_e6 / 1e6), 0.0
+    )
+    hours = (time - time[p]) / HOUR_MS
+    out["km_from_prev"] = km_prev
+    out["speed_kmh_from_prev"] = np.where(
+        prev_ok, km_prev / np.maximum(hours, SPEED_TIME_FLOOR_H), 0.0
+    )
+    country = rows["country"].to_numpy(dtype=object)
+    out["country_changed"] = (prev_ok & (country != country[p])).astype(np.int64)
+
+    located_cum = np.concatenate([[0], np.cumsum(located)])
+    lat_cum = np.concatenate([[0], np.cumsum(np.where(located, lat_e6, 0))])
+    lon_cum = np.concatenate([[0], np.cumsum(np.where(located, lon_e6, 0))])
+    seen = located_cum[index] - located_cum[start_30d]
+    has_usual = located & (seen > 0)
+    safe = np.where(seen > 0, seen, 1)
+    usual_lat = (lat_cum[index] - lat_cum[start_30d]) / safe / 1e6
+    usual_lon = (lon_cum[index] - lon_cum[start_30d]) / safe / 1e6
+    out["km_from_usual"] = np.where(
+        has_usual, haversine_km(usual_lat, usual_lon, lat_e6 / 1e6, lon_e6 / 1e6), 0.0
+    )
+
+    # Back to the input order; a payment given twice (in this batch, or already in the
+    # state) gets the features of its first copy, computed from the same history.
+    position = rows.pop("_position").to_numpy() - len(history)
+    take = np.full(len(new_rows), -1, dtype=np.int64)
+    mine = position >= 0
+    take[position[mine]] = np.flatnonzero(mine)
+    copies = np.flatnonzero(take < 0)
+    if copies.size:
+        first = pd.Series(index, index=rows["transaction_id"].to_numpy())
+        take[copies] = first.reindex(new_rows["transaction_id"].to_numpy()[copies]).to_numpy()
+    features = {name: np.asarray(values)[take] for name, values in out.items()}
+    return features, rows
+
+
+def _add_at(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values) -> None:
+    """``np.add.at(matrix, (rows, cols), values)``, through bincount (much faster)."""
+    flat = rows.astype(np.int64) * matrix.shape[1] + cols.astype(np.int64)
+    weights = np.broadcast_to(np.asarray(values), flat.shape).astype(np.float64)
+    matrix += (
+        np.bincount(flat, weights=weights, minlength=matrix.size)
+        .reshape(matrix.shape)
+        .astype(matrix.dtype)
+    )
+
+
+def _merchant_features(events, time_ms, state, frauds, label_delay_days):
+    """Merchant counts and fraud rates over whole-day windows ending the delay back."""
+    day = time_ms.to_numpy() // DAY_MS
+    merchant = events["merchant_id"].astype(object).to_numpy()
+    # A payment counts once, however often it is delivered.
+    ids = events["transaction_id"].to_numpy()
+    unique = ~pd.Series(ids).duplicated().to_numpy() & ~np.isin(
+        ids, state.cards["transaction_id"].to_numpy()
+    )
+    new_days = (
+        pd.DataFrame({"merchant_id": merchant[unique], "day": day[unique]})
+        .groupby(["merchant_id", "day"], sort=False)
+        .size()
+        .rename("tx_count")
+        .reset_index()
+    )
+    merchant_days = (
+        pd.concat([state.merchant_days, new_days], ignore_index=True)
+        .groupby(["merchant_id", "day"], sort=False)["tx_count"]
+        .sum()
+        .reset_index()
+    )
+    all_frauds = pd.concat([state.frauds, frauds], ignore_index=True)
+
+    longest = max(MERCHANT_WINDOWS_DAYS)
+    first_day = (int(day.min()) if day.size else 0) - label_delay_days - longest
+    last_day = int(day.max()) if day.size else first_day
+    width = last_day - first_day + 2
+    codes, names = pd.factorize(merchant)
+    m = len(names)
+    lookup = pd.Index(names)
+
+    counts = np.zeros((m, width), dtype=np.int64)
+    md = merchant_days[merchant_days["merchant_id"].isin(lookup)]
+    md_day = md["day"].to_numpy() - first_day
+    keep = (md_day >= 0) & (md_day < width)
+    _add_at(
+        counts,
+        lookup.get_indexer(md["merchant_id"].to_numpy())[keep],
+        md_day[keep],
+        md["tx_count"].to_numpy()[keep],
+    )
+    before = np.concatenate([np.zeros((m, 1), dtype=np.int64), np.cumsum(counts, axis=1)], axis=1)
+
+    relevant = all_frauds[all_frauds["merchant_id"].isin(lookup)]
+    f_merchant = lookup.get_indexer(relevant["merchant_id"].to_numpy())
+    f_tx_day = relevant["tx_day"].to_numpy()
+    f_report_day = relevant["report_day"].to_numpy()
+    d = day - first_day
+    out = {}
+    for w in MERCHANT_WINDOWS_DAYS:
+        # Payments of days [D - delay - w, D - delay): prefix sums over days.
+        hi = d - label_delay_days
+        count = before[codes, hi] - before[codes, hi - w]
+        # A fraud of day x reported on day r counts for days D with
+        # x + delay < D <= x + delay + w and r < D: a +1 on that range of D.
+        known = np.zeros((m, width + 1), dtype=np.int64)
+        lo_d = np.maximum(f_tx_day + label_delay_days + 1, f_report_day + 1) - first_day
+        hi_d = f_tx_day + label_delay_days + w - first_day
+        ok = lo_d <= hi_d
+        _add_at(known, f_merchant[ok], np.clip(lo_d[ok], 0, width), 1)
+        _add_at(known, f_merchant[ok], np.clip(hi_d[ok] + 1, 0, width), -1)
+        known_by_day = np.cumsum(known, axis=1)
+        fraud = known_by_day[codes, d]
+        out[f"merchant_tx_count_{w}d"] = count
+        out[f"merchant_fraud_rate_{w}d"] = np.divide(
+            fraud, count, out=np.zeros(len(count)), where=count > 0
+        )
+    return out, merchant_days, all_frauds
