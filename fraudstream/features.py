@@ -12,7 +12,7 @@ Order and ties. Events are ordered by ``(event_time, transaction_id)``: of two
 payments at the same millisecond, the one with the smaller ``transaction_id`` comes
 first and is in the other's windows, not the reverse. Input order does not matter.
 
-Features (all numbers, never null):
+Features (all float64, never null):
 
 =================================  ==================================================
 card_tx_count_{1,7,30}d            payments of the card in the last 1/7/30 days,
@@ -299,6 +299,8 @@ def compute(
             "amount": new_rows["cents"].to_numpy() / 100.0,
         }
     )[["transaction_id", *FEATURE_COLUMNS]]
+    # One dtype for every feature: models and their signatures see plain doubles.
+    features = features.astype(dict.fromkeys(FEATURE_COLUMNS, np.float64))
     if not keep_state:
         return features, None
     horizon = int(max(cards["time_ms"].max(), time_ms.max(initial=0))) if len(cards) else 0

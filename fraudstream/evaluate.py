@@ -1,0 +1,171 @@
+"""Evaluation that respects time and label delay, as a fraud team lives it.
+
+The protocol is the delay-aware one of the fraud-detection literature (Le Borgne et
+al., *Reproducible Machine Learning for Credit Card Fraud Detection*): a training
+window, then a delay window as long as the label delay (its labels are not known yet
+when the model is trained, so it is not used), then a test window; repeated over
+consecutive folds shifted back by the test window's length (prequential). Folds
+never shuffle time. Cards already known to be compromised when the test window starts
+(a fraud in the training or delay window, reported before the test window starts) are
+left out of the test window: they would be blocked already.
+
+Metrics, each returned as a plain float:
+
+- ROC AUC and average precision (step-wise, as scikit-learn computes it);
+- Card Precision@k: per day, the share of truly defrauded cards among the k cards with
+  the highest score (a card's score is its highest payment score of the day), cards
+  detected on earlier days of the window removed; averaged over the days;
+- at a threshold: alerts per day, and the recall and precision of those alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+DEFAULT_K = 100
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train / delay / test split, by UTC dates (start inclusive, end exclusive)."""
+
+    train_start: date
+    train_end: date
+    test_start: date
+    test_end: date
+
+    @property
+    def name(self) -> str:
+        return f"test {self.test_start:%Y-%m-%d}..{self.test_end - timedelta(days=1):%Y-%m-%d}"
+
+
+def prequential_folds(
+    train_start: date,
+    n_folds: int = 4,
+    train_days: int = 7,
+    delay_days: int = 7,
+    test_days: int = 7,
+) -> list[Fold]:
+    """Folds whose training windows start at ``train_start`` and go back ``test_days`` each.
+
+    Fold 0 is the latest; fold ``i`` is fold 0 moved ``i * test_days`` days earlier.
+    """
+    folds = []
+    for i in range(n_folds):
+        start = train_start - timedelta(days=i * test_days)
+        train_end = start + timedelta(days=train_days)
+        test_start = train_end + timedelta(days=delay_days)
+        folds.append(Fold(start, train_end, test_start, test_start + timedelta(days=test_days)))
+    return folds
+
+
+def validation_folds(test_folds: list[Fold], delay_days: int = 7) -> list[Fold]:
+    """The folds for choosing hyper-parameters: the test folds moved back by delay + test.
+
+    A validation fold's test window ends where its test fold's training window ends,
+    so nothing of a test window is used to choose a model.
+    """
+    shift = [timedelta(days=delay_days) + (fold.test_end - fold.test_start) for fold in test_folds]
+    return [
+        Fold(f.train_start - s, f.train_end - s, f.test_start - s, f.test_end - s)
+        for f, s in zip(test_folds, shift, strict=True)
+    ]
+
+
+def roc_auc(y_true, score) -> float:
+    """ROC AUC; NaN when the test has one class only."""
+    y_true = np.asarray(y_true)
+    if y_true.min(initial=0) == y_true.max(initial=0):
+        return float("nan")
+    return float(roc_auc_score(y_true, score))
+
+
+def average_precision(y_true, score) -> float:
+    """Average precision, step-wise (scikit-learn's ``average_precision_score``)."""
+    y_true = np.asarray(y_true)
+    if y_true.sum() == 0:
+        return float("nan")
+    return float(average_precision_score(y_true, score))
+
+
+def card_precision_at_k(day, card_id, y_true, score, k: int = DEFAULT_K) -> tuple[float, pd.Series]:
+    """Card Precision@k averaged over days, and per day.
+
+    Parameters
+    ----------
+    day, card_id, y_true, score : array-like
+        One entry per payment: its day, its card, whether it is fraud, its score.
+    k : int
+        Cards an investigator can check per day.
+
+    Returns
+    -------
+    (float, pandas.Series)
+        The mean over days, and the precision of each day (indexed by day).
+
+    Notes
+    -----
+    A card detected (among a day's top k and truly defrauded) is left out of the
+    following days, as it would be blocked. Ties in score are broken by card id, so
+    the result does not depend on input order.
+    """
+    frame = pd.DataFrame(
+        {
+            "day": np.asarray(day),
+            "card": np.asarray(card_id),
+            "y": np.asarray(y_true),
+            "score": np.asarray(score, dtype=float),
+        }
+    )
+    detected: set = set()
+    per_day = {}
+    for current, payments in frame.groupby("day", sort=True):
+        payments = payments[~payments["card"].isin(detected)]
+        cards = payments.groupby("card").agg(score=("score", "max"), y=("y", "max")).reset_index()
+        top = cards.sort_values(["score", "card"], ascending=[False, True]).head(k)
+        hits = top.loc[top["y"] > 0, "card"]
+        per_day[current] = len(hits) / k
+        detected.update(hits)
+    series = pd.Series(per_day, dtype=float).rename_axis("day")
+    return (float(series.mean()) if len(series) else float("nan")), series
+
+
+def threshold_for_budget(score, n_days: int, alerts_per_day: float) -> float:
+    """The score threshold that raises about ``alerts_per_day`` alerts a day on these scores."""
+    score = np.sort(np.asarray(score, dtype=float))[::-1]
+    alerts = int(round(alerts_per_day * n_days))
+    if alerts <= 0 or score.size == 0:
+        return float("inf")
+    return float(score[min(alerts, score.size) - 1])
+
+
+def alert_stats(y_true, score, threshold: float, n_days: int) -> dict[str, float]:
+    """Alerts a day at ``threshold``, and the recall and precision of those alerts."""
+    y_true = np.asarray(y_true).astype(bool)
+    alert = np.asarray(score, dtype=float) >= threshold
+    caught = int((alert & y_true).sum())
+    return {
+        "alerts_per_day": float(alert.sum() / n_days) if n_days else float("nan"),
+        "recall_at_threshold": caught / y_true.sum() if y_true.sum() else float("nan"),
+        "precision_at_threshold": caught / alert.sum() if alert.sum() else float("nan"),
+    }
+
+
+def evaluate_scores(
+    day, card_id, y_true, score, threshold: float | None = None, k: int = DEFAULT_K
+) -> dict[str, float]:
+    """All metrics of one test window, as a plain dict."""
+    cp_k, _ = card_precision_at_k(day, card_id, y_true, score, k)
+    metrics = {
+        "roc_auc": roc_auc(y_true, score),
+        "average_precision": average_precision(y_true, score),
+        f"card_precision_at_{k}": cp_k,
+    }
+    if threshold is not None:
+        metrics.update(alert_stats(y_true, score, threshold, len(np.unique(np.asarray(day)))))
+    return metrics

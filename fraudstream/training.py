@@ -1,0 +1,516 @@
+"""Training and evaluation: features once, prequential folds, model selection, MLflow.
+
+The steps of ``./spark-submit.sh train``, each a function a notebook can call:
+
+1. :func:`build_dataset`: the features of every payment (as of its time, from
+   :mod:`fraudstream.features`), with its day, card, truth and when it became known.
+2. For each model type, :func:`select_params` picks hyper-parameters by mean average
+   precision over the validation folds, and a threshold that raises ``k`` alerts a day.
+3. :func:`evaluate_kind` trains on each test fold's training window, with the labels
+   known when that window's test starts, and scores its test window.
+4. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
+   newest fold as a version of ``fraudstream``, and runs the promotion gate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudstream import evaluate, features, lake, model
+
+MS_PER_DAY = features.DAY_MS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of the training job; see ``jobs/train.py`` for their meaning."""
+
+    data: Path
+    models: tuple[str, ...] = ("hgb",)
+    train_start: date | None = None
+    n_folds: int = 4
+    train_days: int = 7
+    delay_days: int = 7
+    test_days: int = 7
+    k: int = evaluate.DEFAULT_K
+    feature_columns: tuple[str, ...] = tuple(features.FEATURE_COLUMNS)
+    params: dict[str, Any] = field(default_factory=dict)
+    experiment: str = "fraudstream"
+    model_name: str = "fraudstream"
+    seed: int = 0
+    register: bool = True
+    export_dir: Path | None = None
+    report: Path | None = None
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def build_dataset(events: pd.DataFrame, labels: pd.DataFrame, delay_days: int) -> pd.DataFrame:
+    """Features of every payment, with what evaluation needs beside them.
+
+    Returns
+    -------
+    DataFrame
+        :data:`features.FEATURE_COLUMNS` plus ``transaction_id``, ``card_id``,
+        ``event_ms``, ``day`` (UTC date), ``is_fraud`` (the truth: any fraud label,
+        whenever reported) and ``fraud_reported_ms`` (when the first fraud label was
+        reported; NaN if none).
+    """
+    facts = features.fraud_facts(events, labels)
+    computed, _ = features.compute(events, facts, label_delay_days=delay_days, keep_state=False)
+    fraud = labels.loc[labels["label"] == "fraud", ["transaction_id", "reported_time"]]
+    reported = (
+        fraud.assign(ms=features._time_ms(fraud["reported_time"]))
+        .groupby("transaction_id")["ms"]
+        .min()
+    )
+    event_ms = features._time_ms(events["event_time"])
+    dataset = computed.assign(
+        card_id=events["card_id"].astype(object).to_numpy(),
+        event_ms=event_ms,
+        day=pd.to_datetime(event_ms, unit="ms").date,
+    )
+    dataset["fraud_reported_ms"] = dataset["transaction_id"].map(reported).astype(float)
+    dataset["is_fraud"] = dataset["fraud_reported_ms"].notna().astype(np.int64)
+    return dataset
+
+
+def _ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def split(dataset: pd.DataFrame, fold: evaluate.Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and test payments of a fold.
+
+    The training payments carry ``y``: fraud if its label was reported before the test
+    window starts (what the team knew when it trained). The test payments leave out
+    cards already known to be compromised then (a fraud in the training or delay
+    window, reported before the test window), and carry the truth as ``y``.
+    """
+    known_by = _ms(fold.test_start)
+    in_train = (dataset["event_ms"] >= _ms(fold.train_start)) & (
+        dataset["event_ms"] < _ms(fold.train_end)
+    )
+    train = dataset.loc[in_train]
+    train = train.assign(y=(train["fraud_reported_ms"] < known_by).astype(np.int64))
+    # Known compromised, as in the handbook's protocol: cards with a fraud in the
+    # training or delay window that was reported before the test window starts.
+    recent = (dataset["event_ms"] >= _ms(fold.train_start)) & (dataset["event_ms"] < known_by)
+    known_cards = dataset.loc[
+        recent & (dataset["fraud_reported_ms"] < known_by), "card_id"
+    ].unique()
+    in_test = (
+        (dataset["event_ms"] >= known_by)
+        & (dataset["event_ms"] < _ms(fold.test_end))
+        & ~dataset["card_id"].isin(known_cards)
+    )
+    test = dataset.loc[in_test]
+    return train, test.assign(y=test["is_fraud"])
+
+
+def default_train_start(dataset: pd.DataFrame, cfg: TrainConfig) -> date:
+    """The latest fold 0 that fits: its test window ends on the data's last whole day."""
+    last_day = max(dataset["day"])
+    return (
+        last_day
+        + timedelta(days=1)
+        - timedelta(days=cfg.train_days + cfg.delay_days + cfg.test_days)
+    )
+
+
+# --- fitting --------------------------------------------------------------------------
+
+
+def fit_predict(
+    kind: str, params: dict, train: pd.DataFrame, test: pd.DataFrame, columns: list[str], seed: int
+) -> tuple[np.ndarray, Any]:
+    """Fit ``kind`` on ``train`` and return P(fraud) for ``test``, and the fitted model."""
+    if kind == "spark_gbt":
+        return _spark_fit_predict(params, train, test, columns, seed), None
+    estimator = model.make_estimator(kind, params, seed)
+    x_train = train[columns].astype(float)
+    if train["y"].nunique() < 2:
+        raise ValueError(
+            f"The training window {train['day'].min()}..{train['day'].max()} has "
+            f"{'no' if train['y'].sum() == 0 else 'only'} known frauds: choose other dates."
+        )
+    estimator.fit(x_train, train["y"].to_numpy())
+    return model.fraud_probability(estimator, test[columns].astype(float)), estimator
+
+
+def _spark_fit_predict(params, train, test, columns, seed) -> np.ndarray:
+    """Spark ML's gradient-boosted trees, for comparison with the scikit-learn models."""
+    from pyspark.ml.classification import GBTClassifier
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from fraudstream.spark import get_session
+
+    spark = get_session("fraudstream-train")
+    assembler = VectorAssembler(inputCols=columns, outputCol="features")
+
+    def to_spark(frame: pd.DataFrame, with_label: bool):
+        pdf = frame[columns].astype(float).assign(_row=np.arange(len(frame)))
+        if with_label:
+            pdf["label"] = frame["y"].astype(float).to_numpy()
+        return assembler.transform(spark.createDataFrame(pdf))
+
+    gbt = GBTClassifier(
+        maxDepth=int(params["maxDepth"]),
+        maxIter=int(params["maxIter"]),
+        stepSize=float(params["stepSize"]),
+        seed=seed,
+    )
+    fitted = gbt.fit(to_spark(train, True))
+    scored = (
+        fitted.transform(to_spark(test, False))
+        .select("_row", vector_to_array("probability")[1].alias("p"))
+        .orderBy(F.col("_row"))
+        .toPandas()
+    )
+    return scored["p"].to_numpy()
+
+
+def select_params(
+    kind: str, dataset: pd.DataFrame, folds: list[evaluate.Fold], cfg: TrainConfig
+) -> tuple[dict, float, float]:
+    """Hyper-parameters with the best mean validation average precision.
+
+    Returns
+    -------
+    (dict, float, float)
+        The parameters, their mean validation average precision, and the threshold
+        that raises ``k`` alerts a day on the validation windows (median over folds).
+    """
+    best: tuple[dict, float, float] | None = None
+    for params in model.param_grid(kind, cfg.params.get(kind)):
+        scores, thresholds = [], []
+        for fold in folds:
+            train, test = split(dataset, fold)
+            p, _ = fit_predict(kind, params, train, test, list(cfg.feature_columns), cfg.seed)
+            scores.append(evaluate.average_precision(test["y"], p))
+            thresholds.append(evaluate.threshold_for_budget(p, cfg.test_days, cfg.k))
+        mean = float(np.nanmean(scores))
+        if best is None or mean > best[1]:
+            best = (params, mean, float(np.median(thresholds)))
+    assert best is not None
+    return best
+
+
+def evaluate_kind(
+    kind: str,
+    params: dict,
+    threshold: float,
+    dataset: pd.DataFrame,
+    folds: list[evaluate.Fold],
+    cfg: TrainConfig,
+) -> dict[str, Any]:
+    """Train and score each test fold; metrics per fold and their mean."""
+    per_fold, newest = [], None
+    for i, fold in enumerate(folds):
+        train, test = split(dataset, fold)
+        p, estimator = fit_predict(kind, params, train, test, list(cfg.feature_columns), cfg.seed)
+        metrics = evaluate.evaluate_scores(
+            test["day"], test["card_id"], test["y"], p, threshold, cfg.k
+        )
+        per_fold.append(
+            {
+                "fold": fold.name,
+                "train_rows": len(train),
+                "train_frauds_known": int(train["y"].sum()),
+                "test_rows": len(test),
+                "test_frauds": int(test["y"].sum()),
+                **metrics,
+            }
+        )
+        if i == 0:
+            newest = {"estimator": estimator, "train": train, "test": test, "scores": p}
+    metric_names = [name for name in per_fold[0] if isinstance(per_fold[0][name], float)]
+    mean = {name: float(np.nanmean([f[name] for f in per_fold])) for name in metric_names}
+    return {
+        "params": params,
+        "threshold": threshold,
+        "folds": per_fold,
+        "mean": mean,
+        "newest": newest,
+    }
+
+
+# --- MLflow ---------------------------------------------------------------------------
+
+
+def _plots(result: dict, columns: list[str], k: int, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    newest = result["newest"]
+    test, scores = newest["test"], newest["scores"]
+    paths = []
+    precision, recall, _ = precision_recall_curve(test["y"], scores)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.step(recall, precision, where="post")
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, newest test fold")
+    paths.append(out_dir / "precision_recall.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    _, per_day = evaluate.card_precision_at_k(test["day"], test["card_id"], test["y"], scores, k)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.bar([str(d) for d in per_day.index], per_day.to_numpy())
+    ax.set(ylabel=f"Card Precision@{k}", title="Card Precision@k by day, newest test fold")
+    ax.tick_params(axis="x", rotation=45)
+    paths.append(out_dir / "card_precision_by_day.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    if newest["estimator"] is not None:
+        train = newest["train"]
+        importance = model.feature_importance(
+            newest["estimator"],
+            train[columns].astype(float).reset_index(drop=True),
+            train["y"].to_numpy(),
+        )
+        fig, ax = plt.subplots(figsize=(5, 6))
+        ax.barh(importance.index[::-1], importance.to_numpy()[::-1])
+        ax.set(title="Feature importance")
+        paths.append(out_dir / "feature_importance.png")
+        fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def champion_score_on(test: pd.DataFrame, name: str) -> float | None:
+    """The current champion's average precision on ``test``, or None if it cannot score it."""
+    import mlflow.pyfunc
+
+    try:
+        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        scores = champion.predict(test)
+    except Exception:  # noqa: BLE001 - any failure means "not comparable"
+        return None
+    return evaluate.average_precision(test["y"], np.asarray(scores, dtype=float))
+
+
+def log_and_register(
+    results: dict[str, dict],
+    chosen: str,
+    cfg: TrainConfig,
+    folds: list[evaluate.Fold],
+    timings: dict,
+) -> dict[str, Any]:
+    """Log parameters, metrics and plots; register ``chosen``'s newest fold; gate the alias."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    from fraudstream import registry, tracking
+
+    tracking.use_experiment(cfg.experiment)
+    columns = list(cfg.feature_columns)
+    outcome: dict[str, Any] = {}
+    with mlflow.start_run(run_name=f"train {chosen}") as run:
+        mlflow.log_params(
+            {
+                "models": ",".join(cfg.models),
+                "chosen_model": chosen,
+                "n_folds": cfg.n_folds,
+                "train_days": cfg.train_days,
+                "delay_days": cfg.delay_days,
+                "test_days": cfg.test_days,
+                "k": cfg.k,
+                "seed": cfg.seed,
+                "data": str(cfg.data),
+                "features": ",".join(columns),
+                "evaluation_window": f"{folds[-1].test_start}..{folds[0].test_end}",
+            }
+        )
+        for kind, result in results.items():
+            mlflow.log_params({f"{kind}.{key}": value for key, value in result["params"].items()})
+            mlflow.log_metrics(
+                {f"{kind}.mean.{m}": v for m, v in result["mean"].items() if math.isfinite(v)}
+            )
+            mlflow.log_metric(f"{kind}.validation_average_precision", result["validation_ap"])
+            for step, fold in enumerate(result["folds"]):
+                mlflow.log_metrics(
+                    {
+                        f"{kind}.fold.{m}": v
+                        for m, v in fold.items()
+                        if isinstance(v, float) and math.isfinite(v)
+                    },
+                    step=step,
+                )
+        mlflow.log_metrics({f"seconds.{stage}": s for stage, s in timings.items()})
+        best = results[chosen]
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in _plots(best, columns, cfg.k, Path(tmp)):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+            report = Path(tmp) / "report.json"
+            report.write_text(
+                json.dumps(_report(results, chosen, folds, timings), indent=2, default=str)
+            )
+            mlflow.log_artifact(str(report))
+        outcome["run_id"] = run.info.run_id
+        newest = best["newest"]
+        if not cfg.register or newest["estimator"] is None:
+            return outcome
+        example = newest["test"][columns].head(5).astype(float)
+        scorer = model.FraudScorer(newest["estimator"], columns)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=scorer,
+            signature=infer_signature(example, scorer.predict(None, example)),
+            input_example=example,
+            registered_model_name=cfg.model_name,
+            # The package travels with the model: it loads wherever mlflow does.
+            code_paths=[str(Path(model.__file__).parent)],
+            metadata={
+                "threshold": best["threshold"],
+                "feature_columns": columns,
+                "model_type": chosen,
+                "label_delay_days": cfg.delay_days,
+            },
+        )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    window = folds[0].name
+    client.set_model_version_tag(cfg.model_name, version, "evaluation_window", window)
+    client.set_model_version_tag(cfg.model_name, version, "threshold", f"{best['threshold']!r}")
+    client.set_model_version_tag(cfg.model_name, version, "model_type", chosen)
+    candidate_ap = best["folds"][0]["average_precision"]
+    current = registry.champion_version(client, cfg.model_name)
+    champion_ap = None
+    if current is not None and current != version:
+        champion_ap = champion_score_on(newest["test"], cfg.model_name)
+    decision = registry.promote_if_better(
+        client, version, candidate_ap, champion_ap, name=cfg.model_name
+    )
+    outcome.update(version=version, decision=decision)
+    if decision.promoted:
+        outcome["exported_to"] = registry.export_champion(cfg.model_name, cfg.export_dir)
+    return outcome
+
+
+def _report(results, chosen, folds, timings) -> dict:
+    return {
+        "chosen_model": chosen,
+        "test_folds": [asdict(f) | {"name": f.name} for f in folds],
+        "models": {
+            kind: {
+                "params": r["params"],
+                "validation_average_precision": r["validation_ap"],
+                "threshold": r["threshold"],
+                "folds": r["folds"],
+                "mean": r["mean"],
+            }
+            for kind, r in results.items()
+        },
+        "seconds": timings,
+    }
+
+
+# --- the whole job --------------------------------------------------------------------
+
+
+def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Train, evaluate, log and register as ``cfg`` says; return the report as a dict."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    events = lake.read_events(cfg.data, features.EVENT_COLUMNS).to_pandas()
+    labels = lake.read_labels(cfg.data).to_pandas()
+    timings["read"] = time.perf_counter() - started
+    log(
+        f"Read {len(events):,} payments and {len(labels):,} labels from {cfg.data} "
+        f"in {timings['read']:.1f} s."
+    )
+
+    started = time.perf_counter()
+    dataset = build_dataset(events, labels, cfg.delay_days)
+    timings["features"] = time.perf_counter() - started
+    log(f"Built {len(cfg.feature_columns)} features in {timings['features']:.1f} s.")
+
+    train_start = cfg.train_start or default_train_start(dataset, cfg)
+    folds = evaluate.prequential_folds(
+        train_start, cfg.n_folds, cfg.train_days, cfg.delay_days, cfg.test_days
+    )
+    valid = evaluate.validation_folds(folds, cfg.delay_days)
+    first_day = min(dataset["day"])
+    if valid[-1].train_start < first_day:
+        raise ValueError(
+            f"The folds need data from {valid[-1].train_start}, but it starts on {first_day}: "
+            "use fewer folds or a later --train-start."
+        )
+    results: dict[str, dict] = {}
+    for kind in cfg.models:
+        started = time.perf_counter()
+        params, valid_ap, threshold = select_params(kind, dataset, valid, cfg)
+        result = evaluate_kind(kind, params, threshold, dataset, folds, cfg)
+        result["validation_ap"] = valid_ap
+        timings[f"train_evaluate.{kind}"] = time.perf_counter() - started
+        results[kind] = result
+        log(
+            f"{kind}: {params}, validation AP {valid_ap:.3f}, "
+            f"test AP {result['mean']['average_precision']:.3f} "
+            f"({timings[f'train_evaluate.{kind}']:.1f} s)."
+        )
+    # The default is chosen on validation folds, like the parameters: never on the test.
+    registrable = [k for k in cfg.models if k in model.SKLEARN_KINDS] or list(cfg.models)
+    chosen = max(registrable, key=lambda kind: results[kind]["validation_ap"])
+
+    started = time.perf_counter()
+    outcome = log_and_register(results, chosen, cfg, folds, timings)
+    timings["mlflow"] = time.perf_counter() - started
+    report = _report(results, chosen, folds, timings) | {
+        "mlflow_run_id": outcome.get("run_id"),
+        "registered_version": outcome.get("version"),
+        "promotion": asdict(outcome["decision"]) if "decision" in outcome else None,
+        "exported_to": str(outcome["exported_to"]) if "exported_to" in outcome else None,
+    }
+    if cfg.report:
+        Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.report).write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def summary(report: dict, k: int) -> str:
+    """A readable table of the report: one line per model, then what was registered."""
+    lines = [
+        f"{'model':<14}{'val AP':>8}{'AUC':>8}{'AP':>8}{f'CP@{k}':>8}{'alerts/d':>10}{'recall':>8}",
+    ]
+    for kind, r in report["models"].items():
+        m = r["mean"]
+        lines.append(
+            f"{kind:<14}{r['validation_average_precision']:>8.3f}{m['roc_auc']:>8.3f}"
+            f"{m['average_precision']:>8.3f}{m[f'card_precision_at_{k}']:>8.3f}"
+            f"{m['alerts_per_day']:>10.1f}{m['recall_at_threshold']:>8.3f}"
+        )
+    folds = report["test_folds"]
+    lines.append(
+        f"(means over {len(folds)} test folds, {folds[-1]['test_start']} to "
+        f"{folds[0]['test_end']}; chosen by validation AP: {report['chosen_model']})"
+    )
+    if report.get("registered_version"):
+        lines.append(
+            f"Registered fraudstream version {report['registered_version']}: "
+            f"{report['promotion']['reason']}."
+        )
+    if report.get("exported_to"):
+        lines.append(f"Champion exported to {report['exported_to']}.")
+    seconds = report["seconds"]
+    lines.append("Seconds: " + ", ".join(f"{stage} {s:.1f}" for stage, s in seconds.items()))
+    return "\n".join(lines)

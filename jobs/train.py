@@ -1,0 +1,163 @@
+"""Train, evaluate and register the fraud classifier on historical payments and labels.
+
+Reads ``DATA/events`` and ``DATA/labels`` (as the generate and import jobs write them),
+computes the features of every payment as of its time, evaluates each model type on
+prequential folds (train, delay, test windows; hyper-parameters and the alert
+threshold chosen on validation folds before them), logs everything to MLflow, registers
+the best model type's newest fold as a version of ``fraudstream``, and moves the alias
+``champion`` to it only if it beats the champion's average precision on the same test
+window. The champion is exported to ``models/fraudstream`` for use without a tracking
+server. See ``fraudstream/training.py`` and ``fraudstream/evaluate.py``.
+
+Usage::
+
+    ./spark-submit.sh train --data DIR [--models hgb,logistic,random_forest,spark_gbt]
+        [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
+        [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
+        [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from datetime import date
+from pathlib import Path
+
+from fraudstream import config, features, model, training
+
+
+def _models(text: str) -> tuple[str, ...]:
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in model.ALL_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown model type {', '.join(unknown) or text!r}; "
+            f"choose from {', '.join(model.ALL_KINDS)}"
+        )
+    return kinds
+
+
+def _param(text: str) -> tuple[str, str, object]:
+    try:
+        name, value = text.split("=", 1)
+        kind, key = name.split(".", 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODEL.PARAM=VALUE") from None
+    if kind not in model.GRIDS or key not in model.GRIDS[kind]:
+        known = ", ".join(f"{k}.{p}" for k, grid in model.GRIDS.items() for p in grid)
+        raise argparse.ArgumentTypeError(f"unknown parameter {name!r}; known: {known}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return kind, key, parsed
+
+
+def parse_args(argv: list[str]) -> training.TrainConfig:
+    parser = argparse.ArgumentParser(
+        prog="./spark-submit.sh train",
+        description="Train, evaluate and register the fraud classifier.",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=config.DATA_DIR / "generated",
+        help="folder with events/ and labels/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--models",
+        type=_models,
+        default=("hgb",),
+        help="model types to compare, comma-separated: "
+        f"{', '.join(model.ALL_KINDS)} (default: hgb)",
+    )
+    parser.add_argument(
+        "--train-start",
+        type=date.fromisoformat,
+        help="first day of the newest fold's training window (default: the latest that "
+        "fits, so the newest test window ends on the data's last day)",
+    )
+    parser.add_argument("--folds", type=int, default=4, help="test folds (default: 4)")
+    parser.add_argument("--train-days", type=int, default=7, help="training window, days")
+    parser.add_argument(
+        "--delay-days",
+        type=int,
+        default=7,
+        help="label delay: days between training and test windows, and how "
+        "far back merchant features end (default: 7)",
+    )
+    parser.add_argument("--test-days", type=int, default=7, help="test window, days")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=100,
+        help="alert budget: cards checked per day, for Card Precision@k and "
+        "the alert threshold (default: 100)",
+    )
+    parser.add_argument(
+        "--features",
+        choices=["all", "handbook"],
+        default="all",
+        help="all features, or the handbook's 15 (for comparison)",
+    )
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        help="fix a hyper-parameter instead of searching it, e.g. "
+        "hgb.learning_rate=0.1 (repeatable)",
+    )
+    parser.add_argument("--experiment", default="fraudstream", help="MLflow experiment")
+    parser.add_argument("--model-name", default="fraudstream", help="registered model name")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the models")
+    parser.add_argument("--report", type=Path, help="also write the metrics as JSON here")
+    parser.add_argument(
+        "--no-register", action="store_true", help="log to MLflow but do not register a version"
+    )
+    args = parser.parse_args(argv)
+    params: dict[str, dict] = {}
+    for kind, key, value in args.param:
+        params.setdefault(kind, {})[key] = value
+    columns = features.FEATURE_COLUMNS if args.features == "all" else features.HANDBOOK_FEATURES
+    return training.TrainConfig(
+        data=args.data,
+        models=args.models,
+        train_start=args.train_start,
+        n_folds=args.folds,
+        train_days=args.train_days,
+        delay_days=args.delay_days,
+        test_days=args.test_days,
+        k=args.k,
+        feature_columns=tuple(columns),
+        params=params,
+        experiment=args.experiment,
+        model_name=args.model_name,
+        seed=args.seed,
+        register=not args.no_register,
+        report=args.report,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    if not (cfg.data / "events").is_dir():
+        print(
+            f"train: No events folder at {cfg.data / 'events'}: give --data a folder "
+            "written by ./spark-submit.sh generate or import.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = training.run(cfg)
+    except ValueError as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+    print(training.summary(report, cfg.k))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

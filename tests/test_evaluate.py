@@ -1,0 +1,102 @@
+"""Metrics on hand-computed examples, and folds that respect time."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from fraudstream import evaluate
+
+
+def test_prequential_folds_train_delay_test_and_step_back():
+    folds = evaluate.prequential_folds(date(2018, 7, 25), n_folds=2)
+    assert folds[0] == evaluate.Fold(
+        date(2018, 7, 25), date(2018, 8, 1), date(2018, 8, 8), date(2018, 8, 15)
+    )
+    assert folds[1] == evaluate.Fold(
+        date(2018, 7, 18), date(2018, 7, 25), date(2018, 8, 1), date(2018, 8, 8)
+    )
+    assert folds[0].name == "test 2018-08-08..2018-08-14"
+
+
+def test_validation_folds_end_where_test_training_ends():
+    test = evaluate.prequential_folds(date(2018, 7, 25), n_folds=1)
+    (valid,) = evaluate.validation_folds(test)
+    assert valid == evaluate.Fold(
+        date(2018, 7, 11), date(2018, 7, 18), date(2018, 7, 25), date(2018, 8, 1)
+    )
+    assert valid.test_end <= test[0].train_end
+
+
+def test_average_precision_step_wise_hand_computed():
+    # Ranked: 0.9 (fraud), 0.8 (genuine), 0.7 (fraud), 0.1 (genuine).
+    # Precision at each fraud: 1/1 and 2/3; AP = (1 + 2/3) / 2.
+    got = evaluate.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+    assert got == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_roc_auc_hand_computed():
+    # Pairs (fraud, genuine): (0.9, 0.8) ok, (0.9, 0.1) ok, (0.7, 0.8) wrong, (0.7, 0.1) ok.
+    assert evaluate.roc_auc([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.75)
+    assert pd.isna(evaluate.roc_auc([0, 0], [0.1, 0.2]))
+
+
+def test_card_precision_at_k_uses_card_max_and_removes_detected_cards():
+    frame = pd.DataFrame(
+        [
+            # day 1: cards A (fraud, 0.9), B (genuine, 0.8 and 0.2), C (fraud, 0.3)
+            (1, "A", 1, 0.9),
+            (1, "B", 0, 0.8),
+            (1, "B", 0, 0.2),
+            (1, "C", 1, 0.3),
+            # day 2: A again (already detected: removed), C now top, D genuine
+            (2, "A", 1, 0.99),
+            (2, "C", 1, 0.7),
+            (2, "D", 0, 0.6),
+        ],
+        columns=["day", "card", "y", "score"],
+    )
+    mean, per_day = evaluate.card_precision_at_k(
+        frame["day"], frame["card"], frame["y"], frame["score"], k=2
+    )
+    # Day 1 top 2: A (fraud), B -> 1/2. Day 2 without A: C (fraud), D -> 1/2.
+    assert per_day.to_dict() == {1: 0.5, 2: 0.5}
+    assert mean == 0.5
+
+
+def test_card_precision_at_k_counts_k_even_when_fewer_cards():
+    mean, _ = evaluate.card_precision_at_k([1, 1], ["A", "B"], [1, 0], [0.5, 0.4], k=4)
+    assert mean == 0.25
+
+
+def test_card_precision_at_k_ties_broken_by_card_id():
+    _, per_day = evaluate.card_precision_at_k([1, 1], ["B", "A"], [0, 1], [0.5, 0.5], k=1)
+    assert per_day[1] == 1.0  # A before B
+
+
+def test_threshold_for_budget_and_alert_stats():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    threshold = evaluate.threshold_for_budget(scores, n_days=2, alerts_per_day=1.5)
+    assert threshold == 0.7  # 3 alerts over 2 days
+    stats = evaluate.alert_stats([1, 0, 1, 1, 0, 0], scores, threshold, n_days=2)
+    assert stats == {
+        "alerts_per_day": 1.5,
+        "recall_at_threshold": 2 / 3,
+        "precision_at_threshold": 2 / 3,
+    }
+
+
+def test_evaluate_scores_gathers_every_metric():
+    got = evaluate.evaluate_scores(
+        [1, 1, 1, 1], ["a", "b", "c", "d"], [1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1], threshold=0.75, k=2
+    )
+    assert got == {
+        "roc_auc": pytest.approx(0.75),
+        "average_precision": pytest.approx((1 + 2 / 3) / 2),
+        "card_precision_at_2": 0.5,
+        "alerts_per_day": 2.0,
+        "recall_at_threshold": 0.5,
+        "precision_at_threshold": 0.5,
+    }

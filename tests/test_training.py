@@ -1,0 +1,200 @@
+"""Training: time splits that never leak, the promotion gate, and the job end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+
+from fraudstream import evaluate, features, lake, model, registry, simulate, training
+from jobs import train as train_job
+
+SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    payments, labels = simulate.simulate(SMALL)
+    lake.write_events(payments, root)
+    lake.write_labels(labels, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_dataset(small_data):
+    events = lake.read_events(small_data, features.EVENT_COLUMNS).to_pandas()
+    return training.build_dataset(events, lake.read_labels(small_data).to_pandas(), 7)
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def test_split_never_puts_test_payments_in_training(small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 10), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    assert train["event_ms"].max() < test["event_ms"].min()
+    assert set(train["transaction_id"]).isdisjoint(test["transaction_id"])
+    assert min(test["day"]) >= fold.test_start and max(test["day"]) < fold.test_end
+    assert min(train["day"]) >= fold.train_start and max(train["day"]) < fold.train_end
+
+
+def test_split_uses_only_labels_reported_before_the_test_window(small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 10), n_folds=1)[0]
+    train, _ = training.split(small_dataset, fold)
+    test_start_ms = training._ms(fold.test_start)
+    late = train["is_fraud"].astype(bool) & (train["fraud_reported_ms"] >= test_start_ms)
+    assert late.any(), "the fixture should have frauds reported after training"
+    assert (train.loc[late, "y"] == 0).all()
+    assert (train.loc[train["fraud_reported_ms"] < test_start_ms, "y"] == 1).all()
+
+
+def test_split_leaves_out_cards_known_compromised(small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 10), n_folds=1)[0]
+    _, test = training.split(small_dataset, fold)
+    before = small_dataset[
+        (small_dataset["event_ms"] >= training._ms(fold.train_start))
+        & (small_dataset["event_ms"] < training._ms(fold.test_start))
+        & (small_dataset["fraud_reported_ms"] < training._ms(fold.test_start))
+    ]
+    assert len(before) > 0
+    assert set(test["card_id"]).isdisjoint(before["card_id"])
+
+
+def _register(estimator, columns, name="fraudstream") -> str:
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model.FraudScorer(estimator, columns),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)
+
+
+def test_promotion_gate_keeps_champion_against_a_worse_model(mlflow_store, small_dataset):
+    columns = ["amount", "card_tx_count_1d", "merchant_fraud_rate_30d"]
+    data = small_dataset.assign(y=small_dataset["is_fraud"])
+    fit_on, judge_on = data.iloc[: len(data) // 2], data.iloc[len(data) // 2 :]
+    good = LogisticRegression(max_iter=1000).fit(fit_on[columns], fit_on["y"])
+    bad = DummyClassifier(strategy="prior").fit(fit_on[columns], fit_on["y"])
+    client = MlflowClient()
+
+    first = _register(good, columns)
+    decision = registry.promote_if_better(client, first, 0.5, None)
+    assert decision.promoted and registry.champion_version(client) == first
+
+    worse = _register(bad, columns)
+    champion_ap = training.champion_score_on(judge_on, "fraudstream")
+    bad_ap = evaluate.average_precision(
+        judge_on["y"], model.fraud_probability(bad, judge_on[columns])
+    )
+    assert champion_ap > bad_ap
+    decision = registry.promote_if_better(client, worse, bad_ap, champion_ap)
+    assert not decision.promoted
+    assert registry.champion_version(client) == first
+    assert "does not beat champion version" in decision.reason
+
+    better = _register(good, columns)
+    decision = registry.promote_if_better(client, better, champion_ap + 0.01, champion_ap)
+    assert decision.promoted and registry.champion_version(client) == better
+
+
+def test_fraud_scorer_returns_the_fraud_class_probability():
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+    estimator = LogisticRegression().fit(frame, [0, 0, 1, 1])
+    scores = model.FraudScorer(estimator, ["x"]).predict(None, frame)
+    assert np.allclose(scores, estimator.predict_proba(frame)[:, 1])
+    assert scores.iloc[3] > 0.5 > scores.iloc[0]
+
+
+def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
+    report_path = tmp_path / "report.json"
+    cfg = train_job.parse_args(
+        [
+            "--data",
+            str(small_data),
+            "--models",
+            "logistic,hgb",
+            "--folds",
+            "2",
+            "--train-start",
+            "2018-05-20",
+            "--k",
+            "5",
+            "--param",
+            "hgb.max_iter=50",
+            "--param",
+            "hgb.learning_rate=0.1",
+            "--param",
+            "hgb.max_leaf_nodes=15",
+            "--param",
+            "logistic.C=1.0",
+            "--report",
+            str(report_path),
+        ]
+    )
+    cfg = training.TrainConfig(**{**cfg.__dict__, "export_dir": tmp_path / "models"})
+    report = training.run(cfg, log=lambda line: None)
+    saved = json.loads(report_path.read_text())
+    assert set(saved["models"]) == {"logistic", "hgb"}
+    assert [f["name"] for f in saved["test_folds"]] == [
+        "test 2018-06-03..2018-06-09",
+        "test 2018-05-27..2018-06-02",
+    ]
+    for result in saved["models"].values():
+        assert len(result["folds"]) == 2
+        assert 0 <= result["mean"]["average_precision"] <= 1
+        assert set(result["mean"]) >= {
+            "roc_auc",
+            "average_precision",
+            "card_precision_at_5",
+            "alerts_per_day",
+            "recall_at_threshold",
+        }
+    assert report["registered_version"] == "1"
+    assert report["promotion"]["promoted"]
+    client = MlflowClient()
+    assert registry.champion_version(client) == "1"
+    version = client.get_model_version("fraudstream", "1")
+    assert version.tags["model_type"] == saved["chosen_model"]
+    artifacts = {a.path for a in client.list_artifacts(report["mlflow_run_id"], "plots")}
+    assert artifacts >= {"plots/precision_recall.png", "plots/card_precision_by_day.png"}
+    # The exported champion scores without the registry.
+    exported = mlflow.pyfunc.load_model(str(tmp_path / "models" / "fraudstream"))
+    frame = training.build_dataset(
+        lake.read_events(small_data, features.EVENT_COLUMNS).to_pandas().head(50),
+        lake.read_labels(small_data).to_pandas(),
+        7,
+    )
+    scores = exported.predict(frame[list(features.FEATURE_COLUMNS)])
+    assert len(scores) == 50 and ((scores >= 0) & (scores <= 1)).all()
+    assert "Registered fraudstream version 1" in training.summary(report, 5)
+
+
+def test_train_job_on_missing_data_is_one_sentence(tmp_path, capsys):
+    assert train_job.main(["--data", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"train: No events folder at {tmp_path / 'nowhere' / 'events'}: give --data a folder "
+        "written by ./spark-submit.sh generate or import."
+    )
+
+
+def test_train_job_folds_before_the_data_is_one_sentence(small_data, mlflow_store, capsys):
+    code = train_job.main(
+        ["--data", str(small_data), "--train-start", "2018-04-20", "--no-register"]
+    )
+    assert code == 2
+    assert "use fewer folds or a later --train-start" in capsys.readouterr().err
