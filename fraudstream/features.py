@@ -35,6 +35,11 @@ merchant_tx_count_{1,7,30}d        the merchant's payments on the 1/7/30 whole d
                                    payment's day
 merchant_fraud_rate_{1,7,30}d      the share of those that were reported as fraud
                                    before the payment's day began (0 if none)
+merchant_recent_fraud_rate_{7,30}d the same share over the 7/30 whole days just
+                                   before the payment's day: no delay shift, only
+                                   the frauds already reported (few, for recent days)
+card_known_frauds_30d              the card's payments of the 30 whole days before
+                                   the payment's day reported as fraud before it
 is_night, is_weekend               hour < 6 UTC; Saturday or Sunday (UTC)
 is_ecom, is_atm                    the payment's channel
 amount                             the amount itself
@@ -67,6 +72,7 @@ HOUR_MS = 3_600_000
 EARTH_RADIUS_KM = 6371.0088
 CARD_WINDOWS_DAYS = (1, 7, 30)
 MERCHANT_WINDOWS_DAYS = (1, 7, 30)
+RECENT_WINDOWS_DAYS = (7, 30)
 HISTORY_DAYS = max(CARD_WINDOWS_DAYS)
 SPEED_TIME_FLOOR_H = 10 / 60
 NIGHT_END_HOUR = 6
@@ -84,6 +90,8 @@ FEATURE_COLUMNS = [
     "country_changed",
     *(f"merchant_tx_count_{w}d" for w in MERCHANT_WINDOWS_DAYS),
     *(f"merchant_fraud_rate_{w}d" for w in MERCHANT_WINDOWS_DAYS),
+    *(f"merchant_recent_fraud_rate_{w}d" for w in RECENT_WINDOWS_DAYS),
+    "card_known_frauds_30d",
     "is_night",
     "is_weekend",
     "is_ecom",
@@ -139,7 +147,7 @@ class FeatureState:
     merchant_days : DataFrame
         ``merchant_id, day, tx_count``: payments per merchant and UTC day.
     frauds : DataFrame
-        ``merchant_id, tx_day, report_day``: one row per payment reported as fraud.
+        ``card_id, merchant_id, tx_day, report_day``: one row per payment reported as fraud.
     """
 
     cards: pd.DataFrame = field(default_factory=lambda: _empty_cards())
@@ -182,6 +190,7 @@ def _empty_cards() -> pd.DataFrame:
 def _empty_frauds() -> pd.DataFrame:
     return pd.DataFrame(
         {
+            "card_id": pd.Series(dtype=object),
             "merchant_id": pd.Series(dtype=object),
             "tx_day": pd.Series(dtype=np.int64),
             "report_day": pd.Series(dtype=np.int64),
@@ -226,7 +235,7 @@ def _card_rows(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def fraud_facts(events: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Join fraud labels to their payments: ``merchant_id, tx_day, report_day``.
+    """Join fraud labels to their payments: ``card_id, merchant_id, tx_day, report_day``.
 
     Labels of payments not in ``events`` are left out; a payment labelled more than
     once counts once, at its first fraud report (a later "genuine" verdict does not
@@ -235,10 +244,11 @@ def fraud_facts(events: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     fraud = labels.loc[labels["label"] == "fraud", ["transaction_id", "reported_time"]]
     fraud = fraud.assign(report_ms=_time_ms(fraud["reported_time"]))
     first = fraud.groupby("transaction_id", sort=False)["report_ms"].min()
-    payments = events[["transaction_id", "merchant_id", "event_time"]]
+    payments = events[["transaction_id", "card_id", "merchant_id", "event_time"]]
     joined = payments.merge(first, left_on="transaction_id", right_index=True, how="inner")
     return pd.DataFrame(
         {
+            "card_id": joined["card_id"].astype(object).to_numpy(),
             "merchant_id": joined["merchant_id"].astype(object).to_numpy(),
             "tx_day": _time_ms(joined["event_time"]) // DAY_MS,
             "report_day": joined["report_ms"].to_numpy() // DAY_MS,
@@ -449,8 +459,25 @@ def _add_at(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values) -> N
     )
 
 
+def _known_frauds(codes, d, fact_codes, fact_tx_day, fact_report_day, n_keys, width, shift, w):
+    """Per payment: frauds of its key from days ``[D - shift - w, D - shift)`` reported before D.
+
+    A fraud of day x reported on day r counts for the days D with
+    ``x + shift < D <= x + shift + w`` and ``r < D``: a +1 on that range of D, added
+    up with a running sum over days. ``d`` and the fact days are relative to the
+    matrix's first day.
+    """
+    known = np.zeros((n_keys, width + 1), dtype=np.int64)
+    lo = np.maximum(fact_tx_day + shift + 1, fact_report_day + 1)
+    hi = fact_tx_day + shift + w
+    ok = (lo <= hi) & (fact_codes >= 0)
+    _add_at(known, fact_codes[ok], np.clip(lo[ok], 0, width), 1)
+    _add_at(known, fact_codes[ok], np.clip(hi[ok] + 1, 0, width), -1)
+    return np.cumsum(known, axis=1)[codes, d]
+
+
 def _merchant_features(events, time_ms, state, frauds, label_delay_days):
-    """Merchant counts and fraud rates over whole-day windows ending the delay back."""
+    """Merchant and card counts of known frauds over whole-day windows."""
     day = time_ms.to_numpy() // DAY_MS
     merchant = events["merchant_id"].astype(object).to_numpy()
     # A payment counts once, however often it is delivered.
@@ -493,28 +520,32 @@ def _merchant_features(events, time_ms, state, frauds, label_delay_days):
     )
     before = np.concatenate([np.zeros((m, 1), dtype=np.int64), np.cumsum(counts, axis=1)], axis=1)
 
-    relevant = all_frauds[all_frauds["merchant_id"].isin(lookup)]
-    f_merchant = lookup.get_indexer(relevant["merchant_id"].to_numpy())
-    f_tx_day = relevant["tx_day"].to_numpy()
-    f_report_day = relevant["report_day"].to_numpy()
+    f_merchant = lookup.get_indexer(all_frauds["merchant_id"].to_numpy())
+    f_tx_day = all_frauds["tx_day"].to_numpy() - first_day
+    f_report_day = all_frauds["report_day"].to_numpy() - first_day
     d = day - first_day
+
+    def rate(fraud, count):
+        return np.divide(fraud, count, out=np.zeros(len(count)), where=count > 0)
+
     out = {}
     for w in MERCHANT_WINDOWS_DAYS:
         # Payments of days [D - delay - w, D - delay): prefix sums over days.
         hi = d - label_delay_days
         count = before[codes, hi] - before[codes, hi - w]
-        # A fraud of day x reported on day r counts for days D with
-        # x + delay < D <= x + delay + w and r < D: a +1 on that range of D.
-        known = np.zeros((m, width + 1), dtype=np.int64)
-        lo_d = np.maximum(f_tx_day + label_delay_days + 1, f_report_day + 1) - first_day
-        hi_d = f_tx_day + label_delay_days + w - first_day
-        ok = lo_d <= hi_d
-        _add_at(known, f_merchant[ok], np.clip(lo_d[ok], 0, width), 1)
-        _add_at(known, f_merchant[ok], np.clip(hi_d[ok] + 1, 0, width), -1)
-        known_by_day = np.cumsum(known, axis=1)
-        fraud = known_by_day[codes, d]
-        out[f"merchant_tx_count_{w}d"] = count
-        out[f"merchant_fraud_rate_{w}d"] = np.divide(
-            fraud, count, out=np.zeros(len(count)), where=count > 0
+        fraud = _known_frauds(
+            codes, d, f_merchant, f_tx_day, f_report_day, m, width, label_delay_days, w
         )
+        out[f"merchant_tx_count_{w}d"] = count
+        out[f"merchant_fraud_rate_{w}d"] = rate(fraud, count)
+    for w in RECENT_WINDOWS_DAYS:
+        count = before[codes, d] - before[codes, d - w]
+        fraud = _known_frauds(codes, d, f_merchant, f_tx_day, f_report_day, m, width, 0, w)
+        out[f"merchant_recent_fraud_rate_{w}d"] = rate(fraud, count)
+
+    card_codes, card_names = pd.factorize(events["card_id"].astype(object).to_numpy())
+    f_card = pd.Index(card_names).get_indexer(all_frauds["card_id"].to_numpy())
+    out["card_known_frauds_30d"] = _known_frauds(
+        card_codes, d, f_card, f_tx_day, f_report_day, len(card_names), width, 0, HISTORY_DAYS
+    )
     return out, merchant_days, all_frauds

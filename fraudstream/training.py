@@ -35,7 +35,7 @@ class TrainConfig:
     """Options of the training job; see ``jobs/train.py`` for their meaning."""
 
     data: Path
-    models: tuple[str, ...] = ("hgb",)
+    models: tuple[str, ...] = ("random_forest",)
     train_start: date | None = None
     n_folds: int = 4
     train_days: int = 7

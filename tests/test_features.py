@@ -221,3 +221,30 @@ def test_compute_features_never_null_and_columns_as_documented():
     assert result[features.FEATURE_COLUMNS].notna().all().all()
     assert set(features.HANDBOOK_FEATURES) <= set(features.FEATURE_COLUMNS)
     assert len(features.HANDBOOK_FEATURES) == 15
+
+
+def test_compute_recent_known_frauds_of_card_and_merchant():
+    day = 24
+    rows = [
+        {"id": "f1", "t": -5 * day, "card": "c1"},  # fraud, reported 3 days ago
+        {"id": "f2", "t": -2 * day, "card": "c1"},  # fraud, reported today: not yet known
+        {"id": "g1", "t": -4 * day, "card": "c2"},  # genuine, same merchant
+        {"id": "now", "t": 0, "card": "c1"},
+    ]
+    events = _events(rows)
+    days = (events["event_time"].astype("int64") // 10**6 // features.DAY_MS).tolist()
+    today = days[-1]
+    frauds = pd.DataFrame(
+        {
+            "card_id": ["c1", "c1"],
+            "merchant_id": ["m1", "m1"],
+            "tx_day": [days[0], days[1]],
+            "report_day": [today - 3, today],
+        }
+    )
+    got = _compute(rows, frauds).loc["now"]
+    assert got["card_known_frauds_30d"] == 1
+    # The merchant's last 7 whole days: f1, g1, f2; one known fraud among three.
+    assert got["merchant_recent_fraud_rate_7d"] == pytest.approx(1 / 3)
+    # With the delay shift (7 days), none of them is in the window yet.
+    assert got["merchant_tx_count_7d"] == 0
