@@ -378,7 +378,7 @@ def log_and_register(
             input_example=example,
             registered_model_name=cfg.model_name,
             # The package travels with the model: it loads wherever mlflow does.
-            code_paths=[str(Path(model.__file__).parent)],
+            code_paths=_package_source(),
             metadata={
                 "threshold": best["threshold"],
                 "feature_columns": columns,
@@ -404,6 +404,20 @@ def log_and_register(
     if decision.promoted:
         outcome["exported_to"] = registry.export_champion(cfg.model_name, cfg.export_dir)
     return outcome
+
+
+def _package_source() -> list[str] | None:
+    """The fraudstream package's folder, to ship with a model.
+
+    Under spark-submit the package is imported from a zip (``--py-files``); its folder
+    is then the checkout's.
+    """
+    from fraudstream import config
+
+    for folder in (Path(model.__file__).parent, config.PROJECT_ROOT / "fraudstream"):
+        if folder.is_dir():
+            return [str(folder)]
+    return None
 
 
 def _report(results, chosen, folds, timings) -> dict:
@@ -476,6 +490,7 @@ def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
     outcome = log_and_register(results, chosen, cfg, folds, timings)
     timings["mlflow"] = time.perf_counter() - started
     report = _report(results, chosen, folds, timings) | {
+        "model_name": cfg.model_name,
         "mlflow_run_id": outcome.get("run_id"),
         "registered_version": outcome.get("version"),
         "promotion": asdict(outcome["decision"]) if "decision" in outcome else None,
@@ -506,7 +521,7 @@ def summary(report: dict, k: int) -> str:
     )
     if report.get("registered_version"):
         lines.append(
-            f"Registered fraudstream version {report['registered_version']}: "
+            f"Registered {report['model_name']} version {report['registered_version']}: "
             f"{report['promotion']['reason']}."
         )
     if report.get("exported_to"):

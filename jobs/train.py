@@ -15,6 +15,7 @@ Usage::
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
         [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
+        [--models-dir models]
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the models")
     parser.add_argument("--report", type=Path, help="also write the metrics as JSON here")
     parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=config.PROJECT_ROOT / "models",
+        help="where the champion is exported (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-register", action="store_true", help="log to MLflow but do not register a version"
     )
     args = parser.parse_args(argv)
@@ -137,6 +144,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         model_name=args.model_name,
         seed=args.seed,
         register=not args.no_register,
+        export_dir=args.models_dir,
         report=args.report,
     )
 

@@ -63,3 +63,18 @@ def fresh_topic(kafka_bootstrap):
 def lake(tmp_path):
     """An output root and a checkpoint root of the test's own."""
     return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store and registry, active for this test only.
+
+    MLflow keeps the active experiment in process-wide state; selecting one in this
+    store keeps a test from writing to an experiment of another test's store.
+    """
+    from fraudstream import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.use_experiment("fraudstream-test")
+    return uri

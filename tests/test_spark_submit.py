@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from fraudstream import config, kafka_io
@@ -22,7 +23,7 @@ def test_spark_submit_without_a_job_lists_the_jobs():
     lines = result.stdout.splitlines()
     assert lines[0] == "usage: ./spark-submit.sh [spark-submit options] JOB [job options]"
     jobs = {line.split()[0] for line in lines if line.startswith("  ")}
-    assert jobs == {"generate", "import", "ingest"}
+    assert jobs == {"generate", "import", "ingest", "train"}
 
 
 def test_spark_submit_unknown_job_says_so():
@@ -75,3 +76,20 @@ def test_spark_submit_ingest_of_a_missing_topic_is_one_sentence(kafka_bootstrap,
         "(fraudstream kafka start creates the design's topics)." in output
     )
     assert "Traceback" not in output
+
+
+def test_spark_submit_runs_train(tmp_path):
+    from fraudstream import lake, simulate
+
+    payments, labels = simulate.simulate(
+        simulate.SimulationConfig(customers=200, terminals=400, days=50, seed=2)
+    )
+    lake.write_events(payments, tmp_path / "data")
+    lake.write_labels(labels, tmp_path / "data")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    args = f"--data {tmp_path / 'data'} --models logistic --folds 1 --k 5 --param logistic.C=1.0"
+    args += f" --model-name submitted --models-dir {tmp_path / 'models'}"
+    result = _submit("train", *args.split(), env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Registered submitted version 1: version 1 is the first champion." in result.stdout
+    assert (tmp_path / "models" / "submitted" / "MLmodel").is_file()

@@ -18,9 +18,8 @@ def test_tracking_uri_follows_environment(monkeypatch):
     assert tracking.tracking_uri() == "http://tracking.example:5000"
 
 
-def test_use_experiment_logs_runs_and_registers_models_in_the_store(monkeypatch, tmp_path):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+def test_use_experiment_logs_runs_and_registers_models_in_the_store(mlflow_store, tmp_path):
+    store = mlflow_store
     experiment_id = tracking.use_experiment("fraudstream-test")
     with mlflow.start_run() as run:
         mlflow.log_metric("average_precision", 0.5)

@@ -34,15 +34,6 @@ def small_dataset(small_data):
     return training.build_dataset(events, lake.read_labels(small_data).to_pandas(), 7)
 
 
-@pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
-
-
 def test_split_never_puts_test_payments_in_training(small_dataset):
     fold = evaluate.prequential_folds(date(2018, 5, 10), n_folds=1)[0]
     train, test = training.split(small_dataset, fold)
