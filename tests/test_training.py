@@ -189,3 +189,15 @@ def test_train_job_folds_before_the_data_is_one_sentence(small_data, mlflow_stor
     )
     assert code == 2
     assert "use fewer folds or a later --train-start" in capsys.readouterr().err
+
+
+def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    columns = list(features.FEATURE_COLUMNS)
+    params = {"maxDepth": 3, "maxIter": 5, "stepSize": 0.3}
+    scores, estimator = training.fit_predict("spark_gbt", params, train, test, columns, seed=0)
+    assert estimator is None and len(scores) == len(test)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    # Scores line up with the test rows: frauds score higher on average.
+    assert scores[test["y"].to_numpy() == 1].mean() > scores[test["y"].to_numpy() == 0].mean()
