@@ -51,11 +51,11 @@ import pyarrow as pa
 from scipy.spatial import cKDTree
 
 from fraudstream import lake, schemas
+from fraudstream.features import haversine_km
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
-EARTH_RADIUS_KM = 6371.0088
 KM_PER_DEGREE = 111.195
 
 SCENARIOS = {
@@ -206,18 +206,6 @@ def load_cities() -> dict[str, np.ndarray]:
         "spread_km": np.array([float(r["spread_km"]) for r in rows]),
         "residents": np.array([r["residents"] == "1" for r in rows]),
     }
-
-
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distance in km between points given in degrees (vectorised)."""
-    lat1, lon1, lat2, lon2 = (
-        np.radians(np.asarray(v, dtype=float)) for v in (lat1, lon1, lat2, lon2)
-    )
-    a = (
-        np.sin((lat2 - lat1) / 2) ** 2
-        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 def _unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
