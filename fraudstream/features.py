@@ -362,6 +362,10 @@ def _event_order(card: np.ndarray, time: np.ndarray, transaction_id: np.ndarray)
 
 def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
     """Card windows over the state's history plus the new rows; features of the new rows."""
+    # Only the cards of this batch need their history sorted again; the others' state
+    # passes through untouched (with millions of cards, most of it).
+    touched = history["card_id"].isin(new_rows["card_id"]).to_numpy()
+    untouched, history = history.loc[~touched], history.loc[touched]
     # A payment seen before (a duplicate delivery) is one payment: keep its first copy.
     rows = pd.concat([history, new_rows], ignore_index=True)
     rows["_position"] = np.arange(len(rows))
@@ -445,7 +449,7 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
         first = pd.Series(index, index=rows["transaction_id"].to_numpy())
         take[copies] = first.reindex(new_rows["transaction_id"].to_numpy()[copies]).to_numpy()
     features = {name: np.asarray(values)[take] for name, values in out.items()}
-    return features, rows
+    return features, pd.concat([untouched, rows], ignore_index=True)
 
 
 def _add_at(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values) -> None:
@@ -482,8 +486,10 @@ def _merchant_features(events, time_ms, state, frauds, label_delay_days):
     merchant = events["merchant_id"].astype(object).to_numpy()
     # A payment counts once, however often it is delivered.
     ids = events["transaction_id"].to_numpy()
-    unique = ~pd.Series(ids).duplicated().to_numpy() & ~np.isin(
-        ids, state.cards["transaction_id"].to_numpy()
+    # pandas' isin hashes; numpy's compares object arrays pairwise (minutes, not ms).
+    unique = (
+        ~pd.Series(ids).duplicated().to_numpy()
+        & ~pd.Series(ids).isin(state.cards["transaction_id"]).to_numpy()
     )
     new_days = (
         pd.DataFrame({"merchant_id": merchant[unique], "day": day[unique]})
