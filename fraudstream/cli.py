@@ -7,12 +7,15 @@ what is not a Spark job::
     fraudstream kafka status
     fraudstream kafka stop
     fraudstream produce --data data/sample    # publish Parquet events and labels to Kafka
+    fraudstream model status                  # registered versions and the champion
+    fraudstream model promote --version N --data DIR   # the promotion gate, on its own
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from fraudstream import broker as local_broker
@@ -98,6 +101,45 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_status(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from fraudstream import registry, tracking
+
+    tracking.use_experiment("fraudstream")
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name = '{args.model_name}'")
+    if not versions:
+        print(f"No version of {args.model_name} is registered in {tracking.tracking_uri()}.")
+        return 1
+    champion = registry.champion_version(client, args.model_name)
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        mark = "  <- champion" if str(version.version) == champion else ""
+        tags = version.tags
+        print(
+            f"{args.model_name} v{version.version}: {tags.get('model_type', '?')}, "
+            f"evaluated on {tags.get('evaluation_window', '?')}{mark}"
+        )
+    return 0
+
+
+def _model_promote(args: argparse.Namespace) -> int:
+    from fraudstream import tracking, training
+
+    tracking.use_experiment("fraudstream")
+    data = Path(args.data)
+    if not (data / "events").is_dir():
+        raise CommandError(f"No events folder at {data / 'events'}.")
+    try:
+        decision = training.gate_on_data(
+            data, str(args.version), args.model_name, args.delay_days, args.train_start
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    print(f"{'Promoted' if decision.promoted else 'Not promoted'}: {decision.reason}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraudstream",
@@ -157,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish only if the payments topic holds nothing yet (for re-runnable demos)",
     )
+
+    model_cmd = commands.add_parser("model", help="the registered models and the champion alias")
+    model_actions = model_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = model_actions.add_parser("status", help="list the registered versions")
+    status.set_defaults(handler=_model_status)
+    promote = model_actions.add_parser(
+        "promote",
+        help="move @champion to a version if it beats the champion on the same window",
+        description="Score a version and the champion on the newest test window of --data "
+        "and move the champion alias to the version only if its average precision is higher.",
+    )
+    promote.set_defaults(handler=_model_promote)
+    promote.add_argument("--version", type=int, required=True, help="the candidate version")
+    promote.add_argument("--data", required=True, help="folder with events/ and labels/")
+    promote.add_argument("--delay-days", type=int, default=7, help="label delay (default: 7)")
+    promote.add_argument(
+        "--train-start",
+        type=date.fromisoformat,
+        help="training start of the window (default: the latest, as the train job)",
+    )
+    for action in (status, promote):
+        action.add_argument("--model-name", default="fraudstream", help="registered model name")
     return parser
 
 

@@ -293,16 +293,59 @@ def _plots(result: dict, columns: list[str], k: int, out_dir: Path) -> list[Path
     return paths
 
 
-def champion_score_on(test: pd.DataFrame, name: str) -> float | None:
-    """The current champion's average precision on ``test``, or None if it cannot score it."""
+def score_on(test: pd.DataFrame, model_uri: str) -> float | None:
+    """A registered model's average precision on ``test``, or None if it cannot score it."""
     import mlflow.pyfunc
 
     try:
-        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-        scores = champion.predict(test)
+        loaded = mlflow.pyfunc.load_model(model_uri)
+        scores = loaded.predict(test)
     except Exception:  # noqa: BLE001 - any failure means "not comparable"
         return None
     return evaluate.average_precision(test["y"], np.asarray(scores, dtype=float))
+
+
+def champion_score_on(test: pd.DataFrame, name: str) -> float | None:
+    """The current champion's average precision on ``test``, or None if it cannot score it."""
+    return score_on(test, f"models:/{name}@champion")
+
+
+def gate_on_data(
+    data: Path,
+    version: str,
+    name: str = "fraudstream",
+    delay_days: int = 7,
+    train_start: date | None = None,
+    models_dir: Path | None = None,
+):
+    """The promotion gate as a step of its own: score a version and the champion on the
+    newest test window of ``data`` (as the training job would cut it) and move the alias
+    if the version is better.
+
+    Returns
+    -------
+    fraudstream.registry.Decision
+    """
+    from mlflow import MlflowClient
+
+    from fraudstream import registry
+
+    events = lake.read_events(data, features.EVENT_COLUMNS).to_pandas()
+    dataset = build_dataset(events, lake.read_labels(data).to_pandas(), delay_days)
+    cfg = TrainConfig(data=data, delay_days=delay_days)
+    start = train_start or default_train_start(dataset, cfg)
+    (fold,) = evaluate.prequential_folds(start, 1, cfg.train_days, delay_days, cfg.test_days)
+    _, test = split(dataset, fold)
+    candidate = score_on(test, f"models:/{name}/{version}")
+    if candidate is None:
+        raise ValueError(f"Version {version} of {name} could not score {fold.name}.")
+    client = MlflowClient()
+    current = registry.champion_version(client, name)
+    champion = champion_score_on(test, name) if current not in (None, version) else None
+    decision = registry.promote_if_better(client, version, candidate, champion, name=name)
+    if decision.promoted:
+        registry.export_champion(name, models_dir)
+    return decision
 
 
 def log_and_register(

@@ -201,3 +201,48 @@ def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):
     assert ((scores >= 0) & (scores <= 1)).all()
     # Scores line up with the test rows: frauds score higher on average.
     assert scores[test["y"].to_numpy() == 1].mean() > scores[test["y"].to_numpy() == 0].mean()
+
+
+def test_model_promote_command_keeps_champion_against_a_worse_version(
+    small_data, mlflow_store, tmp_path
+):
+    import subprocess
+    import sys
+
+    cfg = train_job.parse_args(
+        [
+            "--data",
+            str(small_data),
+            "--models",
+            "logistic",
+            "--folds",
+            "1",
+            "--k",
+            "5",
+            "--param",
+            "logistic.C=1.0",
+            "--models-dir",
+            str(tmp_path / "models"),
+        ]
+    )
+    assert training.run(cfg, log=lambda line: None)["registered_version"] == "1"
+    columns = list(features.FEATURE_COLUMNS)
+    frame = pd.DataFrame({c: [0.0, 1.0] for c in columns})
+    worse = _register(DummyClassifier(strategy="prior").fit(frame, [0, 1]), columns)
+    assert worse == "2"
+
+    def fraudstream(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "fraudstream.cli", "model", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    result = fraudstream("promote", "--version", "2", "--data", str(small_data))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Not promoted: version 2 does not beat champion version 1")
+    status = fraudstream("status")
+    assert "fraudstream v1: logistic" in status.stdout and "<- champion" in status.stdout
+    assert "fraudstream v2" in status.stdout
+    assert registry.champion_version(MlflowClient()) == "1"
