@@ -1,0 +1,40 @@
+"""Every notebook runs top to bottom on the sample, twice (nothing left behind breaks it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from fraudstream import config
+
+NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom_twice(path: Path, mlflow_store):
+    for _ in range(2):
+        notebook = nbformat.read(path, as_version=4)
+        NotebookClient(
+            notebook,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(config.PROJECT_ROOT)}},
+        ).execute()
+        errors = [
+            out
+            for cell in notebook.cells
+            for out in cell.get("outputs", [])
+            if out.get("output_type") == "error"
+        ]
+        assert not errors
