@@ -11,7 +11,7 @@ server. See ``fraudstream/training.py`` and ``fraudstream/evaluate.py``.
 
 Usage::
 
-    ./spark-submit.sh train --data DIR [--models hgb,logistic,random_forest,spark_gbt]
+    ./spark-submit.sh train --data DIR [--models random_forest,hgb,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
         [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
@@ -70,9 +70,10 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     parser.add_argument(
         "--models",
         type=_models,
-        default=("hgb",),
+        default=training.TrainConfig.models,
         help="model types to compare, comma-separated: "
-        f"{', '.join(model.ALL_KINDS)} (default: hgb)",
+        f"{', '.join(model.ALL_KINDS)} (default: random_forest, the best by validation "
+        "average precision in the comparison in README)",
     )
     parser.add_argument(
         "--train-start",

@@ -246,3 +246,7 @@ def test_model_promote_command_keeps_champion_against_a_worse_version(
     assert "fraudstream v1: logistic" in status.stdout and "<- champion" in status.stdout
     assert "fraudstream v2" in status.stdout
     assert registry.champion_version(MlflowClient()) == "1"
+
+
+def test_train_job_default_model_is_the_documented_one():
+    assert train_job.parse_args([]).models == ("random_forest",)
