@@ -492,6 +492,19 @@ def _scaled_rate(rate: float, actual: int, reference: int) -> float:
     return rate * actual / reference
 
 
+def _compromised_days(rng, rate: float, population: int, days: int, duration: int) -> np.ndarray:
+    """Which of ``population`` (terminals or cards) are compromised on which day.
+
+    Each day about ``rate`` of them are picked and stay compromised for ``duration``
+    days from that day on (the handbook's scenarios b and c).
+    """
+    compromised = np.zeros((population, days), dtype=bool)
+    for d, count in enumerate(_per_day_counts(rng, rate, days)):
+        chosen = rng.choice(population, size=count, replace=False)
+        compromised[chosen, d : d + duration] = True
+    return compromised
+
+
 def _fraud_base(cfg: SimulationConfig, tx: dict, streams) -> tuple[np.ndarray, np.ndarray]:
     """Scenarios a-c on the genuine traffic, in the handbook's order (a later one wins).
 
@@ -506,20 +519,15 @@ def _fraud_base(cfg: SimulationConfig, tx: dict, streams) -> tuple[np.ndarray, n
     if "a" in cfg.scenarios:
         scenario[tx["amount"] > FRAUD_AMOUNT_THRESHOLD] = "a"
     if "b" in cfg.scenarios:
-        rng = streams["b"]
         rate = _scaled_rate(COMPROMISED_TERMINALS_PER_DAY, cfg.terminals, HANDBOOK_TERMINALS)
-        compromised = np.zeros((cfg.terminals, cfg.days), dtype=bool)
-        for d, count in enumerate(_per_day_counts(rng, rate, cfg.days)):
-            chosen = rng.choice(cfg.terminals, size=count, replace=False)
-            compromised[chosen, d : d + COMPROMISED_TERMINAL_DAYS] = True
+        compromised = _compromised_days(
+            streams["b"], rate, cfg.terminals, cfg.days, COMPROMISED_TERMINAL_DAYS
+        )
         scenario[compromised[tx["terminal"], day]] = "b"
     if "c" in cfg.scenarios:
         rng = streams["c"]
         rate = _scaled_rate(LEAKED_CARDS_PER_DAY, cfg.customers, HANDBOOK_CUSTOMERS)
-        leaked = np.zeros((cfg.customers, cfg.days), dtype=bool)
-        for d, count in enumerate(_per_day_counts(rng, rate, cfg.days)):
-            chosen = rng.choice(cfg.customers, size=count, replace=False)
-            leaked[chosen, d : d + LEAKED_CARD_DAYS] = True
+        leaked = _compromised_days(rng, rate, cfg.customers, cfg.days, LEAKED_CARD_DAYS)
         hit = leaked[tx["customer"], day] & (rng.random(day.size) < LEAKED_CARD_FRAUD_SHARE)
         amount = np.where(hit, np.round(amount * LEAKED_CARD_AMOUNT_FACTOR, 2), amount)
         scenario[hit] = "c"
