@@ -289,6 +289,16 @@ def compute(
     """
     state = state or FeatureState()
     frauds = _empty_frauds() if frauds is None else frauds
+    if len(events) == 0:
+        # A batch of no payments (all set aside, say) changes nothing but the frauds.
+        empty = pd.DataFrame(
+            {"transaction_id": pd.Series(dtype=object)}
+            | {name: pd.Series(dtype=np.float64) for name in FEATURE_COLUMNS}
+        )
+        if not keep_state:
+            return empty, None
+        merged = pd.concat([state.frauds, frauds], ignore_index=True)
+        return empty, FeatureState(state.cards, state.merchant_days, merged)
     new_rows = _card_rows(events)
     card_features, cards = _card_features(new_rows, state.cards)
     merchant_features, merchant_days, all_frauds = _merchant_features(

@@ -140,3 +140,20 @@ def producer(bootstrap_servers: str, client_properties: dict[str, str] | None = 
         options[key.replace(".", "_")] = value
     options.update(settings)
     return KafkaProducer(**options)
+
+
+def consumer(bootstrap_servers: str, client_properties: dict[str, str] | None = None, **settings):
+    """Return a kafka-python consumer in no group: it reads what it is told, commits nothing."""
+    from kafka import KafkaConsumer
+
+    options = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "request_timeout_ms": 30000,
+    }
+    for key, value in (client_properties or {}).items():
+        options[key.replace(".", "_")] = value
+    options.update(settings)
+    return KafkaConsumer(**options)

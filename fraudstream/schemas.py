@@ -287,3 +287,93 @@ def label_invalid_reason(record: dict) -> str | None:
     except ValueError:
         return "reported_time is not an ISO-8601 timestamp"
     return None
+
+
+# --- what the scoring job writes --------------------------------------------------
+#
+# Each view is Parquet partitioned by ``date`` (the event's UTC date; for dead letters,
+# the Kafka record's) under the output root, one folder per view.
+
+#: Alert (topic ``fraud-alerts``, key ``card_id``, value UTF-8 JSON; the same rows in
+#: Parquet). ``alert_id`` is the same for the same transaction and model version, so a
+#: consumer drops the duplicates that at-least-once delivery may bring.
+ALERT_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("card_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("scored_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("threshold", pa.float64(), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("amount", pa.float64(), nullable=False),
+        pa.field("currency", pa.string()),
+        pa.field("merchant_id", pa.string(), nullable=False),
+        pa.field("merchant_category", pa.string()),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+        pa.field("country", pa.string()),
+        pa.field("schema_version", pa.int32(), nullable=False),
+    ]
+)
+ALERT_COLUMNS = ALERT_ARROW_SCHEMA.names
+
+#: Card-location history: where each valid payment happened, and the leg from the
+#: card's previous card-present payment (``card_present``: ``pos`` or ``atm`` with
+#: coordinates; an e-commerce payment's coordinates are the shop's, not the card's).
+CARD_LOCATION_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("card_id", pa.string(), nullable=False),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+        pa.field("country", pa.string()),
+        pa.field("merchant_id", pa.string(), nullable=False),
+        pa.field("channel", pa.string()),
+        pa.field("card_present", pa.bool_(), nullable=False),
+        pa.field("km_from_previous", pa.float64(), nullable=False),
+        pa.field("seconds_from_previous", pa.float64(), nullable=False),
+        pa.field("speed_kmh", pa.float64(), nullable=False),
+    ]
+)
+
+#: Dead letter: a record set aside, as it came, with where it came from and why.
+DEAD_LETTER_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("dead_lettered_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def encode_alert(alert: dict) -> bytes:
+    """Encode an alert as the UTF-8 JSON value of a Kafka record."""
+    record = {}
+    for name in ALERT_COLUMNS:
+        value = alert.get(name)
+        if isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, float) and math.isnan(value):
+            value = None
+        elif name == "reasons":
+            value = list(value)
+        record[name] = value
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_alert(value: bytes) -> dict:
+    """Decode an alert's JSON value; times become aware ``datetime``."""
+    record = json.loads(value.decode("utf-8"))
+    for name in ("event_time", "scored_time"):
+        record[name] = parse_time(record[name])
+    return record

@@ -427,6 +427,8 @@ def log_and_register(
                 "feature_columns": columns,
                 "model_type": chosen,
                 "label_delay_days": cfg.delay_days,
+                # The typical genuine payment, which alert reasons are measured against.
+                "feature_reference": feature_reference(newest["train"], columns),
             },
         )
     client = MlflowClient()
@@ -447,6 +449,12 @@ def log_and_register(
     if decision.promoted:
         outcome["exported_to"] = registry.export_champion(cfg.model_name, cfg.export_dir)
     return outcome
+
+
+def feature_reference(train: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Each feature's median over the genuine training payments: the "typical payment"."""
+    genuine = train.loc[train["y"] == 0, columns] if "y" in train else train[columns]
+    return {column: float(value) for column, value in genuine.median().items()}
 
 
 def _package_source() -> list[str] | None:

@@ -1,0 +1,1223 @@
+"""The streaming scorer: what each micro-batch of payment records becomes.
+
+The scoring job (``jobs/score.py``) runs one Structured Streaming query: Spark's Kafka
+source on ``payments``, and a ``foreachBatch`` function that hands each micro-batch to
+:class:`BatchProcessor`. Per batch, on the driver and vectorised:
+
+1. parse and validate each record with the contract (:mod:`fraudstream.schemas`);
+   invalid, duplicate and late records become dead letters with their reason;
+2. read the label events that arrived on ``fraud-labels`` since the last batch and
+   turn fraud reports into fraud facts (label joined to its payment);
+3. compute the features with :func:`fraudstream.features.compute` and the state the
+   previous batch left: the same code as training, so the same values;
+4. score with the model the registry alias points at now;
+5. write every view for the batch (alerts, card-location history, scored
+   transactions, dead letters) as Parquet files named by the batch id, so that a
+   batch run again after a crash replaces its own files; then send alerts and dead
+   letters to Kafka; then save the state as of the end of the batch.
+
+Why this shape. Per-card state in Spark's Python stateful operators pays a fixed cost
+per key and micro-batch (about 2,000 events/s on two cores); one vectorised pass per
+micro-batch over all cards costs per event instead (see ``bench/README.md``). The
+price: the state lives in the driver, so one driver holds every card's last 30 days
+(about 4 KB a card; sized in the README).
+
+Guarantees. Spark's checkpoint records each batch's Kafka offsets before it runs and
+commits it after ``foreachBatch`` returns; after a crash the uncommitted batch runs
+again with the same offsets and the state saved after the batch before it. Its
+Parquet files overwrite those of the first attempt: Parquet views are exactly once.
+Kafka sends are at least once; ``alert_id`` is deterministic so consumers drop
+duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from fraudstream import features, schemas
+from fraudstream.features import DAY_MS, FeatureState
+
+#: The views the job writes, one folder each under the output root.
+ALERTS = "alerts"
+CARD_LOCATIONS = "card_locations"
+SCORED = "scored"
+DEAD_LETTERS = "dead_letters"
+VIEWS = (ALERTS, CARD_LOCATIONS, SCORED, DEAD_LETTERS)
+
+#: How many reasons an alert carries.
+TOP_REASONS = 3
+#: Default allowed lateness: a payment older than the newest event time seen minus
+#: this is set aside, because the state has moved past it.
+DEFAULT_MAX_LATENESS_HOURS = 24
+#: State snapshots kept; the job needs only the newest committed one.
+SNAPSHOTS_KEPT = 3
+
+REASON_DUPLICATE = "duplicate transaction_id (already scored)"
+REASON_LATE = "late: event_time is more than {hours:g} h before the newest event seen ({newest})"
+
+
+# --- the state ------------------------------------------------------------------------
+
+
+def _empty_transactions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series(dtype=object),
+            "card_id": pd.Series(dtype=object),
+            "merchant_id": pd.Series(dtype=object),
+            "tx_day": pd.Series(dtype=np.int64),
+            "reported": pd.Series(dtype=bool),
+        }
+    )
+
+
+def _empty_pending() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"transaction_id": pd.Series(dtype=object), "report_ms": pd.Series(dtype=np.int64)}
+    )
+
+
+@dataclass
+class StreamState:
+    """Everything the job carries from one micro-batch to the next.
+
+    Attributes
+    ----------
+    features : FeatureState
+        Per-card and per-merchant state of the feature definition.
+    transactions : DataFrame
+        ``transaction_id, card_id, merchant_id, tx_day, reported``: the payments of the
+        last ``label_delay_days + 30`` days, to join fraud labels to (a label names
+        only the transaction and card) and to recognise duplicates.
+    pending : DataFrame
+        ``transaction_id, report_ms``: fraud reports whose payment has not been seen
+        yet; dropped once the stream's event time has passed them by the lateness.
+    label_offsets : dict
+        Next offset to read, per partition of the labels topic.
+    newest_event_ms : int
+        The newest event time seen, in ms (-1 before the first payment).
+    batch_id : int
+        The micro-batch this state is the result of (-1: none yet).
+    """
+
+    features: FeatureState = field(default_factory=FeatureState)
+    transactions: pd.DataFrame = field(default_factory=_empty_transactions)
+    pending: pd.DataFrame = field(default_factory=_empty_pending)
+    label_offsets: dict[int, int] = field(default_factory=dict)
+    newest_event_ms: int = -1
+    batch_id: int = -1
+
+    def nbytes(self) -> int:
+        """Memory the state holds, in bytes (deep, strings included)."""
+        return self.features.nbytes() + int(
+            self.transactions.memory_usage(deep=True).sum()
+            + self.pending.memory_usage(deep=True).sum()
+        )
+
+    def cards(self) -> int:
+        """How many cards the state holds history for."""
+        return int(self.features.cards["card_id"].nunique())
+
+
+_FRAMES = {
+    "cards": lambda s: s.features.cards,
+    "merchant_days": lambda s: s.features.merchant_days,
+    "frauds": lambda s: s.features.frauds,
+    "transactions": lambda s: s.transactions,
+    "pending": lambda s: s.pending,
+}
+
+
+class StateStore:
+    """State snapshots under the query's checkpoint, one folder per micro-batch.
+
+    A snapshot is written to a temporary folder and renamed into place, so a crash
+    leaves either the whole snapshot or none. Arrow IPC files: writing them costs
+    little more than a memory copy.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def _path(self, batch_id: int) -> Path:
+        return self.folder / f"batch-{batch_id:012d}"
+
+    def save(self, state: StreamState) -> None:
+        target = self._path(state.batch_id)
+        staging = target.with_name(f".{target.name}.writing")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        for name, frame_of in _FRAMES.items():
+            table = pa.Table.from_pandas(frame_of(state), preserve_index=False)
+            feather.write_feather(table, staging / f"{name}.arrow", compression="uncompressed")
+        meta = {
+            "batch_id": state.batch_id,
+            "newest_event_ms": state.newest_event_ms,
+            "label_offsets": {str(p): o for p, o in state.label_offsets.items()},
+        }
+        (staging / "meta.json").write_text(json.dumps(meta))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+        # Keep the newest few; a snapshot of a later batch than this one belongs to a run
+        # whose checkpoint was abandoned, and must not be mistaken for ours.
+        snapshots = sorted(self.folder.glob("batch-*"))
+        mine = [s for s in snapshots if s.name <= target.name]
+        for old in mine[:-SNAPSHOTS_KEPT] + [s for s in snapshots if s.name > target.name]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, batch_id: int) -> StreamState:
+        """The state after ``batch_id``; an empty state for ``batch_id`` -1.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the snapshot is missing (the checkpoint was copied in part).
+        """
+        if batch_id < 0:
+            return StreamState()
+        folder = self._path(batch_id)
+        if not (folder / "meta.json").is_file():
+            raise FileNotFoundError(
+                f"The feature state after micro-batch {batch_id} is missing from "
+                f"{self.folder}: the checkpoint is incomplete; restore it whole, or start "
+                "a new checkpoint to replay from the topic."
+            )
+        frames = {
+            name: feather.read_table(folder / f"{name}.arrow").to_pandas() for name in _FRAMES
+        }
+        for name in ("cards", "merchant_days", "frauds", "transactions", "pending"):
+            frame = frames[name]
+            for column in frame.columns:
+                if frame[column].dtype != object and pd.api.types.is_string_dtype(frame[column]):
+                    frame[column] = frame[column].astype(object)
+        meta = json.loads((folder / "meta.json").read_text())
+        return StreamState(
+            features=FeatureState(
+                cards=frames["cards"],
+                merchant_days=frames["merchant_days"],
+                frauds=frames["frauds"],
+            ),
+            transactions=frames["transactions"],
+            pending=frames["pending"],
+            label_offsets={int(p): int(o) for p, o in meta["label_offsets"].items()},
+            newest_event_ms=int(meta["newest_event_ms"]),
+            batch_id=int(meta["batch_id"]),
+        )
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def _dead_letters(records: pd.DataFrame, reasons: list[str], now_ms: int) -> pd.DataFrame:
+    """Dead-letter rows for ``records`` (Kafka rows) with one reason each."""
+    return pd.DataFrame(
+        {
+            "topic": records["topic"].astype(object).to_numpy(),
+            "partition": records["partition"].to_numpy(dtype=np.int32),
+            "offset": records["offset"].to_numpy(dtype=np.int64),
+            "kafka_timestamp_ms": records["timestamp_ms"].to_numpy(dtype=np.int64),
+            "key": records["key"].to_numpy(dtype=object),
+            "value": records["value"].to_numpy(dtype=object),
+            "reason": np.asarray(reasons, dtype=object),
+            "dead_lettered_ms": np.full(len(records), now_ms, dtype=np.int64),
+        }
+    )
+
+
+def parse_payments(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """Decode and validate each record's value with the payment contract.
+
+    Parameters
+    ----------
+    records : DataFrame
+        Kafka rows: ``key, value`` (bytes), ``topic, partition, offset, timestamp_ms``.
+
+    Returns
+    -------
+    (DataFrame, list, list)
+        The valid payments (contract columns, ``event_time`` as UTC timestamps, plus
+        ``partition, offset, timestamp_ms`` of their record); and the row positions of
+        the invalid records with their reasons.
+    """
+    valid, positions, bad, reasons = [], [], [], []
+    decode = schemas.decode_payment
+    for position, value in enumerate(records["value"].to_numpy(dtype=object)):
+        try:
+            valid.append(decode(value if value is not None else b""))
+            positions.append(position)
+        except ValueError as error:
+            bad.append(position)
+            reasons.append(str(error))
+    events = pd.DataFrame.from_records(valid, columns=schemas.PAYMENT_COLUMNS)
+    events["event_time"] = pd.to_datetime(events["event_time"], utc=True)
+    for name in ("amount", "lat", "lon"):
+        events[name] = pd.to_numeric(events[name], errors="coerce").astype(float)
+    for name in ("partition", "offset", "timestamp_ms"):
+        events[name] = records[name].to_numpy()[positions]
+    return events, bad, reasons
+
+
+def parse_labels(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """Decode and validate label records: the fraud reports (``transaction_id, report_ms``)."""
+    frauds, bad, reasons = [], [], []
+    for position, value in enumerate(records["value"].to_numpy(dtype=object)):
+        try:
+            record = json.loads((value or b"").decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (UnicodeDecodeError, ValueError) as error:
+            bad.append(position)
+            reasons.append(f"unparseable: {error}")
+            continue
+        reason = schemas.label_invalid_reason(record)
+        if reason is not None:
+            bad.append(position)
+            reasons.append(reason)
+        elif record["label"] == "fraud":
+            report_ms = int(schemas.parse_time(record["reported_time"]).timestamp() * 1000)
+            frauds.append((record["transaction_id"], report_ms))
+    reports = pd.DataFrame(frauds, columns=["transaction_id", "report_ms"])
+    reports["transaction_id"] = reports["transaction_id"].astype(object)
+    reports["report_ms"] = reports["report_ms"].astype(np.int64)
+    return reports, bad, reasons
+
+
+# --- the model ------------------------------------------------------------------------
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message is one sentence for the user."""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model version and what the stream needs to know about it."""
+
+    name: str
+    version: str
+    scorer: object  # fraudstream.model.FraudScorer
+    threshold: float
+    feature_columns: list[str]
+    reference: dict[str, float] | None
+    label_delay_days: int
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        if frame.empty:
+            return np.zeros(0)
+        return np.asarray(self.scorer.predict(None, frame), dtype=float)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
+    """Split a model URI into ``(kind, name or path, alias or version)``."""
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :]
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return "alias", name, alias
+        name, _, version = rest.partition("/")
+        return "version", name, version or None
+    return "path", uri, None
+
+
+def load_model(uri: str, threshold: float | None = None, version: str | None = None) -> LoadedModel:
+    """Load a model by registry alias, registry version, or from a folder.
+
+    Raises
+    ------
+    ModelLoadError
+        With one sentence saying what is missing.
+    """
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    kind, name, ref = parse_model_uri(uri)
+    try:
+        if kind == "path":
+            path = Path(name)
+            if not (path / "MLmodel").is_file():
+                raise ModelLoadError(f"No model at {path} (no MLmodel file there).")
+            meta_file = path / "registered_model_meta"
+            meta = {}
+            if meta_file.is_file():
+                for line in meta_file.read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    meta[key.strip()] = value.strip()
+            model_name = meta.get("model_name", path.name)
+            version = meta.get("model_version", "local")
+            loaded = mlflow.pyfunc.load_model(str(path))
+        else:
+            client = MlflowClient()
+            if version is None:
+                if kind == "alias":
+                    version = str(client.get_model_version_by_alias(name, ref).version)
+                else:
+                    version = ref
+            model_name = name
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    except ModelLoadError:
+        raise
+    except MlflowException as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"Cannot load model {uri}: {first.rstrip('.')} (train and register one with "
+            "./spark-submit.sh train, or pass --model PATH)."
+        ) from None
+    except (OSError, ValueError, ImportError) as error:
+        raise ModelLoadError(f"Cannot load model {uri}: {error}.") from None
+    metadata = loaded.metadata.metadata or {}
+    chosen = threshold if threshold is not None else metadata.get("threshold")
+    if chosen is None:
+        raise ModelLoadError(f"Model {uri} carries no threshold in its metadata: pass --threshold.")
+    scorer = loaded.unwrap_python_model()
+    return LoadedModel(
+        name=model_name,
+        version=str(version),
+        scorer=scorer,
+        threshold=float(chosen),
+        feature_columns=list(metadata.get("feature_columns") or scorer.feature_columns),
+        reference=metadata.get("feature_reference"),
+        label_delay_days=int(metadata.get("label_delay_days", features.DEFAULT_LABEL_DELAY_DAYS)),
+    )
+
+
+class ModelSource:
+    """The model a URI points at, followed between micro-batches.
+
+    For an alias URI, :meth:`refresh` asks the registry where the alias points (one
+    small query) and loads the new version when it moved; a version that fails to
+    load is reported and the current one kept, so a bad promotion never stops the
+    stream.
+    """
+
+    def __init__(self, uri: str, threshold: float | None = None, log: Callable = print):
+        self.uri = uri
+        self.fixed_threshold = threshold
+        self.log = log
+        self.kind, self.name, self.alias = parse_model_uri(uri)
+        self.current = load_model(uri, threshold)
+
+    def refresh(self) -> LoadedModel:
+        if self.kind != "alias":
+            return self.current
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = str(MlflowClient().get_model_version_by_alias(self.name, self.alias).version)
+        except MlflowException as error:
+            self.log(
+                f"model: cannot read alias {self.uri} ({error}); keeping version "
+                f"{self.current.version}"
+            )
+            return self.current
+        if version == self.current.version:
+            return self.current
+        try:
+            candidate = load_model(self.uri, self.fixed_threshold, version=version)
+        except ModelLoadError as error:
+            self.log(f"model: {error} Keeping version {self.current.version}.")
+            return self.current
+        if candidate.label_delay_days != self.current.label_delay_days:
+            self.log(
+                f"model: version {version} expects a label delay of "
+                f"{candidate.label_delay_days} days, the stream's state uses "
+                f"{self.current.label_delay_days}; keeping version {self.current.version} "
+                "(restart on a new checkpoint to change the delay)"
+            )
+            return self.current
+        self.log(
+            f"model: {self.uri} moved from version {self.current.version} to {version}; "
+            f"scoring with version {version} from this micro-batch on"
+        )
+        self.current = candidate
+        return self.current
+
+
+# --- reasons --------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def describe(
+    feature: str, value: float, delay_days: int = features.DEFAULT_LABEL_DELAY_DAYS
+) -> str:
+    """One feature's value in plain words, for an analyst."""
+    parts = feature.rsplit("_", 1)
+    window = parts[1] if len(parts) == 2 and parts[1].endswith(("d", "h")) else ""
+    span = {"1h": "hour", "1d": "day"}.get(window, f"{window[:-1]} days" if window else "")
+    if feature == "speed_kmh_from_prev":
+        return f"{value:,.0f} km/h travel from the card's previous card-present payment"
+    if feature == "km_from_prev":
+        return f"{value:,.0f} km from the card's previous card-present payment"
+    if feature == "km_from_usual":
+        return f"{value:,.0f} km from where the card is usually used"
+    if feature == "country_changed":
+        return "country differs from the card's previous payment" if value else "same country"
+    if feature == "seconds_since_prev":
+        return f"{_duration(value)} since the card's previous payment"
+    if feature == "amount_to_card_mean":
+        return f"amount is {value:,.1f}x the card's usual amount"
+    if feature == "amount":
+        return f"amount {value:,.2f}"
+    if feature.startswith("card_tx_count_"):
+        return f"{value:,.0f} payments on the card in the last {span}"
+    if feature.startswith("card_mean_amount_"):
+        return f"card's mean amount {value:,.2f} over the last {span}"
+    if feature.startswith("merchant_tx_count_"):
+        return f"merchant had {value:,.0f} payments over {span} ending {delay_days} days ago"
+    if feature.startswith("merchant_recent_fraud_rate_"):
+        return f"{value:.1%} of the merchant's payments of the last {span} reported as fraud so far"
+    if feature.startswith("merchant_fraud_rate_"):
+        return f"merchant fraud rate {value:.1%} over {span} ending {delay_days} days ago"
+    if feature == "card_known_frauds_30d":
+        return f"{value:,.0f} of the card's payments of the last 30 days reported as fraud"
+    if feature == "is_night":
+        return "at night (before 06:00 UTC)" if value else "in the daytime"
+    if feature == "is_weekend":
+        return "at the weekend" if value else "on a weekday"
+    if feature == "is_ecom":
+        return "online payment" if value else "not an online payment"
+    if feature == "is_atm":
+        return "cash withdrawal" if value else "not a cash withdrawal"
+    return f"{feature} = {value:g}"
+
+
+def explain(
+    model: LoadedModel, rows: pd.DataFrame, scores: np.ndarray, reference: dict[str, float]
+) -> list[list[str]]:
+    """The top contributing features of each row, in words.
+
+    A feature's contribution is how much the score drops when that feature alone is
+    set to its reference value (the typical genuine payment's, from training): the
+    model is asked, not guessed at, whatever kind of model it is.
+    """
+    if rows.empty:
+        return []
+    columns = model.feature_columns
+    n, m = len(rows), len(columns)
+    base = rows[columns].to_numpy(dtype=float)
+    variants = np.repeat(base, m, axis=0)
+    ref = np.array([reference.get(c, 0.0) for c in columns], dtype=float)
+    position = np.arange(n * m)
+    variants[position, position % m] = np.tile(ref, n)
+    occluded = model.score(pd.DataFrame(variants, columns=columns)).reshape(n, m)
+    contribution = scores[:, None] - occluded
+    reasons = []
+    for i in range(n):
+        order = np.argsort(-contribution[i], kind="stable")
+        top = [j for j in order if contribution[i, j] > 0][:TOP_REASONS] or list(order[:1])
+        reasons.append(
+            [
+                f"{describe(columns[j], base[i, j], model.label_delay_days)} "
+                f"(+{max(contribution[i, j], 0):.2f})"
+                for j in top
+            ]
+        )
+    return reasons
+
+
+def alert_id(transaction_id: str, model_name: str, model_version: str) -> str:
+    """The same id for the same transaction scored by the same model version."""
+    text = f"{transaction_id}\x1f{model_name}\x1f{model_version}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+# --- one micro-batch ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What does not change between micro-batches."""
+
+    max_lateness_hours: float = DEFAULT_MAX_LATENESS_HOURS
+    label_delay_days: int = features.DEFAULT_LABEL_DELAY_DAYS
+
+
+@dataclass
+class BatchResult:
+    """The views of one micro-batch, as pandas frames (times as int ms)."""
+
+    alerts: pd.DataFrame
+    card_locations: pd.DataFrame
+    scored: pd.DataFrame
+    dead_letters: pd.DataFrame
+    counts: dict[str, int]
+
+
+def _resolve_labels(state: StreamState, reports: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Turn fraud reports into fraud facts where the payment is known.
+
+    Returns the new facts (``card_id, merchant_id, tx_day, report_day``) and the
+    reports still waiting for their payment. A payment reported twice counts once, at
+    its earliest report among those waiting.
+    """
+    waiting = pd.concat([state.pending, reports], ignore_index=True)
+    if waiting.empty:
+        return features._empty_frauds(), _empty_pending()
+    waiting = waiting.groupby("transaction_id", sort=False, as_index=False)["report_ms"].min()
+    index = state.transactions
+    joined = waiting.merge(
+        index[["transaction_id", "card_id", "merchant_id", "tx_day", "reported"]],
+        on="transaction_id",
+        how="left",
+    )
+    known = joined["card_id"].notna().to_numpy()
+    new = known & ~joined["reported"].eq(True).to_numpy()
+    facts = pd.DataFrame(
+        {
+            "card_id": joined.loc[new, "card_id"].astype(object).to_numpy(),
+            "merchant_id": joined.loc[new, "merchant_id"].astype(object).to_numpy(),
+            "tx_day": joined.loc[new, "tx_day"].to_numpy(dtype=np.int64),
+            "report_day": joined.loc[new, "report_ms"].to_numpy(dtype=np.int64) // DAY_MS,
+        }
+    )
+    if new.any():
+        done = index["transaction_id"].isin(joined.loc[new, "transaction_id"]).to_numpy()
+        index.loc[done, "reported"] = True
+    pending = joined.loc[~known, ["transaction_id", "report_ms"]].reset_index(drop=True)
+    return facts, pending
+
+
+def process_batch(
+    records: pd.DataFrame,
+    label_records: pd.DataFrame,
+    state: StreamState,
+    model: LoadedModel,
+    settings: Settings,
+    batch_id: int,
+    now_ms: int | None = None,
+) -> tuple[BatchResult, StreamState]:
+    """Turn one micro-batch of Kafka records into the job's views and the next state.
+
+    Parameters
+    ----------
+    records, label_records : DataFrame
+        Kafka rows of the payments and labels topics: ``key, value`` (bytes),
+        ``topic, partition, offset, timestamp_ms``.
+    state : StreamState
+        The state after the previous batch; not modified.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    events, bad, reasons = parse_payments(records)
+    label_reports, bad_labels, label_reasons = parse_labels(label_records)
+    dead = [_dead_letters(records.iloc[bad], reasons, now_ms)]
+    dead.append(_dead_letters(label_records.iloc[bad_labels], label_reasons, now_ms))
+
+    # Order within the batch: by (event_time, transaction_id) per the feature definition;
+    # by offset for which copy of a duplicate counts (the first delivered).
+    events = events.sort_values(["partition", "offset"], kind="stable").reset_index(drop=True)
+    event_ms = features._time_ms(events["event_time"])
+    # A copy of a payment already scored says so, however late it comes.
+    ids = events["transaction_id"]
+    duplicate = (
+        ids.duplicated().to_numpy() | ids.isin(state.transactions["transaction_id"]).to_numpy()
+    )
+    set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
+    if state.newest_event_ms >= 0:
+        cutoff = state.newest_event_ms - settings.max_lateness_hours * 3_600_000
+        late = (event_ms < cutoff) & ~duplicate
+        newest = schemas.format_time(pd.Timestamp(state.newest_event_ms, unit="ms", tz="UTC"))
+        set_aside[late] = REASON_LATE.format(hours=settings.max_lateness_hours, newest=newest)
+    aside = set_aside != None  # noqa: E711
+    if aside.any():
+        rejected = events.loc[aside, ["partition", "offset"]]
+        rows = (
+            records.set_index(["partition", "offset"])
+            .loc[list(zip(rejected["partition"], rejected["offset"], strict=True))]
+            .reset_index()
+        )
+        dead.append(_dead_letters(rows, list(set_aside[aside]), now_ms))
+    events = events.loc[~aside].reset_index(drop=True)
+    event_ms = event_ms[~aside]
+
+    # The payments index first, so that a label may name a payment of this batch.
+    horizon_days = settings.label_delay_days + max(features.MERCHANT_WINDOWS_DAYS)
+    transactions = pd.concat(
+        [
+            state.transactions,
+            pd.DataFrame(
+                {
+                    "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+                    "card_id": events["card_id"].astype(object).to_numpy(),
+                    "merchant_id": events["merchant_id"].astype(object).to_numpy(),
+                    "tx_day": event_ms // DAY_MS,
+                    "reported": np.zeros(len(events), dtype=bool),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    working = replace(state, transactions=transactions)
+    facts, pending = _resolve_labels(working, label_reports)
+    computed, feature_state = features.compute(
+        events, facts, state.features, label_delay_days=settings.label_delay_days
+    )
+    scores = model.score(computed[model.feature_columns])
+    alerted = scores >= model.threshold
+
+    newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
+    lateness_ms = int(settings.max_lateness_hours * 3_600_000)
+    next_state = StreamState(
+        features=feature_state,
+        transactions=transactions.loc[
+            transactions["tx_day"] >= newest_ms // DAY_MS - horizon_days
+        ].reset_index(drop=True),
+        pending=pending.loc[pending["report_ms"] >= newest_ms - lateness_ms].reset_index(drop=True),
+        label_offsets=state.label_offsets,
+        newest_event_ms=newest_ms,
+        batch_id=batch_id,
+    )
+
+    result = BatchResult(
+        alerts=_alerts(events, event_ms, computed, scores, alerted, model, now_ms),
+        card_locations=_card_locations(events, event_ms, computed),
+        scored=_scored(events, event_ms, computed, scores, alerted, model, now_ms),
+        dead_letters=pd.concat(dead, ignore_index=True),
+        counts={
+            "records": len(records),
+            "labels": len(label_records),
+            "scored": len(events),
+            "alerts": int(alerted.sum()),
+            "invalid": len(bad) + len(bad_labels),
+            "duplicates": int((set_aside == REASON_DUPLICATE).sum()),
+            "late": int(aside.sum() - (set_aside == REASON_DUPLICATE).sum()),
+            "fraud_facts": len(facts),
+        },
+    )
+    return result, next_state
+
+
+def _alerts(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
+    rows = events.loc[alerted].reset_index(drop=True)
+    chosen = computed.loc[alerted].reset_index(drop=True)
+    reference = model.reference or computed[model.feature_columns].median().to_dict()
+    reasons = explain(model, chosen, scores[alerted], reference)
+    ids = rows["transaction_id"].astype(object).to_numpy()
+    return pd.DataFrame(
+        {
+            "alert_id": [alert_id(t, model.name, model.version) for t in ids],
+            "transaction_id": ids,
+            "card_id": rows["card_id"].astype(object).to_numpy(),
+            "event_time": event_ms[alerted],
+            "scored_time": np.full(len(rows), now_ms, dtype=np.int64),
+            "score": scores[alerted],
+            "threshold": np.full(len(rows), model.threshold),
+            "model_name": model.name,
+            "model_version": model.version,
+            "reasons": pd.Series(reasons, dtype=object),
+            "amount": rows["amount"].to_numpy(dtype=float),
+            "currency": rows["currency"].astype(object).to_numpy(),
+            "merchant_id": rows["merchant_id"].astype(object).to_numpy(),
+            "merchant_category": rows["merchant_category"].astype(object).to_numpy(),
+            "lat": rows["lat"].to_numpy(dtype=float),
+            "lon": rows["lon"].to_numpy(dtype=float),
+            "country": rows["country"].astype(object).to_numpy(),
+            "schema_version": np.full(len(rows), schemas.SCHEMA_VERSION, dtype=np.int32),
+            "kafka_timestamp_ms": rows["timestamp_ms"].to_numpy(dtype=np.int64),
+        }
+    )
+
+
+def _card_locations(events, event_ms, computed) -> pd.DataFrame:
+    channel = events["channel"].astype(object).to_numpy()
+    lat, lon = events["lat"].to_numpy(dtype=float), events["lon"].to_numpy(dtype=float)
+    present = np.isin(channel, ["pos", "atm"]) & np.isfinite(lat) & np.isfinite(lon)
+    return pd.DataFrame(
+        {
+            "card_id": events["card_id"].astype(object).to_numpy(),
+            "event_time": event_ms,
+            "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+            "lat": lat,
+            "lon": lon,
+            "country": events["country"].astype(object).to_numpy(),
+            "merchant_id": events["merchant_id"].astype(object).to_numpy(),
+            "channel": channel,
+            "card_present": present,
+            "km_from_previous": computed["km_from_prev"].to_numpy(),
+            "seconds_from_previous": computed["seconds_since_prev"].to_numpy(),
+            "speed_kmh": computed["speed_kmh_from_prev"].to_numpy(),
+        }
+    )
+
+
+def _scored(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
+    head = pd.DataFrame(
+        {
+            "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+            "card_id": events["card_id"].astype(object).to_numpy(),
+            "event_time": event_ms,
+            "scored_time": np.full(len(events), now_ms, dtype=np.int64),
+            "score": scores,
+            "threshold": np.full(len(events), model.threshold),
+            "alerted": alerted,
+            "model_name": model.name,
+            "model_version": model.version,
+            "partition": events["partition"].to_numpy(dtype=np.int32),
+            "offset": events["offset"].to_numpy(dtype=np.int64),
+            "kafka_timestamp_ms": events["timestamp_ms"].to_numpy(dtype=np.int64),
+        }
+    )
+    return pd.concat([head, computed[features.FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def _ms_to_timestamp(values) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=np.int64), type=pa.int64()).cast(
+        pa.timestamp("ms", tz="UTC")
+    )
+
+
+def _dates(ms: np.ndarray) -> np.ndarray:
+    return (np.asarray(ms, dtype=np.int64) // DAY_MS).astype("datetime64[D]").astype(str)
+
+
+def to_tables(result: BatchResult) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Each view as an Arrow table in its schema, with the date of each row."""
+    tables = {}
+    alerts = result.alerts
+    alert_table = (
+        pa.table(
+            {
+                **{
+                    c: alerts[c].to_numpy()
+                    for c in schemas.ALERT_COLUMNS
+                    if c not in ("event_time", "scored_time", "reasons")
+                },
+                "event_time": _ms_to_timestamp(alerts["event_time"]),
+                "scored_time": _ms_to_timestamp(alerts["scored_time"]),
+                "reasons": pa.array(list(alerts["reasons"]), type=pa.list_(pa.string())),
+            }
+        )
+        if len(alerts)
+        else schemas.ALERT_ARROW_SCHEMA.empty_table()
+    )
+    tables[ALERTS] = (
+        alert_table.select(schemas.ALERT_COLUMNS).cast(schemas.ALERT_ARROW_SCHEMA),
+        _dates(alerts["event_time"]),
+    )
+    locations = result.card_locations
+    location_table = pa.Table.from_pandas(
+        locations.assign(event_time=_ms_to_timestamp(locations["event_time"]).to_pandas()),
+        preserve_index=False,
+    )
+    tables[CARD_LOCATIONS] = (
+        location_table.cast(schemas.CARD_LOCATION_ARROW_SCHEMA),
+        _dates(locations["event_time"]),
+    )
+    scored = result.scored
+    scored_table = pa.Table.from_pandas(
+        scored.drop(columns=["event_time", "scored_time", "kafka_timestamp_ms"]),
+        preserve_index=False,
+    )
+    for position, name, column in (
+        (2, "event_time", "event_time"),
+        (3, "scored_time", "scored_time"),
+        (11, "kafka_timestamp", "kafka_timestamp_ms"),
+    ):
+        scored_table = scored_table.add_column(position, name, _ms_to_timestamp(scored[column]))
+    tables[SCORED] = (scored_table, _dates(scored["event_time"]))
+    dead = result.dead_letters
+    dead_table = pa.table(
+        {
+            "topic": pa.array(dead["topic"], pa.string()),
+            "partition": pa.array(dead["partition"], pa.int32()),
+            "offset": pa.array(dead["offset"], pa.int64()),
+            "kafka_timestamp": _ms_to_timestamp(dead["kafka_timestamp_ms"]),
+            "key": pa.array(dead["key"], pa.binary()),
+            "value": pa.array(dead["value"], pa.binary()),
+            "reason": pa.array(dead["reason"], pa.string()),
+            "dead_lettered_time": _ms_to_timestamp(dead["dead_lettered_ms"]),
+        },
+        schema=schemas.DEAD_LETTER_ARROW_SCHEMA,
+    )
+    tables[DEAD_LETTERS] = (dead_table, _dates(dead["kafka_timestamp_ms"]))
+    return tables
+
+
+class ParquetViews:
+    """The Parquet views under one output root, written idempotently per micro-batch.
+
+    Batch ``N`` writes ``ROOT/VIEW/date=D/batch-N.parquet`` for each date it has rows
+    of, each file written under a hidden name and renamed into place. A batch run again
+    after a crash writes the same names, and removes any file of its own that the new
+    run no longer produces, so each payment is in each view once.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def write(self, batch_id: int, result: BatchResult) -> dict[str, int]:
+        written = {}
+        name = f"batch-{batch_id:012d}.parquet"
+        tables = to_tables(result)
+        # The dates a run of this batch can write to: those of its payments and records,
+        # the same in every run of the batch (same offsets, same state).
+        dates_seen = {str(day) for _, dates in tables.values() for day in set(dates)}
+        for view, (table, dates) in tables.items():
+            folder = self.root / view
+            keep = set()
+            for day in sorted(set(dates)):
+                part = folder / f"date={day}"
+                part.mkdir(parents=True, exist_ok=True)
+                staging = part / f".{name}.writing"
+                pq.write_table(table.filter(pa.array(dates == day)), staging, compression="zstd")
+                os.replace(staging, part / name)
+                keep.add(day)
+            for day in dates_seen - keep:
+                stale = folder / f"date={day}" / name
+                if stale.exists():
+                    stale.unlink()
+            written[view] = table.num_rows
+        return written
+
+
+def read_view(root: Path, view: str) -> pd.DataFrame:
+    """Read one view of an output root into pandas (empty if nothing was written yet)."""
+    folder = Path(root) / view
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        return pd.DataFrame()
+    return pq.read_table(folder).to_pandas()
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+# --- Kafka around the batch -------------------------------------------------------------
+
+
+class LabelReader:
+    """Reads what the labels topic holds beyond the offsets the state records.
+
+    The labels are a side input of each micro-batch, read with a Kafka consumer that
+    commits nothing: their offsets live in the state snapshot, next to the state they
+    built, so a batch run again after a crash re-reads from the same place.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, client_properties=None):
+        from fraudstream import kafka_io
+
+        self.topic = topic
+        self.consumer = kafka_io.consumer(bootstrap_servers, client_properties)
+
+    def read(self, offsets: dict[int, int]) -> tuple[pd.DataFrame, dict[int, int]]:
+        from kafka import TopicPartition
+
+        partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+        parts = [TopicPartition(self.topic, p) for p in partitions]
+        self.consumer.assign(parts)
+        ends = self.consumer.end_offsets(parts)
+        starts = self.consumer.beginning_offsets(parts)
+        rows = []
+        next_offsets = dict(offsets)
+        for tp in parts:
+            start = max(offsets.get(tp.partition, 0), starts[tp])
+            next_offsets[tp.partition] = start
+            if start < ends[tp]:
+                self.consumer.seek(tp, start)
+        waiting = {tp for tp in parts if next_offsets[tp.partition] < ends[tp]}
+        while waiting:
+            for tp, messages in self.consumer.poll(timeout_ms=1000, max_records=100_000).items():
+                for message in messages:
+                    if message.offset >= ends[tp]:
+                        continue
+                    rows.append(
+                        (
+                            message.key,
+                            message.value,
+                            tp.topic,
+                            tp.partition,
+                            message.offset,
+                            message.timestamp,
+                        )
+                    )
+                    next_offsets[tp.partition] = message.offset + 1
+            waiting = {tp for tp in waiting if next_offsets[tp.partition] < ends[tp]}
+        frame = pd.DataFrame(
+            rows, columns=["key", "value", "topic", "partition", "offset", "timestamp_ms"]
+        )
+        return frame.astype(
+            {"partition": np.int32, "offset": np.int64, "timestamp_ms": np.int64}
+        ), next_offsets
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaOutputs:
+    """Sends alerts (JSON, keyed by card) and dead letters (the record as it came).
+
+    Dead letters follow Kafka Connect's dead-letter convention: the original key and
+    value, and where they came from and why in headers.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        alerts_topic: str,
+        dead_letter_topic: str,
+        client_properties=None,
+    ):
+        from fraudstream import kafka_io
+
+        self.alerts_topic = alerts_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.producer = kafka_io.producer(bootstrap_servers, client_properties, linger_ms=5)
+
+    def send(self, result: BatchResult) -> int:
+        """Send the batch's alerts and dead letters; return when the broker has them all."""
+        sent = 0
+        alerts = result.alerts
+        if len(alerts):
+            columns = [c for c in schemas.ALERT_COLUMNS]
+            for record in alerts[columns + ["kafka_timestamp_ms"]].to_dict("records"):
+                for name in ("event_time", "scored_time"):
+                    record[name] = pd.Timestamp(record[name], unit="ms", tz="UTC").to_pydatetime()
+                self.producer.send(
+                    self.alerts_topic,
+                    key=record["card_id"].encode("utf-8"),
+                    value=schemas.encode_alert(record),
+                )
+                sent += 1
+        for record in result.dead_letters.to_dict("records"):
+            headers = [
+                ("fraudstream.reason", record["reason"].encode("utf-8")),
+                ("fraudstream.topic", str(record["topic"]).encode("utf-8")),
+                ("fraudstream.partition", str(record["partition"]).encode("utf-8")),
+                ("fraudstream.offset", str(record["offset"]).encode("utf-8")),
+            ]
+            self.producer.send(
+                self.dead_letter_topic, key=record["key"], value=record["value"], headers=headers
+            )
+            sent += 1
+        self.producer.flush()
+        return sent
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+# --- the foreachBatch function ----------------------------------------------------------
+
+
+class BatchProcessor:
+    """The ``foreachBatch`` function of the scoring query: one micro-batch, start to end.
+
+    Parameters
+    ----------
+    models : ModelSource
+        Where the model comes from; refreshed before each batch.
+    views : ParquetViews
+    state_store : StateStore
+    labels : LabelReader, optional
+    outputs : KafkaOutputs, optional
+    settings : Settings
+    log : callable
+        Receives one progress line per micro-batch.
+    """
+
+    def __init__(self, models, views, state_store, labels, outputs, settings, log=print):
+        self.models = models
+        self.views = views
+        self.state_store = state_store
+        self.labels = labels
+        self.outputs = outputs
+        self.settings = settings
+        self.log = log
+        self.state: StreamState | None = None
+        self.last_start: float | None = None
+        self.batches = 0
+
+    def state_before(self, batch_id: int) -> StreamState:
+        """The state after batch ``batch_id - 1``: in memory, or from its snapshot."""
+        if self.state is not None and self.state.batch_id == batch_id - 1:
+            return self.state
+        newest = (
+            sorted(self.state_store.folder.glob("batch-*"))
+            if self.state_store.folder.is_dir()
+            else []
+        )
+        if batch_id > 0 and not newest:
+            raise FileNotFoundError(
+                f"No feature state in {self.state_store.folder} for a query at micro-batch "
+                f"{batch_id}: the checkpoint is incomplete; restore it whole, or start a new "
+                "checkpoint to replay from the topic."
+            )
+        return self.state_store.load(batch_id - 1)
+
+    def __call__(self, batch_df, batch_id: int) -> None:
+        from pyspark.sql import functions as F  # noqa: N812
+
+        started = time.time()
+        records = batch_df.select(
+            "key",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            F.unix_millis("timestamp").alias("timestamp_ms"),
+        ).toPandas()
+        self.process(records, batch_id, started)
+
+    def process(
+        self, records: pd.DataFrame, batch_id: int, started: float | None = None
+    ) -> BatchResult:
+        started = time.time() if started is None else started
+        state = self.state_before(batch_id)
+        model = self.models.refresh()
+        if self.labels is not None:
+            label_records, label_offsets = self.labels.read(state.label_offsets)
+        else:
+            label_records, label_offsets = _empty_records(), state.label_offsets
+        state = replace(state, label_offsets=label_offsets)
+        result, next_state = process_batch(
+            records, label_records, state, model, self.settings, batch_id
+        )
+        self.views.write(batch_id, result)
+        if self.outputs is not None:
+            self.outputs.send(result)
+        written_ms = time.time() * 1000
+        self.state_store.save(next_state)
+        self.state = next_state
+        finished = time.time()
+        self.log(self._progress(batch_id, result, model, started, finished, written_ms))
+        self.last_start = started
+        self.batches += 1
+        return result
+
+    def _progress(self, batch_id, result, model, started, finished, written_ms) -> str:
+        counts = result.counts
+        duration = finished - started
+        since = (started - self.last_start) if self.last_start else duration
+        scored = result.scored
+        lag = (written_ms - scored["kafka_timestamp_ms"].to_numpy()) / 1000
+        alert_lag = (written_ms - result.alerts["kafka_timestamp_ms"].to_numpy()) / 1000
+        state_mb = self.state.nbytes() / 1e6 if self.state is not None else 0.0
+        return (
+            f"batch {batch_id}: {counts['records']:,} records -> {counts['scored']:,} scored, "
+            f"{counts['alerts']:,} alerts, {counts['invalid']:,} invalid, "
+            f"{counts['duplicates']:,} duplicates, {counts['late']:,} late; "
+            f"{counts['labels']:,} labels ({counts['fraud_facts']:,} fraud facts) | "
+            f"input {counts['records'] / max(since, 1e-3):,.0f}/s, "
+            f"processed {counts['records'] / max(duration, 1e-3):,.0f}/s, "
+            f"batch {duration:.2f} s | state {state_mb:,.1f} MB, "
+            f"{self.state.cards() if self.state is not None else 0:,} cards | "
+            f"event-to-output p50 {percentile(lag, 50):.2f} s p99 {percentile(lag, 99):.2f} s, "
+            f"to alert p99 {percentile(alert_lag, 99):.2f} s | "
+            f"model {model.name} v{model.version}"
+        )
+
+
+def _empty_records() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "key": pd.Series(dtype=object),
+            "value": pd.Series(dtype=object),
+            "topic": pd.Series(dtype=object),
+            "partition": pd.Series(dtype=np.int32),
+            "offset": pd.Series(dtype=np.int64),
+            "timestamp_ms": pd.Series(dtype=np.int64),
+        }
+    )
+
+
+# --- offline replay -----------------------------------------------------------------------
+
+
+def kafka_records(events: pd.DataFrame, encode, topic: str, timestamp_ms: int | None = None):
+    """Events as the Kafka source hands them over: JSON values, one partition, in order."""
+    rows = events.to_dict("records")
+    stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    return pd.DataFrame(
+        {
+            "key": [str(r["card_id"]).encode("utf-8") for r in rows],
+            "value": [encode(r) for r in rows],
+            "topic": topic,
+            "partition": np.zeros(len(rows), dtype=np.int32),
+            "offset": np.arange(len(rows), dtype=np.int64),
+            "timestamp_ms": np.full(len(rows), stamp, dtype=np.int64),
+        }
+    )
+
+
+class StaticLabels:
+    """A label source holding a fixed set of label records, all delivered at the first read."""
+
+    def __init__(self, records: pd.DataFrame):
+        self.records = records
+
+    def read(self, offsets: dict[int, int]) -> tuple[pd.DataFrame, dict[int, int]]:
+        if offsets:
+            return self.records.iloc[:0], offsets
+        return self.records, {0: len(self.records)}
+
+
+class FixedModel:
+    """A model source that never changes (offline replays, tests)."""
+
+    def __init__(self, model: LoadedModel):
+        self.current = model
+
+    def refresh(self) -> LoadedModel:
+        return self.current
+
+
+def replay(
+    events: pd.DataFrame,
+    labels: pd.DataFrame,
+    out: Path,
+    model: LoadedModel,
+    batch_rows: int = 20_000,
+    settings: Settings | None = None,
+    log: Callable = print,
+) -> BatchProcessor:
+    """Run a history through the stream's batch code without Kafka or Spark, into ``out``.
+
+    The same :class:`BatchProcessor` as the scoring job, fed from a table instead of a
+    topic: for notebooks and experiments that want the job's views of a history. The
+    state snapshots go to ``out/_state``.
+    """
+    from fraudstream import schemas as contracts
+
+    events = events.sort_values("event_time", kind="stable").reset_index(drop=True)
+    records = kafka_records(events, contracts.encode_payment, "payments")
+    label_rows = kafka_records(labels, contracts.encode_label, "fraud-labels")
+    processor = BatchProcessor(
+        models=FixedModel(model),
+        views=ParquetViews(out),
+        state_store=StateStore(Path(out) / "_state"),
+        labels=StaticLabels(label_rows),
+        outputs=None,
+        settings=settings or Settings(label_delay_days=model.label_delay_days),
+        log=log,
+    )
+    for batch_id, start in enumerate(range(0, len(records), batch_rows)):
+        processor.process(records.iloc[start : start + batch_rows], batch_id)
+    return processor

@@ -1,0 +1,90 @@
+"""Data and models shared by the stream tests: the sample history, a small fitted model."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+
+from fraudstream import config, features, lake, model, schemas, stream, training
+
+#: The toy model's threshold: low enough that the sample raises a few dozen alerts.
+THRESHOLD = 0.3
+
+
+def sample_history() -> dict:
+    """The committed sample: events, labels (pandas) and the training job's features."""
+    events = lake.read_events(config.SAMPLE_DIR).to_pandas()
+    labels = lake.read_labels(config.SAMPLE_DIR).to_pandas()
+    dataset = training.build_dataset(events[features.EVENT_COLUMNS], labels, 7)
+    return {"events": events, "labels": labels, "dataset": dataset}
+
+
+def fit(dataset: pd.DataFrame, seed: int = 0, n_estimators: int = 30) -> model.FraudScorer:
+    columns = features.FEATURE_COLUMNS
+    estimator = RandomForestClassifier(
+        n_estimators=n_estimators, max_depth=8, random_state=seed, n_jobs=1
+    ).fit(dataset[columns], dataset["is_fraud"])
+    return model.FraudScorer(estimator, columns)
+
+
+def toy_model(dataset: pd.DataFrame) -> stream.LoadedModel:
+    """A model fitted on the sample itself, in memory (tests of logic, not of quality)."""
+    columns = features.FEATURE_COLUMNS
+    reference = training.feature_reference(dataset.assign(y=dataset["is_fraud"]), columns)
+    return stream.LoadedModel("fraudstream", "1", fit(dataset), THRESHOLD, columns, reference, 7)
+
+
+def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = True) -> str:
+    """Log and register a model as the training job does; move ``champion`` to it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    columns = features.FEATURE_COLUMNS
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=fit(dataset, seed=seed),
+            registered_model_name=name,
+            metadata={
+                "threshold": THRESHOLD,
+                "feature_columns": columns,
+                "label_delay_days": 7,
+                "feature_reference": training.feature_reference(
+                    dataset.assign(y=dataset["is_fraud"]), columns
+                ),
+            },
+        )
+    version = str(info.registered_model_version)
+    if champion:
+        MlflowClient().set_registered_model_alias(name, "champion", version)
+    return version
+
+
+def payment_records(events: pd.DataFrame) -> pd.DataFrame:
+    """Payments as the Kafka source hands them over: JSON values on one partition."""
+    return stream.kafka_records(events, schemas.encode_payment, config.TOPIC_PAYMENTS)
+
+
+def label_records(labels: pd.DataFrame) -> pd.DataFrame:
+    return stream.kafka_records(labels, schemas.encode_label, config.TOPIC_LABELS)
+
+
+def read_topic(bootstrap_servers: str, topic: str) -> list:
+    """Every record a topic holds now, from all partitions."""
+    from kafka import TopicPartition
+
+    from fraudstream import kafka_io
+
+    consumer = kafka_io.consumer(bootstrap_servers)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -1,0 +1,195 @@
+"""The scoring job end to end: a real broker, Spark's Kafka source, a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fraudstream import broker as local_broker
+from fraudstream import config, features, kafka_io, lake, produce, schemas, stream
+from jobs import score as score_job
+
+from .stream_helpers import read_topic, register, sample_history
+
+
+@pytest.fixture(scope="module")
+def history():
+    return sample_history()
+
+
+@pytest.fixture()
+def topics(kafka_bootstrap):
+    """Fresh payments, labels, alerts and dead-letter topics for one test."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        "payments": f"payments-{suffix}",
+        "labels": f"labels-{suffix}",
+        "alerts": f"alerts-{suffix}",
+        "dlq": f"dlq-{suffix}",
+    }
+    local_broker.create_topics(kafka_bootstrap, {name: {} for name in names.values()}, partitions=3)
+    return names
+
+
+def _config(kafka_bootstrap, topics, root, **changes) -> score_job.ScoreConfig:
+    settings = dict(
+        bootstrap_servers=kafka_bootstrap,
+        out=root / "lake",
+        checkpoint=root / "checkpoints",
+        payments_topic=topics["payments"],
+        labels_topic=topics["labels"],
+        alerts_topic=topics["alerts"],
+        dead_letter_topic=topics["dlq"],
+        max_offsets_per_trigger=2000,
+        available_now=True,
+    )
+    settings.update(changes)
+    return score_job.ScoreConfig(**settings)
+
+
+def _publish_sample(kafka_bootstrap, topics, events: pa.Table | None = None) -> int:
+    produce.publish(
+        lake.read_labels(config.SAMPLE_DIR), topics["labels"], schemas.encode_label, kafka_bootstrap
+    )
+    events = lake.read_events(config.SAMPLE_DIR) if events is None else events
+    return produce.publish(events, topics["payments"], schemas.encode_payment, kafka_bootstrap)
+
+
+def _assert_parity(scored, dataset):
+    """Every feature of every payment equals the training job's, within 1e-9."""
+    scored = scored.set_index("transaction_id")
+    assert scored.index.is_unique
+    expected = dataset.set_index("transaction_id")[features.FEATURE_COLUMNS]
+    assert set(scored.index) == set(expected.index)
+    got = scored.loc[expected.index, features.FEATURE_COLUMNS].to_numpy()
+    np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history):
+    version = register(history["dataset"], "fraudstream")
+    published = _publish_sample(kafka_bootstrap, topics)
+    first = history["events"].iloc[0].to_dict()
+    late = first | {"transaction_id": "t_late", "event_time": first["event_time"].replace(month=1)}
+    producer = kafka_io.producer(kafka_bootstrap)
+    extras = [
+        b"{this is not json",
+        schemas.encode_payment(first),  # a duplicate delivery
+        schemas.encode_payment(late),  # three months behind the stream
+    ]
+    for value in extras:
+        producer.send(topics["payments"], key=first["card_id"].encode(), value=value)
+    producer.flush()
+    producer.close()
+
+    lines = []
+    cfg = _config(kafka_bootstrap, topics, tmp_path)
+    score_job.run(spark, cfg, log=lines.append)
+
+    scored = stream.read_view(cfg.out, stream.SCORED)
+    assert len(scored) == published == len(history["events"])
+    _assert_parity(scored, history["dataset"])
+    assert set(scored["model_version"]) == {version}
+
+    alerts = stream.read_view(cfg.out, stream.ALERTS)
+    assert 0 < len(alerts) < len(scored) and alerts["alert_id"].is_unique
+    assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
+    assert set(alerts.columns) >= set(schemas.ALERT_COLUMNS)
+    on_topic = [
+        schemas.decode_alert(r.value) for r in read_topic(kafka_bootstrap, topics["alerts"])
+    ]
+    assert {a["alert_id"] for a in on_topic} == set(alerts["alert_id"])
+    assert all(list(a) == schemas.ALERT_COLUMNS and a["reasons"] for a in on_topic)
+    keyed = read_topic(kafka_bootstrap, topics["alerts"])[0]
+    assert keyed.key.decode() == json.loads(keyed.value)["card_id"]
+
+    locations = stream.read_view(cfg.out, stream.CARD_LOCATIONS)
+    assert len(locations) == published and locations["transaction_id"].is_unique
+
+    dead = stream.read_view(cfg.out, stream.DEAD_LETTERS).sort_values("offset")
+    assert sorted(dead["value"]) == sorted(extras)
+    reasons = dict(zip(dead["value"], dead["reason"], strict=True))
+    assert reasons[extras[0]].startswith("unparseable")
+    assert reasons[extras[1]] == stream.REASON_DUPLICATE
+    assert reasons[extras[2]].startswith("late:")
+    dlq = read_topic(kafka_bootstrap, topics["dlq"])
+    assert sorted(r.value for r in dlq) == sorted(extras)
+    headers = {dict(r.headers)["fraudstream.reason"].decode() for r in dlq}
+    assert headers == set(reasons.values())
+
+    assert any(line.startswith("batch 0:") and "processed" in line for line in lines)
+
+    # Run again on the same checkpoint: nothing new, nothing written twice.
+    score_job.run(spark, cfg, log=lines.append)
+    assert len(stream.read_view(cfg.out, stream.SCORED)) == published
+
+
+def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):
+    cfg = _config(kafka_bootstrap, topics, tmp_path)
+    (cfg.out / stream.SCORED / "date=2018-04-01").mkdir(parents=True)
+    (cfg.out / stream.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
+    with pytest.raises(score_job.ScoreSetupError, match="already holds scored"):
+        score_job.check_outputs(cfg)
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def test_score_job_picks_up_a_new_champion_without_restarting(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+):
+    from mlflow import MlflowClient
+
+    first_version = register(history["dataset"], "fraudstream", seed=0)
+    events = lake.read_events(config.SAMPLE_DIR)
+    half = events.num_rows // 2
+    _publish_sample(kafka_bootstrap, topics, events.slice(0, half))
+    cfg = _config(
+        kafka_bootstrap, topics, tmp_path, available_now=False, trigger_interval="1 second"
+    )
+    stop = threading.Event()
+    lines: list[str] = []
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            score_job.run(spark, cfg, stop=stop, log=lines.append)
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+
+    runner = threading.Thread(target=target, daemon=True)
+    runner.start()
+    try:
+        scored_rows = lambda: len(stream.read_view(cfg.out, stream.SCORED))  # noqa: E731
+        _wait_for(lambda: scored_rows() == half or errors, 180, "the first half to be scored")
+        second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
+        MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
+        produce.publish(
+            events.slice(half), topics["payments"], schemas.encode_payment, kafka_bootstrap
+        )
+        _wait_for(
+            lambda: scored_rows() == events.num_rows or errors, 180, "the second half to be scored"
+        )
+    finally:
+        stop.set()
+        runner.join(timeout=120)
+    assert not errors, errors
+    assert not runner.is_alive()
+    scored = stream.read_view(cfg.out, stream.SCORED).set_index("transaction_id")
+    first_half = events.slice(0, half)["transaction_id"].to_pylist()
+    second_half = events.slice(half)["transaction_id"].to_pylist()
+    assert set(scored.loc[first_half, "model_version"]) == {first_version}
+    assert set(scored.loc[second_half, "model_version"]) == {second_version}
+    assert any(f"moved from version {first_version} to {second_version}" in x for x in lines)
+    assert any(line.startswith("stopped") for line in lines)
