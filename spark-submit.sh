@@ -95,9 +95,30 @@ export FRAUDSTREAM_HOME="$root"
 export SPARK_CONF_DIR="${SPARK_CONF_DIR:-$root/conf/spark}"
 
 cd "$root"
-exec spark-submit \
+# spark-submit's JVM runs the job's Python driver as its child. Started in the
+# background, the JVM leaves Ctrl-C (SIGINT) alone, and this script forwards Ctrl-C and
+# SIGTERM to the Python driver, so that a streaming job stops between micro-batches
+# instead of having its SparkContext shut down under it.
+spark-submit \
   --jars "$jars" \
   --py-files "$package_zip" \
   --conf spark.sql.session.timeZone=UTC \
-  "${submit_options[@]}" \
-  "$root/jobs/$job.py" "$@"
+  "${submit_options[@]+"${submit_options[@]}"}" \
+  "$root/jobs/$job.py" "$@" &
+submit_pid=$!
+
+forward_stop() {
+  local driver
+  driver=$(pgrep -P "$submit_pid" -f "jobs/$job.py" || true)
+  kill -TERM ${driver:-$submit_pid} 2>/dev/null || true
+}
+trap forward_stop INT TERM
+
+status=0
+while true; do
+  wait "$submit_pid" && status=0 || status=$?
+  # wait returns early (status > 128) when a trapped signal arrives; go on waiting
+  # until spark-submit has really exited.
+  kill -0 "$submit_pid" 2>/dev/null || break
+done
+exit "$status"

@@ -497,10 +497,10 @@ def _merchant_features(events, time_ms, state, frauds, label_delay_days):
     # A payment counts once, however often it is delivered.
     ids = events["transaction_id"].to_numpy()
     # pandas' isin hashes; numpy's compares object arrays pairwise (minutes, not ms).
-    unique = (
-        ~pd.Series(ids).duplicated().to_numpy()
-        & ~pd.Series(ids).isin(state.cards["transaction_id"]).to_numpy()
-    )
+    known = state.cards["transaction_id"]
+    # Hash this batch's ids, not the whole state's: the state is the larger side.
+    seen = known[known.isin(ids)]
+    unique = ~pd.Series(ids).duplicated().to_numpy() & ~pd.Series(ids).isin(seen).to_numpy()
     new_days = (
         pd.DataFrame({"merchant_id": merchant[unique], "day": day[unique]})
         .groupby(["merchant_id", "day"], sort=False)

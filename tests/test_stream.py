@@ -233,3 +233,46 @@ def test_load_model_without_a_champion_is_one_sentence(mlflow_store):
 def test_load_model_from_a_missing_folder_is_one_sentence(tmp_path):
     with pytest.raises(stream.ModelLoadError, match="No model at"):
         stream.load_model(str(tmp_path / "nothing"))
+
+
+TRICKY = [
+    {"lat": float("nan")},
+    {"lat": 91.0},
+    {"lon": -180.5},
+    {"lat": None, "lon": None},
+    {"amount": 0},
+    {"amount": -3.5},
+    {"amount": "12.5"},
+    {"transaction_id": ""},
+    {"transaction_id": 123},
+    {"card_id": None},
+    {"schema_version": 2},
+    {"schema_version": 1.0},
+    {"schema_version": True},
+    {"channel": "web"},
+    {"channel": None},
+    {"event_time": "2018-04-03"},
+    {"event_time": "2018-04-03T10:00:00+02:00"},
+    {"event_time": "yesterday"},
+    {"extra": {"nested": [1, 2]}},
+]
+
+
+@pytest.mark.parametrize("change", TRICKY, ids=[json.dumps(c) for c in TRICKY])
+def test_parse_payments_fast_path_agrees_with_the_contract(change):
+    """A record among valid ones gets the same verdict as schemas.decode_payment gives it."""
+    tricky = json.dumps(_payment("odd", 1) | change, allow_nan=True).encode()
+    values = [json.dumps(_payment(f"t{i}", 1)).encode() for i in range(20)] + [tricky]
+    events, bad, reasons = stream.parse_payments(_records(values))
+    try:
+        expected = schemas.decode_payment(tricky)
+    except ValueError as error:
+        assert bad == [20] and reasons == [str(error)]
+        assert len(events) == 20
+    else:
+        assert bad == [] and len(events) == 21
+        row = events.set_index("transaction_id").loc[expected["transaction_id"]]
+        assert row["event_time"] == pd.Timestamp(expected["event_time"])
+        for name in ("amount", "lat", "lon", "channel", "card_id"):
+            want, got = expected[name], row[name]
+            assert (want is None and pd.isna(got)) or want == got, name
