@@ -203,14 +203,13 @@ def _empty_frauds() -> pd.DataFrame:
 
 def _time_ms(values: pd.Series) -> np.ndarray:
     """Event times as integer milliseconds since the epoch, whatever the pandas unit."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.array.as_unit("ms").asi8.copy()
     times = pd.to_datetime(values, utc=True)
-    return (
-        times.dt.tz_convert("UTC")
-        .dt.tz_localize(None)
-        .astype("datetime64[ms]")
-        .astype(np.int64)
-        .to_numpy()
-    )
+    array = times.array if isinstance(times, pd.Series) else pd.DatetimeIndex(times).array
+    # Integer nanoseconds (or whatever the unit) straight from the array: going through
+    # numpy datetime objects costs a Python object per value.
+    return array.as_unit("ms").asi8.copy()
 
 
 def _card_rows(events: pd.DataFrame) -> pd.DataFrame:
@@ -300,9 +299,9 @@ def compute(
         merged = pd.concat([state.frauds, frauds], ignore_index=True)
         return empty, FeatureState(state.cards, state.merchant_days, merged)
     new_rows = _card_rows(events)
-    card_features, cards = _card_features(new_rows, state.cards)
+    card_features, cards, repeated = _card_features(new_rows, state.cards)
     merchant_features, merchant_days, all_frauds = _merchant_features(
-        events, new_rows["time_ms"], state, frauds, label_delay_days
+        events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
     )
     time_ms = new_rows["time_ms"].to_numpy()
     channel = events["channel"].astype(object).to_numpy()
@@ -377,16 +376,21 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
     touched = history["card_id"].isin(new_rows["card_id"]).to_numpy()
     untouched, history = history.loc[~touched], history.loc[touched]
     # A payment seen before (a duplicate delivery) is one payment: keep its first copy.
+    # The history holds each payment once; only the new rows need checking, against
+    # themselves and against the history (hashing the smaller side).
+    new_ids = new_rows["transaction_id"]
+    known = history["transaction_id"]
+    repeated = new_ids.duplicated().to_numpy() | new_ids.isin(known[known.isin(new_ids)]).to_numpy()
     rows = pd.concat([history, new_rows], ignore_index=True)
     rows["_position"] = np.arange(len(rows))
-    rows = rows.drop_duplicates("transaction_id", keep="first")
-    order = _event_order(
-        pd.factorize(rows["card_id"], sort=True)[0],
-        rows["time_ms"].to_numpy(),
-        rows["transaction_id"].to_numpy(),
-    )
+    if repeated.any():
+        rows = rows.loc[np.concatenate([np.ones(len(history), dtype=bool), ~repeated])]
+    # Cards are numbered in order of appearance, not sorted by name: sorting strings is
+    # slow, and any order of cards gives the same per-card windows.
+    codes = pd.factorize(rows["card_id"], sort=False)[0].astype(np.int64)
+    order = _event_order(codes, rows["time_ms"].to_numpy(), rows["transaction_id"].to_numpy())
     rows = rows.iloc[order].reset_index(drop=True)
-    card = pd.factorize(rows["card_id"], sort=True)[0].astype(np.int64)
+    card = codes[order]
     time = rows["time_ms"].to_numpy()
     n = len(rows)
     index = np.arange(n)
@@ -459,7 +463,7 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
         first = pd.Series(index, index=rows["transaction_id"].to_numpy())
         take[copies] = first.reindex(new_rows["transaction_id"].to_numpy()[copies]).to_numpy()
     features = {name: np.asarray(values)[take] for name, values in out.items()}
-    return features, pd.concat([untouched, rows], ignore_index=True)
+    return features, pd.concat([untouched, rows], ignore_index=True), repeated
 
 
 def _add_at(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values) -> None:
@@ -490,17 +494,14 @@ def _known_frauds(codes, d, fact_codes, fact_tx_day, fact_report_day, n_keys, wi
     return np.cumsum(known, axis=1)[codes, d]
 
 
-def _merchant_features(events, time_ms, state, frauds, label_delay_days):
-    """Merchant and card counts of known frauds over whole-day windows."""
+def _merchant_features(events, time_ms, unique, state, frauds, label_delay_days):
+    """Merchant and card counts of known frauds over whole-day windows.
+
+    ``unique`` marks the payments not seen before: a payment counts once, however often
+    it is delivered.
+    """
     day = time_ms.to_numpy() // DAY_MS
     merchant = events["merchant_id"].astype(object).to_numpy()
-    # A payment counts once, however often it is delivered.
-    ids = events["transaction_id"].to_numpy()
-    # pandas' isin hashes; numpy's compares object arrays pairwise (minutes, not ms).
-    known = state.cards["transaction_id"]
-    # Hash this batch's ids, not the whole state's: the state is the larger side.
-    seen = known[known.isin(ids)]
-    unique = ~pd.Series(ids).duplicated().to_numpy() & ~pd.Series(ids).isin(seen).to_numpy()
     new_days = (
         pd.DataFrame({"merchant_id": merchant[unique], "day": day[unique]})
         .groupby(["merchant_id", "day"], sort=False)

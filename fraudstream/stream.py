@@ -273,11 +273,15 @@ def _parse_fast(values: list) -> tuple[pd.DataFrame, np.ndarray] | None:
     import pyarrow.compute as pc
     import pyarrow.json as pajson
 
-    if any(value is None or b"\n" in value or b"\r" in value for value in values):
+    try:
+        joined = b"\n".join(values)  # a None value fails here, and goes the slow way
+    except TypeError:
         return None
+    if joined.count(b"\n") != len(values) - 1:
+        return None  # a value holding a line break: one record would read as two
     try:
         table = pajson.read_json(
-            pa.BufferReader(b"\n".join(values)),
+            pa.BufferReader(joined),
             read_options=pajson.ReadOptions(block_size=1 << 24),
             parse_options=pajson.ParseOptions(
                 explicit_schema=_FAST_JSON_SCHEMA, unexpected_field_behavior="ignore"
@@ -472,6 +476,9 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
             version = meta.get("model_version", "local")
             loaded = mlflow.pyfunc.load_model(str(path))
         else:
+            from fraudstream import tracking
+
+            tracking.use_store()
             client = MlflowClient()
             if version is None:
                 if kind == "alias":
@@ -676,6 +683,21 @@ class BatchResult:
     scored: pd.DataFrame
     dead_letters: pd.DataFrame
     counts: dict[str, int]
+    #: Where the batch's time went, by stage, in seconds.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    """Lap times of a micro-batch's stages."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = self.laps.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 def _seen(ids: pd.Series, known: pd.Series) -> np.ndarray:
@@ -747,6 +769,7 @@ def process_batch(
         The state after the previous batch; not modified.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    clock = _Clock()
     events, bad, reasons = parse_payments(records)
     label_reports, bad_labels, label_reasons = parse_labels(label_records)
     dead = [_dead_letters(records.iloc[bad], reasons, now_ms)]
@@ -791,11 +814,14 @@ def process_batch(
     transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
     working = replace(state, transactions=transactions)
     facts, pending = _resolve_labels(working, label_reports, new_payments)
+    clock.lap("parse")
     computed, feature_state = features.compute(
         events, facts, state.features, label_delay_days=settings.label_delay_days
     )
+    clock.lap("features")
     scores = model.score(computed[model.feature_columns])
     alerted = scores >= model.threshold
+    clock.lap("score")
 
     newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
     lateness_ms = int(settings.max_lateness_hours * 3_600_000)
@@ -810,8 +836,10 @@ def process_batch(
         batch_id=batch_id,
     )
 
+    alerts = _alerts(events, event_ms, computed, scores, alerted, model, now_ms)
+    clock.lap("explain")
     result = BatchResult(
-        alerts=_alerts(events, event_ms, computed, scores, alerted, model, now_ms),
+        alerts=alerts,
         card_locations=_card_locations(events, event_ms, computed),
         scored=_scored(events, event_ms, computed, scores, alerted, model, now_ms),
         dead_letters=pd.concat(dead, ignore_index=True),
@@ -825,6 +853,7 @@ def process_batch(
             "late": int(aside.sum() - (set_aside == REASON_DUPLICATE).sum()),
             "fraud_facts": len(facts),
         },
+        seconds=clock.laps,
     )
     return result, next_state
 
@@ -912,7 +941,12 @@ def _ms_to_timestamp(values) -> pa.Array:
 
 
 def _dates(ms: np.ndarray) -> np.ndarray:
-    return (np.asarray(ms, dtype=np.int64) // DAY_MS).astype("datetime64[D]").astype(str)
+    """The UTC day of each time, as days since the epoch (named only when written)."""
+    return np.asarray(ms, dtype=np.int64) // DAY_MS
+
+
+def _day_name(day: int) -> str:
+    return str(np.datetime64(int(day), "D"))
 
 
 def to_tables(result: BatchResult) -> dict[str, tuple[pa.Table, np.ndarray]]:
@@ -996,23 +1030,30 @@ class ParquetViews:
         tables = to_tables(result)
         # The dates a run of this batch can write to: those of its payments and records,
         # the same in every run of the batch (same offsets, same state).
-        dates_seen = {str(day) for _, dates in tables.values() for day in set(dates)}
+        dates_seen = {int(day) for _, dates in tables.values() for day in np.unique(dates)}
         for view, (table, dates) in tables.items():
             folder = self.root / view
             keep = set()
-            for day in sorted(set(dates)):
-                part = folder / f"date={day}"
+            for day in np.unique(dates).tolist():
+                part = folder / f"date={_day_name(day)}"
                 part.mkdir(parents=True, exist_ok=True)
                 staging = part / f".{name}.writing"
                 pq.write_table(table.filter(pa.array(dates == day)), staging, compression="zstd")
                 os.replace(staging, part / name)
                 keep.add(day)
             for day in dates_seen - keep:
-                stale = folder / f"date={day}" / name
+                stale = folder / f"date={_day_name(day)}" / name
                 if stale.exists():
                     stale.unlink()
             written[view] = table.num_rows
         return written
+
+
+def count_rows(root: Path, view: str) -> int:
+    """Rows of one view, from the Parquet footers (no data read)."""
+    return sum(
+        pq.ParquetFile(path).metadata.num_rows for path in (Path(root) / view).rglob("*.parquet")
+    )
 
 
 def read_view(root: Path, view: str) -> pd.DataFrame:
@@ -1194,6 +1235,7 @@ class BatchProcessor:
         from pyspark.sql import functions as F  # noqa: N812
 
         started = time.time()
+        read_started = time.perf_counter()
         records = batch_df.select(
             "key",
             "value",
@@ -1202,12 +1244,17 @@ class BatchProcessor:
             "offset",
             F.unix_millis("timestamp").alias("timestamp_ms"),
         ).toPandas()
-        self.process(records, batch_id, started)
+        self.process(records, batch_id, started, read_s=time.perf_counter() - read_started)
 
     def process(
-        self, records: pd.DataFrame, batch_id: int, started: float | None = None
+        self,
+        records: pd.DataFrame,
+        batch_id: int,
+        started: float | None = None,
+        read_s: float = 0.0,
     ) -> BatchResult:
         started = time.time() if started is None else started
+        clock = _Clock()
         state = self.state_before(batch_id)
         model = self.models.refresh()
         if self.labels is not None:
@@ -1215,12 +1262,16 @@ class BatchProcessor:
         else:
             label_records, label_offsets = _empty_records(), state.label_offsets
         state = replace(state, label_offsets=label_offsets)
+        clock.lap("labels")
         result, next_state = process_batch(
             records, label_records, state, model, self.settings, batch_id
         )
+        clock.last = time.perf_counter()
         self.views.write(batch_id, result)
+        clock.lap("write")
         if self.outputs is not None:
             self.outputs.send(result)
+        clock.lap("kafka")
         written_ms = time.time() * 1000
         if os.environ.get(CRASH_AT_BATCH_ENV) == str(batch_id):
             # Fault injection for the crash test: die at the worst moment, with the
@@ -1228,6 +1279,8 @@ class BatchProcessor:
             os.kill(os.getpid(), 9)
         self.state_bytes = self.state_store.save(next_state)
         self.state = next_state
+        clock.lap("state")
+        result.seconds = {"read": read_s, **clock.laps, **result.seconds}
         finished = time.time()
         self.log(self._progress(batch_id, result, model, started, finished, written_ms))
         self.last_start = started
@@ -1255,7 +1308,8 @@ class BatchProcessor:
             f"{len(self.state.transactions) if self.state is not None else 0:,} payments | "
             f"event-to-output p50 {percentile(lag, 50):.2f} s p99 {percentile(lag, 99):.2f} s, "
             f"to alert p99 {percentile(alert_lag, 99):.2f} s | "
-            f"model {model.name} v{model.version}"
+            f"model {model.name} v{model.version} | "
+            + " ".join(f"{stage} {seconds:.2f}" for stage, seconds in result.seconds.items())
         )
 
 

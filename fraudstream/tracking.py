@@ -47,3 +47,17 @@ def use_experiment(name: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def use_store() -> str:
+    """Point the mlflow client (tracking and registry) at :func:`tracking_uri`; return it.
+
+    For readers of the registry (the scoring job): without it, MLflow would look for a
+    store in the working directory rather than where the training job registered.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri

@@ -160,6 +160,25 @@ def _stop_between_batches(query, log, patience_s: float = 120.0) -> None:
     log("stopped; restart on the same --checkpoint to resume")
 
 
+def summarise(cfg: ScoreConfig, examples: int = 3) -> str:
+    """What the output root holds: rows per view, and the newest alerts with their reasons."""
+    lines = [f"{cfg.out}:"]
+    for view in stream.VIEWS:
+        rows = stream.count_rows(cfg.out, view)
+        lines.append(f"  {view:<15} {rows:>10,} rows")
+    alerts = stream.read_view(cfg.out, stream.ALERTS)
+    if len(alerts):
+        lines.append("newest alerts:")
+        for alert in alerts.sort_values("event_time").tail(examples).itertuples():
+            lines.append(
+                f"  {alert.event_time:%Y-%m-%d %H:%M} {alert.card_id} {alert.amount:,.2f} "
+                f"{alert.currency or ''} at {alert.merchant_id}: score {alert.score:.2f} "
+                f"(model v{alert.model_version})"
+            )
+            lines.extend(f"      {reason}" for reason in alert.reasons)
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str]) -> ScoreConfig:
     parser = argparse.ArgumentParser(
         prog="./spark-submit.sh score",
@@ -270,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     spark = get_session("fraudstream-score")
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
+    if cfg.available_now:
+        print(summarise(cfg))
     return 0
 
 

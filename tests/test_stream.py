@@ -276,3 +276,15 @@ def test_parse_payments_fast_path_agrees_with_the_contract(change):
         for name in ("amount", "lat", "lon", "channel", "card_id"):
             want, got = expected[name], row[name]
             assert (want is None and pd.isna(got)) or want == got, name
+
+
+def test_parse_payments_keeps_records_aligned_around_empty_and_multiline_values():
+    good = [json.dumps(_payment(f"t{i}", 1)).encode() for i in range(5)]
+    multiline = json.dumps(_payment("pretty", 1), indent=1).encode()  # valid, with newlines
+    values = [good[0], b"", good[1], multiline, good[2], b"\n", good[3]]
+    events, bad, reasons = stream.parse_payments(_records(values))
+    assert list(events.sort_values("offset")["transaction_id"]) == [
+        "t0", "t1", "pretty", "t2", "t3",
+    ]  # fmt: skip
+    assert list(events.sort_values("offset")["offset"]) == [0, 2, 3, 4, 6]
+    assert bad == [1, 5] and all(reason.startswith("unparseable") for reason in reasons)
