@@ -399,8 +399,21 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
     span = np.int64(time.max(initial=0) - base + 2 * HISTORY_DAYS * DAY_MS + 1)
     key = card * span + (time - base)
 
+    # The rows whose features are asked for: this batch's payments, and for a payment
+    # given twice, its first copy's row (in this batch, or already in the state). The
+    # history's own rows only serve as windows: no feature is computed for them.
+    position = rows.pop("_position").to_numpy() - len(history)
+    take = np.full(len(new_rows), -1, dtype=np.int64)
+    mine = position >= 0
+    take[position[mine]] = np.flatnonzero(mine)
+    copies = np.flatnonzero(take < 0)
+    if copies.size:
+        first = pd.Series(np.arange(n), index=rows["transaction_id"].to_numpy())
+        take[copies] = first.reindex(new_rows["transaction_id"].to_numpy()[copies]).to_numpy()
+    at, back = np.unique(take, return_inverse=True)
+
     def window_start(width_ms: int) -> np.ndarray:
-        return np.searchsorted(key, key - width_ms, side="right")
+        return np.searchsorted(key, key[at] - width_ms, side="right")
 
     cents = rows["cents"].to_numpy()
     cents_cum = np.concatenate([[0], np.cumsum(cents)])
@@ -408,61 +421,56 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
     start_30d = window_start(HISTORY_DAYS * DAY_MS)
     for w in CARD_WINDOWS_DAYS:
         start = start_30d if w == HISTORY_DAYS else window_start(w * DAY_MS)
-        count = index - start + 1
+        count = at - start + 1
         out[f"card_tx_count_{w}d"] = count
-        out[f"card_mean_amount_{w}d"] = (cents_cum[index + 1] - cents_cum[start]) / count / 100.0
-    out["card_tx_count_1h"] = index - window_start(HOUR_MS) + 1
+        out[f"card_mean_amount_{w}d"] = (cents_cum[at + 1] - cents_cum[start]) / count / 100.0
+    out["card_tx_count_1h"] = at - window_start(HOUR_MS) + 1
 
-    has_prev = start_30d < index
-    prev = np.maximum(index - 1, 0)
+    has_prev = start_30d < at
+    prev = np.maximum(at - 1, 0)
     out["seconds_since_prev"] = np.where(
-        has_prev, (time - time[prev]) / 1000.0, HISTORY_DAYS * DAY_MS / 1000.0
+        has_prev, (time[at] - time[prev]) / 1000.0, HISTORY_DAYS * DAY_MS / 1000.0
     )
-    earlier = index - start_30d  # earlier payments in the last 30 days
-    earlier_cents = cents_cum[index] - cents_cum[start_30d]
-    usual = np.divide(earlier_cents, earlier, out=np.zeros(n), where=earlier > 0)
-    out["amount_to_card_mean"] = np.where(earlier > 0, cents / np.where(usual > 0, usual, 1), 1.0)
+    earlier = at - start_30d  # earlier payments in the last 30 days
+    earlier_cents = cents_cum[at] - cents_cum[start_30d]
+    usual = np.divide(earlier_cents, earlier, out=np.zeros(len(at)), where=earlier > 0)
+    out["amount_to_card_mean"] = np.where(
+        earlier > 0, cents[at] / np.where(usual > 0, usual, 1), 1.0
+    )
 
     located = rows["located"].to_numpy(dtype=bool)
     lat_e6, lon_e6 = rows["lat_e6"].to_numpy(), rows["lon_e6"].to_numpy()
     last_located = np.maximum.accumulate(np.where(located, index, -1))
-    prev_located = np.concatenate([[-1], last_located[:-1]])
-    prev_ok = (prev_located >= start_30d) & located
+    prev_located = np.concatenate([[-1], last_located[:-1]])[at]
+    here = located[at]
+    prev_ok = (prev_located >= start_30d) & here
     p = np.maximum(prev_located, 0)
     km_prev = np.where(
-        prev_ok, haversine_km(lat_e6[p] / 1e6, lon_e6[p] / 1e6, lat_e6 / 1e6, lon_e6 / 1e6), 0.0
+        prev_ok,
+        haversine_km(lat_e6[p] / 1e6, lon_e6[p] / 1e6, lat_e6[at] / 1e6, lon_e6[at] / 1e6),
+        0.0,
     )
-    hours = (time - time[p]) / HOUR_MS
+    hours = (time[at] - time[p]) / HOUR_MS
     out["km_from_prev"] = km_prev
     out["speed_kmh_from_prev"] = np.where(
         prev_ok, km_prev / np.maximum(hours, SPEED_TIME_FLOOR_H), 0.0
     )
     country = rows["country"].to_numpy(dtype=object)
-    out["country_changed"] = (prev_ok & (country != country[p])).astype(np.int64)
+    out["country_changed"] = (prev_ok & (country[at] != country[p])).astype(np.int64)
 
     located_cum = np.concatenate([[0], np.cumsum(located)])
     lat_cum = np.concatenate([[0], np.cumsum(np.where(located, lat_e6, 0))])
     lon_cum = np.concatenate([[0], np.cumsum(np.where(located, lon_e6, 0))])
-    seen = located_cum[index] - located_cum[start_30d]
-    has_usual = located & (seen > 0)
+    seen = located_cum[at] - located_cum[start_30d]
+    has_usual = here & (seen > 0)
     safe = np.where(seen > 0, seen, 1)
-    usual_lat = (lat_cum[index] - lat_cum[start_30d]) / safe / 1e6
-    usual_lon = (lon_cum[index] - lon_cum[start_30d]) / safe / 1e6
+    usual_lat = (lat_cum[at] - lat_cum[start_30d]) / safe / 1e6
+    usual_lon = (lon_cum[at] - lon_cum[start_30d]) / safe / 1e6
     out["km_from_usual"] = np.where(
-        has_usual, haversine_km(usual_lat, usual_lon, lat_e6 / 1e6, lon_e6 / 1e6), 0.0
+        has_usual, haversine_km(usual_lat, usual_lon, lat_e6[at] / 1e6, lon_e6[at] / 1e6), 0.0
     )
 
-    # Back to the input order; a payment given twice (in this batch, or already in the
-    # state) gets the features of its first copy, computed from the same history.
-    position = rows.pop("_position").to_numpy() - len(history)
-    take = np.full(len(new_rows), -1, dtype=np.int64)
-    mine = position >= 0
-    take[position[mine]] = np.flatnonzero(mine)
-    copies = np.flatnonzero(take < 0)
-    if copies.size:
-        first = pd.Series(index, index=rows["transaction_id"].to_numpy())
-        take[copies] = first.reindex(new_rows["transaction_id"].to_numpy()[copies]).to_numpy()
-    features = {name: np.asarray(values)[take] for name, values in out.items()}
+    features = {name: np.asarray(values)[back] for name, values in out.items()}
     return features, pd.concat([untouched, rows], ignore_index=True), repeated
 
 

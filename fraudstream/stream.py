@@ -65,6 +65,9 @@ TOP_REASONS = 3
 DEFAULT_MAX_LATENESS_HOURS = 24
 #: State snapshots kept; the job needs only the newest committed one.
 SNAPSHOTS_KEPT = 3
+#: Micro-batches between state snapshots: fewer snapshots cost less per batch, more
+#: re-reading from Kafka after a crash (at most this many batches).
+DEFAULT_SNAPSHOT_EVERY = 10
 
 #: Set to a batch id to kill the driver after that batch's outputs are written (tests).
 CRASH_AT_BATCH_ENV = "FRAUDSTREAM_CRASH_AT_BATCH"
@@ -146,11 +149,15 @@ _FRAMES = {
 
 
 class StateStore:
-    """State snapshots under the query's checkpoint, one folder per micro-batch.
+    """The stream's state under the query's checkpoint: snapshots, and a log of batches.
 
-    A snapshot is written to a temporary folder and renamed into place, so a crash
-    leaves either the whole snapshot or none. Arrow IPC files: writing them costs
-    little more than a memory copy.
+    A snapshot (one folder, Arrow IPC files) holds the whole state after a micro-batch;
+    it is written to a temporary folder and renamed into place, so a crash leaves
+    either the whole snapshot or none. Converting the state's strings for a snapshot
+    costs about as much as the features of a micro-batch, so the job takes one every
+    few batches, and logs for every batch what it read (Kafka offsets of its payments
+    and labels: a few bytes). A restart takes the newest snapshot and reads the logged
+    batches after it from Kafka again to rebuild the state.
     """
 
     def __init__(self, folder: Path):
@@ -185,7 +192,57 @@ class StateStore:
         mine = [s for s in snapshots if s.name <= target.name]
         for old in mine[:-SNAPSHOTS_KEPT] + [s for s in snapshots if s.name > target.name]:
             shutil.rmtree(old, ignore_errors=True)
+        # A restart starts from a snapshot and needs the log of the batches after it.
+        kept = mine[-SNAPSHOTS_KEPT:]
+        self.prune_log(before=int(kept[0].name.split("-")[1]) + 1)
         return size
+
+    def write_log(self, batch_id: int, payments: dict, labels_from: dict, labels_to: dict) -> None:
+        """Record what micro-batch ``batch_id`` read, so that it can be read again.
+
+        ``payments``: ``{partition: [first offset, last offset]}`` of the batch's
+        records; ``labels_from``/``labels_to``: the label offsets it read between.
+        """
+        folder = self.folder / "log"
+        folder.mkdir(parents=True, exist_ok=True)
+        entry = {
+            "payments": {str(p): [int(a), int(b)] for p, (a, b) in payments.items()},
+            "labels_from": {str(p): int(o) for p, o in labels_from.items()},
+            "labels_to": {str(p): int(o) for p, o in labels_to.items()},
+        }
+        staging = folder / f".batch-{batch_id:012d}.json.writing"
+        staging.write_text(json.dumps(entry))
+        os.replace(staging, folder / f"batch-{batch_id:012d}.json")
+
+    def read_log(self, batch_id: int) -> dict:
+        path = self.folder / "log" / f"batch-{batch_id:012d}.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"The record of micro-batch {batch_id} is missing from {self.folder}: the "
+                "checkpoint is incomplete; restore it whole, or start a new checkpoint to "
+                "replay from the topic."
+            )
+        entry = json.loads(path.read_text())
+        return {
+            "payments": {int(p): (a, b) for p, (a, b) in entry["payments"].items()},
+            "labels_from": {int(p): o for p, o in entry["labels_from"].items()},
+            "labels_to": {int(p): o for p, o in entry["labels_to"].items()},
+        }
+
+    def newest_snapshot(self, at_most: int) -> int:
+        """The id of the newest snapshot of a batch ``<= at_most``; -1 if there is none."""
+        ids = [
+            int(path.name.split("-")[1])
+            for path in self.folder.glob("batch-*")
+            if (path / "meta.json").is_file()
+        ]
+        return max((i for i in ids if i <= at_most), default=-1)
+
+    def prune_log(self, before: int) -> None:
+        """Forget the records of batches older than ``before`` (a snapshot covers them)."""
+        for path in (self.folder / "log").glob("batch-*.json"):
+            if int(path.name[len("batch-") : -len(".json")]) < before:
+                path.unlink(missing_ok=True)
 
     def load(self, batch_id: int) -> StreamState:
         """The state after ``batch_id``; an empty state for ``batch_id`` -1.
@@ -672,6 +729,8 @@ class Settings:
 
     max_lateness_hours: float = DEFAULT_MAX_LATENESS_HOURS
     label_delay_days: int = features.DEFAULT_LABEL_DELAY_DAYS
+    #: Take a state snapshot after every this many micro-batches (1: after each).
+    snapshot_every: int = DEFAULT_SNAPSHOT_EVERY
 
 
 @dataclass
@@ -1071,12 +1130,12 @@ def percentile(values: np.ndarray, q: float) -> float:
 # --- Kafka around the batch -------------------------------------------------------------
 
 
-class LabelReader:
-    """Reads what the labels topic holds beyond the offsets the state records.
+class TopicReader:
+    """Reads offset ranges of one topic with a Kafka consumer in no group (commits nothing).
 
-    The labels are a side input of each micro-batch, read with a Kafka consumer that
-    commits nothing: their offsets live in the state snapshot, next to the state they
-    built, so a batch run again after a crash re-reads from the same place.
+    The scoring job reads the labels topic with it at each micro-batch (the offsets
+    live in the job's own log, beside the state they built), and re-reads payments of
+    earlier micro-batches with it when the state is rebuilt after a restart.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, client_properties=None):
@@ -1085,45 +1144,46 @@ class LabelReader:
         self.topic = topic
         self.consumer = kafka_io.consumer(bootstrap_servers, client_properties)
 
-    def read(self, offsets: dict[int, int]) -> tuple[pd.DataFrame, dict[int, int]]:
+    def read(
+        self, starts: dict[int, int], ends: dict[int, int] | None = None
+    ) -> tuple[pd.DataFrame, dict[int, int]]:
+        """Records with ``starts[p] <= offset < ends[p]`` per partition.
+
+        ``ends`` None means each partition's end now, over all its partitions;
+        otherwise only the partitions in ``ends`` are read. Returns the records
+        (``key, value, topic, partition, offset, timestamp_ms``) and the offsets to
+        start from next time.
+        """
         from kafka import TopicPartition
 
-        partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
-        parts = [TopicPartition(self.topic, p) for p in partitions]
+        if ends is None:
+            partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+            parts = [TopicPartition(self.topic, p) for p in partitions]
+            ends = {tp.partition: offset for tp, offset in self.consumer.end_offsets(parts).items()}
+        parts = [TopicPartition(self.topic, p) for p in sorted(ends)]
         self.consumer.assign(parts)
-        ends = self.consumer.end_offsets(parts)
-        starts = self.consumer.beginning_offsets(parts)
-        rows = []
-        next_offsets = dict(offsets)
+        firsts = self.consumer.beginning_offsets(parts) if parts else {}
+        waiting = []
         for tp in parts:
-            start = max(offsets.get(tp.partition, 0), starts[tp])
-            next_offsets[tp.partition] = start
-            if start < ends[tp]:
+            start = max(starts.get(tp.partition, 0), firsts[tp])
+            if start < ends[tp.partition]:
                 self.consumer.seek(tp, start)
-        waiting = {tp for tp in parts if next_offsets[tp.partition] < ends[tp]}
+                waiting.append(tp)
+        rows = []
         while waiting:
             for tp, messages in self.consumer.poll(timeout_ms=1000, max_records=100_000).items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    rows.append(
-                        (
-                            message.key,
-                            message.value,
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                            message.timestamp,
-                        )
-                    )
-                    next_offsets[tp.partition] = message.offset + 1
-            waiting = {tp for tp in waiting if next_offsets[tp.partition] < ends[tp]}
+                rows.extend(
+                    (m.key, m.value, tp.topic, tp.partition, m.offset, m.timestamp)
+                    for m in messages
+                    if m.offset < ends[tp.partition]
+                )
+            # The position, not the last offset seen: it also steps over control records.
+            waiting = [tp for tp in waiting if self.consumer.position(tp) < ends[tp.partition]]
         frame = pd.DataFrame(
             rows, columns=["key", "value", "topic", "partition", "offset", "timestamp_ms"]
         )
-        return frame.astype(
-            {"partition": np.int32, "offset": np.int64, "timestamp_ms": np.int64}
-        ), next_offsets
+        frame = frame.astype({"partition": np.int32, "offset": np.int64, "timestamp_ms": np.int64})
+        return frame, {**starts, **ends}
 
     def close(self) -> None:
         self.consumer.close()
@@ -1194,18 +1254,22 @@ class BatchProcessor:
         Where the model comes from; refreshed before each batch.
     views : ParquetViews
     state_store : StateStore
-    labels : LabelReader, optional
+    labels : TopicReader or StaticTopic
+        The labels topic, read from where the previous batch stopped.
+    payments : TopicReader or StaticTopic
+        The payments topic, to read logged batches again when the state is rebuilt.
     outputs : KafkaOutputs, optional
     settings : Settings
     log : callable
         Receives one progress line per micro-batch.
     """
 
-    def __init__(self, models, views, state_store, labels, outputs, settings, log=print):
+    def __init__(self, models, views, state_store, labels, payments, outputs, settings, log=print):
         self.models = models
         self.views = views
         self.state_store = state_store
         self.labels = labels
+        self.payments = payments
         self.outputs = outputs
         self.settings = settings
         self.log = log
@@ -1215,21 +1279,35 @@ class BatchProcessor:
         self.batches = 0
 
     def state_before(self, batch_id: int) -> StreamState:
-        """The state after batch ``batch_id - 1``: in memory, or from its snapshot."""
+        """The state after batch ``batch_id - 1``: in memory, or rebuilt from the checkpoint.
+
+        Rebuilt from the newest snapshot at or before that batch, then the logged
+        batches after it, each read again from Kafka (the same offsets, hence the same
+        records) and run through :func:`process_batch` without writing anything.
+        """
         if self.state is not None and self.state.batch_id == batch_id - 1:
             return self.state
-        newest = (
-            sorted(self.state_store.folder.glob("batch-*"))
-            if self.state_store.folder.is_dir()
-            else []
-        )
-        if batch_id > 0 and not newest:
-            raise FileNotFoundError(
-                f"No feature state in {self.state_store.folder} for a query at micro-batch "
-                f"{batch_id}: the checkpoint is incomplete; restore it whole, or start a new "
-                "checkpoint to replay from the topic."
+        base = self.state_store.newest_snapshot(batch_id - 1)
+        state = self.state_store.load(base)
+        if base == batch_id - 1:
+            return state
+        started = time.time()
+        model = self.models.current
+        for replayed in range(base + 1, batch_id):
+            entry = self.state_store.read_log(replayed)
+            records, _ = self.payments.read(
+                {p: first for p, (first, _) in entry["payments"].items()},
+                {p: last + 1 for p, (_, last) in entry["payments"].items()},
             )
-        return self.state_store.load(batch_id - 1)
+            labels, _ = self.labels.read(entry["labels_from"], entry["labels_to"])
+            state = replace(state, label_offsets={**entry["labels_from"], **entry["labels_to"]})
+            _, state = process_batch(records, labels, state, model, self.settings, replayed)
+        origin = "an empty state" if base < 0 else f"the snapshot after micro-batch {base}"
+        self.log(
+            f"state: rebuilt from {origin} and {batch_id - 1 - base} logged micro-batches "
+            f"read again from Kafka in {time.time() - started:.1f} s"
+        )
+        return state
 
     def __call__(self, batch_df, batch_id: int) -> None:
         from pyspark.sql import functions as F  # noqa: N812
@@ -1257,10 +1335,8 @@ class BatchProcessor:
         clock = _Clock()
         state = self.state_before(batch_id)
         model = self.models.refresh()
-        if self.labels is not None:
-            label_records, label_offsets = self.labels.read(state.label_offsets)
-        else:
-            label_records, label_offsets = _empty_records(), state.label_offsets
+        labels_from = state.label_offsets
+        label_records, label_offsets = self.labels.read(labels_from)
         state = replace(state, label_offsets=label_offsets)
         clock.lap("labels")
         result, next_state = process_batch(
@@ -1275,9 +1351,17 @@ class BatchProcessor:
         written_ms = time.time() * 1000
         if os.environ.get(CRASH_AT_BATCH_ENV) == str(batch_id):
             # Fault injection for the crash test: die at the worst moment, with the
-            # batch's outputs written but neither its state saved nor its offsets committed.
+            # batch's outputs written but its offsets not committed.
             os.kill(os.getpid(), 9)
-        self.state_bytes = self.state_store.save(next_state)
+        ranges = records.groupby("partition")["offset"].agg(["min", "max"])
+        self.state_store.write_log(
+            batch_id,
+            {int(p): (row["min"], row["max"]) for p, row in ranges.iterrows()},
+            labels_from,
+            label_offsets,
+        )
+        if (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
+            self.state_bytes = self.state_store.save(next_state)
         self.state = next_state
         clock.lap("state")
         result.seconds = {"read": read_s, **clock.laps, **result.seconds}
@@ -1345,16 +1429,28 @@ def kafka_records(events: pd.DataFrame, encode, topic: str, timestamp_ms: int | 
     )
 
 
-class StaticLabels:
-    """A label source holding a fixed set of label records, all delivered at the first read."""
+class StaticTopic:
+    """A topic held in memory (records as :func:`kafka_records` makes them): replays, tests."""
 
     def __init__(self, records: pd.DataFrame):
         self.records = records
 
-    def read(self, offsets: dict[int, int]) -> tuple[pd.DataFrame, dict[int, int]]:
-        if offsets:
-            return self.records.iloc[:0], offsets
-        return self.records, {0: len(self.records)}
+    def read(
+        self, starts: dict[int, int], ends: dict[int, int] | None = None
+    ) -> tuple[pd.DataFrame, dict[int, int]]:
+        if ends is None:
+            ends = (self.records.groupby("partition")["offset"].max() + 1).to_dict()
+        keep = np.zeros(len(self.records), dtype=bool)
+        for partition, end in ends.items():
+            keep |= (
+                (self.records["partition"] == partition)
+                & (self.records["offset"] >= starts.get(partition, 0))
+                & (self.records["offset"] < end)
+            ).to_numpy()
+        return self.records.loc[keep], {**starts, **{int(p): int(e) for p, e in ends.items()}}
+
+    def close(self) -> None:
+        pass
 
 
 class FixedModel:
@@ -1391,7 +1487,8 @@ def replay(
         models=FixedModel(model),
         views=ParquetViews(out),
         state_store=StateStore(Path(out) / "_state"),
-        labels=StaticLabels(label_rows),
+        labels=StaticTopic(label_rows),
+        payments=StaticTopic(records),
         outputs=None,
         settings=settings or Settings(label_delay_days=model.label_delay_days),
         log=log,

@@ -65,6 +65,7 @@ class ScoreConfig:
     trigger_interval: str | None = None
     available_now: bool = False
     max_lateness_hours: float = stream.DEFAULT_MAX_LATENESS_HOURS
+    snapshot_every: int = stream.DEFAULT_SNAPSHOT_EVERY
 
     @property
     def query_checkpoint(self) -> Path:
@@ -102,11 +103,13 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print):
         models=models,
         views=stream.ParquetViews(cfg.out),
         state_store=stream.StateStore(cfg.state_folder),
-        labels=stream.LabelReader(cfg.bootstrap_servers, cfg.labels_topic),
+        labels=stream.TopicReader(cfg.bootstrap_servers, cfg.labels_topic),
+        payments=stream.TopicReader(cfg.bootstrap_servers, cfg.payments_topic),
         outputs=stream.KafkaOutputs(cfg.bootstrap_servers, cfg.alerts_topic, cfg.dead_letter_topic),
         settings=stream.Settings(
             max_lateness_hours=cfg.max_lateness_hours,
             label_delay_days=model.label_delay_days,
+            snapshot_every=cfg.snapshot_every,
         ),
         log=log,
     )
@@ -146,6 +149,7 @@ def run(spark: SparkSession, cfg: ScoreConfig, stop: threading.Event | None = No
             raise error
     finally:
         processor.labels.close()
+        processor.payments.close()
         processor.outputs.close()
     return processor
 
@@ -240,7 +244,16 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         help="a payment older than the newest event seen minus this is a dead letter "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=stream.DEFAULT_SNAPSHOT_EVERY,
+        help="micro-batches between snapshots of the feature state; a restart reads at most "
+        "this many micro-batches from Kafka again (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.snapshot_every < 1:
+        parser.error("--snapshot-every must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
@@ -265,6 +278,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         trigger_interval=args.trigger_interval,
         available_now=args.available_now,
         max_lateness_hours=args.max_lateness_hours,
+        snapshot_every=args.snapshot_every,
     )
 
 

@@ -25,14 +25,15 @@ def model(history):
     return toy_model(history["dataset"])
 
 
-def _processor(tmp_path, model, labels):
+def _processor(tmp_path, model, labels, payments=None, snapshot_every=1):
     return stream.BatchProcessor(
         models=stream.FixedModel(model),
         views=stream.ParquetViews(tmp_path / "out"),
         state_store=stream.StateStore(tmp_path / "state"),
         labels=labels,
+        payments=payments,
         outputs=None,
-        settings=stream.Settings(),
+        settings=stream.Settings(snapshot_every=snapshot_every),
         log=lambda line: None,
     )
 
@@ -46,7 +47,7 @@ def test_process_batch_features_equal_training_features_across_batch_cuts(tmp_pa
     records = payment_records(history["events"])
     rng = np.random.default_rng(3)
     cuts = [0, *sorted(rng.choice(np.arange(1, len(records)), 9, replace=False)), len(records)]
-    processor = _processor(tmp_path, model, stream.StaticLabels(label_records(history["labels"])))
+    processor = _processor(tmp_path, model, stream.StaticTopic(label_records(history["labels"])))
     _run_in_batches(processor, records, cuts)
 
     scored = stream.read_view(tmp_path / "out", stream.SCORED).set_index("transaction_id")
@@ -58,17 +59,27 @@ def test_process_batch_features_equal_training_features_across_batch_cuts(tmp_pa
     assert expected["merchant_fraud_rate_30d"].gt(0).sum() > 100
 
 
-def test_process_batch_restarts_from_a_snapshot_with_the_same_results(tmp_path, history, model):
+def test_batch_processor_rebuilds_its_state_after_a_restart(tmp_path, history, model):
     records = payment_records(history["events"])
     labels = label_records(history["labels"])
-    cuts = [0, 2000, 4000, len(records)]
-    straight = _processor(tmp_path / "a", model, stream.StaticLabels(labels))
+    cuts = [0, 700, 1500, 2300, 3100, 4000, 4900, len(records)]
+    straight = _processor(tmp_path / "a", model, stream.StaticTopic(labels))
     _run_in_batches(straight, records, cuts)
-    # The same batches, but a fresh processor (a restarted driver) for each one: the
-    # state comes from the snapshot on disk every time.
+    # The same batches, with a fresh processor (a restarted driver) for each one and a
+    # snapshot every third batch: the state is rebuilt each time from the newest
+    # snapshot and the logged batches after it, read again from the topic.
+    lines = []
     for batch_id, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
-        restarted = _processor(tmp_path / "b", model, stream.StaticLabels(labels))
+        restarted = _processor(
+            tmp_path / "b",
+            model,
+            stream.StaticTopic(labels),
+            payments=stream.StaticTopic(records),
+            snapshot_every=3,
+        )
+        restarted.log = lines.append
         restarted.process(records.iloc[start:end], batch_id)
+    assert sum("rebuilt from the snapshot" in line for line in lines) == 4  # batches 1, 2, 4, 5
     for view in (stream.SCORED, stream.ALERTS, stream.CARD_LOCATIONS):
         a = stream.read_view(tmp_path / "a" / "out", view).drop(
             columns=["scored_time"], errors="ignore"
