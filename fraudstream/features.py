@@ -264,6 +264,7 @@ def compute(
     state: FeatureState | None = None,
     label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS,
     keep_state: bool = True,
+    new_only: bool = False,
 ) -> tuple[pd.DataFrame, FeatureState | None]:
     """Compute the features of ``events``, as of each event.
 
@@ -279,6 +280,9 @@ def compute(
         How many whole days back the merchant windows end.
     keep_state : bool
         Whether to return the state for the next batch (training does not need it).
+    new_only : bool
+        The caller vouches that no event is a copy of another or of one in the state
+        (the stream sets duplicates aside before): skip looking for copies.
 
     Returns
     -------
@@ -299,7 +303,7 @@ def compute(
         merged = pd.concat([state.frauds, frauds], ignore_index=True)
         return empty, FeatureState(state.cards, state.merchant_days, merged)
     new_rows = _card_rows(events)
-    card_features, cards, repeated = _card_features(new_rows, state.cards)
+    card_features, cards, repeated = _card_features(new_rows, state.cards, new_only)
     merchant_features, merchant_days, all_frauds = _merchant_features(
         events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
     )
@@ -369,7 +373,7 @@ def _event_order(card: np.ndarray, time: np.ndarray, transaction_id: np.ndarray)
     return order
 
 
-def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
+def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool = False):
     """Card windows over the state's history plus the new rows; features of the new rows."""
     # Only the cards of this batch need their history sorted again; the others' state
     # passes through untouched (with millions of cards, most of it).
@@ -378,9 +382,14 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame):
     # A payment seen before (a duplicate delivery) is one payment: keep its first copy.
     # The history holds each payment once; only the new rows need checking, against
     # themselves and against the history (hashing the smaller side).
-    new_ids = new_rows["transaction_id"]
-    known = history["transaction_id"]
-    repeated = new_ids.duplicated().to_numpy() | new_ids.isin(known[known.isin(new_ids)]).to_numpy()
+    if new_only:
+        repeated = np.zeros(len(new_rows), dtype=bool)
+    else:
+        new_ids = new_rows["transaction_id"]
+        known = history["transaction_id"]
+        repeated = (
+            new_ids.duplicated().to_numpy() | new_ids.isin(known[known.isin(new_ids)]).to_numpy()
+        )
     rows = pd.concat([history, new_rows], ignore_index=True)
     rows["_position"] = np.arange(len(rows))
     if repeated.any():

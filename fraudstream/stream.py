@@ -127,6 +127,20 @@ class StreamState:
     newest_event_ms: int = -1
     batch_id: int = -1
 
+    #: The ids of ``transactions`` as a set, for duplicate checks; built when first
+    #: needed and handed on to the next batch's state (see :meth:`take_ids`).
+    _ids: set | None = field(default=None, repr=False, compare=False)
+
+    def take_ids(self) -> set:
+        """The set of known transaction ids, handed over: this state forgets its copy.
+
+        Probing a set costs per id of the batch; probing the index frame cost per id
+        of the state (hundreds of thousands), every batch.
+        """
+        ids = self._ids if self._ids is not None else set(self.transactions["transaction_id"])
+        self._ids = None
+        return ids
+
     def nbytes(self) -> int:
         """Memory the state holds, in bytes (deep, strings included)."""
         return self.features.nbytes() + int(
@@ -759,12 +773,6 @@ class _Clock:
         self.last = now
 
 
-def _seen(ids: pd.Series, known: pd.Series) -> np.ndarray:
-    """``ids.isin(known)``, hashing the batch's ids rather than the whole state's."""
-    hits = known[known.isin(ids)]
-    return ids.isin(hits).to_numpy() if len(hits) else np.zeros(len(ids), dtype=bool)
-
-
 def _resolve_labels(
     state: StreamState, reports: pd.DataFrame, new_payments: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -840,7 +848,10 @@ def process_batch(
     event_ms = features._time_ms(events["event_time"])
     # A copy of a payment already scored says so, however late it comes.
     ids = events["transaction_id"]
-    duplicate = ids.duplicated().to_numpy() | _seen(ids, state.transactions["transaction_id"])
+    known_ids = state.take_ids()
+    duplicate = ids.duplicated().to_numpy() | np.fromiter(
+        (i in known_ids for i in ids), dtype=bool, count=len(ids)
+    )
     set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
     if state.newest_event_ms >= 0:
         cutoff = state.newest_event_ms - settings.max_lateness_hours * 3_600_000
@@ -875,7 +886,7 @@ def process_batch(
     facts, pending = _resolve_labels(working, label_reports, new_payments)
     clock.lap("parse")
     computed, feature_state = features.compute(
-        events, facts, state.features, label_delay_days=settings.label_delay_days
+        events, facts, state.features, label_delay_days=settings.label_delay_days, new_only=True
     )
     clock.lap("features")
     scores = model.score(computed[model.feature_columns])
@@ -884,15 +895,17 @@ def process_batch(
 
     newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
     lateness_ms = int(settings.max_lateness_hours * 3_600_000)
+    current = (transactions["tx_day"] >= newest_ms // DAY_MS - horizon_days).to_numpy()
+    known_ids.update(new_payments["transaction_id"])
+    known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
     next_state = StreamState(
         features=feature_state,
-        transactions=transactions.loc[
-            transactions["tx_day"] >= newest_ms // DAY_MS - horizon_days
-        ].reset_index(drop=True),
+        transactions=transactions.loc[current].reset_index(drop=True),
         pending=pending.loc[pending["report_ms"] >= newest_ms - lateness_ms].reset_index(drop=True),
         label_offsets=state.label_offsets,
         newest_event_ms=newest_ms,
         batch_id=batch_id,
+        _ids=known_ids,
     )
 
     alerts = _alerts(events, event_ms, computed, scores, alerted, model, now_ms)
@@ -1189,6 +1202,25 @@ class TopicReader:
         self.consumer.close()
 
 
+def _records_of(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as dicts of plain Python values, times (int ms) as the contract's ISO text.
+
+    Column by column: ``DataFrame.to_dict("records")`` boxes every value on its own and
+    cost more than sending the alerts.
+    """
+    if frame.empty:
+        return []
+    values = {}
+    for name in columns:
+        column = frame[name].to_numpy()
+        if name in ("event_time", "scored_time"):
+            text = np.datetime_as_string(column.astype("datetime64[ms]"), unit="ms")
+            values[name] = [f"{t}Z" for t in text]
+        else:
+            values[name] = column.tolist()
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values.values(), strict=True)]
+
+
 class KafkaOutputs:
     """Sends alerts (JSON, keyed by card) and dead letters (the record as it came).
 
@@ -1212,19 +1244,14 @@ class KafkaOutputs:
     def send(self, result: BatchResult) -> int:
         """Send the batch's alerts and dead letters; return when the broker has them all."""
         sent = 0
-        alerts = result.alerts
-        if len(alerts):
-            columns = [c for c in schemas.ALERT_COLUMNS]
-            for record in alerts[columns + ["kafka_timestamp_ms"]].to_dict("records"):
-                for name in ("event_time", "scored_time"):
-                    record[name] = pd.Timestamp(record[name], unit="ms", tz="UTC").to_pydatetime()
-                self.producer.send(
-                    self.alerts_topic,
-                    key=record["card_id"].encode("utf-8"),
-                    value=schemas.encode_alert(record),
-                )
-                sent += 1
-        for record in result.dead_letters.to_dict("records"):
+        for record in _records_of(result.alerts, schemas.ALERT_COLUMNS):
+            self.producer.send(
+                self.alerts_topic,
+                key=record["card_id"].encode("utf-8"),
+                value=schemas.encode_alert(record),
+            )
+            sent += 1
+        for record in _records_of(result.dead_letters, list(result.dead_letters.columns)):
             headers = [
                 ("fraudstream.reason", record["reason"].encode("utf-8")),
                 ("fraudstream.topic", str(record["topic"]).encode("utf-8")),

@@ -79,7 +79,7 @@ def test_batch_processor_rebuilds_its_state_after_a_restart(tmp_path, history, m
         )
         restarted.log = lines.append
         restarted.process(records.iloc[start:end], batch_id)
-    assert sum("rebuilt from the snapshot" in line for line in lines) == 4  # batches 1, 2, 4, 5
+    assert sum(line.startswith("state: rebuilt from") for line in lines) == 4  # 1, 2, 4, 5
     for view in (stream.SCORED, stream.ALERTS, stream.CARD_LOCATIONS):
         a = stream.read_view(tmp_path / "a" / "out", view).drop(
             columns=["scored_time"], errors="ignore"
