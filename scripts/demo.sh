@@ -3,9 +3,13 @@
 #   1. scripts/setup.sh (Python environment, JVM jars; idempotent)
 #   2. start the local Kafka broker and create the topics
 #   3. publish data/sample's payment and label events to Kafka (once)
-#   4. land the payments topic in Parquet with a Spark streaming job, and print it
+#   4. land the payments topic in Parquet with a Spark streaming job
+#   5. if no model is registered yet: simulate 90 days of history and train one
+#   6. score the payments topic with the champion: alerts, card locations, scored
+#      transactions and dead letters under data/lake/, alerts on fraud-alerts
 # Safe to run again: the broker is reused, the sample is published only into an empty
-# topic, and the streaming job's checkpoint makes it land only what is new.
+# topic, the model is trained only once, and the streaming jobs' checkpoints make them
+# process only what is new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +17,12 @@ scripts/setup.sh
 .venv/bin/fraudstream kafka start
 .venv/bin/fraudstream produce --data data/sample --if-empty
 ./spark-submit.sh ingest --topic payments
+if ! .venv/bin/fraudstream model status >/dev/null 2>&1; then
+  echo "No model registered yet: simulating a history and training one (about a minute)."
+  ./spark-submit.sh generate --out data/demo-history --customers 1000 --terminals 2000 --days 90
+  ./spark-submit.sh train --data data/demo-history
+fi
+./spark-submit.sh score --available-now
 echo
 echo "Done. The broker keeps running (stop it with: .venv/bin/fraudstream kafka stop)."
+echo "Follow new payments with: ./spark-submit.sh score   (Ctrl-C stops it cleanly)"
