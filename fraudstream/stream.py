@@ -69,6 +69,9 @@ SNAPSHOTS_KEPT = 3
 #: re-reading from Kafka after a crash (at most this many batches).
 DEFAULT_SNAPSHOT_EVERY = 10
 
+#: How long a micro-batch waits on Kafka (labels read, alerts acknowledged) before failing.
+KAFKA_TIMEOUT_S = 120
+
 #: Set to a batch id to kill the driver after that batch's outputs are written (tests).
 CRASH_AT_BATCH_ENV = "FRAUDSTREAM_CRASH_AT_BATCH"
 
@@ -1186,7 +1189,13 @@ class TopicReader:
                 self.consumer.seek(tp, start)
                 waiting.append(tp)
         rows = []
+        deadline = time.time() + KAFKA_TIMEOUT_S
         while waiting:
+            if time.time() > deadline:
+                raise TimeoutError(
+                    f"Could not read {self.topic} up to offsets {ends} within "
+                    f"{KAFKA_TIMEOUT_S} s; is the broker reachable?"
+                )
             for tp, messages in self.consumer.poll(timeout_ms=1000, max_records=100_000).items():
                 rows.extend(
                     (m.key, m.value, tp.topic, tp.partition, m.offset, m.timestamp)
@@ -1265,7 +1274,9 @@ class KafkaOutputs:
                 self.dead_letter_topic, key=record["key"], value=record["value"], headers=headers
             )
             sent += 1
-        self.producer.flush()
+        # Bounded: a broker that stops answering fails the batch (to run again on
+        # restart) rather than hanging the query.
+        self.producer.flush(timeout=KAFKA_TIMEOUT_S)
         return sent
 
     def close(self) -> None:

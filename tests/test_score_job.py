@@ -140,13 +140,16 @@ def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, to
         score_job.check_outputs(cfg)
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
+def _wait_for(predicate, timeout_s: float, what: str, lines: list[str] | None = None) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if predicate():
             return
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    seen = "\n".join((lines or [])[-8:])
+    raise AssertionError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}; the job said:\n{seen}"
+    )
 
 
 def test_score_job_picks_up_a_new_champion_without_restarting(
@@ -174,15 +177,20 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     runner = threading.Thread(target=target, daemon=True)
     runner.start()
     try:
-        scored_rows = lambda: len(stream.read_view(cfg.out, stream.SCORED))  # noqa: E731
-        _wait_for(lambda: scored_rows() == half or errors, 180, "the first half to be scored")
+        scored_rows = lambda: stream.count_rows(cfg.out, stream.SCORED)  # noqa: E731
+        _wait_for(
+            lambda: scored_rows() >= half or errors, 180, "the first half to be scored", lines
+        )
         second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
         MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
         produce.publish(
             events.slice(half), topics["payments"], schemas.encode_payment, kafka_bootstrap
         )
         _wait_for(
-            lambda: scored_rows() == events.num_rows or errors, 180, "the second half to be scored"
+            lambda: scored_rows() >= events.num_rows or errors,
+            180,
+            "the second half to be scored",
+            lines,
         )
     finally:
         stop.set()
@@ -276,3 +284,22 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     running.send_signal(signal.SIGTERM)
     assert running.wait(timeout=120) == 0, tail("stop")
     assert "stopped; restart on the same --checkpoint to resume" in logs["stop"].read_text()
+
+
+def test_score_job_without_a_model_stops_at_start_with_one_sentence(
+    kafka_bootstrap, topics, mlflow_store, tmp_path, capsys
+):
+    args = [
+        "--brokers", kafka_bootstrap,
+        "--payments-topic", topics["payments"],
+        "--labels-topic", topics["labels"],
+        "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dlq"],
+        "--out", str(tmp_path / "lake"),
+        "--checkpoint", str(tmp_path / "checkpoints"),
+    ]  # fmt: skip
+    assert score_job.main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("score: Cannot load model models:/fraudstream@champion")
+    assert "\n" not in error and "./spark-submit.sh train" in error
+    assert not (tmp_path / "lake").exists()
