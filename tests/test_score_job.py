@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import uuid
 
@@ -140,70 +139,70 @@ def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, to
         score_job.check_outputs(cfg)
 
 
-def _wait_for(predicate, timeout_s: float, what: str, lines: list[str] | None = None) -> None:
+def _wait_for(predicate, timeout_s: float, what: str, log=None) -> None:
+    """Wait until ``predicate()``; on a timeout, fail with the end of the job's log."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if predicate():
             return
         time.sleep(0.5)
-    seen = "\n".join((lines or [])[-8:])
+    seen = log.read_text()[-3000:] if log is not None else ""
     raise AssertionError(
         f"timed out after {timeout_s:.0f} s waiting for {what}; the job said:\n{seen}"
     )
 
 
+def _job_args(kafka_bootstrap, topics, root) -> list[str]:
+    return [
+        "--brokers", kafka_bootstrap,
+        "--payments-topic", topics["payments"],
+        "--labels-topic", topics["labels"],
+        "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dlq"],
+        "--out", str(root / "lake"),
+        "--checkpoint", str(root / "checkpoints"),
+    ]  # fmt: skip
+
+
 def test_score_job_picks_up_a_new_champion_without_restarting(
-    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+    kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
+    """The job runs on its own (spark-submit); the alias moves while it runs."""
     from mlflow import MlflowClient
 
     first_version = register(history["dataset"], "fraudstream", seed=0)
     events = lake.read_events(config.SAMPLE_DIR)
     half = events.num_rows // 2
     _publish_sample(kafka_bootstrap, topics, events.slice(0, half))
-    cfg = _config(
-        kafka_bootstrap, topics, tmp_path, available_now=False, trigger_interval="1 second"
-    )
-    stop = threading.Event()
-    lines: list[str] = []
-    errors: list[BaseException] = []
+    out = tmp_path / "lake"
+    log = tmp_path / "job.log"
+    args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--trigger-interval", "1 second"]
+    job = _submit(args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
 
-    def target():
-        try:
-            score_job.run(spark, cfg, stop=stop, log=lines.append)
-        except BaseException as error:  # noqa: BLE001 - reported by the test thread
-            errors.append(error)
+    def scored_at_least(count):
+        return lambda: stream.count_rows(out, stream.SCORED) >= count or job.poll() is not None
 
-    runner = threading.Thread(target=target, daemon=True)
-    runner.start()
     try:
-        scored_rows = lambda: stream.count_rows(cfg.out, stream.SCORED)  # noqa: E731
-        _wait_for(
-            lambda: scored_rows() >= half or errors, 180, "the first half to be scored", lines
-        )
+        _wait_for(scored_at_least(half), 240, "the first half to be scored", log)
         second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
         MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
         produce.publish(
             events.slice(half), topics["payments"], schemas.encode_payment, kafka_bootstrap
         )
-        _wait_for(
-            lambda: scored_rows() >= events.num_rows or errors,
-            180,
-            "the second half to be scored",
-            lines,
-        )
+        _wait_for(scored_at_least(events.num_rows), 240, "the second half to be scored", log)
     finally:
-        stop.set()
-        runner.join(timeout=120)
-    assert not errors, errors
-    assert not runner.is_alive()
-    scored = stream.read_view(cfg.out, stream.SCORED).set_index("transaction_id")
+        job.send_signal(signal.SIGTERM)
+        status = job.wait(timeout=120)
+    said = log.read_text()
+    assert status == 0, said[-3000:]
+    scored = stream.read_view(out, stream.SCORED).set_index("transaction_id")
+    assert len(scored) == events.num_rows
     first_half = events.slice(0, half)["transaction_id"].to_pylist()
     second_half = events.slice(half)["transaction_id"].to_pylist()
     assert set(scored.loc[first_half, "model_version"]) == {first_version}
     assert set(scored.loc[second_half, "model_version"]) == {second_version}
-    assert any(f"moved from version {first_version} to {second_version}" in x for x in lines)
-    assert any(line.startswith("stopped") for line in lines)
+    assert f"moved from version {first_version} to {second_version}" in said
+    assert "stopped; restart on the same --checkpoint to resume" in said
 
 
 def _submit(args, env, log_path):
@@ -227,17 +226,8 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 ):
     register(history["dataset"], "fraudstream")
     published = _publish_sample(kafka_bootstrap, topics)
-    out, checkpoint = tmp_path / "lake", tmp_path / "checkpoints"
-    args = [
-        "--brokers", kafka_bootstrap,
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(out),
-        "--checkpoint", str(checkpoint),
-        "--max-offsets-per-trigger", "300",
-    ]  # fmt: skip
+    out = tmp_path / "lake"
+    args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--max-offsets-per-trigger", "300"]
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
     logs = {name: tmp_path / f"{name}.log" for name in ("crash", "kill", "finish", "stop")}
 
@@ -289,15 +279,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 def test_score_job_without_a_model_stops_at_start_with_one_sentence(
     kafka_bootstrap, topics, mlflow_store, tmp_path, capsys
 ):
-    args = [
-        "--brokers", kafka_bootstrap,
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(tmp_path / "lake"),
-        "--checkpoint", str(tmp_path / "checkpoints"),
-    ]  # fmt: skip
+    args = _job_args(kafka_bootstrap, topics, tmp_path)
     assert score_job.main(args) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("score: Cannot load model models:/fraudstream@champion")
