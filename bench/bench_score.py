@@ -170,10 +170,6 @@ def encode_lines(events: pd.DataFrame) -> list[bytes]:
     ]
 
 
-def percentile(values, q) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
 def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     events = lake.read_events(args.data).to_pandas()
     needed = int(
@@ -294,10 +290,10 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
             {
                 "throughput": result["processed_during"] / duration,
                 "alerts": len(alert_lat),
-                "alert_p50_s": percentile(alert_lat, 50),
-                "alert_p99_s": percentile(alert_lat, 99),
-                "scored_p50_s": percentile(scored_lat, 50),
-                "scored_p99_s": percentile(scored_lat, 99),
+                "alert_p50_s": stream.percentile(alert_lat, 50),
+                "alert_p99_s": stream.percentile(alert_lat, 99),
+                "scored_p50_s": stream.percentile(scored_lat, 50),
+                "scored_p99_s": stream.percentile(scored_lat, 99),
             }
         )
         result["sustained"] = bool(

@@ -144,17 +144,6 @@ class StreamState:
         self._ids = None
         return ids
 
-    def nbytes(self) -> int:
-        """Memory the state holds, in bytes (deep, strings included)."""
-        return self.features.nbytes() + int(
-            self.transactions.memory_usage(deep=True).sum()
-            + self.pending.memory_usage(deep=True).sum()
-        )
-
-    def cards(self) -> int:
-        """How many cards the state holds history for."""
-        return int(self.features.cards["card_id"].nunique())
-
 
 _FRAMES = {
     "cards": lambda s: s.features.cards,
@@ -596,12 +585,19 @@ class ModelSource:
     stream.
     """
 
-    def __init__(self, uri: str, threshold: float | None = None, log: Callable = print):
+    def __init__(
+        self,
+        uri: str,
+        threshold: float | None = None,
+        log: Callable = print,
+        current: LoadedModel | None = None,
+    ):
         self.uri = uri
         self.fixed_threshold = threshold
         self.log = log
         self.kind, self.name, self.alias = parse_model_uri(uri)
-        self.current = load_model(uri, threshold)
+        # A caller that already loaded the model (to fail fast) hands it over.
+        self.current = current if current is not None else load_model(uri, threshold)
 
     def refresh(self) -> LoadedModel:
         if self.kind != "alias":

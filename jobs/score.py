@@ -91,9 +91,9 @@ def check_outputs(cfg: ScoreConfig) -> None:
         )
 
 
-def build(spark: SparkSession, cfg: ScoreConfig, log=print):
+def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     """The processor and the (not yet started) query writer."""
-    models = stream.ModelSource(cfg.model_uri, cfg.threshold, log=log)
+    models = stream.ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
     model = models.current
     log(
         f"model: {model.name} version {model.version} from {cfg.model_uri}, "
@@ -132,10 +132,19 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print):
     return processor, writer
 
 
-def run(spark: SparkSession, cfg: ScoreConfig, stop: threading.Event | None = None, log=print):
-    """Run the scoring query until it ends (``--available-now``) or ``stop`` is set."""
+def run(
+    spark: SparkSession,
+    cfg: ScoreConfig,
+    stop: threading.Event | None = None,
+    log=print,
+    model: stream.LoadedModel | None = None,
+):
+    """Run the scoring query until it ends (``--available-now``) or ``stop`` is set.
+
+    ``model``: the model ``cfg.model_uri`` points at, if the caller loaded it already.
+    """
     check_outputs(cfg)
-    processor, writer = build(spark, cfg, log=log)
+    processor, writer = build(spark, cfg, log=log, model=model)
     query = writer.start()
     stop = stop or threading.Event()
     try:
@@ -170,8 +179,10 @@ def summarise(cfg: ScoreConfig, examples: int = 3) -> str:
     for view in stream.VIEWS:
         rows = stream.count_rows(cfg.out, view)
         lines.append(f"  {view:<15} {rows:>10,} rows")
-    alerts = stream.read_view(cfg.out, stream.ALERTS)
-    if len(alerts):
+    # The newest day's alerts only: the view may hold years of them.
+    days = sorted((cfg.out / stream.ALERTS).glob("date=*"))
+    alerts = stream.read_view(days[-1].parent, days[-1].name) if days else None
+    if alerts is not None and len(alerts):
         lines.append("newest alerts:")
         for alert in alerts.sort_values("event_time").tail(examples).itertuples():
             lines.append(
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         kafka_io.require_topics(cfg.bootstrap_servers, topics)
         check_outputs(cfg)
         # Fail on a missing model before Spark starts, in one sentence.
-        stream.load_model(cfg.model_uri, cfg.threshold)
+        model = stream.load_model(cfg.model_uri, cfg.threshold)
     except (kafka_io.KafkaSetupError, ScoreSetupError, stream.ModelLoadError) as error:
         print(f"score: {error}", file=sys.stderr)
         return 2
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     spark = get_session("fraudstream-score")
-    run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
+    run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True), model=model)
     if cfg.available_now:
         print(summarise(cfg))
     return 0
