@@ -76,7 +76,10 @@ KAFKA_TIMEOUT_S = 120
 CRASH_AT_BATCH_ENV = "FRAUDSTREAM_CRASH_AT_BATCH"
 
 REASON_DUPLICATE = "duplicate transaction_id (already scored)"
-REASON_LATE = "late: event_time is more than {hours:g} h before the newest event seen ({newest})"
+REASON_LATE = (
+    "late: event_time is more than {hours:g} h before the newest event seen in its "
+    "partition ({newest})"
+)
 
 
 # --- the state ------------------------------------------------------------------------
@@ -118,7 +121,13 @@ class StreamState:
     label_offsets : dict
         Next offset to read, per partition of the labels topic.
     newest_event_ms : int
-        The newest event time seen, in ms (-1 before the first payment).
+        The newest event time seen, in ms (-1 before the first payment); state
+        expires by it.
+    newest_by_partition : dict
+        The newest event time seen per partition of the payments topic; lateness is
+        measured against it. Producers key payments by card, so a partition holds each
+        of its cards' payments in order, while partitions may run hours apart when a
+        history is replayed fast.
     batch_id : int
         The micro-batch this state is the result of (-1: none yet).
     """
@@ -128,6 +137,7 @@ class StreamState:
     pending: pd.DataFrame = field(default_factory=_empty_pending)
     label_offsets: dict[int, int] = field(default_factory=dict)
     newest_event_ms: int = -1
+    newest_by_partition: dict[int, int] = field(default_factory=dict)
     batch_id: int = -1
 
     #: The ids of ``transactions`` as a set, for duplicate checks; built when first
@@ -185,6 +195,7 @@ class StateStore:
         meta = {
             "batch_id": state.batch_id,
             "newest_event_ms": state.newest_event_ms,
+            "newest_by_partition": {str(p): t for p, t in state.newest_by_partition.items()},
             "label_offsets": {str(p): o for p, o in state.label_offsets.items()},
         }
         (staging / "meta.json").write_text(json.dumps(meta))
@@ -286,6 +297,7 @@ class StateStore:
             pending=frames["pending"],
             label_offsets={int(p): int(o) for p, o in meta["label_offsets"].items()},
             newest_event_ms=int(meta["newest_event_ms"]),
+            newest_by_partition={int(p): int(t) for p, t in meta["newest_by_partition"].items()},
             batch_id=int(meta["batch_id"]),
         )
 
@@ -855,10 +867,11 @@ def process_batch(
         (i in known_ids for i in ids), dtype=bool, count=len(ids)
     )
     set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
-    if state.newest_event_ms >= 0:
-        cutoff = state.newest_event_ms - settings.max_lateness_hours * 3_600_000
-        late = (event_ms < cutoff) & ~duplicate
-        newest = schemas.format_time(pd.Timestamp(state.newest_event_ms, unit="ms", tz="UTC"))
+    partition = events["partition"].to_numpy()
+    for part, newest_ms in state.newest_by_partition.items():
+        cutoff = newest_ms - settings.max_lateness_hours * 3_600_000
+        late = (partition == part) & (event_ms < cutoff) & ~duplicate
+        newest = schemas.format_time(pd.Timestamp(newest_ms, unit="ms", tz="UTC"))
         set_aside[late] = REASON_LATE.format(hours=settings.max_lateness_hours, newest=newest)
     aside = set_aside != None  # noqa: E711
     if aside.any():
@@ -896,6 +909,14 @@ def process_batch(
     clock.lap("score")
 
     newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
+    newest_by_partition = dict(state.newest_by_partition)
+    if len(events):
+        for part, latest in (
+            pd.Series(event_ms).groupby(events["partition"].to_numpy()).max().items()
+        ):
+            newest_by_partition[int(part)] = max(
+                newest_by_partition.get(int(part), -1), int(latest)
+            )
     lateness_ms = int(settings.max_lateness_hours * 3_600_000)
     current = (transactions["tx_day"] >= newest_ms // DAY_MS - horizon_days).to_numpy()
     known_ids.update(new_payments["transaction_id"])
@@ -906,6 +927,7 @@ def process_batch(
         pending=pending.loc[pending["report_ms"] >= newest_ms - lateness_ms].reset_index(drop=True),
         label_offsets=state.label_offsets,
         newest_event_ms=newest_ms,
+        newest_by_partition=newest_by_partition,
         batch_id=batch_id,
         _ids=known_ids,
     )

@@ -252,7 +252,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "--max-lateness-hours",
         type=float,
         default=stream.DEFAULT_MAX_LATENESS_HOURS,
-        help="a payment older than the newest event seen minus this is a dead letter "
+        help="a payment older than the newest event of its partition minus this is a dead letter "
         "(default: %(default)s)",
     )
     parser.add_argument(

@@ -140,7 +140,8 @@ def test_process_batch_sets_aside_invalid_duplicate_and_late_records(model):
         json.dumps(_payment("t4", 0)).encode(),  # 48 h before the newest event
         json.dumps(_payment("t5", 47, extra_field="ignored")).encode(),
     ]
-    state = stream.StreamState(newest_event_ms=T0_MS + 48 * 3_600_000)
+    newest = T0_MS + 48 * 3_600_000
+    state = stream.StreamState(newest_event_ms=newest, newest_by_partition={0: newest})
     result, after = stream.process_batch(
         _records(values), stream._empty_records(), state, model, stream.Settings(), 0
     )
@@ -299,3 +300,17 @@ def test_parse_payments_keeps_records_aligned_around_empty_and_multiline_values(
     ]  # fmt: skip
     assert list(events.sort_values("offset")["offset"]) == [0, 2, 3, 4, 6]
     assert bad == [1, 5] and all(reason.startswith("unparseable") for reason in reasons)
+
+
+def test_process_batch_measures_lateness_per_partition(model):
+    """A replayed history runs partitions hours apart: that is not lateness."""
+    newest = T0_MS + 72 * 3_600_000
+    state = stream.StreamState(newest_event_ms=newest, newest_by_partition={0: newest, 1: T0_MS})
+    values = [json.dumps(_payment("behind", 2)).encode(), json.dumps(_payment("old", 2)).encode()]
+    records = _records(values).assign(partition=np.array([1, 0], dtype=np.int32))
+    result, after = stream.process_batch(
+        records, stream._empty_records(), state, model, stream.Settings(), 0
+    )
+    assert list(result.scored["transaction_id"]) == ["behind"]
+    assert list(result.dead_letters["offset"]) == [1]
+    assert after.newest_by_partition == {0: newest, 1: T0_MS + 2 * 3_600_000}
