@@ -185,7 +185,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     label_table = label_table.filter(
         pc.is_in(label_table["transaction_id"], value_set=pa.array(events["transaction_id"]))
     )
-    produce.publish(label_table, topics["labels"], schemas.encode_label, servers)
+    produce.publish(label_table, topics["labels"], servers, encode=schemas.encode_labels)
     env = os.environ.copy()
     command = [
         str(ROOT / "spark-submit.sh"),

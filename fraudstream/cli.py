@@ -7,6 +7,7 @@ what is not a Spark job::
     fraudstream kafka status
     fraudstream kafka stop
     fraudstream produce --data data/sample    # publish Parquet events and labels to Kafka
+    fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
     fraudstream model promote --version N --data DIR   # the promotion gate, on its own
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -71,33 +73,94 @@ def _kafka_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _produce(args: argparse.Namespace) -> int:
-    from fraudstream import kafka_io, produce
+def _produce_plan(args: argparse.Namespace):
+    from fraudstream import produce
 
+    cut = {"start": args.start, "end": args.end, "limit": args.limit}
+    if args.simulate:
+        from fraudstream import simulate
+
+        try:
+            settings = simulate.SimulationConfig(
+                customers=args.customers,
+                terminals=args.terminals,
+                days=args.days,
+                start_date=args.simulate_from,
+                seed=args.seed,
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        payments, labels = simulate.simulate(settings)
+        name = f"simulator {settings!r}"
+        return produce.make_plan(name, payments, None if args.no_labels else labels, **cut)
     data = Path(args.data)
     if not (data / "events").is_dir():
         raise CommandError(
             f"No events folder at {data / 'events'}: give --data a folder written by "
             "./spark-submit.sh generate or import."
         )
+    return produce.folder_plan(data, with_labels=not args.no_labels, **cut)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    import signal
+
+    from fraudstream import kafka_io, produce
+
+    if args.rate is not None and args.rate <= 0:
+        raise CommandError("--rate must be a positive number of payments per second.")
     servers = config.bootstrap_servers(args.brokers)
+    topics = [args.topic] if args.no_labels else [args.topic, args.labels_topic]
+    kafka_io.require_topics(servers, topics)
     if args.if_empty:
-        kafka_io.require_topics(servers, [args.topic])
         held = produce.topic_size(servers, args.topic)
         if held:
             print(f"{args.topic} on {servers} already holds {held:,} events; nothing published.")
             return 0
-    counts = produce.publish_folder(
-        data,
-        bootstrap_servers=args.brokers,
-        payments_topic=args.topic,
-        labels_topic=None if args.no_labels else args.labels_topic,
-        limit=args.limit,
-    )
-    line = f"Published {counts['payments']:,} payment events to {args.topic}"
-    if "labels" in counts:
-        line += f" and {counts['labels']:,} label events to {args.labels_topic}"
-    print(f"{line} on {servers}.")
+    plan = _produce_plan(args)
+    store = produce.PositionStore(Path(args.state_dir))
+    start = produce.Position()
+    saved = store.load(plan, *topics)
+    if args.resume and saved is not None:
+        start = saved
+        print(f"Resuming after {start.payments:,} payments and {start.labels:,} labels.")
+    elif saved is not None and saved != plan.total:
+        print(
+            f"Note: an earlier run of these events stopped after {saved.payments:,} payments; "
+            "this run starts from the beginning (--resume continues it instead).",
+            file=sys.stderr,
+        )
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    began = time.monotonic()
+    try:
+        reached = produce.run(
+            plan,
+            servers,
+            payments_topic=args.topic,
+            labels_topic=args.labels_topic,
+            rate=args.rate,
+            start=start,
+            save=lambda position: store.save(plan, position, *topics),
+        )
+    except KeyboardInterrupt:
+        reached = store.load(plan, *topics) or start
+        print(
+            f"Stopped after {reached.payments:,} of {plan.total.payments:,} payments and "
+            f"{reached.labels:,} of {plan.total.labels:,} labels; all of them are "
+            "acknowledged. Run the same command with --resume to continue."
+        )
+        return 130
+    seconds = time.monotonic() - began
+    sent = reached.payments - start.payments
+    line = f"Published {sent:,} payment events to {args.topic}"
+    if plan.labels is not None:
+        line += f" and {reached.labels - start.labels:,} label events to {args.labels_topic}"
+    rate = f"{sent / seconds:,.0f} payments/s" if seconds > 0 else "no time"
+    print(f"{line} on {servers} in {seconds:.1f} s ({rate}).")
     return 0
 
 
@@ -179,13 +242,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     produce = commands.add_parser(
         "produce",
-        help="publish Parquet payment and label events to Kafka",
-        description="Publish payment events (in event-time order, keyed by card) and "
-        "label events from a folder written by the generate or import job.",
+        help="publish payment and label events to Kafka, in time order",
+        description="Publish payment events (in event-time order, keyed by card, acks=all, "
+        "idempotent) and label events (at their reported time) from a folder written by "
+        "the generate or import job, or from the simulator. Ctrl-C stops cleanly; "
+        "--resume continues from there.",
     )
     produce.set_defaults(handler=_produce)
-    produce.add_argument(
+    source = produce.add_mutually_exclusive_group()
+    source.add_argument(
         "--data", default=str(config.SAMPLE_DIR), help="folder with events/ (default: %(default)s)"
+    )
+    source.add_argument(
+        "--simulate", action="store_true", help="simulate the events now instead of reading them"
+    )
+    simulation = produce.add_argument_group("simulation (with --simulate)")
+    simulation.add_argument("--customers", type=int, default=1000, help="default: %(default)s")
+    simulation.add_argument("--terminals", type=int, default=2000, help="default: %(default)s")
+    simulation.add_argument("--days", type=int, default=30, help="default: %(default)s")
+    simulation.add_argument(
+        "--simulate-from",
+        type=date.fromisoformat,
+        default=date(2018, 4, 1),
+        help="first simulated day (default: %(default)s)",
+    )
+    simulation.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    produce.add_argument(
+        "--from",
+        dest="start",
+        type=date.fromisoformat,
+        help="publish only payments (by event time) and labels (by reported time) from this day",
+    )
+    produce.add_argument(
+        "--until", dest="end", type=date.fromisoformat, help="... and before this day"
+    )
+    produce.add_argument("--limit", type=int, help="publish only the first N payments")
+    produce.add_argument(
+        "--rate", type=float, help="payments per second (default: as fast as the broker takes)"
+    )
+    produce.add_argument(
+        "--resume", action="store_true", help="continue where the same command last stopped"
+    )
+    produce.add_argument(
+        "--state-dir",
+        default=str(config.VAR_DIR / "produce"),
+        help="where positions are saved for --resume (default: %(default)s)",
     )
     produce.add_argument(
         "--brokers", help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
@@ -193,7 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
     produce.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
     produce.add_argument("--no-labels", action="store_true", help="publish payments only")
-    produce.add_argument("--limit", type=int, help="publish only the first N payments")
     produce.add_argument(
         "--if-empty",
         action="store_true",

@@ -1,48 +1,263 @@
-"""Publish payment and label events from Parquet to Kafka, in time order.
+"""Publish payment and label events to Kafka in time order: ``fraudstream produce``.
 
 Payments go to ``payments`` keyed by ``card_id`` (so a card's events stay in order on
-one partition) as the contract's JSON; labels go to ``fraud-labels``. The producer is
-idempotent with ``acks=all``: a retried send is written once.
+one partition) as the contract's JSON; labels go to ``fraud-labels`` at their reported
+time, interleaved with the payments by time, as a bank's chargebacks would arrive. The
+producer is idempotent with ``acks=all``: a retried send is written once.
+
+Speed comes from doing per-event work in Arrow: events are encoded to JSON a chunk at a
+time (``schemas.encode_payments``) and handed to librdkafka, so Python touches each
+event once, to queue it. ``bench/bench_produce.py`` measures the rate.
+
+A run's position (how many payments and labels of its plan are acknowledged) is saved
+under ``var/produce/`` every few seconds and when it stops, so a run stopped with
+Ctrl-C continues with ``--resume``. After a hard kill, a resumed run re-sends up to the
+last few seconds; the scoring job scores a repeated ``transaction_id`` once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraudstream import config, kafka_io, lake, schemas
 
-BATCH_ROWS = 10_000
+#: Events encoded in one go: large enough for Arrow's kernels, small for memory.
+ENCODE_ROWS = 50_000
+#: Payments between two checks of the pace and of the labels due.
+PACE_ROWS = 1_000
+#: Seconds between two saves of the position (each waits for the broker's acks).
+SAVE_SECONDS = 5.0
 
 
-def _rows(table: pa.Table) -> Iterator[dict]:
-    for batch in table.to_batches(max_chunksize=BATCH_ROWS):
-        yield from batch.to_pylist()
+@dataclass(frozen=True)
+class Position:
+    """How far a run got: payments and labels of its plan acknowledged, in plan order."""
+
+    payments: int = 0
+    labels: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run publishes: payments by event time and labels by reported time.
+
+    ``name`` says where the events come from; it and the topics make the key of the
+    saved position.
+    """
+
+    name: str
+    payments: pa.Table
+    labels: pa.Table | None
+
+    @property
+    def total(self) -> Position:
+        return Position(self.payments.num_rows, 0 if self.labels is None else self.labels.num_rows)
+
+
+def _times_ms(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(column, pa.int64()).to_numpy()
+
+
+def _in_window(table: pa.Table, column: str, start: date | None, end: date | None) -> pa.Table:
+    def bound(day: date) -> pa.Scalar:
+        return pa.scalar(datetime(day.year, day.month, day.day, tzinfo=UTC), table[column].type)
+
+    if start is not None:
+        table = table.filter(pc.greater_equal(table[column], bound(start)))
+    if end is not None:
+        table = table.filter(pc.less(table[column], bound(end)))
+    return table
+
+
+def make_plan(
+    name: str,
+    payments: pa.Table,
+    labels: pa.Table | None,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int | None = None,
+) -> Plan:
+    """Order and cut the events of one run.
+
+    Parameters
+    ----------
+    payments, labels : pyarrow.Table
+        Events in the contracts' schemas; ``labels`` None publishes payments only.
+    start, end : date, optional
+        Keep payments whose event time, and labels whose reported time, fall in
+        ``[start, end)``: consecutive windows publish each event exactly once.
+    limit : int, optional
+        Keep only the first ``limit`` payments, and only the labels of those payments.
+    """
+    # A stable sort on time, then id, so that a resumed run sees the same order.
+    payments = payments.sort_by([("event_time", "ascending"), ("transaction_id", "ascending")])
+    payments = _in_window(payments, "event_time", start, end)
+    if limit is not None:
+        payments = payments.slice(0, limit)
+    if labels is not None:
+        labels = labels.sort_by([("reported_time", "ascending"), ("transaction_id", "ascending")])
+        labels = _in_window(labels, "reported_time", start, end)
+        if limit is not None:
+            labels = labels.filter(pc.is_in(labels["transaction_id"], payments["transaction_id"]))
+    window = f"{start or ''}..{end or ''}" + (f" first {limit}" if limit is not None else "")
+    return Plan(f"{name} [{window}]", payments, labels)
+
+
+class Progress:
+    """One status line: events sent, rate, ETA; redrawn in place on a terminal.
+
+    Not on a terminal (a log file, CI), it prints a line every ``log_every`` seconds.
+    """
+
+    def __init__(self, total: int, stream=None, log_every: float = 10.0):
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = 0.5 if self.tty else log_every
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.first = 0
+
+    def begin(self, position: Position) -> None:
+        self.first = position.payments
+        self.started = time.monotonic()
+
+    def line(self, position: Position) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = (position.payments - self.first) / elapsed
+        left = self.total - position.payments
+        eta = str(timedelta(seconds=round(left / rate))) if rate > 0 else "?"
+        percent = 100.0 * position.payments / self.total if self.total else 100.0
+        return (
+            f"{position.payments:,}/{self.total:,} payments ({percent:.0f}%), "
+            f"{position.labels:,} labels, {rate:,.0f} payments/s, ETA {eta}"
+        )
+
+    def update(self, position: Position, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.shown < self.every:
+            return
+        self.shown = now
+        if self.tty:
+            self.stream.write("\r\033[K" + self.line(position))
+        else:
+            self.stream.write(self.line(position) + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run(
+    plan: Plan,
+    bootstrap_servers: str,
+    payments_topic: str = config.TOPIC_PAYMENTS,
+    labels_topic: str = config.TOPIC_LABELS,
+    rate: float | None = None,
+    start: Position = Position(),  # noqa: B008 (frozen, so one shared default is safe)
+    progress: Progress | None = None,
+    save: Callable[[Position], None] | None = None,
+    client_properties: dict[str, str] | None = None,
+) -> Position:
+    """Publish ``plan`` from ``start``; return the position reached.
+
+    Labels are sent once the payments reach their reported time. ``rate`` paces the
+    payments (per second); None sends as fast as the broker takes them. ``save`` is
+    called with the acknowledged position every ``SAVE_SECONDS`` and at the end. A
+    ``KeyboardInterrupt`` stops the run after the records already queued are
+    acknowledged: the position returned (and saved) is exact, and the interrupt is
+    re-raised for the caller to report.
+    """
+    producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
+    event_ms = _times_ms(plan.payments["event_time"])
+    label_ms = _times_ms(plan.labels["reported_time"]) if plan.labels is not None else None
+    i, k = start.payments, start.labels
+    progress = progress or Progress(plan.payments.num_rows)
+    progress.begin(start)
+    began, sent_since = time.monotonic(), 0
+    saved_at = began
+
+    def send_labels(until: int) -> None:
+        nonlocal k
+        if label_ms is None or k >= until:
+            return
+        chunk = plan.labels.slice(k, until - k)
+        producer.send_all(
+            labels_topic, chunk["card_id"].to_pylist(), schemas.encode_labels(chunk).to_pylist()
+        )
+        k = until
+
+    def checkpoint() -> None:
+        producer.flush()
+        if save is not None:
+            save(Position(i, k))
+
+    try:
+        while i < plan.payments.num_rows:
+            chunk = plan.payments.slice(i, ENCODE_ROWS)
+            keys = chunk["card_id"].to_pylist()
+            values = schemas.encode_payments(chunk).to_pylist()
+            for offset in range(0, len(keys), PACE_ROWS):
+                end = offset + PACE_ROWS
+                if label_ms is not None:
+                    # Labels reported up to this payment's time go first.
+                    send_labels(int(np.searchsorted(label_ms, event_ms[i], side="right")))
+                producer.send_all(payments_topic, keys[offset:end], values[offset:end])
+                sent = min(PACE_ROWS, len(keys) - offset)
+                i += sent
+                sent_since += sent
+                if rate:
+                    ahead = began + sent_since / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                progress.update(Position(i, k))
+                if time.monotonic() - saved_at >= SAVE_SECONDS:
+                    checkpoint()
+                    saved_at = time.monotonic()
+        if label_ms is not None:
+            send_labels(len(label_ms))
+    except KeyboardInterrupt:
+        checkpoint()
+        progress.update(Position(i, k), force=True)
+        progress.end()
+        raise
+    checkpoint()
+    progress.update(Position(i, k), force=True)
+    progress.end()
+    return Position(i, k)
 
 
 def publish(
     table: pa.Table,
     topic: str,
-    encode: Callable[[dict], bytes],
     bootstrap_servers: str,
+    encode: Callable[[pa.Table], pa.Array] = schemas.encode_payments,
     client_properties: dict[str, str] | None = None,
 ) -> int:
-    """Send every row of ``table`` to ``topic``, keyed by ``card_id``; return the count sent.
+    """Send every row of ``table`` to ``topic`` in table order, keyed by ``card_id``.
 
-    Blocks until the broker has acknowledged every record.
+    ``encode`` is ``schemas.encode_payments`` or ``schemas.encode_labels``. Blocks until
+    the broker has acknowledged every record; returns the count sent.
     """
-    producer = kafka_io.producer(bootstrap_servers, client_properties)
-    sent = 0
-    try:
-        for row in _rows(table):
-            producer.send(topic, key=row["card_id"].encode("utf-8"), value=encode(row))
-            sent += 1
-        producer.flush()
-    finally:
-        producer.close()
-    return sent
+    producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
+    for first in range(0, table.num_rows, ENCODE_ROWS):
+        chunk = table.slice(first, ENCODE_ROWS)
+        producer.send_all(topic, chunk["card_id"].to_pylist(), encode(chunk).to_pylist())
+    producer.flush()
+    return table.num_rows
 
 
 def topic_size(bootstrap_servers: str, topic: str) -> int:
@@ -60,37 +275,34 @@ def topic_size(bootstrap_servers: str, topic: str) -> int:
         consumer.close()
 
 
-def publish_folder(
-    root: Path,
-    bootstrap_servers: str | None = None,
-    payments_topic: str = config.TOPIC_PAYMENTS,
-    labels_topic: str | None = config.TOPIC_LABELS,
-    limit: int | None = None,
-) -> dict[str, int]:
-    """Publish ``root/events`` (and ``root/labels``) as the simulator and importers write them.
+def folder_plan(root: Path, with_labels: bool = True, **cut) -> Plan:
+    """The plan of a folder written by the generate or import job (``events/``, ``labels/``)."""
+    root = Path(root)
+    labels = lake.read_labels(root) if with_labels and (root / lake.LABELS).is_dir() else None
+    return make_plan(str(root.resolve()), lake.read_events(root), labels, **cut)
 
-    Parameters
-    ----------
-    root : Path
-        Folder holding ``events/`` and, optionally, ``labels/``.
-    labels_topic : str, optional
-        Where labels go; None to publish payments only.
-    limit : int, optional
-        Publish only the first ``limit`` payments (in event-time order), and only the
-        labels of those payments.
-    """
-    servers = config.bootstrap_servers(bootstrap_servers)
-    with_labels = bool(labels_topic) and (Path(root) / lake.LABELS).is_dir()
-    kafka_io.require_topics(servers, [payments_topic] + ([labels_topic] if with_labels else []))
-    events = lake.read_events(root)
-    if limit is not None:
-        events = events.slice(0, limit)
-    counts = {"payments": publish(events, payments_topic, schemas.encode_payment, servers)}
-    if with_labels:
-        labels = lake.read_labels(root)
-        if limit is not None:
-            import pyarrow.compute as pc
 
-            labels = labels.filter(pc.is_in(labels["transaction_id"], events["transaction_id"]))
-        counts["labels"] = publish(labels, labels_topic, schemas.encode_label, servers)
-    return counts
+class PositionStore:
+    """Saved positions of runs, one JSON file per plan and topics, under ``folder``."""
+
+    def __init__(self, folder: Path = config.VAR_DIR / "produce"):
+        self.folder = Path(folder)
+
+    def path(self, plan: Plan, *topics: str) -> Path:
+        key = json.dumps([plan.name, plan.total.payments, plan.total.labels, *topics])
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+    def load(self, plan: Plan, *topics: str) -> Position | None:
+        path = self.path(plan, *topics)
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        return Position(saved["payments"], saved["labels"])
+
+    def save(self, plan: Plan, position: Position, *topics: str) -> None:
+        path = self.path(plan, *topics)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"plan": plan.name, "topics": list(topics), **asdict(position)}
+        staging = path.with_suffix(".writing")
+        staging.write_text(json.dumps(record, indent=1))
+        staging.replace(path)

@@ -27,7 +27,9 @@ import json
 import math
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import types as T  # noqa: N812
 
 SCHEMA_VERSION = 1
@@ -183,6 +185,83 @@ def encode_payment(event: dict) -> bytes:
 def encode_label(event: dict) -> bytes:
     """Encode a label event as the UTF-8 JSON value of a Kafka record."""
     return _to_json(event, LABEL_COLUMNS, "reported_time")
+
+
+# Vectorised encoding: a whole Arrow table to JSON in Arrow kernels, for producers that
+# publish hundreds of thousands of events a second (one ``json.dumps`` per event costs
+# more than the send). It decodes to the same values as ``encode_payment``.
+
+_DAY_MS = 86_400_000
+# Characters JSON must escape beyond quote and backslash: rows holding one of these
+# (never seen in the simulator's or importers' output) go through ``json.dumps``.
+_CONTROL_CHARACTERS = "[\\x00-\\x1f]"
+
+
+def _iso_times_ms(times: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Format UTC timestamps as ``2018-04-01T07:19:05.000Z`` (10x faster than strftime)."""
+    ms = pc.cast(times, pa.int64())
+    day = pc.divide(ms, _DAY_MS)  # integer division: exact for times after 1970
+    rest = pc.subtract(ms, pc.multiply(day, _DAY_MS))
+    days = pc.unique(day)
+    names = pa.array(np.datetime_as_string(days.to_numpy(zero_copy_only=False).astype("M8[D]")))
+    parts = [pc.take(names, pc.index_in(day, days)), "T"]
+    for unit_ms, width, after in [(3_600_000, 2, ":"), (60_000, 2, ":"), (1000, 2, ".")]:
+        whole = pc.divide(rest, unit_ms)
+        rest = pc.subtract(rest, pc.multiply(whole, unit_ms))
+        parts += [pc.utf8_lpad(pc.cast(whole, pa.string()), width, "0"), after]
+    parts += [pc.utf8_lpad(pc.cast(rest, pa.string()), 3, "0"), "Z"]
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _json_values(column: pa.ChunkedArray, is_time: bool) -> pa.ChunkedArray:
+    if is_time:
+        text = _iso_times_ms(column)
+    elif pa.types.is_string(column.type):
+        text = pc.replace_substring(column, "\\", "\\\\")
+        text = pc.replace_substring(text, '"', '\\"')
+    elif pa.types.is_floating(column.type):
+        # NaN is not JSON: it travels as null, as in ``encode_payment``.
+        numbers = pc.if_else(pc.is_nan(column), None, column)
+        return pc.fill_null(pc.cast(numbers, pa.string()), "null")
+    else:
+        return pc.fill_null(pc.cast(column, pa.string()), "null")
+    return pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")
+
+
+def _encode_table(table: pa.Table, columns: list[str], time_column: str, encode_one) -> pa.Array:
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    parts = []
+    for position, name in enumerate(columns):
+        prefix = ("{" if position == 0 else ",") + json.dumps(name) + ":"
+        parts += [prefix, _json_values(table[name], name == time_column)]
+    encoded = pc.binary_join_element_wise(*parts, "}", "").combine_chunks()
+    # Rows the kernels do not cover (control characters, times before 1970) are
+    # encoded one at a time, which is always right.
+    awkward = pc.less(pc.cast(table[time_column], pa.int64()), 0)
+    for name in columns:
+        if pa.types.is_string(table.schema.field(name).type):
+            found = pc.match_substring_regex(table[name], _CONTROL_CHARACTERS)
+            awkward = pc.or_(awkward, pc.fill_null(found, False))
+    awkward = pc.fill_null(awkward, False).combine_chunks()
+    if not pc.any(awkward).as_py():
+        return encoded
+    rows = table.filter(awkward).to_pylist()
+    replacements = pa.array([encode_one(row).decode("utf-8") for row in rows], pa.string())
+    return pc.replace_with_mask(encoded, awkward, replacements)
+
+
+def encode_payments(table: pa.Table) -> pa.Array:
+    """Encode payment events (a table in the contract's schema) as JSON strings, vectorised.
+
+    Each string decodes to the same event as ``encode_payment`` of the same row.
+    """
+    return _encode_table(table, PAYMENT_COLUMNS, "event_time", encode_payment)
+
+
+def encode_labels(table: pa.Table) -> pa.Array:
+    """Encode label events as JSON strings, vectorised (see ``encode_payments``)."""
+    return _encode_table(table, LABEL_COLUMNS, "reported_time", encode_label)
 
 
 def decode_payment(value: bytes) -> dict:

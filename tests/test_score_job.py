@@ -57,10 +57,13 @@ def _config(kafka_bootstrap, topics, root, **changes) -> score_job.ScoreConfig:
 
 def _publish_sample(kafka_bootstrap, topics, events: pa.Table | None = None) -> int:
     produce.publish(
-        lake.read_labels(config.SAMPLE_DIR), topics["labels"], schemas.encode_label, kafka_bootstrap
+        lake.read_labels(config.SAMPLE_DIR),
+        topics["labels"],
+        kafka_bootstrap,
+        encode=schemas.encode_labels,
     )
     events = lake.read_events(config.SAMPLE_DIR) if events is None else events
-    return produce.publish(events, topics["payments"], schemas.encode_payment, kafka_bootstrap)
+    return produce.publish(events, topics["payments"], kafka_bootstrap)
 
 
 def _assert_parity(scored, dataset):
@@ -186,9 +189,7 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
         _wait_for(scored_at_least(half), 240, "the first half to be scored", log)
         second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
         MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
-        produce.publish(
-            events.slice(half), topics["payments"], schemas.encode_payment, kafka_bootstrap
-        )
+        produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
         _wait_for(scored_at_least(events.num_rows), 240, "the second half to be scored", log)
     finally:
         job.send_signal(signal.SIGTERM)
