@@ -169,6 +169,10 @@ class BulkProducer:
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
+            # Java's partitioner (murmur2), not librdkafka's default (crc32): a card's
+            # payments land on the partition every other producer (Java clients,
+            # kafka-python, Kafka Connect) picks, so its order holds across sources.
+            "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 512 * 1024,
             "delivery.report.only.error": True,

@@ -170,3 +170,15 @@ def test_produce_wrong_input_is_one_sentence(kafka_bootstrap, fresh_topic, capsy
     assert cli.main(["produce", "--brokers", kafka_bootstrap, *topics, *argv]) == 2
     err = capsys.readouterr().err
     assert sentence in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_publish_partitions_cards_as_java_clients_do(kafka_bootstrap, fresh_topic):
+    """Murmur2, as Java clients, kafka-python and Kafka Connect: one card, one partition."""
+    from kafka.partitioner.default import murmur2
+
+    events = lake.read_events(config.SAMPLE_DIR).slice(0, 300)
+    produce.publish(events, fresh_topic, kafka_bootstrap)
+    records = read_topic(kafka_bootstrap, fresh_topic)
+    assert len(records) == 300
+    for record in records:
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 3
