@@ -60,6 +60,20 @@ def fresh_topic(kafka_bootstrap):
 
 
 @pytest.fixture()
+def topics(kafka_bootstrap):
+    """Fresh payments, labels, alerts and dead-letter topics for one test."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        "payments": f"payments-{suffix}",
+        "labels": f"labels-{suffix}",
+        "alerts": f"alerts-{suffix}",
+        "dlq": f"dlq-{suffix}",
+    }
+    local_broker.create_topics(kafka_bootstrap, {name: {} for name in names.values()}, partitions=3)
+    return names
+
+
+@pytest.fixture()
 def lake(tmp_path):
     """An output root and a checkpoint root of the test's own."""
     return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pandas as pd
+import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
 
 from fraudstream import config, features, lake, model, schemas, stream, training
@@ -88,3 +92,25 @@ def read_topic(bootstrap_servers: str, topic: str) -> list:
         return records
     finally:
         consumer.close()
+
+
+def publish_sample(kafka_bootstrap: str, topics: dict, events: pa.Table | None = None) -> int:
+    """Publish the sample's labels, then its payments (or ``events``); return the payments sent."""
+    from fraudstream import produce
+
+    labels = lake.read_labels(config.SAMPLE_DIR)
+    produce.publish(labels, topics["labels"], kafka_bootstrap, encode=schemas.encode_labels)
+    events = lake.read_events(config.SAMPLE_DIR) if events is None else events
+    return produce.publish(events, topics["payments"], kafka_bootstrap)
+
+
+def submit(job: str, args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    """Start ``./spark-submit.sh JOB`` in its own process group, output to ``log_path``."""
+    return subprocess.Popen(
+        ["./spark-submit.sh", job, *args],
+        cwd=config.PROJECT_ROOT,
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

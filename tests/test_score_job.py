@@ -5,38 +5,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
-import uuid
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from fraudstream import broker as local_broker
 from fraudstream import config, features, kafka_io, lake, produce, schemas, stream
 from jobs import score as score_job
 
-from .stream_helpers import read_topic, register, sample_history
+from .stream_helpers import publish_sample, read_topic, register, sample_history, submit
 
 
 @pytest.fixture(scope="module")
 def history():
     return sample_history()
-
-
-@pytest.fixture()
-def topics(kafka_bootstrap):
-    """Fresh payments, labels, alerts and dead-letter topics for one test."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "payments": f"payments-{suffix}",
-        "labels": f"labels-{suffix}",
-        "alerts": f"alerts-{suffix}",
-        "dlq": f"dlq-{suffix}",
-    }
-    local_broker.create_topics(kafka_bootstrap, {name: {} for name in names.values()}, partitions=3)
-    return names
 
 
 def _config(kafka_bootstrap, topics, root, **changes) -> score_job.ScoreConfig:
@@ -55,17 +37,6 @@ def _config(kafka_bootstrap, topics, root, **changes) -> score_job.ScoreConfig:
     return score_job.ScoreConfig(**settings)
 
 
-def _publish_sample(kafka_bootstrap, topics, events: pa.Table | None = None) -> int:
-    produce.publish(
-        lake.read_labels(config.SAMPLE_DIR),
-        topics["labels"],
-        kafka_bootstrap,
-        encode=schemas.encode_labels,
-    )
-    events = lake.read_events(config.SAMPLE_DIR) if events is None else events
-    return produce.publish(events, topics["payments"], kafka_bootstrap)
-
-
 def _assert_parity(scored, dataset):
     """Every feature of every payment equals the training job's, within 1e-9."""
     scored = scored.set_index("transaction_id")
@@ -78,7 +49,7 @@ def _assert_parity(scored, dataset):
 
 def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history):
     version = register(history["dataset"], "fraudstream")
-    published = _publish_sample(kafka_bootstrap, topics)
+    published = publish_sample(kafka_bootstrap, topics)
     first = history["events"].iloc[0].to_dict()
     late = first | {"transaction_id": "t_late", "event_time": first["event_time"].replace(month=1)}
     producer = kafka_io.producer(kafka_bootstrap)
@@ -176,11 +147,11 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     first_version = register(history["dataset"], "fraudstream", seed=0)
     events = lake.read_events(config.SAMPLE_DIR)
     half = events.num_rows // 2
-    _publish_sample(kafka_bootstrap, topics, events.slice(0, half))
+    publish_sample(kafka_bootstrap, topics, events.slice(0, half))
     out = tmp_path / "lake"
     log = tmp_path / "job.log"
     args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--trigger-interval", "1 second"]
-    job = _submit(args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
+    job = submit("score", args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
 
     def scored_at_least(count):
         return lambda: stream.count_rows(out, stream.SCORED) >= count or job.poll() is not None
@@ -206,18 +177,6 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     assert "stopped; restart on the same --checkpoint to resume" in said
 
 
-def _submit(args, env, log_path):
-    """Start ./spark-submit.sh score in its own process group, output to ``log_path``."""
-    return subprocess.Popen(
-        ["./spark-submit.sh", "score", *args],
-        cwd=config.PROJECT_ROOT,
-        env=env,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def _batches_written(out) -> set[str]:
     return {path.name for path in (out / stream.SCORED).rglob("batch-*.parquet")}
 
@@ -226,7 +185,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
     register(history["dataset"], "fraudstream")
-    published = _publish_sample(kafka_bootstrap, topics)
+    published = publish_sample(kafka_bootstrap, topics)
     out = tmp_path / "lake"
     args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--max-offsets-per-trigger", "300"]
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
@@ -237,19 +196,19 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 
     # 1. The driver dies at the worst moment: batch 2's views written, its state not
     # saved and its offsets not committed.
-    crashing = _submit(args, env | {stream.CRASH_AT_BATCH_ENV: "2"}, logs["crash"])
+    crashing = submit("score", args, env | {stream.CRASH_AT_BATCH_ENV: "2"}, logs["crash"])
     assert crashing.wait(timeout=300) != 0, tail("crash")
     assert any(n.startswith("batch-000000000002") for n in _batches_written(out)), tail("crash")
 
     # 2. Restarted, then killed with SIGKILL wherever it happens to be.
-    killed = _submit(args, env, logs["kill"])
+    killed = submit("score", args, env, logs["kill"])
     _wait_for(lambda: len(_batches_written(out)) >= 6 or killed.poll() is not None, 300, "batches")
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=60)
     assert len(stream.read_view(out, stream.SCORED)["transaction_id"].unique()) < published
 
     # 3. Restarted to the end of the topic.
-    finishing = _submit([*args, "--available-now"], env, logs["finish"])
+    finishing = submit("score", [*args, "--available-now"], env, logs["finish"])
     assert finishing.wait(timeout=300) == 0, tail("finish")
 
     scored = stream.read_view(out, stream.SCORED)
@@ -269,7 +228,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     assert on_topic == set(alerts["alert_id"])
 
     # 4. SIGTERM stops the job between micro-batches, with exit status 0.
-    running = _submit(args, env, logs["stop"])
+    running = submit("score", args, env, logs["stop"])
     _wait_for(lambda: "model: fraudstream version" in logs["stop"].read_text(), 180, "start")
     time.sleep(5)
     running.send_signal(signal.SIGTERM)

@@ -1,0 +1,173 @@
+"""The scoring query: configuration, wiring and the run loop of ``./spark-submit.sh score``.
+
+The job file (``jobs/score.py``) parses options and calls :func:`run`; the rebuild job
+(``jobs/rebuild.py``) calls the same :func:`run` into a new output root, which is why
+this lives in the library. The micro-batch work itself is ``stream.BatchProcessor``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from fraudstream import config, kafka_io, stream
+
+DEFAULT_MODEL_URI = "models:/fraudstream@champion"
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
+QUERY_NAME = "fraudstream-score"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    bootstrap_servers: str
+    out: Path
+    checkpoint: Path
+    model_uri: str = DEFAULT_MODEL_URI
+    threshold: float | None = None
+    payments_topic: str = config.TOPIC_PAYMENTS
+    labels_topic: str = config.TOPIC_LABELS
+    alerts_topic: str = config.TOPIC_ALERTS
+    dead_letter_topic: str = config.TOPIC_DEAD_LETTERS
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER
+    trigger_interval: str | None = None
+    available_now: bool = False
+    max_lateness_hours: float = stream.DEFAULT_MAX_LATENESS_HOURS
+    snapshot_every: int = stream.DEFAULT_SNAPSHOT_EVERY
+    #: Send alerts and dead letters to Kafka; a rebuild writes only its Parquet views.
+    kafka_outputs: bool = True
+
+    @property
+    def query_checkpoint(self) -> Path:
+        return self.checkpoint / "score"
+
+    @property
+    def state_folder(self) -> Path:
+        return self.query_checkpoint / "feature-state"
+
+
+class ScoreSetupError(RuntimeError):
+    """The job cannot start as asked; the message is one sentence for the user."""
+
+
+def check_outputs(cfg: ScoreConfig) -> None:
+    """Refuse to mix a new checkpoint's outputs with those of another run."""
+    new_query = not (cfg.query_checkpoint / "offsets").is_dir()
+    used = [view for view in stream.VIEWS if any((cfg.out / view).rglob("*.parquet"))]
+    if new_query and used:
+        raise ScoreSetupError(
+            f"{cfg.out} already holds {', '.join(used)} from another run, and the checkpoint "
+            f"{cfg.query_checkpoint} is new: pass a new --out (or the old run's --checkpoint)."
+        )
+
+
+def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
+    """The processor and the (not yet started) query writer."""
+    models = stream.ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
+    model = models.current
+    log(
+        f"model: {model.name} version {model.version} from {cfg.model_uri}, "
+        f"threshold {model.threshold:.4f}, label delay {model.label_delay_days} days"
+    )
+    processor = stream.BatchProcessor(
+        models=models,
+        views=stream.ParquetViews(cfg.out),
+        state_store=stream.StateStore(cfg.state_folder),
+        labels=stream.TopicReader(cfg.bootstrap_servers, cfg.labels_topic),
+        payments=stream.TopicReader(cfg.bootstrap_servers, cfg.payments_topic),
+        outputs=(
+            stream.KafkaOutputs(cfg.bootstrap_servers, cfg.alerts_topic, cfg.dead_letter_topic)
+            if cfg.kafka_outputs
+            else None
+        ),
+        settings=stream.Settings(
+            max_lateness_hours=cfg.max_lateness_hours,
+            label_delay_days=model.label_delay_days,
+            snapshot_every=cfg.snapshot_every,
+        ),
+        log=log,
+    )
+    payments = kafka_io.read_stream(
+        spark,
+        cfg.bootstrap_servers,
+        cfg.payments_topic,
+        starting_offsets=cfg.starting_offsets,
+        max_offsets_per_trigger=cfg.max_offsets_per_trigger,
+    )
+    writer = (
+        payments.writeStream.foreachBatch(processor)
+        .option("checkpointLocation", str(cfg.query_checkpoint))
+        .queryName(QUERY_NAME)
+    )
+    if cfg.available_now:
+        writer = writer.trigger(availableNow=True)
+    elif cfg.trigger_interval:
+        writer = writer.trigger(processingTime=cfg.trigger_interval)
+    return processor, writer
+
+
+def run(
+    spark: SparkSession,
+    cfg: ScoreConfig,
+    stop: threading.Event | None = None,
+    log=print,
+    model: stream.LoadedModel | None = None,
+):
+    """Run the scoring query until it ends (``--available-now``) or ``stop`` is set.
+
+    ``model``: the model ``cfg.model_uri`` points at, if the caller loaded it already.
+    """
+    check_outputs(cfg)
+    processor, writer = build(spark, cfg, log=log, model=model)
+    query = writer.start()
+    stop = stop or threading.Event()
+    try:
+        while query.isActive:
+            if stop.is_set():
+                _stop_between_batches(query, log)
+                break
+            query.awaitTermination(0.5)
+        error = query.exception()
+        if error is not None:
+            raise error
+    finally:
+        processor.labels.close()
+        processor.payments.close()
+        if processor.outputs is not None:
+            processor.outputs.close()
+    return processor
+
+
+def _stop_between_batches(query, log, patience_s: float = 120.0) -> None:
+    """Stop once the micro-batch in flight has finished (a stop mid-batch is safe, only slower)."""
+    log("stopping: waiting for the micro-batch in flight")
+    deadline = time.time() + patience_s
+    while query.isActive and query.status.get("isTriggerActive") and time.time() < deadline:
+        time.sleep(0.1)
+    query.stop()
+    log("stopped; restart on the same --checkpoint to resume")
+
+
+def summarise(cfg: ScoreConfig, examples: int = 3) -> str:
+    """What the output root holds: rows per view, and the newest alerts with their reasons."""
+    lines = [f"{cfg.out}:"]
+    for view in stream.VIEWS:
+        rows = stream.count_rows(cfg.out, view)
+        lines.append(f"  {view:<15} {rows:>10,} rows")
+    # The newest day's alerts only: the view may hold years of them.
+    days = sorted((cfg.out / stream.ALERTS).glob("date=*"))
+    alerts = stream.read_view(days[-1].parent, days[-1].name) if days else None
+    if alerts is not None and len(alerts):
+        lines.append("newest alerts:")
+        for alert in alerts.sort_values("event_time").tail(examples).itertuples():
+            lines.append(
+                f"  {alert.event_time:%Y-%m-%d %H:%M} {alert.card_id} {alert.amount:,.2f} "
+                f"{alert.currency or ''} at {alert.merchant_id}: score {alert.score:.2f} "
+                f"(model v{alert.model_version})"
+            )
+            lines.extend(f"      {reason}" for reason in alert.reasons)
+    return "\n".join(lines)
