@@ -76,7 +76,12 @@ def read_events(root: Path, columns: list[str] | None = None) -> pa.Table:
 
 def read_labels(root: Path, columns: list[str] | None = None) -> pa.Table:
     """Read ``root/labels`` as one Arrow table in the contract's schema, sorted by reported_time."""
-    return _read(Path(root) / LABELS, schemas.LABEL_ARROW_SCHEMA, "reported_time", columns)
+    return read_label_folder(Path(root) / LABELS, columns)
+
+
+def read_label_folder(folder: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read label events from ``folder`` (``DATA/labels``, or the label store ``OUT/labels``)."""
+    return _read(Path(folder), schemas.LABEL_ARROW_SCHEMA, "reported_time", columns)
 
 
 def _read(folder: Path, schema: pa.Schema, time_column: str, columns) -> pa.Table:

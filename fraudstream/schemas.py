@@ -264,6 +264,16 @@ def encode_labels(table: pa.Table) -> pa.Array:
     return _encode_table(table, LABEL_COLUMNS, "reported_time", encode_label)
 
 
+def _decode_json(value: bytes) -> dict:
+    try:
+        record = json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"unparseable: {error}") from None
+    if not isinstance(record, dict):
+        raise ValueError("unparseable: not a JSON object")
+    return record
+
+
 def decode_payment(value: bytes) -> dict:
     """Decode and validate a payment event.
 
@@ -278,18 +288,27 @@ def decode_payment(value: bytes) -> dict:
     ValueError
         With the reason the record is invalid (the dead-letter reason).
     """
-    try:
-        record = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"unparseable: {error}") from None
-    if not isinstance(record, dict):
-        raise ValueError("unparseable: not a JSON object")
+    record = _decode_json(value)
     reason = payment_invalid_reason(record)
     if reason is not None:
         raise ValueError(reason)
     event = {name: record.get(name) for name in PAYMENT_COLUMNS}
     event["event_time"] = parse_time(record["event_time"])
     event["amount"] = float(record["amount"])
+    return event
+
+
+def decode_label(value: bytes) -> dict:
+    """Decode and validate a label event (``reported_time`` as an aware ``datetime``).
+
+    Raises ``ValueError`` with the dead-letter reason, as ``decode_payment``.
+    """
+    record = _decode_json(value)
+    reason = label_invalid_reason(record)
+    if reason is not None:
+        raise ValueError(reason)
+    event = {name: record.get(name) for name in LABEL_COLUMNS}
+    event["reported_time"] = parse_time(record["reported_time"])
     return event
 
 

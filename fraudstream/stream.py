@@ -1121,28 +1121,40 @@ class ParquetViews:
         self.root = Path(root)
 
     def write(self, batch_id: int, result: BatchResult) -> dict[str, int]:
-        written = {}
-        name = f"batch-{batch_id:012d}.parquet"
-        tables = to_tables(result)
-        # The dates a run of this batch can write to: those of its payments and records,
-        # the same in every run of the batch (same offsets, same state).
-        dates_seen = {int(day) for _, dates in tables.values() for day in np.unique(dates)}
-        for view, (table, dates) in tables.items():
-            folder = self.root / view
-            keep = set()
-            for day in np.unique(dates).tolist():
-                part = folder / f"date={_day_name(day)}"
-                part.mkdir(parents=True, exist_ok=True)
-                staging = part / f".{name}.writing"
-                pq.write_table(table.filter(pa.array(dates == day)), staging, compression="zstd")
-                os.replace(staging, part / name)
-                keep.add(day)
-            for day in dates_seen - keep:
-                stale = folder / f"date={_day_name(day)}" / name
-                if stale.exists():
-                    stale.unlink()
-            written[view] = table.num_rows
-        return written
+        return write_batch(self.root, batch_id, to_tables(result))
+
+
+def write_batch(
+    root: Path, batch_id: int, tables: dict[str, tuple[pa.Table, np.ndarray]]
+) -> dict[str, int]:
+    """Write one micro-batch's tables as ``root/VIEW/date=D/batch-N.parquet``, idempotently.
+
+    ``tables`` maps each view to its rows and each row's day (days since the epoch).
+    Each file is written under a hidden name and renamed into place; a batch run again
+    writes the same names and removes any file of its own it no longer produces.
+    Returns the rows written per view.
+    """
+    written = {}
+    name = f"batch-{batch_id:012d}.parquet"
+    # The dates a run of this batch can write to: those of its rows, the same in every
+    # run of the batch (same offsets, same state).
+    dates_seen = {int(day) for _, dates in tables.values() for day in np.unique(dates)}
+    for view, (table, dates) in tables.items():
+        folder = Path(root) / view
+        keep = set()
+        for day in np.unique(dates).tolist():
+            part = folder / f"date={_day_name(day)}"
+            part.mkdir(parents=True, exist_ok=True)
+            staging = part / f".{name}.writing"
+            pq.write_table(table.filter(pa.array(dates == day)), staging, compression="zstd")
+            os.replace(staging, part / name)
+            keep.add(day)
+        for day in dates_seen - keep:
+            stale = folder / f"date={_day_name(day)}" / name
+            if stale.exists():
+                stale.unlink()
+        written[view] = table.num_rows
+    return written
 
 
 def count_rows(root: Path, view: str) -> int:

@@ -36,6 +36,11 @@ class TrainConfig:
 
     data: Path
     models: tuple[str, ...] = ("random_forest",)
+    #: Folder of label events; None reads ``data/labels``. The label store
+    #: (``data/lake/labels``, kept by the labels job) holds analysts' verdicts too.
+    labels: Path | None = None
+    #: Train as of this day: payments before it, and only the labels reported before it.
+    until: date | None = None
     train_start: date | None = None
     n_folds: int = 4
     train_days: int = 7
@@ -497,10 +502,16 @@ def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     events = lake.read_events(cfg.data, features.EVENT_COLUMNS).to_pandas()
-    labels = lake.read_labels(cfg.data).to_pandas()
+    labels_folder = cfg.labels or cfg.data / lake.LABELS
+    labels = lake.read_label_folder(labels_folder).to_pandas()
+    if cfg.until is not None:
+        cut = pd.Timestamp(cfg.until, tz="UTC")
+        events = events[events["event_time"] < cut].reset_index(drop=True)
+        labels = labels[labels["reported_time"] < cut].reset_index(drop=True)
     timings["read"] = time.perf_counter() - started
     log(
-        f"Read {len(events):,} payments and {len(labels):,} labels from {cfg.data} "
+        f"Read {len(events):,} payments from {cfg.data} and {len(labels):,} labels from "
+        f"{labels_folder}{f' before {cfg.until}' if cfg.until else ''} "
         f"in {timings['read']:.1f} s."
     )
 

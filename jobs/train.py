@@ -11,7 +11,8 @@ server. See ``fraudstream/training.py`` and ``fraudstream/evaluate.py``.
 
 Usage::
 
-    ./spark-submit.sh train --data DIR [--models random_forest,hgb,logistic,spark_gbt]
+    ./spark-submit.sh train --data DIR [--labels DIR] [--until YYYY-MM-DD]
+        [--models random_forest,hgb,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
         [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
@@ -66,6 +67,18 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         type=Path,
         default=config.DATA_DIR / "generated",
         help="folder with events/ and labels/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        help="folder of label events (default: DATA/labels; the label store the labels job "
+        "keeps is data/lake/labels)",
+    )
+    parser.add_argument(
+        "--until",
+        type=date.fromisoformat,
+        help="train as of this day: payments before it, labels reported before it "
+        "(default: all of DATA)",
     )
     parser.add_argument(
         "--models",
@@ -132,6 +145,8 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     columns = features.FEATURE_COLUMNS if args.features == "all" else features.HANDBOOK_FEATURES
     return training.TrainConfig(
         data=args.data,
+        labels=args.labels,
+        until=args.until,
         models=args.models,
         train_start=args.train_start,
         n_folds=args.folds,
@@ -158,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             "written by ./spark-submit.sh generate or import.",
             file=sys.stderr,
         )
+        return 2
+    if cfg.labels is not None and not cfg.labels.is_dir():
+        print(f"train: No label folder at {cfg.labels}.", file=sys.stderr)
         return 2
     try:
         report = training.run(cfg)

@@ -175,6 +175,21 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
     assert "Registered fraudstream version 1" in training.summary(report, 5)
 
 
+def test_train_job_until_trains_as_of_a_day(small_data, mlflow_store, tmp_path, capsys):
+    """``--until``: payments before the day, labels reported before it; the folds end there."""
+    report_path = tmp_path / "report.json"
+    args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+    args += ["--until", "2018-06-01", "--no-register", "--report", str(report_path)]
+    assert train_job.main(args) == 0
+    saved = json.loads(report_path.read_text())
+    assert [f["name"] for f in saved["test_folds"]] == ["test 2018-05-25..2018-05-31"]
+    labels = lake.read_labels(small_data).to_pandas()
+    known = int((labels["reported_time"] < pd.Timestamp("2018-06-01", tz="UTC")).sum())
+    assert f"{known:,} labels from {small_data / 'labels'} before 2018-06-01" in (
+        capsys.readouterr().out
+    )
+
+
 def test_train_job_on_missing_data_is_one_sentence(tmp_path, capsys):
     assert train_job.main(["--data", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -1,0 +1,96 @@
+"""The label store: every label event of ``fraud-labels``, in Parquet, for training.
+
+Chargebacks, analyst verdicts from the dashboard and the simulator's labels all arrive
+on ``fraud-labels``. The labels job (``./spark-submit.sh labels``) appends each to
+``OUT/labels/date=D/batch-N.parquet`` (``D`` the reported date) in the label contract's
+schema, which is the layout ``lake.read_labels(OUT)`` and the training job
+(``--labels OUT/labels``) read. Invalid label records go to ``OUT/label_dead_letters``
+with their reason and raw bytes. Each micro-batch writes the same file names when it
+runs again after a crash, so the store holds each record once.
+
+The scoring job does not read the store: its merchant-risk state reads the same topic
+directly, as of each micro-batch, so both see the same labels.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fraudstream import schemas, stream
+from fraudstream.features import DAY_MS
+
+LABELS = "labels"
+LABEL_DEAD_LETTERS = "label_dead_letters"
+VIEWS = (LABELS, LABEL_DEAD_LETTERS)
+
+
+def split(
+    records: pd.DataFrame, now_ms: int | None = None
+) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Valid label events and dead letters of one micro-batch, each with its rows' days.
+
+    ``records`` has Kafka's columns: ``key, value, topic, partition, offset, timestamp_ms``.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    valid, dead = [], []
+    for record in records.itertuples(index=False):
+        try:
+            valid.append(schemas.decode_label(record.value or b""))
+        except ValueError as error:
+            dead.append((record, str(error)))
+    labels = pa.Table.from_pylist(valid, schema=schemas.LABEL_ARROW_SCHEMA)
+    dead_letters = pa.table(
+        {
+            "topic": pa.array([r.topic for r, _ in dead], pa.string()),
+            "partition": pa.array([r.partition for r, _ in dead], pa.int32()),
+            "offset": pa.array([r.offset for r, _ in dead], pa.int64()),
+            "kafka_timestamp": pa.array([r.timestamp_ms for r, _ in dead], pa.int64()).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
+            "key": pa.array([r.key for r, _ in dead], pa.binary()),
+            "value": pa.array([r.value for r, _ in dead], pa.binary()),
+            "reason": pa.array([reason for _, reason in dead], pa.string()),
+            "dead_lettered_time": pa.array([now_ms] * len(dead), pa.int64()).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
+        },
+        schema=schemas.DEAD_LETTER_ARROW_SCHEMA,
+    )
+    days = pa.compute.cast(labels["reported_time"], pa.int64()).to_numpy() // DAY_MS
+    dead_days = np.array([r.timestamp_ms for r, _ in dead], dtype=np.int64) // DAY_MS
+    return {LABELS: (labels, days), LABEL_DEAD_LETTERS: (dead_letters, dead_days)}
+
+
+class LabelStore:
+    """The ``foreachBatch`` function of the labels job: one micro-batch into the store."""
+
+    def __init__(self, root: Path, log=print):
+        self.root = Path(root)
+        self.log = log
+
+    def __call__(self, batch_df, batch_id: int) -> None:
+        from pyspark.sql import functions as F  # noqa: N812
+
+        records = batch_df.select(
+            "key",
+            "value",
+            "topic",
+            "partition",
+            "offset",
+            F.unix_millis("timestamp").alias("timestamp_ms"),
+        ).toPandas()
+        self.write(records, batch_id)
+
+    def write(self, records: pd.DataFrame, batch_id: int) -> dict[str, int]:
+        tables = split(records)
+        written = stream.write_batch(self.root, batch_id, tables)
+        self.log(
+            f"batch {batch_id}: {len(records):,} records -> {written[LABELS]:,} labels, "
+            f"{written[LABEL_DEAD_LETTERS]:,} dead letters"
+        )
+        return written

@@ -1,0 +1,117 @@
+"""Append label events from Kafka to the label store, which training reads.
+
+One Structured Streaming query: Spark's Kafka source on ``fraud-labels`` (chargebacks,
+analyst verdicts, simulated labels), each micro-batch validated against the label
+contract and appended to ``OUT/labels/date=D/`` (by reported date; the layout
+``./spark-submit.sh train --labels OUT/labels`` reads). Invalid records go to
+``OUT/label_dead_letters`` with their reason. Exactly once in Parquet across restarts;
+progress lives in ``CHECKPOINT/labels``. SIGTERM or Ctrl-C stops between micro-batches.
+
+Usage::
+
+    ./spark-submit.sh labels [--brokers HOST:PORT] [--labels-topic fraud-labels]
+        [--out data/lake] [--checkpoint data/checkpoints] [--available-now]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraudstream import config, kafka_io, label_store, stream
+from fraudstream.spark import get_session
+
+QUERY_NAME = "fraudstream-labels"
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    bootstrap_servers: str
+    out: Path
+    checkpoint: Path
+    labels_topic: str = config.TOPIC_LABELS
+    available_now: bool = False
+    trigger_interval: str = "5 seconds"
+
+
+def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print) -> None:
+    """Run the query until it ends (``available_now``) or ``stop`` is set."""
+    records = kafka_io.read_stream(
+        spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
+    )
+    writer = (
+        records.writeStream.foreachBatch(label_store.LabelStore(cfg.out, log=log))
+        .option("checkpointLocation", str(cfg.checkpoint / "labels"))
+        .queryName(QUERY_NAME)
+    )
+    if cfg.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=cfg.trigger_interval)
+    query = writer.start()
+    stop = stop or threading.Event()
+    while query.isActive and not stop.is_set():
+        query.awaitTermination(0.5)
+    if query.isActive:
+        query.stop()
+        log("stopped; restart on the same --checkpoint to resume")
+    error = query.exception()
+    if error is not None:
+        raise error
+
+
+def parse_args(argv: list[str]) -> LabelsConfig:
+    parser = argparse.ArgumentParser(
+        prog="./spark-submit.sh labels",
+        description="Append label events from Kafka to the label store (Parquet).",
+    )
+    parser.add_argument(
+        "--brokers",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the local broker)",
+    )
+    parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
+    parser.add_argument(
+        "--out", type=Path, default=config.LAKE_DIR, help="output root (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=config.CHECKPOINT_DIR,
+        help="checkpoint root; the query's is CHECKPOINT/labels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="store what the topic holds now, then stop"
+    )
+    args = parser.parse_args(argv)
+    return LabelsConfig(
+        bootstrap_servers=config.bootstrap_servers(args.brokers),
+        out=args.out.resolve(),
+        checkpoint=args.checkpoint.resolve(),
+        labels_topic=args.labels_topic,
+        available_now=args.available_now,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        kafka_io.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
+    except kafka_io.KafkaSetupError as error:
+        print(f"labels: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    spark = get_session("fraudstream-labels")
+    run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
+    stored = stream.count_rows(cfg.out, label_store.LABELS)
+    print(f"{cfg.out / label_store.LABELS}: {stored:,} label events")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
