@@ -50,7 +50,7 @@ def payments_from_parquet(data: Path, limit: int | None = None) -> list[dict]:
 
 
 def generate_payments(
-    count: int, seed: int = 0, start: datetime | None = None, cards: int = 5
+    count: int, seed: int | None = None, start: datetime | None = None, cards: int = 5
 ) -> list[dict]:
     """Make ``count`` valid card payments, a few seconds apart, over a handful of cards.
 
@@ -58,8 +58,9 @@ def generate_payments(
     ----------
     count : int
         How many payments.
-    seed : int
-        Seed of the random choices; the same seed gives the same payments.
+    seed : int, optional
+        Seed of the random choices: the same seed gives the same payments (and the
+        same transaction ids, which the database accepts once). Default: fresh ones.
     start : datetime, optional
         Time of the first payment (default: now, in UTC).
     cards : int
@@ -73,7 +74,7 @@ def generate_payments(
     rng = random.Random(seed)
     start = start or datetime.now(UTC)
     start = start.replace(microsecond=start.microsecond // 1000 * 1000)
-    prefix = f"{seed:x}{rng.getrandbits(32):08x}"
+    prefix = f"{rng.getrandbits(40):010x}"
     payments = []
     event_time = start
     for index in range(count):
