@@ -188,6 +188,13 @@ def _init_cluster(postgres: LocalPostgres, programs: Path) -> None:
     postgres.home.chmod(0o755)
     _give_to_server_user(postgres.data_dir, postgres.log_file.parent, postgres.socket_dir)
     postgres.data_dir.chmod(0o700)
+    reachable = subprocess.run(_as_server_user(["test", "-w", str(postgres.data_dir)]))
+    if reachable.returncode != 0:
+        shutil.rmtree(postgres.data_dir, ignore_errors=True)
+        raise PostgresError(
+            f"The {SERVER_USER} user cannot reach {postgres.data_dir} (a folder above it is "
+            "private): choose a --home it can reach, e.g. under /tmp or /srv."
+        )
     result = subprocess.run(
         _as_server_user(
             [
