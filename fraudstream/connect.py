@@ -153,6 +153,9 @@ def connector_properties(connect: LocalConnect) -> dict[str, str]:
         # Payments booked before the first start are read once, then the commit log.
         "snapshot.mode": "initial",
         "decimal.handling.mode": "double",
+        # Debezium waits this long for changes when its queue is empty (default 500 ms):
+        # the main part of the capture latency of a quiet database.
+        "poll.interval.ms": "100",
         "transforms": "unwrap,fields,version,version_type,key,key_field,route",
         "transforms.unwrap.type": "io.debezium.transforms.ExtractNewRecordState",
         "transforms.unwrap.delete.tombstone.handling.mode": "drop",
