@@ -171,14 +171,17 @@ def connector_properties(connect: LocalConnect) -> dict[str, str]:
         "transforms.key_field.type": "org.apache.kafka.connect.transforms.ExtractField$Key",
         "transforms.key_field.field": "card_id",
         "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
-        "transforms.route.regex": ".*",
+        # Only the payments table's topic: anything else Debezium may emit (heartbeats,
+        # if enabled) must not land on the payments topic.
+        "transforms.route.regex": r"bank\.public\.card_payments",
         "transforms.route.replacement": connect.topic,
     }
 
 
 def _write_properties(path: Path, properties: dict[str, str]) -> None:
-    # Properties files treat backslash as an escape: "$" in class names needs none.
-    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    # Java properties files read a backslash as an escape: double it (regexes have some).
+    lines = (f"{key}={value.replace(chr(92), chr(92) * 2)}\n" for key, value in properties.items())
+    path.write_text("".join(lines))
 
 
 def _write_config(connect: LocalConnect) -> None:

@@ -113,6 +113,8 @@ def _started(worker) -> float:
 
 
 def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, bank_db):
+    import psycopg
+
     payments = bank.generate_payments(22, seed=6, start=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     # Edge cases of the mapping: a whole second (".000Z"), a whole amount, no coordinates.
     payments[0]["event_time"] = payments[0]["event_time"].replace(microsecond=0)
@@ -120,8 +122,9 @@ def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, 
     payments[2]["lat"] = payments[2]["lon"] = None
     committed, rolled_back = payments[:18], payments[18:]
 
-    _started(capture)
+    # Booked before the connector's first start: read by its initial snapshot.
     bank.book_payments(bank_db, committed[0:3])
+    _started(capture)
     bank.book_payments(bank_db, committed[3:6])
     assert bank.book_payments(bank_db, rolled_back, commit=False) == 0
     bank.book_payments(bank_db, committed[6:10])
@@ -129,6 +132,12 @@ def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, 
     bank.book_payments(bank_db, committed[10:15])
     _started(capture)
     bank.book_payments(bank_db, committed[15:18])
+    # A correction in the bank's table is not a new payment: it must not be published.
+    with psycopg.connect(bank_db.conninfo(local_postgres.SUPERUSER)) as connection:
+        connection.execute(
+            "UPDATE card_payments SET amount = amount + 1 WHERE transaction_id = %s",
+            (committed[4]["transaction_id"],),
+        )
 
     records = _consume(capture.bootstrap_servers, capture.topic, expected=len(committed))
 
