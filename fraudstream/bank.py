@@ -144,3 +144,22 @@ def book_payments(postgres: LocalPostgres, payments: list[dict], commit: bool = 
             return len(payments)
         connection.rollback()
         return 0
+
+
+def unbooked(postgres: LocalPostgres, payments: list[dict]) -> list[dict]:
+    """Return the payments whose ``transaction_id`` the bank database does not hold yet.
+
+    Booking a folder's payments again then continues after the ones already booked,
+    instead of failing on the first duplicate transaction id.
+    """
+    import psycopg
+
+    with psycopg.connect(postgres.conninfo(APP_ROLE)) as connection:
+        booked = {
+            row[0]
+            for row in connection.execute(
+                "SELECT transaction_id FROM card_payments WHERE transaction_id = ANY(%s)",
+                ([p["transaction_id"] for p in payments],),
+            )
+        }
+    return [p for p in payments if p["transaction_id"] not in booked]

@@ -57,22 +57,24 @@ def _postgres_status(args: argparse.Namespace) -> int:
 
 
 def _bank_book(args: argparse.Namespace) -> int:
+    import psycopg
+
     from fraudstream import bank
 
     postgres = local_postgres.LocalPostgres(port=args.port)
-    if args.data:
-        if not (Path(args.data) / "events").is_dir():
-            raise local_postgres.PostgresError(f"No events folder at {Path(args.data) / 'events'}.")
-        payments = bank.payments_from_parquet(Path(args.data), limit=args.limit)
-    else:
-        payments = bank.generate_payments(args.limit, seed=args.seed)
+    if args.data and not (Path(args.data) / "events").is_dir():
+        raise local_postgres.PostgresError(f"No events folder at {Path(args.data) / 'events'}.")
     if not local_postgres.port_in_use(postgres.host, postgres.port):
         raise local_postgres.PostgresError(
             f"No PostgreSQL answers on {postgres.host}:{postgres.port}: "
             "run fraudstream postgres start first."
         )
-    import psycopg
-
+    if args.data:
+        # The next payments of the folder: a second run continues after the first.
+        payments = bank.unbooked(postgres, bank.payments_from_parquet(Path(args.data)))
+        payments = payments[: args.limit]
+    else:
+        payments = bank.generate_payments(args.limit, seed=args.seed)
     booked = 0
     try:
         for first in range(0, len(payments), args.batch_size):
@@ -159,7 +161,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "book",
         help="book card payments in the bank database",
         description="Insert card payments into the bank database, in transactions of "
-        "--batch-size payments: generated ones, or the first --limit of a Parquet folder.",
+        "--batch-size payments: generated ones, or the next --limit of a Parquet folder "
+        "(oldest first, skipping those already booked).",
     )
     book.set_defaults(handler=_bank_book)
     book.add_argument("--limit", type=int, default=100, help="how many payments (default: 100)")

@@ -176,6 +176,12 @@ def test_book_payments_rolled_back_leaves_no_row(bank_db):
     assert [row[0] for row in booked] == sorted(p["transaction_id"] for p in payments[:2])
 
 
+def test_unbooked_skips_the_payments_already_booked(bank_db):
+    payments = bank.generate_payments(5, seed=8)
+    bank.book_payments(bank_db, [payments[1], payments[3]])
+    assert bank.unbooked(bank_db, payments) == [payments[0], payments[2], payments[4]]
+
+
 def _one_sentence_exit(argv: list[str], capsys) -> str:
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
