@@ -49,7 +49,7 @@ DEBIAN_LIB_DIR = Path("/usr/lib/postgresql")
 #: numbers. A payment carries, as booked, every field of the payment contract
 #: (``fraudstream.schemas``) except ``schema_version``, in the contract's order, so
 #: that its captured row maps onto the contract without renaming: ``event_time``
-#: keeps milliseconds, the contract's precision.
+#: keeps milliseconds, the contract's precision. ``booked_at`` is the bank's own.
 BANK_SCHEMA_SQL = f"""
 CREATE TABLE IF NOT EXISTS cards (
     card_id     text PRIMARY KEY,
@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS card_payments (
     channel           text CHECK (channel IN ('pos', 'ecom', 'atm')),
     lat               double precision CHECK (lat BETWEEN -90 AND 90),
     lon               double precision CHECK (lon BETWEEN -180 AND 180),
-    country           text
+    country           text,
+    -- The ledger's own bookkeeping, not part of the payment contract: not published.
+    booked_at         timestamptz(3) NOT NULL DEFAULT now()
 );
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
