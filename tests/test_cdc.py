@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -22,8 +23,6 @@ import pytest
 from fraudstream import bank, cli, schemas
 from fraudstream import connect as local_connect
 from fraudstream import postgres as local_postgres
-
-pytestmark = pytest.mark.kafka
 
 #: How long to wait for the expected payments, and then for any unexpected extra one.
 DELIVERY_TIMEOUT_S = 30.0
@@ -112,6 +111,7 @@ def _started(worker) -> float:
     return seconds
 
 
+@pytest.mark.kafka
 def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, bank_db):
     import psycopg
 
@@ -211,6 +211,7 @@ def test_postgres_start_without_install_exits_with_one_sentence(tmp_path, capsys
     assert "PostgreSQL is not installed" in err
 
 
+@pytest.mark.kafka
 def test_connect_start_busy_rest_port_exits_with_one_sentence(
     postgres_cluster, kafka_bootstrap, fresh_topic, tmp_path, capsys
 ):
@@ -236,3 +237,38 @@ def test_connect_start_busy_rest_port_exits_with_one_sentence(
             capsys,
         )
     assert f"Port {port} on 127.0.0.1 is already in use" in err
+
+
+def test_postgres_start_twice_is_harmless_and_stop_stops_only_its_own(capsys):
+    home = Path(tempfile.mkdtemp(prefix="fraudstream-pg-"))
+    args = ["--home", str(home), "--port", str(_free_port())]
+    try:
+        assert cli.main(["postgres", "start", *args]) == 0
+        pid = local_postgres.running_pid(local_postgres.LocalPostgres(home=home))
+        assert "PostgreSQL started on 127.0.0.1:" in capsys.readouterr().out
+        assert cli.main(["postgres", "start", *args]) == 0
+        assert f"already running on 127.0.0.1:{args[-1]} (pid {pid}," in capsys.readouterr().out
+        assert cli.main(["postgres", "status", *args]) == 0
+    finally:
+        assert cli.main(["postgres", "stop", *args]) == 0
+        shutil.rmtree(home, ignore_errors=True)
+    assert capsys.readouterr().out.splitlines()[-1] == f"PostgreSQL stopped (pid {pid})."
+    assert not local_postgres.port_in_use("127.0.0.1", int(args[-1]))
+    assert cli.main(["postgres", "status", *args]) == 1
+
+
+def test_stop_ignores_pid_files_of_another_program(tmp_path, capsys):
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "connect").mkdir()
+        (tmp_path / "connect" / "connect.pid").write_text(f"{other.pid}\n")
+        (tmp_path / "pg" / "data").mkdir(parents=True)
+        (tmp_path / "pg" / "data" / "postmaster.pid").write_text(f"{other.pid}\n")
+        assert cli.main(["connect", "stop", "--home", str(tmp_path / "connect")]) == 0
+        assert cli.main(["postgres", "stop", "--home", str(tmp_path / "pg")]) == 0
+        out = capsys.readouterr().out
+        assert "No Kafka Connect started from" in out
+        assert "No PostgreSQL of" in out
+        assert other.poll() is None, "stop signalled a process that is not its server"
+    finally:
+        other.kill()
