@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kafka.partitioner.default import murmur2
 
 from fraudstream import bank, cli, schemas
 from fraudstream import connect as local_connect
@@ -77,8 +78,11 @@ def capture(bank_db, kafka_bootstrap, fresh_topic, tmp_path):
     local_connect.stop(worker)
 
 
-def _consume(bootstrap: str, topic: str, expected: int) -> list:
-    """Read ``topic`` from the start until ``expected`` records and a quiet period."""
+def _consume(bootstrap: str, topic: str, expected: int) -> tuple[list, int]:
+    """Read ``topic`` from the start until ``expected`` records and a quiet period.
+
+    Returns the records and the topic's partition count.
+    """
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
@@ -98,9 +102,10 @@ def _consume(bootstrap: str, topic: str, expected: int) -> list:
                 quiet_until = time.monotonic() + QUIET_PERIOD_S
             if quiet_until is not None and time.monotonic() >= quiet_until:
                 break
+        partitions = len(consumer.partitions_for_topic(topic))
     finally:
         consumer.close()
-    return records
+    return records, partitions
 
 
 def _started(worker) -> float:
@@ -139,7 +144,7 @@ def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, 
             (committed[4]["transaction_id"],),
         )
 
-    records = _consume(capture.bootstrap_servers, capture.topic, expected=len(committed))
+    records, partitions = _consume(capture.bootstrap_servers, capture.topic, len(committed))
 
     published = [record.value for record in records]
     assert sorted(json.loads(value)["transaction_id"] for value in published) == sorted(
@@ -149,6 +154,9 @@ def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, 
     for record in records:
         event = schemas.decode_payment(record.value)
         assert record.key == event["card_id"].encode("utf-8")
+        # The partition the project's Python producers pick for the card (Java's murmur2):
+        # a card's payments from the bank and from a replay share one partition.
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % partitions
         # The whole value, field for field and type for type, as the contract encodes it.
         assert json.loads(record.value) == json.loads(
             schemas.encode_payment(expected_by_id[event["transaction_id"]])
