@@ -10,6 +10,9 @@ what is not a Spark job::
     fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
     fraudstream model promote --version N --data DIR   # the promotion gate, on its own
+    fraudstream postgres start|stop|status    # the bank database (CDC source)
+    fraudstream bank book --limit N [--rollback]   # book card payments in the bank database
+    fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import date
 from pathlib import Path
 
 from fraudstream import broker as local_broker
-from fraudstream import config
+from fraudstream import cdc_cli, config
 from fraudstream.kafka_io import KafkaSetupError
 
 
@@ -321,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for action in (status, promote):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
+    cdc_cli.add_commands(commands)
     return parser
 
 
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (local_broker.BrokerError, CommandError, KafkaSetupError) as error:
+    except (local_broker.BrokerError, CommandError, KafkaSetupError, *cdc_cli.ERRORS) as error:
         print(f"fraudstream: {error}", file=sys.stderr)
         return 2
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything fraudstream needs on a fresh machine, idempotently:
-#   1. Java 17 and Maven (Debian packages) if they are missing;
+#   1. Java 17, Maven and PostgreSQL (Debian packages) if they are missing;
 #   2. a virtual environment in .venv with the pinned Python packages (requirements.lock)
 #      and fraudstream itself, editable, with its development tools;
-#   3. the JVM jars (Spark's Kafka connector, the Kafka broker) from Maven Central.
+#   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium)
+#      from Maven Central.
 # A second run only checks, and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +12,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# Debian's initdb is not on PATH: look where the package puts each version's programs.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup: please install ${need_apt[*]} (Java 17 and Maven); this script installs them only as root on Debian." >&2
+    echo "setup: please install ${need_apt[*]} (Java 17, Maven, PostgreSQL); this script installs them only as root on Debian." >&2
     exit 2
   fi
   echo "setup: installing ${need_apt[*]} ..."
