@@ -523,5 +523,8 @@ def serve(settings: Settings) -> None:
     log.info("Dashboard on http://%s:%d/", settings.host, settings.port)
     try:
         web.run()
+    except KeyboardInterrupt:
+        # uvicorn stops gracefully on Ctrl-C, then raises it again for the caller: done.
+        pass
     finally:
         dashboard.stop()

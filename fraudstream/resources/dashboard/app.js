@@ -41,7 +41,7 @@ function alertRow(a) {
   merchant.append(el("div", a.merchant_category || "no category", "muted"));
   tr.append(merchant);
   const score = el("td", null, "num");
-  score.append(el("span", a.score.toFixed(2), "score"), el("div", "≥ " + a.threshold.toFixed(2), "muted"));
+  score.append(el("span", a.score.toFixed(2), "score"), el("div", "thr " + a.threshold.toFixed(2), "muted"));
   tr.append(score, el("td", a.model_name + " v" + a.model_version));
   const why = el("td", a.reasons[0] || "no reason given", "why");
   if (a.reasons.length > 1) why.append(el("span", " · +" + (a.reasons.length - 1) + " more", "more"));
