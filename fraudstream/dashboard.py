@@ -40,6 +40,8 @@ PAGE_SIZE = 100
 TRAIL_POINTS = 50
 #: Days of card-location history read for a trail, before the alert's day.
 TRAIL_DAYS = 30
+#: How long a verdict waits for the labels topic before the page is told it failed.
+VERDICT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class AlertReader(threading.Thread):
             self.settings.bootstrap_servers,
             dict(self.settings.client_properties),
             group_id=self.settings.group,
+            # Try a restarted broker again within seconds, not the client's 30 s.
+            reconnect_backoff_max_ms=2000,
         )
         try:
             parts = alert_feed.partitions_of(consumer, self.settings.alerts_topic)
@@ -319,7 +323,6 @@ class Dashboard:
         self._producer_lock = threading.Lock()
         self.app = self._build_app()
 
-    # The producer is made on first use: a dashboard nobody clicks on needs none.
     def producer(self):
         from fraudstream import kafka_io
 
@@ -328,13 +331,26 @@ class Dashboard:
                 self._producer = kafka_io.producer(
                     self.settings.bootstrap_servers,
                     dict(self.settings.client_properties),
+                    # A verdict the page reports as not sent must not arrive later: the
+                    # record expires (delivery timeout) before the page is told.
                     max_block_ms=5000,
+                    request_timeout_ms=5000,
+                    delivery_timeout_ms=VERDICT_TIMEOUT_S * 1000 - 2000,
                     linger_ms=0,
+                    reconnect_backoff_max_ms=2000,
                 )
             return self._producer
 
     def start(self) -> None:
+        from kafka.errors import KafkaError
+
         self.reader.start()
+        try:
+            # Connected now, while the broker is known to be there, so that a verdict
+            # sent while it is away fails in seconds instead of hanging on first use.
+            self.producer()
+        except KafkaError as error:
+            log.warning("No producer for verdicts yet (%s).", type(error).__name__)
 
     def stop(self) -> None:
         """End the open streams, stop the reader (it commits) and the producer."""
@@ -365,7 +381,7 @@ class Dashboard:
             key=alert["card_id"].encode("utf-8"),
             value=schemas.encode_label(event),
         )
-        metadata = future.get(timeout=10)
+        metadata = future.get(timeout=VERDICT_TIMEOUT_S)
         self.window.set_verdict(alert_id, label)
         self.hub.publish(("verdict", {"alert_id": alert_id, "label": label}))
         log.info(

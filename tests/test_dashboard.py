@@ -509,6 +509,52 @@ def test_service_restart_resumes_from_committed_offsets_and_refills_the_page(
         stop(service)
 
 
+def test_dashboard_outlives_a_broker_restart(tmp_path, page):
+    from playwright.sync_api import expect
+
+    # A broker of this test's own: the shared one must never be stopped.
+    ports = [free_port(), free_port()]
+    broker = local_broker.LocalBroker(
+        home=tmp_path / "kafka", port=ports[0], controller_port=ports[1]
+    )
+    local_broker.start(broker)
+    try:
+        servers = broker.bootstrap_servers
+        topics = {"alerts": "fraud-alerts", "labels": "fraud-labels"}
+        local_broker.create_topics(servers, {t: {} for t in topics.values()}, partitions=3)
+        settings = settings_for(servers, topics, tmp_path / "lake")
+        before, after = make_alert(1, card_id="card_before"), make_alert(2, card_id="card_after")
+        with running(settings):
+            open_live(page, settings)
+            publish(servers, topics["alerts"], [before])
+            expect(rows(page)).to_have_count(1, timeout=5000)
+            rows(page).nth(0).click()
+            page.locator("#mark-fraud").click()
+            expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.")
+
+            local_broker.stop(broker)
+            # The page keeps what it has; a verdict now says it was not sent, and is not
+            # delivered behind the analyst's back once the broker is back.
+            page.locator("#mark-genuine").click()
+            expect(page.locator("#verdict-status")).to_contain_text("Not sent:", timeout=20_000)
+            expect(rows(page)).to_have_count(1)
+
+            local_broker.start(broker)
+            publish(servers, topics["alerts"], [after])
+            expect(rows(page)).to_have_count(2, timeout=30_000)
+            expect(rows(page).nth(0)).to_have_attribute("data-alert-id", after["alert_id"])
+            rows(page).nth(0).click()
+            page.locator("#mark-fraud").click()
+            expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.", timeout=20_000)
+        labels = [json.loads(r.value) for r in read_topic(servers, topics["labels"])]
+        assert sorted((x["card_id"], x["label"]) for x in labels) == [
+            ("card_after", "fraud"),
+            ("card_before", "fraud"),
+        ]
+    finally:
+        local_broker.stop(broker)
+
+
 def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
     missing = subprocess.run(
         [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path / "no")],
@@ -562,7 +608,6 @@ def test_alerts_tail_prints_each_alert_once_as_a_line_or_json(kafka_bootstrap, t
         "score 0.93  5,840 km/h travel from the card's previous card-present payment (+0.41)"
         for n in range(3)
     ]
-
 
 
 def test_alerts_tail_json_and_ctrl_c(kafka_bootstrap, topics):
