@@ -153,6 +153,10 @@ def _dashboard(args: argparse.Namespace) -> int:
             f"No lake folder at {lake}: give --lake the output root of the score job "
             "(it reads card locations from LAKE/card_locations)."
         )
+    if args.window < dashboard.PAGE_SIZE or args.refill < 0:
+        raise CommandError(
+            f"--window must be at least {dashboard.PAGE_SIZE} and --refill at least 0."
+        )
     if local_broker.port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)

@@ -567,6 +567,17 @@ def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
         f"fraudstream: No lake folder at {tmp_path / 'no'}: give --lake the output root of the "
         "score job (it reads card locations from LAKE/card_locations)."
     )
+    small = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path)]
+        + ["--window", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert small.returncode == 2
+    assert small.stderr.strip() == (
+        "fraudstream: --window must be at least 100 and --refill at least 0."
+    )
     unreachable = subprocess.run(
         [
             sys.executable,
