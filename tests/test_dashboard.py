@@ -148,6 +148,42 @@ def get_json(address: str) -> dict:
         return json.loads(response.read())
 
 
+def test_alert_window_keeps_the_newest_and_drops_late_repeats():
+    from fraudstream.alert_feed import AlertWindow, parse_alert
+
+    window = AlertWindow(capacity=3)
+    alerts = [parse_alert(schemas.encode_alert(make_alert(n))) for n in range(5)]
+    # Arrival (Kafka timestamp) order, not publication order, decides what is newest.
+    for n in (0, 1, 4, 2, 3):
+        window.add(alerts[n], timestamp_ms=1000 + n, partition=0, offset=n)
+    assert [a["alert_id"] for a in window.newest(10)] == [alerts[n]["alert_id"] for n in (4, 3, 2)]
+    # A repeat of an alert that already left the window is still a repeat.
+    assert window.add(alerts[0], timestamp_ms=2000, partition=1, offset=9) is None
+    assert window.stats(now_ms=2000)["duplicates"] == 1
+    assert len(window) == 3
+
+
+def test_parse_alert_says_why_a_record_is_not_an_alert():
+    from fraudstream.alert_feed import MalformedAlertError, parse_alert
+
+    good = json.loads(schemas.encode_alert(make_alert(1)))
+    assert parse_alert(json.dumps(good).encode())["event_time"] == "2026-03-14T09:01:00.000Z"
+    cases = {
+        b"\xff": "not UTF-8 JSON",
+        b"[]": "not a JSON object",
+        json.dumps({**good, "card_id": None}).encode(): "missing or non-text card_id",
+        json.dumps({**good, "score": "high"}).encode(): "missing or non-numeric score",
+        json.dumps({**good, "reasons": "fast"}).encode(): "reasons is not a list of text",
+        json.dumps({**good, "event_time": "yesterday"}).encode(): (
+            "event_time is not an ISO-8601 timestamp"
+        ),
+    }
+    for value, reason in cases.items():
+        with pytest.raises(MalformedAlertError) as raised:
+            parse_alert(value)
+        assert str(raised.value) == reason
+
+
 # --- the browser --------------------------------------------------------------------------
 
 
