@@ -272,6 +272,12 @@ def test_dashboard_shows_a_repeated_alert_once(kafka_bootstrap, topics, tmp_path
         expect(rows(page)).to_have_count(2)
         expect(page.locator("#duplicates")).to_have_text("2")
 
+        # The page drops repeats too: one can come in both the snapshot a (re)connecting
+        # page gets and the push that follows it.
+        shown = get_json(url(settings, "/api/alerts"))["alerts"][0]
+        page.evaluate("(alert) => addAlerts([alert, alert], true)", shown)
+        expect(rows(page)).to_have_count(2)
+
 
 def write_card_locations(lake: Path, rows_: list[dict]) -> None:
     """A card_locations view in the score job's layout: LAKE/card_locations/date=D/batch-N."""
