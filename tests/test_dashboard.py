@@ -471,7 +471,11 @@ def wait_for_window(settings, size: int, timeout: float = 30) -> dict:
 
 def stop(process) -> tuple[str, str]:
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
     assert process.returncode == 0, err
     return out, err
 
@@ -680,7 +684,11 @@ def test_alerts_tail_json_and_ctrl_c(kafka_bootstrap, topics):
         received = [json.loads(tail.stdout.readline()) for _ in alerts]
     finally:
         tail.send_signal(signal.SIGINT)
-        out, err = tail.communicate(timeout=30)
+        try:
+            out, err = tail.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            raise
     assert tail.returncode == 0
     assert "Traceback" not in err
     assert out == ""
