@@ -13,6 +13,8 @@ what is not a Spark job::
     fraudstream postgres start|stop|status    # the bank database (CDC source)
     fraudstream bank book --limit N [--rollback]   # book card payments in the bank database
     fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
+    fraudstream dashboard                     # the alert topic on a live web page
+    fraudstream alerts tail                   # the alert topic in the terminal
 """
 
 from __future__ import annotations
@@ -206,6 +208,68 @@ def _model_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import logging
+
+    from fraudstream import dashboard, kafka_io
+
+    lake = Path(args.lake)
+    if not lake.is_dir():
+        raise CommandError(
+            f"No lake folder at {lake}: give --lake the output root of the score job "
+            "(it reads card locations from LAKE/card_locations)."
+        )
+    if args.window < dashboard.PAGE_SIZE or args.refill < 0:
+        raise CommandError(
+            f"--window must be at least {dashboard.PAGE_SIZE} and --refill at least 0."
+        )
+    if local_broker.port_in_use(args.host, args.port):
+        raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
+    servers = config.bootstrap_servers(args.brokers)
+    kafka_io.require_topics(servers, [args.topic, args.labels_topic])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # kafka-python logs every failed reconnect; while a broker restarts that is noise.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    settings = dashboard.Settings(
+        bootstrap_servers=servers,
+        alerts_topic=args.topic,
+        labels_topic=args.labels_topic,
+        lake=lake,
+        group=args.group,
+        host=args.host,
+        port=args.port,
+        window=args.window,
+        refill_per_partition=args.refill,
+    )
+    print(f"Dashboard on http://{args.host}:{args.port}/ (alerts from {args.topic} on {servers}).")
+    sys.stdout.flush()
+    dashboard.serve(settings)
+    return 0
+
+
+def _alerts_tail(args: argparse.Namespace) -> int:
+    import json
+
+    from fraudstream import alert_feed, kafka_io
+
+    servers = config.bootstrap_servers(args.brokers)
+    kafka_io.require_topics(servers, [args.topic])
+    feed = alert_feed.tail(
+        servers,
+        args.topic,
+        from_beginning=args.from_beginning,
+        max_alerts=args.max,
+        on_skip=lambda line: print(line, file=sys.stderr),
+    )
+    try:
+        for alert in feed:
+            print(json.dumps(alert) if args.json else alert_feed.format_line(alert), flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        # Ctrl-C is how a tail ends; a closed pipe (| head) means nobody reads on.
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraudstream",
@@ -325,6 +389,54 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (status, promote):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
+
+    brokers_help = "bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
+    board = commands.add_parser(
+        "dashboard",
+        help="serve the ops dashboard: live alerts, card trails, analyst verdicts",
+        description="Serve a web page of the alert topic: alerts as they arrive, counters, "
+        "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic.",
+    )
+    board.set_defaults(handler=_dashboard)
+    board.add_argument("--brokers", help=brokers_help)
+    board.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
+    board.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
+    board.add_argument(
+        "--group", default="fraudstream-dashboard", help="consumer group (default: %(default)s)"
+    )
+    board.add_argument(
+        "--lake",
+        default=str(config.LAKE_DIR),
+        help="output root of the score job, for card locations (default: %(default)s)",
+    )
+    board.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
+    board.add_argument("--port", type=int, default=8050, help="port (default: %(default)s)")
+    board.add_argument(
+        "--window", type=int, default=5000, help="alerts kept in memory (default: %(default)s)"
+    )
+    board.add_argument(
+        "--refill",
+        type=int,
+        default=500,
+        help="alerts read back from each partition at start (default: %(default)s)",
+    )
+
+    alerts = commands.add_parser("alerts", help="the alert topic in the terminal")
+    alerts_actions = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = alerts_actions.add_parser(
+        "tail",
+        help="print alerts as they arrive, one line each",
+        description="Print alerts as they arrive (time, card token, amount, merchant, score, "
+        "top reason), each once. Ctrl-C ends it.",
+    )
+    tail.set_defaults(handler=_alerts_tail)
+    tail.add_argument("--brokers", help=brokers_help)
+    tail.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="start at the oldest alert, not the newest"
+    )
+    tail.add_argument("--max", type=int, metavar="N", help="stop after N alerts")
     return parser
 
 

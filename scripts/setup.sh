@@ -4,7 +4,8 @@
 #   2. a virtual environment in .venv with the pinned Python packages (requirements.lock)
 #      and fraudstream itself, editable, with its development tools;
 #   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium)
-#      from Maven Central.
+#      from Maven Central;
+#   4. Chromium (Debian package) for the dashboard's browser tests, if missing and root.
 # A second run only checks, and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} ..."
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The dashboard's tests drive Debian's chromium with Playwright; Playwright's own browser
+# download is not used. Without it only those tests fail, so a non-root user is told, not stopped.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (for the dashboard's browser tests) ..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing; install it for the dashboard's browser tests." >&2
+  fi
 fi
 
 PYTHON=${PYTHON:-python3}

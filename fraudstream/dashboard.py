@@ -1,0 +1,550 @@
+"""The ops dashboard: the alert topic on a web page, live, with the card's trail and verdicts.
+
+``fraudstream dashboard`` runs it. One process holds:
+
+- a Kafka thread that reads the alert topic into a bounded :class:`AlertWindow`
+  and commits how far it got under its own consumer group;
+- a small Starlette app (served by uvicorn) with the page, a server-sent-event stream
+  that pushes new alerts and counters, a paged list of older alerts, the card-location
+  trail of an alert's card (read from the lake's ``card_locations`` view) and the
+  analyst's verdict, published as a label event to the labels topic.
+
+Every dashboard reads every partition (manual assignment, not the group's share): each
+open dashboard must show all alerts. The group only records how far the service got,
+so that a restarted service resumes from there; on start it also reads back the newest
+alerts of each partition, so its page is full at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+
+from fraudstream import alert_feed, schemas
+from fraudstream.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "fraudstream-dashboard"
+#: Alerts the page gets at once and per "older" page.
+PAGE_SIZE = 100
+#: Newest card locations shown in an alert's trail.
+TRAIL_POINTS = 50
+#: Days of card-location history read for a trail, before the alert's day.
+TRAIL_DAYS = 30
+#: How long a verdict waits for the labels topic before the page is told it failed.
+VERDICT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one dashboard runs; built by ``fraudstream dashboard``'s options."""
+
+    bootstrap_servers: str
+    alerts_topic: str
+    labels_topic: str
+    lake: Path
+    group: str = DEFAULT_GROUP
+    host: str = "127.0.0.1"
+    port: int = 8050
+    #: Alerts kept in memory; the page can page back through all of them.
+    window: int = 5000
+    #: Alerts read back from the end of each partition at start.
+    refill_per_partition: int = 500
+    client_properties: tuple[tuple[str, str], ...] = ()
+
+
+# --- pushing to open pages ------------------------------------------------------------
+
+
+class Hub:
+    """The open pages' event queues; the Kafka thread notifies them through their loop."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queues: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            self._queues[queue] = asyncio.get_running_loop()
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        with self._lock:
+            self._queues.pop(queue, None)
+
+    def publish(self, message: tuple[str, dict] | None) -> None:
+        """Hand a message (kind, data) to every open page; None ends their streams."""
+        with self._lock:
+            targets = list(self._queues.items())
+        for queue, loop in targets:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, message)
+            except RuntimeError:
+                # That page's loop has closed (the server is stopping): nothing to tell it.
+                self.unsubscribe(queue)
+
+
+# --- reading the alert topic ------------------------------------------------------------
+
+
+def start_positions(consumer, parts: list, refill: int) -> tuple[dict, dict]:
+    """Where to start each partition, and the group's committed offsets.
+
+    Start at the committed offset (resume), or earlier to read back the newest
+    ``refill`` alerts of the partition, whichever is earlier; a partition the group
+    never committed starts ``refill`` alerts before its end.
+    """
+    begin = consumer.beginning_offsets(parts)
+    end = consumer.end_offsets(parts)
+    positions, committed = {}, {}
+    for tp in parts:
+        done = consumer.committed(tp)
+        refill_from = max(begin[tp], end[tp] - refill)
+        start = refill_from if done is None else min(done, refill_from)
+        positions[tp] = max(start, begin[tp])
+        committed[tp] = done if done is not None else refill_from
+    return positions, committed
+
+
+class AlertReader(threading.Thread):
+    """Reads the alert topic into the window, tells the hub, commits how far it got.
+
+    A broker that goes away is waited for: the Kafka client reconnects by itself, a
+    failed commit is tried again with the next one, and any other error rebuilds the
+    consumer after a pause (resuming from the offsets reached, not the committed ones).
+    """
+
+    COMMIT_EVERY_S = 1.0
+
+    def __init__(self, settings: Settings, window: AlertWindow, hub: Hub):
+        super().__init__(name="alert-reader", daemon=True)
+        self.settings = settings
+        self.window = window
+        self.hub = hub
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+        self._positions: dict | None = None
+        self._committed: dict = {}
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+            except Exception as error:  # noqa: BLE001 - the dashboard must outlive any of them
+                log.warning("Alert reader failed (%s: %s); retrying.", type(error).__name__, error)
+                self._stopping.wait(2.0)
+
+    def _consume(self) -> None:
+        from kafka.errors import KafkaError
+
+        from fraudstream import kafka_io
+
+        consumer = kafka_io.consumer(
+            self.settings.bootstrap_servers,
+            dict(self.settings.client_properties),
+            group_id=self.settings.group,
+            # Try a restarted broker again within seconds, not the client's 30 s.
+            reconnect_backoff_max_ms=2000,
+        )
+        try:
+            parts = alert_feed.partitions_of(consumer, self.settings.alerts_topic)
+            consumer.assign(parts)
+            if self._positions is None:
+                self._positions, self._committed = start_positions(
+                    consumer, parts, self.settings.refill_per_partition
+                )
+                log.info(
+                    "Reading %s from %s (group %s).",
+                    self.settings.alerts_topic,
+                    {tp.partition: offset for tp, offset in self._positions.items()},
+                    self.settings.group,
+                )
+            for tp in parts:
+                consumer.seek(tp, self._positions.get(tp, 0))
+            self.ready.set()
+            last_commit = 0.0
+            while not self._stopping.is_set():
+                batches = consumer.poll(timeout_ms=200, max_records=2000)
+                added = []
+                for tp, records in batches.items():
+                    for record in records:
+                        kept = alert_feed.accept(record, self.window)
+                        if kept is not None:
+                            added.append(kept)
+                    self._positions[tp] = records[-1].offset + 1
+                if added:
+                    self.hub.publish(("alerts", {"alerts": added}))
+                if time.monotonic() - last_commit >= self.COMMIT_EVERY_S:
+                    try:
+                        self._commit(consumer)
+                    except KafkaError as error:
+                        log.warning("Commit failed (%s); will retry.", type(error).__name__)
+                    last_commit = time.monotonic()
+            self._commit(consumer)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _commit(self, consumer) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        # Never move the group back: the refill reads alerts the group already had.
+        ahead = {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in self._positions.items()
+            if offset > self._committed.get(tp, -1)
+        }
+        if ahead:
+            consumer.commit(ahead)
+            self._committed.update({tp: meta.offset for tp, meta in ahead.items()})
+
+
+# --- the card's trail -------------------------------------------------------------------
+
+
+def card_trail(
+    lake: Path, card_id: str, until: datetime | None = None, points: int = TRAIL_POINTS
+) -> list[dict]:
+    """The card's newest locations up to ``until``, oldest first, from the lake.
+
+    Parameters
+    ----------
+    lake : Path
+        The scoring job's output root (the ``card_locations`` view under it).
+    card_id : str
+        The card token.
+    until : datetime, optional
+        Only locations at or before this time (the alert's event time), read from
+        the ``TRAIL_DAYS`` days of partitions before it.
+    points : int
+        At most this many, the newest.
+
+    Returns
+    -------
+    list of dict
+        ``event_time`` (ISO text), ``lat``, ``lon``, ``country``, ``merchant_id``,
+        ``channel``, ``card_present``, ``km_from_previous``, ``speed_kmh`` and
+        ``impossible`` (the leg from the previous card-present payment is faster than
+        ``IMPOSSIBLE_SPEED_KMH``).
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    folder = Path(lake) / "card_locations"
+    if not folder.is_dir():
+        return []
+    # The date folders are text (date=2018-04-01); read them as text, not guessed types.
+    dataset = ds.dataset(
+        folder,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+    )
+    wanted = ds.field("card_id") == card_id
+    if until is not None:
+        first_day = (until - timedelta(days=TRAIL_DAYS)).date().isoformat()
+        wanted = (
+            wanted
+            & (ds.field("date") >= first_day)
+            & (ds.field("date") <= until.date().isoformat())
+            & (ds.field("event_time") <= pa.scalar(until, pa.timestamp("ms", tz="UTC")))
+        )
+    columns = [
+        "event_time",
+        "lat",
+        "lon",
+        "country",
+        "merchant_id",
+        "channel",
+        "card_present",
+        "km_from_previous",
+        "speed_kmh",
+    ]
+    table = dataset.to_table(columns=columns, filter=wanted).sort_by("event_time")
+    rows = table.slice(max(0, table.num_rows - points)).to_pylist()
+    for row in rows:
+        row["event_time"] = schemas.format_time(row["event_time"])
+        for name in ("lat", "lon", "km_from_previous", "speed_kmh"):
+            value = row[name]
+            row[name] = None if value is None or not math.isfinite(value) else value
+        row["impossible"] = bool(row["speed_kmh"] and row["speed_kmh"] > IMPOSSIBLE_SPEED_KMH)
+    return rows
+
+
+# --- verdicts ---------------------------------------------------------------------------
+
+
+def label_event(alert: dict, label: str, now: datetime | None = None) -> dict:
+    """The label event of an analyst's verdict on an alert (the labels topic's contract)."""
+    if label not in schemas.LABELS:
+        raise ValueError(f"label must be one of {', '.join(schemas.LABELS)}")
+    return {
+        "transaction_id": alert["transaction_id"],
+        "card_id": alert["card_id"],
+        "label": label,
+        "source": "analyst",
+        "reported_time": now or datetime.now(UTC),
+        "scenario": None,
+        "schema_version": schemas.SCHEMA_VERSION,
+    }
+
+
+# --- the web app ------------------------------------------------------------------------
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("fraudstream.resources") / "dashboard"))
+
+
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class Dashboard:
+    """The dashboard's parts: the window, the hub, the Kafka reader, the producer, the app."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.window = AlertWindow(settings.window)
+        self.hub = Hub()
+        self.reader = AlertReader(settings, self.window, self.hub)
+        self._producer = None
+        self._producer_lock = threading.Lock()
+        self.app = self._build_app()
+
+    def producer(self):
+        from fraudstream import kafka_io
+
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = kafka_io.producer(
+                    self.settings.bootstrap_servers,
+                    dict(self.settings.client_properties),
+                    # A verdict the page reports as not sent must not arrive later: the
+                    # record expires (delivery timeout) before the page is told.
+                    max_block_ms=5000,
+                    request_timeout_ms=5000,
+                    delivery_timeout_ms=VERDICT_TIMEOUT_S * 1000 - 2000,
+                    linger_ms=0,
+                    reconnect_backoff_max_ms=2000,
+                )
+            return self._producer
+
+    def start(self) -> None:
+        from kafka.errors import KafkaError
+
+        self.reader.start()
+        try:
+            # Connected now, while the broker is known to be there, so that a verdict
+            # sent while it is away fails in seconds instead of hanging on first use.
+            self.producer()
+        except KafkaError as error:
+            log.warning("No producer for verdicts yet (%s).", type(error).__name__)
+
+    def stop(self) -> None:
+        """End the open streams, stop the reader (it commits) and the producer."""
+        self.hub.publish(None)
+        self.reader.stop()
+        self.reader.join(timeout=10)
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+    def publish_verdict(self, alert_id: str, label: str) -> dict:
+        """Send the label event of a verdict, wait for the broker to have it, and remember it.
+
+        Raises
+        ------
+        KeyError
+            If the alert is not in the window.
+        ValueError
+            If ``label`` is not ``fraud`` or ``genuine``.
+        kafka.errors.KafkaError
+            If the broker did not take it.
+        """
+        alert = self.window.get(alert_id)
+        if alert is None:
+            raise KeyError(alert_id)
+        event = label_event(alert, label)
+        future = self.producer().send(
+            self.settings.labels_topic,
+            key=alert["card_id"].encode("utf-8"),
+            value=schemas.encode_label(event),
+        )
+        metadata = future.get(timeout=VERDICT_TIMEOUT_S)
+        self.window.set_verdict(alert_id, label)
+        self.hub.publish(("verdict", {"alert_id": alert_id, "label": label}))
+        log.info(
+            "Verdict %s on alert %s (card %s) sent to %s/%d@%d.",
+            label,
+            alert_id,
+            alert["card_id"],
+            metadata.topic,
+            metadata.partition,
+            metadata.offset,
+        )
+        return {"alert_id": alert_id, "label": label, "offset": metadata.offset}
+
+    def _build_app(self):
+        from kafka.errors import KafkaError
+        from starlette.applications import Starlette
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+
+        static = _static_dir()
+
+        async def index(request):
+            return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+        async def alerts(request):
+            try:
+                limit = min(max(int(request.query_params.get("limit", PAGE_SIZE)), 1), 1000)
+            except ValueError:
+                return JSONResponse({"error": "limit must be a whole number"}, status_code=400)
+            before = request.query_params.get("before") or None
+            page = self.window.newest(limit, before)
+            return JSONResponse({"alerts": page, "more": bool(page) and len(page) == limit})
+
+        async def stats(request):
+            return JSONResponse(self.window.stats())
+
+        async def stream(request):
+            queue = self.hub.subscribe()
+
+            async def events():
+                try:
+                    # The newest alerts first: a page that (re)connects starts complete,
+                    # and nothing that arrived before it subscribed is missed.
+                    yield _sse("snapshot", {"alerts": self.window.newest(PAGE_SIZE)})
+                    yield _sse("stats", self.window.stats())
+                    last_stats, stats_due = time.monotonic(), False
+                    while True:
+                        try:
+                            message = await asyncio.wait_for(queue.get(), timeout=1.0)
+                        except TimeoutError:
+                            message = ("idle", {})
+                        if message is None:
+                            return
+                        added = []
+                        while message is not None:
+                            kind, data = message
+                            if kind == "alerts":
+                                added.extend(data["alerts"])
+                            elif kind == "verdict":
+                                yield _sse("verdict", data)
+                            message = queue.get_nowait() if not queue.empty() else None
+                        if len(added) > PAGE_SIZE:
+                            # A burst: one snapshot is cheaper for the page than a flood.
+                            yield _sse("snapshot", {"alerts": self.window.newest(PAGE_SIZE)})
+                        elif added:
+                            yield _sse("alerts", {"alerts": added})
+                        # Counters at most twice a second in a burst (they cost a pass
+                        # over the window), and every 5 s to keep the connection alive.
+                        stats_due = stats_due or bool(added)
+                        since = time.monotonic() - last_stats
+                        if (stats_due and since >= 0.5) or since >= 5:
+                            yield _sse("stats", self.window.stats())
+                            last_stats, stats_due = time.monotonic(), False
+                finally:
+                    self.hub.unsubscribe(queue)
+
+            return StreamingResponse(
+                events(),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+
+        async def trail(request):
+            alert = self.window.get(request.path_params["alert_id"])
+            if alert is None:
+                return JSONResponse({"error": "alert not in the window"}, status_code=404)
+            until = schemas.parse_time(alert["event_time"])
+            points = await run_in_threadpool(
+                card_trail, self.settings.lake, alert["card_id"], until
+            )
+            return JSONResponse(
+                {
+                    "card_id": alert["card_id"],
+                    "points": points,
+                    "impossible_speed_kmh": IMPOSSIBLE_SPEED_KMH,
+                }
+            )
+
+        async def verdict(request):
+            # JSON only: a cross-site form cannot post it without the browser asking first.
+            if request.headers.get("content-type", "").split(";")[0] != "application/json":
+                return JSONResponse({"error": "send JSON"}, status_code=415)
+            try:
+                body = await request.json()
+                label = body["label"]
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse({"error": 'send {"label": "fraud"|"genuine"}'}, 400)
+            try:
+                sent = await run_in_threadpool(
+                    self.publish_verdict, request.path_params["alert_id"], label
+                )
+            except KeyError:
+                return JSONResponse({"error": "alert not in the window"}, status_code=404)
+            except ValueError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+            except KafkaError as error:
+                log.warning("Verdict not sent: %s.", type(error).__name__)
+                return JSONResponse(
+                    {"error": f"the labels topic did not take it ({type(error).__name__})"},
+                    status_code=503,
+                )
+            return JSONResponse(sent)
+
+        return Starlette(
+            routes=[
+                Route("/", index),
+                Route("/api/alerts", alerts),
+                Route("/api/stats", stats),
+                Route("/api/stream", stream),
+                Route("/api/alerts/{alert_id}/trail", trail),
+                Route("/api/alerts/{alert_id}/verdict", verdict, methods=["POST"]),
+                Mount("/static", StaticFiles(directory=static), name="static"),
+            ]
+        )
+
+
+def server(dashboard: Dashboard):
+    """A uvicorn server for the dashboard's app (run it with ``.run()``)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        dashboard.app,
+        host=dashboard.settings.host,
+        port=dashboard.settings.port,
+        log_level="warning",
+        # Open event streams never end by themselves; do not wait for them at shutdown.
+        timeout_graceful_shutdown=1,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(settings: Settings) -> None:
+    """Run the dashboard until interrupted (Ctrl-C), then commit and stop."""
+    dashboard = Dashboard(settings)
+    dashboard.start()
+    web = server(dashboard)
+    log.info("Dashboard on http://%s:%d/", settings.host, settings.port)
+    try:
+        web.run()
+    except KeyboardInterrupt:
+        # uvicorn stops gracefully on Ctrl-C, then raises it again for the caller: done.
+        pass
+    finally:
+        dashboard.stop()

@@ -1,0 +1,701 @@
+"""The ops dashboard and ``alerts tail``, against the real broker, in a real browser.
+
+The page is driven with Playwright in Debian's headless Chromium (``scripts/setup.sh``
+installs it); alerts are published with the contract's encoder, verdicts are read back
+from the labels topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fraudstream import broker as local_broker
+from fraudstream import dashboard, kafka_io, schemas, stream
+from tests.stream_helpers import read_topic
+
+pytestmark = pytest.mark.kafka
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+#: When the test alerts' payments happened: one fixed day, so the trail's partitions are known.
+PAYMENT_DAY = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+
+
+# --- alerts and topics ------------------------------------------------------------------
+
+
+def make_alert(n: int, card_id: str = "card_7f3a9c", **overrides) -> dict:
+    """An alert as the score job writes it: reasons from the job's own describer."""
+    transaction_id = f"tx_{n:06d}_{uuid.uuid4().hex[:6]}"
+    event_time = PAYMENT_DAY + timedelta(minutes=n)
+    alert = {
+        "alert_id": stream.alert_id(transaction_id, "fraudstream", "7"),
+        "transaction_id": transaction_id,
+        "card_id": card_id,
+        "event_time": event_time,
+        "scored_time": event_time + timedelta(seconds=2),
+        "score": 0.93,
+        "threshold": 0.5,
+        "model_name": "fraudstream",
+        "model_version": "7",
+        "reasons": [
+            f"{stream.describe('speed_kmh_from_prev', 5840.0)} (+0.41)",
+            f"{stream.describe('amount_to_card_mean', 8.2)} (+0.17)",
+            f"{stream.describe('country_changed', 1.0)} (+0.06)",
+        ],
+        "amount": 1234.5,
+        "currency": "EUR",
+        "merchant_id": "m_electro_042",
+        "merchant_category": "electronics",
+        "lat": 40.7128,
+        "lon": -74.006,
+        "country": "US",
+        "schema_version": schemas.SCHEMA_VERSION,
+    }
+    alert.update(overrides)
+    return alert
+
+
+def publish(servers: str, topic: str, alerts: list, raw: list[bytes] = ()) -> None:
+    """Send alerts (keyed by card, Kafka timestamps 1 ms apart, in list order), then raw values."""
+    producer = kafka_io.producer(servers)
+    stamp = int(time.time() * 1000)
+    for i, alert in enumerate(alerts):
+        producer.send(
+            topic,
+            key=alert["card_id"].encode(),
+            value=schemas.encode_alert(alert),
+            timestamp_ms=stamp + i,
+        )
+    for value in raw:
+        producer.send(topic, key=b"card_7f3a9c", value=value)
+    producer.flush()
+    producer.close()
+
+
+@pytest.fixture()
+def topics(kafka_bootstrap):
+    """A fresh alerts topic (3 partitions) and labels topic for one test."""
+    name = f"test-alerts-{uuid.uuid4().hex[:10]}"
+    names = {"alerts": name, "labels": f"{name}-labels"}
+    local_broker.create_topics(kafka_bootstrap, {n: {} for n in names.values()}, partitions=3)
+    return names
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_for(servers, topics, lake: Path, **overrides) -> dashboard.Settings:
+    lake.mkdir(parents=True, exist_ok=True)
+    values = {
+        "bootstrap_servers": servers,
+        "alerts_topic": topics["alerts"],
+        "labels_topic": topics["labels"],
+        "lake": lake,
+        "group": f"test-dashboard-{uuid.uuid4().hex[:8]}",
+        "port": free_port(),
+    }
+    values.update(overrides)
+    return dashboard.Settings(**values)
+
+
+@contextmanager
+def running(settings: dashboard.Settings):
+    """The dashboard, in this process: its Kafka reader and its web server in threads."""
+    board = dashboard.Dashboard(settings)
+    board.start()
+    web = dashboard.server(board)
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not web.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert web.started and board.reader.ready.wait(20), "the dashboard did not start"
+    try:
+        yield board
+    finally:
+        board.hub.publish(None)
+        web.should_exit = True
+        thread.join(10)
+        board.stop()
+
+
+def url(settings: dashboard.Settings, path: str = "/") -> str:
+    return f"http://{settings.host}:{settings.port}{path}"
+
+
+def get_json(address: str) -> dict:
+    with urllib.request.urlopen(address, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_alert_window_keeps_the_newest_and_drops_late_repeats():
+    from fraudstream.alert_feed import AlertWindow, parse_alert
+
+    window = AlertWindow(capacity=3)
+    alerts = [parse_alert(schemas.encode_alert(make_alert(n))) for n in range(5)]
+    # Arrival (Kafka timestamp) order, not publication order, decides what is newest.
+    for n in (0, 1, 4, 2, 3):
+        window.add(alerts[n], timestamp_ms=1000 + n, partition=0, offset=n)
+    assert [a["alert_id"] for a in window.newest(10)] == [alerts[n]["alert_id"] for n in (4, 3, 2)]
+    # A repeat of an alert that already left the window is still a repeat.
+    assert window.add(alerts[0], timestamp_ms=2000, partition=1, offset=9) is None
+    assert window.stats(now_ms=2000)["duplicates"] == 1
+    assert len(window) == 3
+
+
+def test_parse_alert_says_why_a_record_is_not_an_alert():
+    from fraudstream.alert_feed import MalformedAlertError, parse_alert
+
+    good = json.loads(schemas.encode_alert(make_alert(1)))
+    assert parse_alert(json.dumps(good).encode())["event_time"] == "2026-03-14T09:01:00.000Z"
+    cases = {
+        b"\xff": "not UTF-8 JSON",
+        b"[]": "not a JSON object",
+        json.dumps({**good, "card_id": None}).encode(): "missing or non-text card_id",
+        json.dumps({**good, "score": "high"}).encode(): "missing or non-numeric score",
+        json.dumps({**good, "reasons": "fast"}).encode(): "reasons is not a list of text",
+        json.dumps({**good, "event_time": "yesterday"}).encode(): (
+            "event_time is not an ISO-8601 timestamp"
+        ),
+    }
+    for value, reason in cases.items():
+        with pytest.raises(MalformedAlertError) as raised:
+            parse_alert(value)
+        assert str(raised.value) == reason
+
+
+# --- the browser --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def open_live(page, settings):
+    from playwright.sync_api import expect
+
+    page.goto(url(settings))
+    expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
+
+
+def rows(page):
+    return page.locator("#alerts tbody tr")
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+def test_dashboard_shows_new_alerts_newest_first_within_two_seconds(
+    kafka_bootstrap, topics, tmp_path, page
+):
+    from playwright.sync_api import expect
+
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    with running(settings):
+        open_live(page, settings)
+        alerts = [
+            make_alert(1, card_id="card_11aa"),
+            make_alert(2, card_id="card_22bb", merchant_category="travel", amount=89.9),
+            make_alert(3, card_id="card_33cc", model_version="8", score=0.71),
+        ]
+        started = time.monotonic()
+        publish(kafka_bootstrap, topics["alerts"], alerts)
+        expect(rows(page)).to_have_count(3, timeout=2000)
+        print(f"alerts on the page {time.monotonic() - started:.2f} s after publishing")
+
+        newest = rows(page).nth(0)
+        expect(newest).to_have_attribute("data-alert-id", alerts[2]["alert_id"])
+        expect(newest).to_contain_text("2026-03-14 09:03:00")
+        expect(newest).to_contain_text("card_33cc")
+        expect(newest).to_contain_text("1,234.50 EUR")
+        expect(newest).to_contain_text("m_electro_042")
+        expect(newest).to_contain_text("electronics")
+        expect(newest).to_contain_text("0.71")
+        expect(newest).to_contain_text("fraudstream v8")
+        expect(newest).to_contain_text("5,840 km/h travel from the card's previous card-present")
+        expect(rows(page).nth(2)).to_have_attribute("data-alert-id", alerts[0]["alert_id"])
+
+        expect(page.locator("#per-minute-now")).to_have_text("3")
+        expect(page.locator("#by-category")).to_contain_text("electronics2")
+        expect(page.locator("#by-category")).to_contain_text("travel1")
+        expect(page.locator("#by-model-version")).to_contain_text("fraudstream v72")
+        expect(page.locator("#by-model-version")).to_contain_text("fraudstream v81")
+
+
+def test_dashboard_shows_a_repeated_alert_once(kafka_bootstrap, topics, tmp_path, page):
+    from playwright.sync_api import expect
+
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    with running(settings):
+        open_live(page, settings)
+        repeated = make_alert(1)
+        # Once more on the same partition, once under another key (another partition).
+        moved = {**repeated, "card_id": "card_other"}
+        publish(kafka_bootstrap, topics["alerts"], [repeated, repeated, moved])
+        last = make_alert(2)
+        publish(kafka_bootstrap, topics["alerts"], [last])
+        expect(page.locator(f'tr[data-alert-id="{last["alert_id"]}"]')).to_have_count(1)
+        expect(page.locator(f'tr[data-alert-id="{repeated["alert_id"]}"]')).to_have_count(1)
+        expect(rows(page)).to_have_count(2)
+        expect(page.locator("#duplicates")).to_have_text("2")
+
+        # The page drops repeats too: one can come in both the snapshot a (re)connecting
+        # page gets and the push that follows it.
+        shown = get_json(url(settings, "/api/alerts"))["alerts"][0]
+        page.evaluate("(alert) => addAlerts([alert, alert], true)", shown)
+        expect(rows(page)).to_have_count(2)
+
+
+def write_card_locations(lake: Path, rows_: list[dict]) -> None:
+    """A card_locations view in the score job's layout: LAKE/card_locations/date=D/batch-N."""
+    table = pa.Table.from_pylist(rows_, schema=schemas.CARD_LOCATION_ARROW_SCHEMA)
+    folder = lake / "card_locations" / f"date={PAYMENT_DAY.date().isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "batch-000000000001.parquet")
+
+
+def location(card, minutes, lat, lon, country, channel="pos", km=0.0, speed=0.0):
+    return {
+        "card_id": card,
+        "event_time": PAYMENT_DAY + timedelta(minutes=minutes),
+        "transaction_id": f"tx_loc_{card}_{minutes}",
+        "lat": lat,
+        "lon": lon,
+        "country": country,
+        "merchant_id": f"m_{country.lower()}_{minutes}",
+        "channel": channel,
+        "card_present": channel in ("pos", "atm"),
+        "km_from_previous": km,
+        "seconds_from_previous": 0.0,
+        "speed_kmh": speed,
+    }
+
+
+def test_alert_detail_draws_the_card_trail_with_the_impossible_leg_highlighted(
+    kafka_bootstrap, topics, tmp_path, page
+):
+    from playwright.sync_api import expect
+
+    lake = tmp_path / "lake"
+    card = "card_trail01"
+    write_card_locations(
+        lake,
+        [
+            location(card, -300, 48.8566, 2.3522, "FR"),
+            location(card, -200, 48.8606, 2.3376, "FR", km=1.2, speed=0.7),
+            location(card, -150, 51.5072, -0.1276, "GB", channel="ecom"),
+            # Paris to New York in 30 minutes: 5,840 km at 11,680 km/h.
+            location(card, 0, 40.7128, -74.006, "US", km=5840.0, speed=11680.0),
+            # After the alert: not part of its story.
+            location(card, 60, 35.6762, 139.6503, "JP", km=10850.0, speed=10850.0),
+            location("card_someone_else", -100, -33.8688, 151.2093, "AU"),
+        ],
+    )
+    settings = settings_for(kafka_bootstrap, topics, lake)
+    alert = make_alert(0, card_id=card)
+    with running(settings):
+        open_live(page, settings)
+        publish(kafka_bootstrap, topics["alerts"], [make_alert(5, card_id="card_x"), alert])
+        expect(rows(page)).to_have_count(2, timeout=2000)
+        page.locator(f'tr[data-alert-id="{alert["alert_id"]}"]').click()
+
+        expect(page.locator("#detail")).to_be_visible()
+        expect(page.locator("#d-reasons li")).to_have_count(3)
+        expect(page.locator("#trail circle.point")).to_have_count(4)
+        expect(page.locator("#trail circle.point.alerted")).to_have_count(1)
+        expect(page.locator("#trail line.leg")).to_have_count(2)
+        expect(page.locator("#trail line.leg.impossible")).to_have_count(1)
+        expect(page.locator("#trail text.speed")).to_have_text("11,680 km/h")
+        expect(page.locator("#trail-table tbody tr")).to_have_count(4)
+        expect(page.locator("#trail-table tbody tr.impossible")).to_have_count(1)
+        expect(page.locator("#trail-table tbody tr.impossible")).to_contain_text("US")
+        expect(page.locator("#trail-note")).to_have_text("4 locations, 1 impossible leg.")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), animations="disabled")
+
+
+def test_verdict_click_publishes_an_analyst_label_event(kafka_bootstrap, topics, tmp_path, page):
+    from playwright.sync_api import expect
+
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    alert = make_alert(1, card_id="card_verdict9")
+    with running(settings):
+        open_live(page, settings)
+        publish(kafka_bootstrap, topics["alerts"], [alert])
+        row = page.locator(f'tr[data-alert-id="{alert["alert_id"]}"]')
+        row.click()
+        page.locator("#mark-fraud").click()
+        expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.")
+        expect(row).to_have_attribute("data-verdict", "fraud")
+        expect(page.locator("#mark-fraud")).to_have_attribute("aria-pressed", "true")
+
+    records = read_topic(kafka_bootstrap, topics["labels"])
+    assert len(records) == 1
+    assert records[0].key == b"card_verdict9"
+    label = json.loads(records[0].value)
+    assert schemas.label_invalid_reason(label) is None
+    reported = schemas.parse_time(label.pop("reported_time"))
+    assert abs((datetime.now(UTC) - reported).total_seconds()) < 60
+    assert label == {
+        "transaction_id": alert["transaction_id"],
+        "card_id": "card_verdict9",
+        "label": "fraud",
+        "source": "analyst",
+        "scenario": None,
+        "schema_version": 1,
+    }
+
+
+def test_malformed_records_are_skipped_and_counted(kafka_bootstrap, topics, tmp_path, page):
+    from playwright.sync_api import expect
+
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    without_score = json.loads(schemas.encode_alert(make_alert(9)))
+    del without_score["score"]
+    with running(settings):
+        open_live(page, settings)
+        publish(
+            kafka_bootstrap,
+            topics["alerts"],
+            [],
+            raw=[b"\xff\xfe not json", json.dumps(without_score).encode(), b"[1, 2]"],
+        )
+        good = make_alert(1)
+        publish(kafka_bootstrap, topics["alerts"], [good])
+        expect(page.locator(f'tr[data-alert-id="{good["alert_id"]}"]')).to_have_count(1)
+        expect(page.locator("#malformed")).to_have_text("3")
+        expect(rows(page)).to_have_count(1)
+        stats = get_json(url(settings, "/api/stats"))
+        assert stats["malformed"] == 3
+
+
+def test_page_with_ten_thousand_alerts_shows_the_newest_and_pages_back(
+    kafka_bootstrap, topics, tmp_path, page
+):
+    from playwright.sync_api import expect
+
+    alerts = [make_alert(n, card_id=f"card_{n % 97:04d}") for n in range(10_000)]
+    publish(kafka_bootstrap, topics["alerts"], alerts)
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    started = time.monotonic()
+    with running(settings) as board:
+        # The window refills the newest alerts of each partition, bounded.
+        deadline = time.monotonic() + 20
+        while len(board.window) < 1500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(board.window) == 1500
+        refilled = time.monotonic()
+        page.goto(url(settings))
+        expect(rows(page)).to_have_count(100, timeout=5000)
+        rendered = time.monotonic()
+        print(
+            f"10,000 alerts in the topic: window refilled in {refilled - started:.2f} s, "
+            f"first 100 rows rendered {rendered - refilled:.2f} s after page load started"
+        )
+        assert rendered - refilled < 2.0
+        expect(rows(page).nth(0)).to_have_attribute("data-alert-id", alerts[-1]["alert_id"])
+        expect(rows(page).nth(99)).to_have_attribute("data-alert-id", alerts[-100]["alert_id"])
+
+        page.locator("#older").click()
+        expect(rows(page)).to_have_count(200)
+        expect(rows(page).nth(100)).to_have_attribute("data-alert-id", alerts[-101]["alert_id"])
+
+        newest = get_json(url(settings, "/api/alerts?limit=100"))["alerts"]
+        older = get_json(url(settings, f"/api/alerts?limit=100&before={newest[-1]['cursor']}"))
+        ids = [a["alert_id"] for a in newest + older["alerts"]]
+        assert ids == [a["alert_id"] for a in reversed(alerts[-200:])]
+        assert older["more"] is True
+
+
+# --- the service, as a user runs it -----------------------------------------------------
+
+
+def fraudstream(*args: str, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraudstream.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def wait_for_window(settings, size: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    stats = {}
+    while time.monotonic() < deadline:
+        try:
+            stats = get_json(url(settings, "/api/stats"))
+            if stats["in_window"] >= size:
+                return stats
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the window did not reach {size} alerts: {stats}")
+
+
+def stop(process) -> tuple[str, str]:
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, err
+    return out, err
+
+
+def committed_offsets(servers: str, group: str, topic: str) -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in range(3)}
+    finally:
+        consumer.close()
+
+
+def test_service_restart_resumes_from_committed_offsets_and_refills_the_page(
+    kafka_bootstrap, topics, tmp_path, page
+):
+    from playwright.sync_api import expect
+
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake")
+    command = [
+        "dashboard",
+        "--brokers",
+        kafka_bootstrap,
+        "--topic",
+        topics["alerts"],
+        "--labels-topic",
+        topics["labels"],
+        "--lake",
+        str(settings.lake),
+        "--group",
+        settings.group,
+        "--port",
+        str(settings.port),
+        # Read back one alert per partition at start: what the page shows after a restart
+        # beyond that can only come from the committed offsets.
+        "--refill",
+        "1",
+    ]
+    card = "card_restart1"  # one card: one partition
+    first = [make_alert(n, card_id=card) for n in range(4)]
+    publish(kafka_bootstrap, topics["alerts"], first)
+    service = fraudstream(*command)
+    try:
+        wait_for_window(settings, 1)
+        open_live(page, settings)
+        expect(rows(page)).to_have_count(1)
+    finally:
+        out, _ = stop(service)
+    assert f"Dashboard on http://127.0.0.1:{settings.port}/" in out
+    partition = read_topic(kafka_bootstrap, topics["alerts"])[0].partition
+    assert committed_offsets(kafka_bootstrap, settings.group, topics["alerts"])[partition] == 4
+
+    # While the service is down, two alerts arrive; the open page waits and reconnects.
+    expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=10_000)
+    missed = [make_alert(n, card_id=card) for n in range(4, 6)]
+    publish(kafka_bootstrap, topics["alerts"], missed)
+    service = fraudstream(*command)
+    try:
+        wait_for_window(settings, 2)
+        expect(page.locator("#connection")).to_have_text("live", timeout=15_000)
+        expect(rows(page)).to_have_count(2)
+        expect(rows(page).nth(0)).to_have_attribute("data-alert-id", missed[1]["alert_id"])
+        expect(rows(page).nth(1)).to_have_attribute("data-alert-id", missed[0]["alert_id"])
+    finally:
+        stop(service)
+    assert committed_offsets(kafka_bootstrap, settings.group, topics["alerts"])[partition] == 6
+
+    # Nothing new: a restarted service still shows the newest alert, not an empty page.
+    service = fraudstream(*command)
+    try:
+        wait_for_window(settings, 1)
+        page.reload()
+        expect(rows(page)).to_have_count(1)
+        expect(rows(page).nth(0)).to_have_attribute("data-alert-id", missed[1]["alert_id"])
+    finally:
+        stop(service)
+
+
+def test_dashboard_outlives_a_broker_restart(tmp_path, page):
+    from playwright.sync_api import expect
+
+    # A broker of this test's own: the shared one must never be stopped.
+    ports = [free_port(), free_port()]
+    broker = local_broker.LocalBroker(
+        home=tmp_path / "kafka", port=ports[0], controller_port=ports[1]
+    )
+    local_broker.start(broker)
+    try:
+        servers = broker.bootstrap_servers
+        topics = {"alerts": "fraud-alerts", "labels": "fraud-labels"}
+        local_broker.create_topics(servers, {t: {} for t in topics.values()}, partitions=3)
+        settings = settings_for(servers, topics, tmp_path / "lake")
+        before, after = make_alert(1, card_id="card_before"), make_alert(2, card_id="card_after")
+        with running(settings):
+            open_live(page, settings)
+            publish(servers, topics["alerts"], [before])
+            expect(rows(page)).to_have_count(1, timeout=5000)
+            rows(page).nth(0).click()
+            page.locator("#mark-fraud").click()
+            expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.")
+
+            local_broker.stop(broker)
+            # The page keeps what it has; a verdict now says it was not sent, and is not
+            # delivered behind the analyst's back once the broker is back.
+            page.locator("#mark-genuine").click()
+            expect(page.locator("#verdict-status")).to_contain_text("Not sent:", timeout=20_000)
+            expect(rows(page)).to_have_count(1)
+
+            local_broker.start(broker)
+            publish(servers, topics["alerts"], [after])
+            expect(rows(page)).to_have_count(2, timeout=30_000)
+            expect(rows(page).nth(0)).to_have_attribute("data-alert-id", after["alert_id"])
+            rows(page).nth(0).click()
+            page.locator("#mark-fraud").click()
+            expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.", timeout=20_000)
+        labels = [json.loads(r.value) for r in read_topic(servers, topics["labels"])]
+        assert sorted((x["card_id"], x["label"]) for x in labels) == [
+            ("card_after", "fraud"),
+            ("card_before", "fraud"),
+        ]
+    finally:
+        local_broker.stop(broker)
+
+
+def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"fraudstream: No lake folder at {tmp_path / 'no'}: give --lake the output root of the "
+        "score job (it reads card locations from LAKE/card_locations)."
+    )
+    small = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path)]
+        + ["--window", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert small.returncode == 2
+    assert small.stderr.strip() == (
+        "fraudstream: --window must be at least 100 and --refill at least 0."
+    )
+    unreachable = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fraudstream.cli",
+            "dashboard",
+            "--lake",
+            str(tmp_path),
+            "--brokers",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith("fraudstream: Cannot reach Kafka at 127.0.0.1:")
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+
+
+# --- alerts tail ----------------------------------------------------------------------------
+
+
+def test_alerts_tail_prints_each_alert_once_as_a_line_or_json(kafka_bootstrap, topics):
+    # One card, so one partition: the order on the topic is the order to print.
+    alerts = [make_alert(n, card_id="card_tail", amount=10.0 + n) for n in range(3)]
+    publish(kafka_bootstrap, topics["alerts"], [alerts[0], alerts[1], alerts[0], alerts[2]])
+    base = ["alerts", "tail", "--brokers", kafka_bootstrap, "--topic", topics["alerts"]]
+
+    lines = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", *base, "--from-beginning", "--max", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lines.returncode == 0, lines.stderr
+    assert lines.stdout.splitlines() == [
+        f"2026-03-14 09:0{n}:00Z  card_tail  {10 + n:.2f} EUR  m_electro_042 (electronics)  "
+        "score 0.93  5,840 km/h travel from the card's previous card-present payment (+0.41)"
+        for n in range(3)
+    ]
+
+
+def test_alerts_tail_json_and_ctrl_c(kafka_bootstrap, topics):
+    # All on one partition (the raw record's key is make_alert's card), the bad record
+    # first: once both alerts are printed, it has been read and reported.
+    alerts = [make_alert(n) for n in range(2)]
+    publish(kafka_bootstrap, topics["alerts"], [], raw=[b"oops"])
+    publish(kafka_bootstrap, topics["alerts"], alerts)
+    tail = fraudstream(
+        "alerts",
+        "tail",
+        "--brokers",
+        kafka_bootstrap,
+        "--topic",
+        topics["alerts"],
+        "--from-beginning",
+        "--json",
+    )
+    try:
+        received = [json.loads(tail.stdout.readline()) for _ in alerts]
+    finally:
+        tail.send_signal(signal.SIGINT)
+        try:
+            out, err = tail.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            raise
+    assert tail.returncode == 0
+    assert "Traceback" not in err
+    assert out == ""
+    assert [r["alert_id"] for r in received] == [a["alert_id"] for a in alerts]
+    assert received[0]["event_time"] == "2026-03-14T09:00:00.000Z"
+    assert received[0]["reasons"] == alerts[0]["reasons"]
+    assert f"skipped {topics['alerts']}/" in err and ": not UTF-8 JSON" in err
