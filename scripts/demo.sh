@@ -51,8 +51,18 @@ PY
 }
 
 scripts/setup.sh
-if ! $fraudstream kafka status >/dev/null 2>&1; then started_kafka=1; fi
-$fraudstream kafka start
+if $fraudstream kafka status >/dev/null 2>&1; then
+  echo "demo: using the broker this checkout started."
+elif .venv/bin/python -c "
+from fraudstream import broker, config, kafka_io
+assert broker.port_in_use('127.0.0.1', 9092)
+kafka_io.require_topics(config.bootstrap_servers(), list(broker.DESIGN_TOPICS))
+" 2>/dev/null; then
+  echo "demo: using the Kafka broker already serving 127.0.0.1:9092 (left running)."
+else
+  started_kafka=1
+  $fraudstream kafka start
+fi
 
 if [ ! -d "$DEMO/events" ]; then
   ./spark-submit.sh generate --out "$DEMO" --customers 1000 --terminals 2000 --days 93 \
