@@ -2,7 +2,7 @@
 # Quickstart, part 1: the whole loop on one machine, then stop everything it started.
 #   1. scripts/setup.sh (Python environment, JVM jars; idempotent)
 #   2. start the local Kafka broker, unless one is running, and create the topics
-#   3. simulate 93 days of card payments ending today, with fraud (data/demo/; once)
+#   3. simulate 93 days of card payments up to yesterday, with fraud (data/demo/; once)
 #   4. publish the first 90 days to Kafka as history: payments, then chargebacks at their
 #      reported time (fraudstream produce, flat out)
 #   5. keep the label store from the labels topic (./spark-submit.sh labels)
@@ -66,7 +66,7 @@ fi
 
 if [ ! -d "$DEMO/events" ]; then
   ./spark-submit.sh generate --out "$DEMO" --customers 1000 --terminals 2000 --days 93 \
-    --start-date "$(date -u -d "92 days ago" +%F)"
+    --start-date "$(date -u -d "93 days ago" +%F)"
 fi
 # Live: the last 3 simulated days (a rerun on a later day keeps the first run's days).
 live_day=$(.venv/bin/python -c "
