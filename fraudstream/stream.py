@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
@@ -130,6 +132,11 @@ class StreamState:
         history is replayed fast.
     batch_id : int
         The micro-batch this state is the result of (-1: none yet).
+    held : DataFrame
+        Payment records read but not yet scored, because another partition has not
+        reached their day yet (:func:`hold_back`).
+    next_offsets : dict
+        The next payments offset per partition, after the records read so far.
     """
 
     features: FeatureState = field(default_factory=FeatureState)
@@ -139,6 +146,10 @@ class StreamState:
     newest_event_ms: int = -1
     newest_by_partition: dict[int, int] = field(default_factory=dict)
     batch_id: int = -1
+    #: Payments read but held back until every partition has reached their day (see
+    #: :func:`hold_back`), as Kafka records; and the next payments offset per partition.
+    held: pd.DataFrame = field(default_factory=lambda: _empty_records())
+    next_offsets: dict[int, int] = field(default_factory=dict)
 
     #: The ids of ``transactions`` as a set, for duplicate checks; built when first
     #: needed and handed on to the next batch's state (see :meth:`take_ids`).
@@ -161,6 +172,7 @@ _FRAMES = {
     "frauds": lambda s: s.features.frauds,
     "transactions": lambda s: s.transactions,
     "pending": lambda s: s.pending,
+    "held": lambda s: s.held,
 }
 
 
@@ -197,6 +209,7 @@ class StateStore:
             "newest_event_ms": state.newest_event_ms,
             "newest_by_partition": {str(p): t for p, t in state.newest_by_partition.items()},
             "label_offsets": {str(p): o for p, o in state.label_offsets.items()},
+            "next_offsets": {str(p): o for p, o in state.next_offsets.items()},
         }
         (staging / "meta.json").write_text(json.dumps(meta))
         size = sum(path.stat().st_size for path in staging.iterdir())
@@ -214,11 +227,19 @@ class StateStore:
         self.prune_log(before=int(kept[0].name.split("-")[1]) + 1)
         return size
 
-    def write_log(self, batch_id: int, payments: dict, labels_from: dict, labels_to: dict) -> None:
+    def write_log(
+        self,
+        batch_id: int,
+        payments: dict,
+        labels_from: dict,
+        labels_to: dict,
+        release_day: int | None = None,
+    ) -> None:
         """Record what micro-batch ``batch_id`` read, so that it can be read again.
 
         ``payments``: ``{partition: [first offset, last offset]}`` of the batch's
-        records; ``labels_from``/``labels_to``: the label offsets it read between.
+        records; ``labels_from``/``labels_to``: the label offsets it read between;
+        ``release_day``: the last day it scored payments of (None: all it held).
         """
         folder = self.folder / "log"
         folder.mkdir(parents=True, exist_ok=True)
@@ -226,6 +247,7 @@ class StateStore:
             "payments": {str(p): [int(a), int(b)] for p, (a, b) in payments.items()},
             "labels_from": {str(p): int(o) for p, o in labels_from.items()},
             "labels_to": {str(p): int(o) for p, o in labels_to.items()},
+            "release_day": release_day,
         }
         staging = folder / f".batch-{batch_id:012d}.json.writing"
         staging.write_text(json.dumps(entry))
@@ -244,6 +266,7 @@ class StateStore:
             "payments": {int(p): (a, b) for p, (a, b) in entry["payments"].items()},
             "labels_from": {int(p): o for p, o in entry["labels_from"].items()},
             "labels_to": {int(p): o for p, o in entry["labels_to"].items()},
+            "release_day": entry.get("release_day"),
         }
 
     def newest_snapshot(self, at_most: int) -> int:
@@ -279,8 +302,12 @@ class StateStore:
                 "a new checkpoint to replay from the topic."
             )
         frames = {
-            name: feather.read_table(folder / f"{name}.arrow").to_pandas() for name in _FRAMES
+            name: feather.read_table(folder / f"{name}.arrow").to_pandas()
+            for name in _FRAMES
+            if (folder / f"{name}.arrow").is_file()
         }
+        # Snapshots written before payments could be held back have no "held" frame.
+        frames.setdefault("held", _empty_records())
         for name in ("cards", "merchant_days", "frauds", "transactions", "pending"):
             frame = frames[name]
             for column in frame.columns:
@@ -298,6 +325,10 @@ class StateStore:
             label_offsets={int(p): int(o) for p, o in meta["label_offsets"].items()},
             newest_event_ms=int(meta["newest_event_ms"]),
             newest_by_partition={int(p): int(t) for p, t in meta["newest_by_partition"].items()},
+            held=frames["held"].astype(
+                {"partition": np.int32, "offset": np.int64, "timestamp_ms": np.int64}
+            ),
+            next_offsets={int(p): int(o) for p, o in meta.get("next_offsets", {}).items()},
             batch_id=int(meta["batch_id"]),
         )
 
@@ -345,7 +376,6 @@ def _parse_fast(values: list) -> tuple[pd.DataFrame, np.ndarray] | None:
     where a string belongs fails the chunk), and any chunk it cannot take whole returns
     None and is decoded record by record.
     """
-    import pyarrow.compute as pc
     import pyarrow.json as pajson
 
     try:
@@ -830,6 +860,115 @@ def _resolve_labels(
     return facts, pending.reset_index(drop=True)
 
 
+_EVENT_TIME = re.compile(rb'"event_time"\s*:\s*"([^"]{10,40})"')
+
+
+def _event_days(records: pd.DataFrame) -> np.ndarray:
+    """Each record's event day (days since the epoch) read off its raw JSON; NaN if unreadable.
+
+    Much cheaper than parsing the batch twice: the batch is parsed and validated once,
+    after the split, by :func:`parse_payments`. The contract's UTC text (``...Z``) gives
+    its day from its first ten characters; other forms go through pandas.
+    """
+    key = b'"event_time":"'
+    texts = []
+    for value in records["value"].to_numpy(dtype=object):
+        if not isinstance(value, bytes):
+            texts.append(None)
+            continue
+        start = value.find(key)
+        if start >= 0:
+            end = value.find(b'"', start + len(key))
+            texts.append(value[start + len(key) : end].decode("ascii", "replace"))
+            continue
+        found = _EVENT_TIME.search(value)
+        texts.append(found.group(1).decode("ascii", "replace") if found else None)
+    text = pa.array(texts, pa.string())
+    utc = pc.fill_null(pc.ends_with(text, "Z"), False)
+    dates = pc.strptime(pc.utf8_slice_codeunits(text, 0, 10), "%Y-%m-%d", "s", error_is_null=True)
+    days = pc.divide(pc.cast(dates, pa.int64()), 86_400).to_numpy(zero_copy_only=False)
+    days = np.where(utc.to_numpy(zero_copy_only=False), days, np.nan).astype(float)
+    other = np.flatnonzero(
+        ~utc.to_numpy(zero_copy_only=False) & pc.is_valid(text).to_numpy(zero_copy_only=False)
+    )
+    if len(other):
+        times = pd.to_datetime(
+            pd.Series([texts[i] for i in other], dtype=object),
+            utc=True,
+            format="ISO8601",
+            errors="coerce",
+        )
+        ms = times.to_numpy(dtype="datetime64[ms]").astype(np.int64).astype(float)
+        ms[times.isna().to_numpy()] = np.nan
+        days[other] = np.floor(ms / DAY_MS)
+    return days
+
+
+def hold_back(
+    records: pd.DataFrame,
+    state: StreamState,
+    ends: dict[int, int] | None,
+    release_day: int | None | str = "compute",
+) -> tuple[pd.DataFrame, pd.DataFrame, int | None, dict[int, int]]:
+    """Split the held and the new payment records into those to score now and those to hold.
+
+    Card features need only a card's own payments, which one partition holds in order.
+    Merchant features count every card's payments of the days before a payment's day,
+    from all partitions; so a payment of day D is scored only once every partition that
+    still has records to read has reached day D. Otherwise a replay, whose micro-batches
+    cut the partitions at other points in event time, would count other payments than the
+    live run did (and than training does). A partition at its end offset is not waited
+    for: in live operation each micro-batch reads every partition to its end, so nothing
+    is held, while a replay or a catch-up holds at most the skew between partitions.
+
+    Parameters
+    ----------
+    records : DataFrame
+        The micro-batch's payment records (Kafka rows).
+    state : StreamState
+        The state before the batch: its held records come first.
+    ends : dict
+        End offset per partition now; None with a given ``release_day``.
+    release_day : int, None or "compute"
+        The last day to score (days since the epoch), None for all, or "compute" to
+        derive it from ``ends``; a restart passes the day its log recorded.
+
+    Returns
+    -------
+    (DataFrame, DataFrame, int or None, dict)
+        Records to score (held ones first, invalid ones included: they go to the dead
+        letters at once), records to hold, the release day, the next offsets.
+    """
+    next_offsets = dict(state.next_offsets)
+    if len(records):
+        for part, last in records.groupby("partition")["offset"].max().items():
+            next_offsets[int(part)] = max(next_offsets.get(int(part), 0), int(last) + 1)
+    combined = pd.concat([state.held, records], ignore_index=True) if len(state.held) else records
+    day = _event_days(combined)
+    if release_day == "compute":
+        waiting = [p for p, n in next_offsets.items() if n < (ends or {}).get(p, n)]
+        release_day = None
+        if waiting and len(combined):
+            frontier = {p: t // DAY_MS for p, t in state.newest_by_partition.items()}
+            known = ~np.isnan(day)
+            newest = pd.Series(day[known]).groupby(combined["partition"].to_numpy()[known]).max()
+            for part, last in newest.items():
+                frontier[int(part)] = max(frontier.get(int(part), -1), int(last))
+            # A partition not seen yet has no frontier: nothing of it can be waited for.
+            seen = [frontier[p] for p in waiting if p in frontier]
+            release_day = min(seen) if seen else None
+    if release_day is None or not len(combined):
+        return combined.reset_index(drop=True), _empty_records(), release_day, next_offsets
+    # Records whose time cannot be read are released: they become dead letters at once.
+    hold = np.nan_to_num(day, nan=-np.inf) > release_day
+    return (
+        combined.loc[~hold].reset_index(drop=True),
+        combined.loc[hold].reset_index(drop=True),
+        release_day,
+        next_offsets,
+    )
+
+
 def process_batch(
     records: pd.DataFrame,
     label_records: pd.DataFrame,
@@ -1240,6 +1379,14 @@ class TopicReader:
         frame = frame.astype({"partition": np.int32, "offset": np.int64, "timestamp_ms": np.int64})
         return frame, {**starts, **ends}
 
+    def end_offsets(self) -> dict[int, int]:
+        """The end offset of each partition now."""
+        from kafka import TopicPartition
+
+        partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+        parts = [TopicPartition(self.topic, p) for p in partitions]
+        return {tp.partition: offset for tp, offset in self.consumer.end_offsets(parts).items()}
+
     def close(self) -> None:
         self.consumer.close()
 
@@ -1372,7 +1519,9 @@ class BatchProcessor:
             )
             labels, _ = self.labels.read(entry["labels_from"], entry["labels_to"])
             state = replace(state, label_offsets={**entry["labels_from"], **entry["labels_to"]})
-            _, state = process_batch(records, labels, state, model, self.settings, replayed)
+            released, held, _, offsets = hold_back(records, state, None, entry["release_day"])
+            _, state = process_batch(released, labels, state, model, self.settings, replayed)
+            state = replace(state, held=held, next_offsets=offsets)
         origin = "an empty state" if base < 0 else f"the snapshot after micro-batch {base}"
         self.log(
             f"state: rebuilt from {origin} and {batch_id - 1 - base} logged micro-batches "
@@ -1410,9 +1559,13 @@ class BatchProcessor:
         label_records, label_offsets = self.labels.read(labels_from)
         state = replace(state, label_offsets=label_offsets)
         clock.lap("labels")
+        # Without a payments reader (tests of one batch) nothing is waited for.
+        ends = self.payments.end_offsets() if self.payments is not None else None
+        released, held, release_day, offsets = hold_back(records, state, ends)
         result, next_state = process_batch(
-            records, label_records, state, model, self.settings, batch_id
+            released, label_records, state, model, self.settings, batch_id
         )
+        next_state = replace(next_state, held=held, next_offsets=offsets)
         clock.last = time.perf_counter()
         # Alerts first: ops see them one Parquet write sooner. Both happen before the
         # batch commits, so neither guarantee changes.
@@ -1432,6 +1585,7 @@ class BatchProcessor:
             {int(p): (row["min"], row["max"]) for p, row in ranges.iterrows()},
             labels_from,
             label_offsets,
+            release_day,
         )
         if (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
             self.state_bytes = self.state_store.save(next_state)
@@ -1521,6 +1675,12 @@ class StaticTopic:
                 & (self.records["offset"] < end)
             ).to_numpy()
         return self.records.loc[keep], {**starts, **{int(p): int(e) for p, e in ends.items()}}
+
+    def end_offsets(self) -> dict[int, int]:
+        return {
+            int(p): int(o)
+            for p, o in (self.records.groupby("partition")["offset"].max() + 1).items()
+        }
 
     def close(self) -> None:
         pass
