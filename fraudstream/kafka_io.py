@@ -64,18 +64,24 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return properties
 
 
+def add_properties_option(parser) -> None:
+    """Add ``--kafka-properties FILE`` to an argparse parser (commands and jobs alike)."""
+    parser.add_argument(
+        "--kafka-properties",
+        metavar="FILE",
+        help=f"Java-style Kafka client properties (SASL, TLS); default: ${PROPERTIES_ENV}, "
+        "else none",
+    )
+
+
 def use_properties_file(path: str | Path | None) -> None:
     """Make ``path`` the client properties of this process and its children (None: no change).
 
-    Raises
-    ------
-    KafkaSetupError
-        If the file does not exist.
+    The file is read when a client is made: a missing file is reported, in one sentence,
+    by the first Kafka check of the command (:func:`require_topics`).
     """
-    if path is None:
-        return
-    read_properties(path)
-    os.environ[PROPERTIES_ENV] = str(Path(path).resolve())
+    if path is not None:
+        os.environ[PROPERTIES_ENV] = str(Path(path).resolve())
 
 
 def resolve_properties(explicit: dict[str, str] | None = None) -> dict[str, str]:
