@@ -212,7 +212,9 @@ def admin(bootstrap_servers: str, client_properties: dict[str, str] | None = Non
     )
 
 
-def describe_failure(bootstrap_servers: str, error: Exception, log: list[str] = ()) -> str:
+def describe_failure(
+    bootstrap_servers: str, error: Exception, log: list[str] = (), sasl: bool = False
+) -> str:
     """One sentence for a client that could not connect, naming the cause users can fix.
 
     Parameters
@@ -223,11 +225,20 @@ def describe_failure(bootstrap_servers: str, error: Exception, log: list[str] = 
         What the client raised.
     log : list of str
         The client's log messages meanwhile, which may name the cause.
+    sasl : bool
+        Whether the client logged in with SASL.
     """
     from kafka.errors import SaslAuthenticationFailedError, UnsupportedSaslMechanismError
 
     text = " ".join([f"{error.__class__.__name__}: {error}", *log])
-    if isinstance(error, SaslAuthenticationFailedError) or "SaslAuthenticationFailed" in text:
+    tls_failed = "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text
+    # A broker that refuses a login answers with an error and then closes the connection;
+    # kafka-python (3.0) often sees only the close. After a good TLS handshake, on a
+    # SASL listener, nothing else closes a new connection: it is the same refusal.
+    refused = "SaslAuthenticationFailed" in text or (
+        sasl and not tls_failed and "socket disconnected" in text
+    )
+    if isinstance(error, SaslAuthenticationFailedError) or refused:
         return (
             f"Kafka at {bootstrap_servers} refused the credentials (SASL authentication "
             "failed); check the user and password in the Kafka properties file."
@@ -237,7 +248,7 @@ def describe_failure(bootstrap_servers: str, error: Exception, log: list[str] = 
             f"Kafka at {bootstrap_servers} does not offer the SASL mechanism of the Kafka "
             "properties file (sasl.mechanism)."
         )
-    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text:
+    if tls_failed:
         return (
             f"The TLS handshake with Kafka at {bootstrap_servers} failed; check the CA file "
             "(ssl.ca.location or ssl.truststore.location) and the listener's port."
@@ -293,6 +304,7 @@ def require_topics(
     """
     from kafka.errors import KafkaError
 
+    sasl = resolve_properties(client_properties).get("security.protocol", "").startswith("SASL")
     with _client_log_recorded() as messages:
         try:
             # The consumer bootstraps as it is made, retrying a refused login until the
@@ -308,7 +320,8 @@ def require_topics(
             finally:
                 client.close()
         except KafkaError as error:
-            raise KafkaSetupError(describe_failure(bootstrap_servers, error, messages)) from None
+            failure = describe_failure(bootstrap_servers, error, messages, sasl)
+            raise KafkaSetupError(failure) from None
     missing = [topic for topic in topics if topic not in existing]
     if missing:
         raise KafkaSetupError(
