@@ -162,6 +162,8 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
     text = log.read_text()
     assert status == 0, text[-3000:]
     assert 1000 <= killed_at < published, "the broker died mid-stream"
+    # The project's redaction setting reached the job (its value is itself redacted).
+    assert '"spark.redaction.regex"' in environment
     for page in (environment, plans, text):
         assert password not in page
     expected = set(history["events"]["transaction_id"])
