@@ -606,7 +606,8 @@ def start_cluster(cluster: LocalCluster) -> tuple[list[int], bool]:
         # A node answers only once a majority of the quorum is up: start all, then wait.
         for broker, process in launched:
             _wait_until_ready(broker, process)
-    except BrokerError:
+    except (BrokerError, KeyboardInterrupt):
+        # Interrupted or failed, the start leaves no node behind.
         for broker, process in launched:
             if process.poll() is None:
                 process.kill()
