@@ -181,6 +181,8 @@ def _write_config(broker: LocalBroker) -> None:
             ]
         )
     )
+    # It may hold the keystore's password.
+    broker.properties_file.chmod(0o600)
     (broker.home / "log4j2.properties").write_text(
         "\n".join(
             [
@@ -624,5 +626,10 @@ def stop_cluster(cluster: LocalCluster, node: int | None = None) -> list[int]:
     list of int
         PIDs of the nodes stopped.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     brokers = cluster.brokers if node is None else [cluster.brokers[node - 1]]
-    return [pid for pid in (stop(broker) for broker in brokers) if pid is not None]
+    # All at once: stopped one by one, the last node waits for a quorum that is gone
+    # and is killed only after STOP_TIMEOUT_S.
+    with ThreadPoolExecutor(len(brokers)) as pool:
+        return [pid for pid in pool.map(stop, brokers) if pid is not None]
