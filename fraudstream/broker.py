@@ -5,11 +5,19 @@ the background on 127.0.0.1, waits until it answers, and creates the design's to
 ``stop`` stops only the process that ``start`` recorded. Everything lives under one
 folder (``var/kafka`` by default): ``server.properties``, ``data/``, ``logs/`` and
 ``broker.pid``.
+
+``fraudstream kafka-cluster start`` runs three such nodes (:class:`LocalCluster`), each
+broker and controller of one KRaft quorum with static voters, under ``var/kafka-cluster``:
+topics replicated three times with ``min.insync.replicas=2``, so one node can stop
+without a write or a read failing. Each node listens on a plain port (also the brokers'
+own) and on a SASL_SSL port (SCRAM-SHA-512 over TLS) whose users are created when the
+storage is formatted; ``client.properties`` beside the nodes holds what a client needs.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -58,6 +66,16 @@ class LocalBroker:
     port: int = 9092
     controller_port: int = 9093
     host: str = "127.0.0.1"
+    #: KRaft node id; 1 for a single node.
+    node_id: int = 1
+    #: ``controller.quorum.voters`` of a multi-node quorum; empty for a single node.
+    voters: str = ""
+    #: SASL_SSL (SCRAM-SHA-512) client port; None for a plain broker only.
+    secure_port: int | None = None
+    #: Folder of ``scripts/make-certs.sh``'s output, for the SASL_SSL listener.
+    certs: Path | None = None
+    #: Replication of the internal topics and the default of new ones.
+    replication_factor: int = 1
 
     @property
     def bootstrap_servers(self) -> str:
@@ -102,27 +120,59 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _security_lines(broker: LocalBroker) -> list[str]:
+    """The SASL_SSL listener's settings: SCRAM users from the metadata log, TLS from certs."""
+    store_password = (broker.certs / "store.password").read_text().strip()
+    return [
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        # Brokers talk to each other on the plain listener, so the SASL_SSL one only
+        # authenticates clients against the SCRAM credentials; no broker-side user.
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "ssl.keystore.type=PKCS12",
+        f"ssl.keystore.location={broker.certs / 'broker.p12'}",
+        f"ssl.keystore.password={store_password}",
+        f"ssl.key.password={store_password}",
+    ]
+
+
 def _write_config(broker: LocalBroker) -> None:
     (broker.home / "logs").mkdir(parents=True, exist_ok=True)
+    listeners = [f"PLAINTEXT://{broker.host}:{broker.port}"]
+    protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    if broker.secure_port is not None:
+        listeners.append(f"SASL_SSL://{broker.host}:{broker.secure_port}")
+        protocols += ",SASL_SSL:SASL_SSL"
+    quorum = (
+        f"controller.quorum.voters={broker.voters}"
+        if broker.voters
+        else f"controller.quorum.bootstrap.servers={broker.host}:{broker.controller_port}"
+    )
+    replicas = broker.replication_factor
+    # With three replicas, two must acknowledge a write: one node may be down, no more.
+    min_isr = min(2, replicas)
     broker.properties_file.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={broker.host}:{broker.controller_port}",
-                f"listeners=PLAINTEXT://{broker.host}:{broker.port},"
+                f"node.id={broker.node_id}",
+                quorum,
+                f"listeners={','.join(listeners)},"
                 f"CONTROLLER://{broker.host}:{broker.controller_port}",
-                f"advertised.listeners=PLAINTEXT://{broker.host}:{broker.port}",
+                f"advertised.listeners={','.join(listeners)}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
+                *(_security_lines(broker) if broker.secure_port is not None else []),
                 f"log.dirs={broker.data_dir}",
                 "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"default.replication.factor={replicas}",
+                f"min.insync.replicas={min_isr}",
+                f"offsets.topic.replication.factor={replicas}",
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
                 "group.initial.rebalance.delay.ms=0",
                 # Topics are created by `start` with their retention; a typo'd topic
                 # name in a job should fail, not create an empty topic.
@@ -131,6 +181,8 @@ def _write_config(broker: LocalBroker) -> None:
             ]
         )
     )
+    # It may hold the keystore's password.
+    broker.properties_file.chmod(0o600)
     (broker.home / "log4j2.properties").write_text(
         "\n".join(
             [
@@ -152,34 +204,32 @@ def _write_config(broker: LocalBroker) -> None:
     )
 
 
-def _format_storage(broker: LocalBroker) -> None:
-    if (broker.data_dir / "meta.properties").exists():
-        return
-    classpath = _classpath()
-    cluster_id = subprocess.run(
-        [_java(), "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+def _new_cluster_id() -> str:
+    return subprocess.run(
+        [_java(), "-cp", _classpath(), "kafka.tools.StorageTool", "random-uuid"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    result = subprocess.run(
-        [
-            _java(),
-            "-cp",
-            classpath,
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            cluster_id,
-            "-c",
-            str(broker.properties_file),
-        ],
-        capture_output=True,
-        text=True,
-    )
+
+
+def _format_storage(
+    broker: LocalBroker, cluster_id: str | None = None, scram_users: dict[str, str] | None = None
+) -> None:
+    if (broker.data_dir / "meta.properties").exists():
+        return
+    command = [_java(), "-cp", _classpath(), "kafka.tools.StorageTool", "format"]
+    # One node formats a dynamic quorum of itself; several share static voters.
+    command += [] if broker.voters else ["--standalone"]
+    command += ["-t", cluster_id or _new_cluster_id(), "-c", str(broker.properties_file)]
+    for user, password in (scram_users or {}).items():
+        command += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise BrokerError(f"Formatting Kafka storage in {broker.data_dir} failed: {result.stderr}")
+        # The tool's message, never the command: the command holds the passwords.
+        raise BrokerError(
+            f"Formatting Kafka storage in {broker.data_dir} failed: {result.stderr.strip()}"
+        )
 
 
 def running_pid(broker: LocalBroker) -> int | None:
@@ -250,16 +300,38 @@ def start(broker: LocalBroker) -> tuple[int, bool]:
     pid = running_pid(broker)
     if pid is not None:
         return pid, False
-    for port in (broker.port, broker.controller_port):
+    _check_ports(broker)
+    broker.home.mkdir(parents=True, exist_ok=True)
+    _write_config(broker)
+    _format_storage(broker)
+    process = _launch(broker)
+    try:
+        _wait_until_ready(broker, process)
+    except BrokerError:
+        if process.poll() is None:
+            process.kill()
+        broker.pid_file.unlink(missing_ok=True)
+        raise
+    return process.pid, True
+
+
+def _ports(broker: LocalBroker) -> list[int]:
+    ports = [broker.port, broker.controller_port]
+    return ports + ([broker.secure_port] if broker.secure_port is not None else [])
+
+
+def _check_ports(broker: LocalBroker) -> None:
+    for port in _ports(broker):
         if port_in_use(broker.host, port):
             raise BrokerError(
                 f"Port {port} on {broker.host} is already in use by another program; "
                 "stop it or choose other ports with --port/--controller-port."
             )
+
+
+def _launch(broker: LocalBroker) -> subprocess.Popen:
+    """Start the node's JVM in the background and record its PID; do not wait for it."""
     classpath = _classpath()
-    broker.home.mkdir(parents=True, exist_ok=True)
-    _write_config(broker)
-    _format_storage(broker)
     log_config = broker.home / "log4j2.properties"
     with open(broker.home / "logs" / "stdout.log", "ab") as stdout:
         process = subprocess.Popen(
@@ -281,14 +353,7 @@ def start(broker: LocalBroker) -> tuple[int, bool]:
             start_new_session=True,
         )
     broker.pid_file.write_text(f"{process.pid}\n")
-    try:
-        _wait_until_ready(broker, process)
-    except BrokerError:
-        if process.poll() is None:
-            process.kill()
-        broker.pid_file.unlink(missing_ok=True)
-        raise
-    return process.pid, True
+    return process
 
 
 def stop(broker: LocalBroker) -> int | None:
@@ -322,6 +387,7 @@ def create_topics(
     topics: dict[str, dict[str, str]] | None = None,
     partitions: int = 4,
     replication_factor: int = 1,
+    client_properties: dict[str, str] | None = None,
 ) -> list[str]:
     """Create topics that do not exist yet; return the names created.
 
@@ -335,11 +401,15 @@ def create_topics(
         Partition count of each new topic.
     replication_factor : int
         Replicas of each partition.
+    client_properties : dict, optional
+        Java-style client properties; those of ``--kafka-properties`` by default.
     """
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import NewTopic
+
+    from fraudstream import kafka_io
 
     topics = DESIGN_TOPICS if topics is None else topics
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    admin = kafka_io.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
     try:
         missing = [name for name in topics if name not in set(admin.list_topics())]
         if missing:
@@ -354,32 +424,212 @@ def create_topics(
         admin.close()
 
 
-def describe_topics(bootstrap_servers: str) -> dict[str, dict[str, str]]:
+def describe_topics(
+    bootstrap_servers: str, client_properties: dict[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     """Return each non-internal topic's partition count and retention.
 
     Returns
     -------
     dict
-        Topic name to ``{"partitions": "4", "retention.ms": "-1"}``.
+        Topic name to ``{"partitions": "4", "replicas": "3", "retention.ms": "-1"}``
+        (``min.insync.replicas`` too where the topic sets it).
     """
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    from fraudstream import kafka_io
+
+    admin = kafka_io.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
     try:
         topics = {
-            topic["name"]: {"partitions": str(len(topic["partitions"]))}
+            topic["name"]: {
+                "partitions": str(len(topic["partitions"])),
+                "replicas": str(len(topic["partitions"][0]["replica_nodes"])),
+            }
             for topic in admin.describe_topics()
             if not topic["is_internal"] and not topic["name"].startswith("__")
         }
         if topics:
             resources = [
-                ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": None})
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    name,
+                    {"retention.ms": None, "min.insync.replicas": None},
+                )
                 for name in topics
             ]
             for name, configs in admin.describe_configs(resources)["topic"].items():
                 # A topic on the broker's default retention reports no value here.
-                if "retention.ms" in configs:
-                    topics[name]["retention.ms"] = configs["retention.ms"]["value"]
+                for key in ("retention.ms", "min.insync.replicas"):
+                    if key in configs:
+                        topics[name][key] = configs[key]["value"]
         return topics
     finally:
         admin.close()
+
+
+#: The cluster's users, created with the storage: ``admin`` for operators, ``fraudstream``
+#: for the pipeline's commands and jobs.
+SCRAM_USERS = ("admin", "fraudstream")
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """Three (or ``nodes``) local KRaft nodes, each broker and controller, on 127.0.0.1.
+
+    Node ``i`` (from 1) listens on ``port + i - 1`` (plain, also between brokers),
+    ``secure_port + i - 1`` (SASL_SSL) and ``controller_port + i - 1`` (KRaft), and lives
+    in ``home/node-i``. ``home/certs`` holds the TLS material, ``home/client.properties``
+    and ``home/admin.properties`` the client properties of the two SCRAM users.
+    """
+
+    home: Path = config.VAR_DIR / "kafka-cluster"
+    nodes: int = 3
+    port: int = 19092
+    secure_port: int = 19095
+    controller_port: int = 19192
+    host: str = "127.0.0.1"
+
+    @property
+    def certs(self) -> Path:
+        return self.home / "certs"
+
+    @property
+    def brokers(self) -> list[LocalBroker]:
+        voters = ",".join(
+            f"{i}@{self.host}:{self.controller_port + i - 1}" for i in range(1, self.nodes + 1)
+        )
+        return [
+            LocalBroker(
+                home=self.home / f"node-{i}",
+                port=self.port + i - 1,
+                controller_port=self.controller_port + i - 1,
+                host=self.host,
+                node_id=i,
+                voters=voters,
+                secure_port=self.secure_port + i - 1,
+                certs=self.certs,
+                replication_factor=min(3, self.nodes),
+            )
+            for i in range(1, self.nodes + 1)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The plain listeners of all nodes."""
+        return ",".join(broker.bootstrap_servers for broker in self.brokers)
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """The SASL_SSL listeners of all nodes."""
+        return ",".join(f"{b.host}:{b.secure_port}" for b in self.brokers)
+
+    def properties_file(self, user: str = "fraudstream") -> Path:
+        """The client properties file of a SCRAM user (``fraudstream`` or ``admin``)."""
+        return self.home / ("client.properties" if user == "fraudstream" else f"{user}.properties")
+
+
+def _make_certs(cluster: LocalCluster) -> None:
+    if (cluster.certs / "broker.p12").exists():
+        return
+    script = config.PROJECT_ROOT / "scripts" / "make-certs.sh"
+    result = subprocess.run([str(script), str(cluster.certs)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BrokerError(f"Making certificates with {script} failed: {result.stderr.strip()}")
+
+
+def client_properties_text(user: str, password: str, ca_file: Path) -> str:
+    """A client properties file's text for SASL/SCRAM-SHA-512 over TLS, the Java way."""
+    return "\n".join(
+        [
+            "# SASL/SCRAM-SHA-512 over TLS; give this file to --kafka-properties.",
+            "security.protocol=SASL_SSL",
+            "sasl.mechanism=SCRAM-SHA-512",
+            f'sasl.jaas.config={SCRAM_LOGIN} required username="{user}" password="{password}";',
+            # PEM, which Java (Spark), librdkafka and kafka-python all read.
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={ca_file}",
+            "",
+        ]
+    )
+
+
+def _scram_users(cluster: LocalCluster) -> dict[str, str]:
+    """The users' passwords: made once, kept only in the users' properties files (mode 600)."""
+    from fraudstream import kafka_io
+
+    users = {}
+    for user in SCRAM_USERS:
+        path = cluster.properties_file(user)
+        if path.exists():
+            users[user] = kafka_io.sasl_credentials(kafka_io.read_properties(path))[1]
+            continue
+        users[user] = secrets.token_urlsafe(18)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(client_properties_text(user, users[user], cluster.certs / "ca.pem"))
+    return users
+
+
+def start_cluster(cluster: LocalCluster) -> tuple[list[int], bool]:
+    """Start every node of the cluster that does not run yet, and wait for all of them.
+
+    Returns
+    -------
+    (list of int, bool)
+        The nodes' PIDs, and whether this call started any.
+
+    Raises
+    ------
+    BrokerError
+        If a port is taken by another program, the jars or tools are missing, or a node
+        does not come up.
+    """
+    brokers = cluster.brokers
+    stopped = [broker for broker in brokers if running_pid(broker) is None]
+    if not stopped:
+        return [running_pid(broker) for broker in brokers], False
+    for broker in stopped:
+        _check_ports(broker)
+    _make_certs(cluster)
+    users = _scram_users(cluster)
+    id_file = cluster.home / "cluster.id"
+    if not id_file.exists():
+        id_file.write_text(_new_cluster_id() + "\n")
+    cluster_id = id_file.read_text().strip()
+    launched = []
+    for broker in stopped:
+        broker.home.mkdir(parents=True, exist_ok=True)
+        _write_config(broker)
+        _format_storage(broker, cluster_id, users)
+        launched.append((broker, _launch(broker)))
+    try:
+        # A node answers only once a majority of the quorum is up: start all, then wait.
+        for broker, process in launched:
+            _wait_until_ready(broker, process)
+    except (BrokerError, KeyboardInterrupt):
+        # Interrupted or failed, the start leaves no node behind.
+        for broker, process in launched:
+            if process.poll() is None:
+                process.kill()
+            broker.pid_file.unlink(missing_ok=True)
+        raise
+    return [running_pid(broker) for broker in brokers], True
+
+
+def stop_cluster(cluster: LocalCluster, node: int | None = None) -> list[int]:
+    """Stop the cluster's nodes (or only node ``node``) that ``start_cluster`` recorded.
+
+    Returns
+    -------
+    list of int
+        PIDs of the nodes stopped.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    brokers = cluster.brokers if node is None else [cluster.brokers[node - 1]]
+    # All at once: stopped one by one, the last node waits for a quorum that is gone
+    # and is killed only after STOP_TIMEOUT_S.
+    with ThreadPoolExecutor(len(brokers)) as pool:
+        return [pid for pid in pool.map(stop, brokers) if pid is not None]

@@ -6,6 +6,7 @@ what is not a Spark job::
     fraudstream kafka start [--partitions N]   # local broker + the design's topics
     fraudstream kafka status
     fraudstream kafka stop
+    fraudstream kafka-cluster start|stop|status   # three nodes, replicated, SASL_SSL too
     fraudstream produce --data data/sample    # publish Parquet events and labels to Kafka
     fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
@@ -15,6 +16,9 @@ what is not a Spark job::
     fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
     fraudstream dashboard                     # the alert topic on a live web page
     fraudstream alerts tail                   # the alert topic in the terminal
+
+Commands that talk to Kafka take ``--kafka-properties FILE`` (or
+``$FRAUDSTREAM_KAFKA_PROPERTIES``): Java-style client properties, for SASL and TLS.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from datetime import date
 from pathlib import Path
 
 from fraudstream import broker as local_broker
-from fraudstream import cdc_cli, config
+from fraudstream import cdc_cli, config, kafka_io
 from fraudstream.kafka_io import KafkaSetupError
 
 
@@ -69,13 +73,94 @@ def _kafka_status(args: argparse.Namespace) -> int:
         print(f"No broker started from {broker.home} is running.")
         return 1
     print(f"Kafka broker running on {broker.bootstrap_servers} (pid {pid}).")
-    for topic, details in sorted(local_broker.describe_topics(broker.bootstrap_servers).items()):
+    _print_topics(local_broker.describe_topics(broker.bootstrap_servers))
+    return 0
+
+
+def _cluster_from(args: argparse.Namespace) -> local_broker.LocalCluster:
+    return local_broker.LocalCluster(
+        home=Path(args.home),
+        nodes=args.nodes,
+        port=args.port,
+        secure_port=args.secure_port,
+        controller_port=args.controller_port,
+    )
+
+
+def _cluster_start(args: argparse.Namespace) -> int:
+    cluster = _cluster_from(args)
+    began = time.monotonic()
+    pids, started = local_broker.start_cluster(cluster)
+    verb = f"started in {time.monotonic() - began:.0f} s" if started else "already running"
+    print(f"Kafka cluster of {cluster.nodes} nodes {verb} (pids {', '.join(map(str, pids))}).")
+    print(f"  plain:    {cluster.bootstrap_servers}")
+    print(f"  SASL_SSL: {cluster.secure_bootstrap_servers}")
+    print(f"  client properties (SCRAM user fraudstream): {cluster.properties_file()}")
+    if not args.no_topics:
+        replicas = min(3, cluster.nodes)
+        topics = {
+            name: {**settings, "min.insync.replicas": str(min(2, replicas))}
+            for name, settings in local_broker.DESIGN_TOPICS.items()
+        }
+        created = local_broker.create_topics(
+            cluster.bootstrap_servers,
+            topics,
+            partitions=args.partitions,
+            replication_factor=replicas,
+            client_properties={},
+        )
+        if created:
+            print(
+                f"Created topics: {', '.join(created)} ({args.partitions} partitions, "
+                f"{replicas} replicas, min.insync.replicas {min(2, replicas)})."
+            )
+    return 0
+
+
+def _cluster_stop(args: argparse.Namespace) -> int:
+    cluster = _cluster_from(args)
+    if args.node is not None and not 1 <= args.node <= cluster.nodes:
+        raise CommandError(f"--node must be between 1 and {cluster.nodes}.")
+    pids = local_broker.stop_cluster(cluster, args.node)
+    if not pids:
+        print(f"No node started from {cluster.home} is running.")
+    else:
+        print(f"Stopped {len(pids)} node(s) (pids {', '.join(map(str, pids))}).")
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    cluster = _cluster_from(args)
+    running = []
+    for node, broker in enumerate(cluster.brokers, start=1):
+        pid = local_broker.running_pid(broker)
+        where = f"{broker.bootstrap_servers}, SASL_SSL {broker.host}:{broker.secure_port}"
+        print(f"node {node}: " + (f"running (pid {pid}) on {where}" if pid else "not running"))
+        if pid:
+            running.append(broker)
+    if not running:
+        return 1
+    # With client properties, ask through the SASL_SSL listeners: it checks the login too.
+    secure = bool(kafka_io.resolve_properties())
+    servers = ",".join(
+        f"{b.host}:{b.secure_port}" if secure else b.bootstrap_servers for b in running
+    )
+    kafka_io.require_topics(servers, [])
+    _print_topics(local_broker.describe_topics(servers))
+    return 0
+
+
+def _print_topics(topics: dict[str, dict[str, str]]) -> None:
+    for topic, details in sorted(topics.items()):
         retention = details.get("retention.ms")
         kept = {"-1": "kept forever", None: "broker's default retention"}.get(
             retention, f"retention.ms={retention}"
         )
-        print(f"  {topic}: {details['partitions']} partitions, {kept}")
-    return 0
+        copies = details.get("replicas", "1")
+        replicas = f", {copies} replicas" if copies != "1" else ""
+        isr = details.get("min.insync.replicas")
+        isr = f", min.insync.replicas {isr}" if isr and replicas else ""
+        print(f"  {topic}: {details['partitions']} partitions{replicas}{isr}, {kept}")
 
 
 def _produce_plan(args: argparse.Namespace):
@@ -240,6 +325,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         port=args.port,
         window=args.window,
         refill_per_partition=args.refill,
+        client_properties=tuple(kafka_io.resolve_properties().items()),
     )
     print(f"Dashboard on http://{args.host}:{args.port}/ (alerts from {args.topic} on {servers}).")
     sys.stdout.flush()
@@ -307,6 +393,46 @@ def build_parser() -> argparse.ArgumentParser:
                 "--no-topics", action="store_true", help="do not create the design's topics"
             )
 
+    cluster_cmd = commands.add_parser(
+        "kafka-cluster",
+        help="start, stop or inspect a local three-node Kafka cluster (plain and SASL_SSL)",
+    )
+    cluster_actions = cluster_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, handler, text in [
+        ("start", _cluster_start, "start the nodes (if needed) and create replicated topics"),
+        ("stop", _cluster_stop, "stop the nodes that start started (or one of them)"),
+        ("status", _cluster_status, "say which nodes run, and list the topics"),
+    ]:
+        action = cluster_actions.add_parser(name, help=text, description=text)
+        action.set_defaults(handler=handler)
+        action.add_argument(
+            "--home",
+            default=str(config.VAR_DIR / "kafka-cluster"),
+            help="folder of the nodes, certificates and client properties (default: %(default)s)",
+        )
+        action.add_argument("--nodes", type=int, default=3, help="nodes (default: %(default)s)")
+        action.add_argument(
+            "--port", type=int, default=19092, help="node 1's plain port; node i's is PORT+i-1"
+        )
+        action.add_argument(
+            "--secure-port", type=int, default=19095, help="node 1's SASL_SSL port (default: 19095)"
+        )
+        action.add_argument(
+            "--controller-port",
+            type=int,
+            default=19192,
+            help="node 1's KRaft port (default: 19192)",
+        )
+        if name == "start":
+            action.add_argument("--partitions", type=int, default=4, help="default: %(default)s")
+            action.add_argument(
+                "--no-topics", action="store_true", help="do not create the design's topics"
+            )
+        if name == "stop":
+            action.add_argument("--node", type=int, help="stop only this node (1, 2, ...)")
+        if name == "status":
+            kafka_io.add_properties_option(action)
+
     produce = commands.add_parser(
         "produce",
         help="publish payment and label events to Kafka, in time order",
@@ -358,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--brokers", help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
     )
+    kafka_io.add_properties_option(produce)
     produce.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
     produce.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
     produce.add_argument("--no-labels", action="store_true", help="publish payments only")
@@ -399,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(handler=_dashboard)
     board.add_argument("--brokers", help=brokers_help)
+    kafka_io.add_properties_option(board)
     board.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
     board.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
     board.add_argument(
@@ -431,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail.set_defaults(handler=_alerts_tail)
     tail.add_argument("--brokers", help=brokers_help)
+    kafka_io.add_properties_option(tail)
     tail.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument(
@@ -443,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        kafka_io.use_properties_file(getattr(args, "kafka_properties", None))
         return args.handler(args)
     except (local_broker.BrokerError, CommandError, KafkaSetupError, *cdc_cli.ERRORS) as error:
         print(f"fraudstream: {error}", file=sys.stderr)

@@ -5,10 +5,19 @@ the bulk producer (``fraudstream produce``) uses librdkafka through confluent-ka
 because kafka-python tops out near 10,000 records/s; the other Python tools (tail,
 label reader, tests) use kafka-python. Security settings (SASL, TLS)
 pass through as client properties: ``security.protocol=SASL_SSL`` and so on, written
-the Java way, which both sides accept.
+the Java way, in one properties file (``--kafka-properties FILE`` or
+``$FRAUDSTREAM_KAFKA_PROPERTIES``), read here and translated for each client: Spark's
+connector takes them as they are (``kafka.``-prefixed), librdkafka and kafka-python
+under their own names (see :func:`librdkafka_settings` and :func:`python_settings`).
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812
@@ -18,26 +27,301 @@ class KafkaSetupError(RuntimeError):
     """Kafka is not there as a command needs it; the message is one sentence for the user."""
 
 
-def require_topics(bootstrap_servers: str, topics: list[str]) -> None:
+#: The environment variable naming the client properties file; ``--kafka-properties``
+#: sets it, so that every client a process (and its children) opens reads the same file.
+PROPERTIES_ENV = "FRAUDSTREAM_KAFKA_PROPERTIES"
+
+_JAAS_FIELD = re.compile(r'\b(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """Read a Java-style ``.properties`` file (``key=value`` or ``key: value``, ``#`` comments).
+
+    Raises
+    ------
+    KafkaSetupError
+        If the file does not exist, in one sentence.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise KafkaSetupError(f"The Kafka properties file {path} does not exist.") from None
+    properties: dict[str, str] = {}
+    logical = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        # A trailing backslash continues the value on the next line, as in Java.
+        if line.endswith("\\"):
+            logical += line[:-1]
+            continue
+        logical += line
+        parts = re.split(r"\s*[=:]\s*", logical, maxsplit=1)
+        properties[parts[0]] = parts[1] if len(parts) > 1 else ""
+        logical = ""
+    return properties
+
+
+def add_properties_option(parser) -> None:
+    """Add ``--kafka-properties FILE`` to an argparse parser (commands and jobs alike)."""
+    parser.add_argument(
+        "--kafka-properties",
+        metavar="FILE",
+        help=f"Java-style Kafka client properties (SASL, TLS); default: ${PROPERTIES_ENV}, "
+        "else none",
+    )
+
+
+def use_properties_file(path: str | Path | None) -> None:
+    """Make ``path`` the client properties of this process and its children (None: no change).
+
+    The file is read when a client is made: a missing file is reported, in one sentence,
+    by the first Kafka check of the command (:func:`require_topics`).
+    """
+    if path is not None:
+        os.environ[PROPERTIES_ENV] = str(Path(path).resolve())
+
+
+def resolve_properties(explicit: dict[str, str] | None = None) -> dict[str, str]:
+    """The Java-style client properties to use: ``explicit``, else the file in the environment."""
+    if explicit is not None:
+        return dict(explicit)
+    path = os.environ.get(PROPERTIES_ENV)
+    return read_properties(path) if path else {}
+
+
+def sasl_credentials(properties: dict[str, str]) -> tuple[str | None, str | None]:
+    """User and password from ``sasl.jaas.config`` (Java) or ``sasl.username``/``password``."""
+    fields = {
+        name: re.sub(r"\\(.)", r"\1", value)
+        for name, value in _JAAS_FIELD.findall(properties.get("sasl.jaas.config", ""))
+    }
+    return (
+        properties.get("sasl.username", fields.get("username")),
+        properties.get("sasl.password", fields.get("password")),
+    )
+
+
+def _pem_ca(properties: dict[str, str]) -> str | None:
+    """The CA file in PEM, which librdkafka and kafka-python need (they cannot read JKS)."""
+    if "ssl.ca.location" in properties:
+        return properties["ssl.ca.location"]
+    location = properties.get("ssl.truststore.location")
+    if location is None:
+        return None
+    if properties.get("ssl.truststore.type", "JKS").upper() != "PEM":
+        raise KafkaSetupError(
+            "Python Kafka clients cannot read a JKS truststore: add ssl.ca.location=CA.pem to "
+            "the properties file (scripts/make-certs.sh writes ca.pem beside truststore.jks)."
+        )
+    return location
+
+
+#: Java names that librdkafka does not know (it reads PEM files and plain credentials).
+_JAVA_ONLY = {
+    "sasl.jaas.config",
+    "ssl.truststore.location",
+    "ssl.truststore.type",
+    "ssl.truststore.password",
+    "ssl.keystore.type",
+}
+
+
+def librdkafka_settings(properties: dict[str, str]) -> dict[str, str]:
+    """Translate Java-style client properties to librdkafka's (confluent-kafka) names."""
+    settings = {key: value for key, value in properties.items() if key not in _JAVA_ONLY}
+    if "sasl.mechanism" in settings:
+        settings["sasl.mechanisms"] = settings.pop("sasl.mechanism")
+    user, password = sasl_credentials(properties)
+    if user is not None:
+        settings["sasl.username"] = user
+    if password is not None:
+        settings["sasl.password"] = password
+    ca = _pem_ca(properties)
+    if ca is not None:
+        settings["ssl.ca.location"] = ca
+    return settings
+
+
+def python_settings(properties: dict[str, str], known: set[str] | None = None) -> dict:
+    """Translate Java-style client properties to kafka-python's keyword arguments.
+
+    Parameters
+    ----------
+    properties : dict
+        Java-style names (``security.protocol``, ``sasl.mechanism``, ``sasl.jaas.config``,
+        ``ssl.truststore.location`` of type PEM or ``ssl.ca.location``).
+    known : set, optional
+        The client class's settings; other names (Java-only ones) are left out.
+    """
+    settings: dict = {}
+    special = {"sasl.jaas.config", "sasl.username", "sasl.password", "sasl.mechanisms"}
+    for key, value in properties.items():
+        name = key.replace(".", "_")
+        if key not in special and (known is None or name in known):
+            settings[name] = value
+    if "sasl.mechanisms" in properties:
+        settings["sasl_mechanism"] = properties["sasl.mechanisms"]
+    user, password = sasl_credentials(properties)
+    if user is not None:
+        settings["sasl_plain_username"] = user
+    if password is not None:
+        settings["sasl_plain_password"] = password
+    ca = _pem_ca(properties)
+    if ca is not None:
+        settings["ssl_cafile"] = ca
+    if properties.get("ssl.endpoint.identification.algorithm", "https") == "":
+        settings["ssl_check_hostname"] = False
+    return settings
+
+
+def java_settings(properties: dict[str, str]) -> dict[str, str]:
+    """Java client properties (Spark's connector), from names librdkafka users may write."""
+    settings = dict(properties)
+    if "ssl.ca.location" in settings and "ssl.truststore.location" not in settings:
+        settings["ssl.truststore.type"] = "PEM"
+        settings["ssl.truststore.location"] = settings.pop("ssl.ca.location")
+    settings.pop("ssl.ca.location", None)
+    if "sasl.mechanisms" in settings:
+        settings.setdefault("sasl.mechanism", settings.pop("sasl.mechanisms"))
+    user, password = settings.pop("sasl.username", None), settings.pop("sasl.password", None)
+    if user is not None and "sasl.jaas.config" not in settings:
+        settings["sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+    return settings
+
+
+def _python_options(cls, bootstrap_servers: str, client_props, defaults: dict, settings: dict):
+    properties = resolve_properties(client_props)
+    options = {"bootstrap_servers": bootstrap_servers, **defaults}
+    options.update(python_settings(properties, set(cls.DEFAULT_CONFIG)))
+    options.update(settings)
+    return options
+
+
+def admin(bootstrap_servers: str, client_properties: dict[str, str] | None = None, **settings):
+    """Return a kafka-python admin client with the client properties applied."""
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(
+        **_python_options(KafkaAdminClient, bootstrap_servers, client_properties, {}, settings)
+    )
+
+
+def describe_failure(
+    bootstrap_servers: str, error: Exception, log: list[str] = (), sasl: bool = False
+) -> str:
+    """One sentence for a client that could not connect, naming the cause users can fix.
+
+    Parameters
+    ----------
+    bootstrap_servers : str
+        What the client was given.
+    error : Exception
+        What the client raised.
+    log : list of str
+        The client's log messages meanwhile, which may name the cause.
+    sasl : bool
+        Whether the client logged in with SASL.
+    """
+    from kafka.errors import SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+
+    text = " ".join([f"{error.__class__.__name__}: {error}", *log])
+    tls_failed = "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in text
+    # A broker that refuses a login answers with an error and then closes the connection;
+    # kafka-python (3.0) often sees only the close. After a good TLS handshake, on a
+    # SASL listener, nothing else closes a new connection: it is the same refusal.
+    refused = "SaslAuthenticationFailed" in text or (
+        sasl and not tls_failed and "socket disconnected" in text
+    )
+    if isinstance(error, SaslAuthenticationFailedError) or refused:
+        return (
+            f"Kafka at {bootstrap_servers} refused the credentials (SASL authentication "
+            "failed); check the user and password in the Kafka properties file."
+        )
+    if isinstance(error, UnsupportedSaslMechanismError) or "UnsupportedSaslMechanism" in text:
+        return (
+            f"Kafka at {bootstrap_servers} does not offer the SASL mechanism of the Kafka "
+            "properties file (sasl.mechanism)."
+        )
+    if tls_failed:
+        return (
+            f"The TLS handshake with Kafka at {bootstrap_servers} failed; check the CA file "
+            "(ssl.ca.location or ssl.truststore.location) and the listener's port."
+        )
+    return (
+        f"Cannot reach Kafka at {bootstrap_servers} ({error.__class__.__name__}); "
+        "is the broker running (fraudstream kafka start)?"
+    )
+
+
+#: How long the pre-flight check waits for the brokers' first answer.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+class _Recorder(logging.Handler):
+    """Keeps kafka-python's log records of one check, instead of printing them."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _client_log_recorded():
+    """Record kafka-python's log meanwhile: its errors name the cause its exceptions hide.
+
+    kafka-python reports a refused login or a failed TLS handshake only in its log, then
+    times out; the log is kept from the terminal, where it would be a screen of retries.
+    """
+    logger = logging.getLogger("kafka")
+    recorder = _Recorder()
+    saved = logger.propagate, logger.level
+    logger.addHandler(recorder)
+    logger.propagate = False
+    logger.setLevel(logging.WARNING)
+    try:
+        yield recorder.messages
+    finally:
+        logger.removeHandler(recorder)
+        logger.propagate, logger.level = saved
+
+
+def require_topics(
+    bootstrap_servers: str, topics: list[str], client_properties: dict[str, str] | None = None
+) -> None:
     """Fail with one clear sentence if the brokers cannot be reached or a topic is missing.
 
-    Called before long work starts, so that a typo or a stopped broker does not show
-    up a minute later as a timeout deep in a client library.
+    Called before long work starts, so that a typo, a stopped broker or a wrong password
+    does not show up a minute later as a timeout deep in a client library.
     """
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
-    except KafkaError as error:
-        raise KafkaSetupError(
-            f"Cannot reach Kafka at {bootstrap_servers} ({error.__class__.__name__}); "
-            "is the broker running (fraudstream kafka start)?"
-        ) from None
-    try:
-        existing = consumer.topics()
-    finally:
-        consumer.close()
+    sasl = resolve_properties(client_properties).get("security.protocol", "").startswith("SASL")
+    with _client_log_recorded() as messages:
+        try:
+            # The consumer bootstraps as it is made, retrying a refused login until the
+            # deadline: a short one, since this check runs before a user's eyes.
+            client = consumer(
+                bootstrap_servers,
+                client_properties,
+                request_timeout_ms=10000,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            )
+            try:
+                existing = client.topics()
+            finally:
+                client.close()
+        except KafkaError as error:
+            failure = describe_failure(bootstrap_servers, error, messages, sasl)
+            raise KafkaSetupError(failure) from None
     missing = [topic for topic in topics if topic not in existing]
     if missing:
         raise KafkaSetupError(
@@ -58,7 +342,7 @@ def spark_options(bootstrap_servers: str, client_properties: dict[str, str] | No
         passed with the ``kafka.`` prefix Spark expects.
     """
     options = {"kafka.bootstrap.servers": bootstrap_servers}
-    for key, value in (client_properties or {}).items():
+    for key, value in java_settings(resolve_properties(client_properties)).items():
         options[f"kafka.{key}"] = value
     return options
 
@@ -131,17 +415,15 @@ def producer(bootstrap_servers: str, client_properties: dict[str, str] | None = 
     """
     from kafka import KafkaProducer
 
-    options = {
-        "bootstrap_servers": bootstrap_servers,
+    defaults = {
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 20,
         "compression_type": None,
     }
-    for key, value in (client_properties or {}).items():
-        options[key.replace(".", "_")] = value
-    options.update(settings)
-    return KafkaProducer(**options)
+    return KafkaProducer(
+        **_python_options(KafkaProducer, bootstrap_servers, client_properties, defaults, settings)
+    )
 
 
 class DeliveryError(KafkaSetupError):
@@ -178,7 +460,7 @@ class BulkProducer:
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
         }
-        options.update(client_properties or {})
+        options.update(librdkafka_settings(resolve_properties(client_properties)))
         self._producer = Producer(options)
 
     def _on_delivery(self, error, message) -> None:
@@ -217,14 +499,12 @@ def consumer(bootstrap_servers: str, client_properties: dict[str, str] | None = 
     """Return a kafka-python consumer in no group: it reads what it is told, commits nothing."""
     from kafka import KafkaConsumer
 
-    options = {
-        "bootstrap_servers": bootstrap_servers,
+    defaults = {
         "group_id": None,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "request_timeout_ms": 30000,
     }
-    for key, value in (client_properties or {}).items():
-        options[key.replace(".", "_")] = value
-    options.update(settings)
-    return KafkaConsumer(**options)
+    return KafkaConsumer(
+        **_python_options(KafkaConsumer, bootstrap_servers, client_properties, defaults, settings)
+    )

@@ -262,9 +262,11 @@ def publish(
 
 def topic_size(bootstrap_servers: str, topic: str) -> int:
     """Return how many records ``topic`` holds (end minus beginning offsets, all partitions)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    from fraudstream import kafka_io
+
+    consumer = kafka_io.consumer(bootstrap_servers)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         parts = [TopicPartition(topic, p) for p in partitions]

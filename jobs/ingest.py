@@ -9,7 +9,7 @@ run picks up only what arrived since the first.
 Usage::
 
     ./spark-submit.sh ingest [--topic payments] [--out data/lake/raw/payments]
-        [--checkpoint data/checkpoints/raw-payments] [--brokers HOST:PORT]
+        [--checkpoint data/checkpoints/raw-payments] [--brokers HOST:PORT] [--kafka-properties FILE]
         [--starting-offsets earliest|latest] [--trigger-interval "10 seconds"]
 """
 
@@ -112,7 +112,9 @@ def parse_args(argv: list[str]) -> IngestConfig:
     parser.add_argument(
         "--max-offsets-per-trigger", type=int, help="cap on records per micro-batch"
     )
+    kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
+    kafka_io.use_properties_file(args.kafka_properties)
     return IngestConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         topic=args.topic,

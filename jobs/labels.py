@@ -9,7 +9,8 @@ progress lives in ``CHECKPOINT/labels``. SIGTERM or Ctrl-C stops between micro-b
 
 Usage::
 
-    ./spark-submit.sh labels [--brokers HOST:PORT] [--labels-topic fraud-labels]
+    ./spark-submit.sh labels [--brokers HOST:PORT] [--kafka-properties FILE]
+        [--labels-topic fraud-labels]
         [--out data/lake] [--checkpoint data/checkpoints] [--available-now]
 """
 
@@ -86,7 +87,9 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     parser.add_argument(
         "--available-now", action="store_true", help="store what the topic holds now, then stop"
     )
+    kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
+    kafka_io.use_properties_file(args.kafka_properties)
     return LabelsConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         out=args.out.resolve(),

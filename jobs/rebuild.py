@@ -14,7 +14,7 @@ Usage::
 
     ./spark-submit.sh rebuild [--view alerts|card-locations|scored|dead-letters|all]
         [--live data/lake] [--out data/rebuild/STAMP] [--checkpoint data/checkpoints/rebuild-STAMP]
-        [--model as-live|models:/fraudstream/3|...] [--brokers HOST:PORT]
+        [--model as-live|models:/fraudstream/3|...] [--brokers HOST:PORT] [--kafka-properties FILE]
         [--payments-topic payments] [--labels-topic fraud-labels]
 
 Exit status: 0 when the compared views are identical, 1 when they differ, 2 when the
@@ -134,7 +134,9 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         default=stream.DEFAULT_MAX_LATENESS_HOURS,
         help="as the live run's --max-lateness-hours (default: %(default)s)",
     )
+    kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
+    kafka_io.use_properties_file(args.kafka_properties)
     views = (
         tuple(verify.VIEW_NAMES.values()) if args.view == "all" else (verify.VIEW_NAMES[args.view],)
     )

@@ -21,7 +21,8 @@ the feature state): restart on it to resume; a new checkpoint replays the topic 
 
 Usage::
 
-    ./spark-submit.sh score [--brokers HOST:PORT] [--model models:/fraudstream@champion]
+    ./spark-submit.sh score [--brokers HOST:PORT] [--kafka-properties FILE]
+        [--model models:/fraudstream@champion]
         [--threshold 0.5] [--out data/lake] [--checkpoint data/checkpoints]
         [--max-offsets-per-trigger 100000] [--trigger-interval "2 seconds"]
         [--available-now] [--starting-offsets earliest|latest]
@@ -118,7 +119,9 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         help="micro-batches between snapshots of the feature state; a restart reads at most "
         "this many micro-batches from Kafka again (default: %(default)s)",
     )
+    kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
+    kafka_io.use_properties_file(args.kafka_properties)
     if args.snapshot_every < 1:
         parser.error("--snapshot-every must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:

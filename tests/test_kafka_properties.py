@@ -1,0 +1,88 @@
+"""One Java-style client properties file, translated for Spark, librdkafka and kafka-python."""
+
+from __future__ import annotations
+
+import pytest
+
+from fraudstream import kafka_io
+
+LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+PROPERTIES = f"""\
+# SASL/SCRAM over TLS
+security.protocol=SASL_SSL
+sasl.mechanism = SCRAM-SHA-512
+sasl.jaas.config={LOGIN} \\
+    username="fraudstream" password="pa\\"ss";
+ssl.truststore.type=PEM
+ssl.truststore.location=/certs/ca.pem
+"""
+
+
+@pytest.fixture()
+def properties(tmp_path):
+    path = tmp_path / "client.properties"
+    path.write_text(PROPERTIES)
+    return kafka_io.read_properties(path)
+
+
+def test_read_properties_joins_continued_lines_and_skips_comments(properties):
+    assert properties == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": f'{LOGIN} username="fraudstream" password="pa\\"ss";',
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/certs/ca.pem",
+    }
+
+
+def test_read_properties_of_a_missing_file_is_one_sentence(tmp_path):
+    with pytest.raises(kafka_io.KafkaSetupError, match=r"^The Kafka properties file .* not exist"):
+        kafka_io.read_properties(tmp_path / "nope.properties")
+
+
+def test_librdkafka_settings_take_plain_credentials_and_a_pem_ca(properties):
+    assert kafka_io.librdkafka_settings(properties) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "fraudstream",
+        "sasl.password": 'pa"ss',
+        "ssl.ca.location": "/certs/ca.pem",
+    }
+
+
+def test_python_settings_are_kafka_python_keywords(properties):
+    from kafka import KafkaConsumer
+
+    assert kafka_io.python_settings(properties, set(KafkaConsumer.DEFAULT_CONFIG)) == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "fraudstream",
+        "sasl_plain_password": 'pa"ss',
+        "ssl_cafile": "/certs/ca.pem",
+    }
+
+
+def test_spark_options_pass_java_names_with_the_kafka_prefix(properties):
+    options = kafka_io.spark_options("h:1", properties)
+    assert options == {"kafka.bootstrap.servers": "h:1"} | {
+        f"kafka.{key}": value for key, value in properties.items()
+    }
+
+
+def test_a_jks_truststore_is_refused_for_python_clients_in_one_sentence(properties):
+    jks = properties | {"ssl.truststore.type": "JKS", "ssl.truststore.location": "/c/t.jks"}
+    with pytest.raises(kafka_io.KafkaSetupError, match="cannot read a JKS truststore"):
+        kafka_io.librdkafka_settings(jks)
+    assert kafka_io.spark_options("h:1", jks)["kafka.ssl.truststore.location"] == "/c/t.jks"
+
+
+def test_the_environment_names_the_file_when_no_properties_are_given(tmp_path, monkeypatch):
+    path = tmp_path / "client.properties"
+    path.write_text(PROPERTIES)
+    # Set, then removed: monkeypatch then restores the variable as it was after the test.
+    monkeypatch.setenv(kafka_io.PROPERTIES_ENV, str(path))
+    monkeypatch.delenv(kafka_io.PROPERTIES_ENV)
+    assert kafka_io.resolve_properties() == {}
+    kafka_io.use_properties_file(path)
+    assert kafka_io.resolve_properties()["security.protocol"] == "SASL_SSL"
+    assert kafka_io.resolve_properties({}) == {}
