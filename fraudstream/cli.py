@@ -6,6 +6,7 @@ what is not a Spark job::
     fraudstream kafka start [--partitions N]   # local broker + the design's topics
     fraudstream kafka status
     fraudstream kafka stop
+    fraudstream spark start|stop|status      # a local Spark standalone cluster (2 workers)
     fraudstream produce --data data/sample    # publish Parquet events and labels to Kafka
     fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
@@ -26,7 +27,7 @@ from datetime import date
 from pathlib import Path
 
 from fraudstream import broker as local_broker
-from fraudstream import cdc_cli, config
+from fraudstream import cdc_cli, config, spark_cluster_cli
 from fraudstream.kafka_io import KafkaSetupError
 
 
@@ -389,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (status, promote):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
+    spark_cluster_cli.add_commands(commands)
 
     brokers_help = "bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
     board = commands.add_parser(
@@ -444,7 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (local_broker.BrokerError, CommandError, KafkaSetupError, *cdc_cli.ERRORS) as error:
+    except (
+        local_broker.BrokerError,
+        CommandError,
+        KafkaSetupError,
+        *cdc_cli.ERRORS,
+        *spark_cluster_cli.ERRORS,
+    ) as error:
         print(f"fraudstream: {error}", file=sys.stderr)
         return 2
 
