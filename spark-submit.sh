@@ -78,14 +78,28 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(path)
 ' "$package_zip")
 
-has_master=false
+master=""
+previous=""
 for option in "${submit_options[@]+"${submit_options[@]}"}"; do
-  case "$option" in --master|--master=*) has_master=true ;; esac
+  case "$option" in --master=*) master="${option#--master=}" ;; esac
+  [ "$previous" = "--master" ] && master="$option"
+  previous="$option"
 done
-if ! $has_master; then
+if [ -z "$master" ]; then
   submit_options=(--master "local[*]" "${submit_options[@]+"${submit_options[@]}"}")
   # Local runs stay on the loopback address.
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+elif [[ "$master" != local* ]]; then
+  # On a cluster, executors may not share this machine's site-packages: ship a packed
+  # environment (Spark's Python packaging guide), built only when the dependencies
+  # changed, and run executors' Python from it; the driver keeps the project's .venv.
+  archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.executor_env) || exit 2
+  submit_options=(
+    --archives "$archive#environment"
+    --conf spark.pyspark.python=./environment/bin/python
+    --conf "spark.pyspark.driver.python=${PYSPARK_PYTHON:-python3}"
+    "${submit_options[@]}"
+  )
 fi
 
 # Local default paths (data/, var/) resolve against this checkout, wherever the job runs from.
