@@ -173,8 +173,9 @@ def _write_config(cluster: LocalCluster) -> None:
                 "spark.worker.cleanup.enabled true",
                 f"spark.worker.cleanup.interval {CLEANUP_INTERVAL_S}",
                 f"spark.worker.cleanup.appDataTtl {APP_DATA_TTL_S}",
-                # Applications that do not say otherwise take every core: one at a time.
-                "spark.deploy.spreadOut true",
+                # A taken port is an error, not a reason to listen on the next one: a
+                # master that wandered off would leave its workers joining another master.
+                "spark.port.maxRetries 0",
                 "",
             ]
         )
@@ -200,13 +201,22 @@ def running_pid(cluster: LocalCluster, name: str) -> int | None:
 
 
 def registered_workers(cluster: LocalCluster) -> list[dict]:
-    """Return the workers the master lists as ALIVE (its JSON status), or [] if it is down."""
+    """Return this cluster's workers that its master lists as ALIVE, or [] if it is down.
+
+    Workers are told apart by their web UI address (``worker_ui_port`` onwards), so a
+    worker of another cluster that joined this master is not counted.
+    """
     try:
         with urllib.request.urlopen(cluster.status_url, timeout=2) as response:
             status = json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return []
-    return [worker for worker in status.get("workers", []) if worker.get("state") == "ALIVE"]
+    ours = {f"http://{cluster.host}:{port}" for port in cluster.ports()[2:]}
+    return [
+        worker
+        for worker in status.get("workers", [])
+        if worker.get("state") == "ALIVE" and worker.get("webuiaddress") in ours
+    ]
 
 
 def _log_tail(path: Path, lines: int = 10) -> str:

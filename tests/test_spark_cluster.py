@@ -222,10 +222,14 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
     finally:
         job.send_signal(signal.SIGTERM)
         status = job.wait(timeout=120)
-        # The next test (or the user) gets a whole cluster again.
-        local_cluster.start(cluster)
+        # The next test (or the user) gets a whole cluster again: start restarts the dead one.
+        restarted = local_cluster.start(cluster)
+    assert [name for name, (_, new) in restarted.items() if new] == ["worker-2"]
+    assert len(local_cluster.registered_workers(cluster)) == 2
     said = log.read_text()
     assert status == 0, said[-3000:]
+    # Spark saw the executor go, and micro-batches went on after it.
+    assert "Lost executor" in said and said.rindex("batch ") > said.index("Lost executor")
     assert "stopped; restart on the same --checkpoint to resume" in said
     scored = stream.read_view(out, stream.SCORED)
     assert len(scored) == published and scored["transaction_id"].is_unique
