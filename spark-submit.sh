@@ -80,8 +80,12 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
 
 master=""
 previous=""
+executor_python_given=false
 for option in "${submit_options[@]+"${submit_options[@]}"}"; do
-  case "$option" in --master=*) master="${option#--master=}" ;; esac
+  case "$option" in
+    --master=*) master="${option#--master=}" ;;
+    spark.pyspark.python=*) executor_python_given=true ;;
+  esac
   [ "$previous" = "--master" ] && master="$option"
   previous="$option"
 done
@@ -90,16 +94,23 @@ if [ -z "$master" ]; then
   # Local runs stay on the loopback address.
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
 elif [[ "$master" != local* ]]; then
-  # On a cluster, executors may not share this machine's site-packages: ship a packed
-  # environment (Spark's Python packaging guide), built only when the dependencies
-  # changed, and run executors' Python from it; the driver keeps the project's .venv.
-  archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.executor_env) || exit 2
+  # The driver runs here, with the project's .venv (a later --conf overrides it).
   submit_options=(
-    --archives "$archive#environment"
-    --conf spark.pyspark.python=./environment/bin/python
     --conf "spark.pyspark.driver.python=${PYSPARK_PYTHON:-python3}"
     "${submit_options[@]}"
   )
+  # Executors may not share this machine's site-packages: ship a packed environment
+  # (Spark's Python packaging guide), built only when the dependencies changed, and
+  # run executors' Python from it. A given --conf spark.pyspark.python (say, a
+  # container image's) is used instead.
+  if ! $executor_python_given; then
+    archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.executor_env) || exit 2
+    submit_options=(
+      --archives "$archive#environment"
+      --conf spark.pyspark.python=./environment/bin/python
+      "${submit_options[@]}"
+    )
+  fi
 fi
 
 # Local default paths (data/, var/) resolve against this checkout, wherever the job runs from.
