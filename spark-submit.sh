@@ -10,6 +10,8 @@
 # Anything after it goes to the job (`./spark-submit.sh JOB --help` lists its options).
 # The script adds Spark's Kafka connector (--jars, from jvm/jars) and the fraudstream
 # package (--py-files, zipped afresh into build/), and uses the project's .venv.
+# With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
+# environment, packed into build/executor-env.tar.gz (--archives; fraudstream/executor_env.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 
