@@ -10,6 +10,8 @@
 # Anything after it goes to the job (`./spark-submit.sh JOB --help` lists its options).
 # The script adds Spark's Kafka connector (--jars, from jvm/jars) and the fraudstream
 # package (--py-files, zipped afresh into build/), and uses the project's .venv.
+# With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
+# environment, packed into build/executor-env.tar.gz (--archives; fraudstream/executor_env.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 
@@ -78,14 +80,39 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
             archive.write(path)
 ' "$package_zip")
 
-has_master=false
+master=""
+previous=""
+executor_python_given=false
 for option in "${submit_options[@]+"${submit_options[@]}"}"; do
-  case "$option" in --master|--master=*) has_master=true ;; esac
+  case "$option" in
+    --master=*) master="${option#--master=}" ;;
+    spark.pyspark.python=*) executor_python_given=true ;;
+  esac
+  [ "$previous" = "--master" ] && master="$option"
+  previous="$option"
 done
-if ! $has_master; then
+if [ -z "$master" ]; then
   submit_options=(--master "local[*]" "${submit_options[@]+"${submit_options[@]}"}")
   # Local runs stay on the loopback address.
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+elif [[ "$master" != local* ]]; then
+  # The driver runs here, with the project's .venv (a later --conf overrides it).
+  submit_options=(
+    --conf "spark.pyspark.driver.python=${PYSPARK_PYTHON:-python3}"
+    "${submit_options[@]}"
+  )
+  # Executors may not share this machine's site-packages: ship a packed environment
+  # (Spark's Python packaging guide), built only when the dependencies changed, and
+  # run executors' Python from it. A given --conf spark.pyspark.python (say, a
+  # container image's) is used instead.
+  if ! $executor_python_given; then
+    archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.executor_env) || exit 2
+    submit_options=(
+      --archives "$archive#environment"
+      --conf spark.pyspark.python=./environment/bin/python
+      "${submit_options[@]}"
+    )
+  fi
 fi
 
 # Local default paths (data/, var/) resolve against this checkout, wherever the job runs from.

@@ -7,6 +7,7 @@ what is not a Spark job::
     fraudstream kafka status
     fraudstream kafka stop
     fraudstream kafka-cluster start|stop|status   # three nodes, replicated, SASL_SSL too
+    fraudstream spark start|stop|status      # a local Spark standalone cluster (2 workers)
     fraudstream produce --data data/sample    # publish Parquet events and labels to Kafka
     fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
@@ -30,7 +31,7 @@ from datetime import date
 from pathlib import Path
 
 from fraudstream import broker as local_broker
-from fraudstream import cdc_cli, config, kafka_io
+from fraudstream import cdc_cli, config, kafka_io, spark_cluster_cli
 from fraudstream.kafka_io import KafkaSetupError
 
 
@@ -516,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (status, promote):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
+    spark_cluster_cli.add_commands(commands)
 
     brokers_help = "bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
     board = commands.add_parser(
@@ -574,7 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kafka_io.use_properties_file(getattr(args, "kafka_properties", None))
         return args.handler(args)
-    except (local_broker.BrokerError, CommandError, KafkaSetupError, *cdc_cli.ERRORS) as error:
+    except (
+        local_broker.BrokerError,
+        CommandError,
+        KafkaSetupError,
+        *cdc_cli.ERRORS,
+        *spark_cluster_cli.ERRORS,
+    ) as error:
         print(f"fraudstream: {error}", file=sys.stderr)
         return 2
 

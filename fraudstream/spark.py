@@ -9,6 +9,7 @@ settings that suit a small local machine.
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -17,6 +18,14 @@ from fraudstream import config
 #: Shuffle partitions for local runs: the default (200) makes stateful queries on two
 #: cores crawl, and the value is frozen into a stateful query's checkpoint.
 LOCAL_SHUFFLE_PARTITIONS = 4
+
+#: Packages whose versions executors must share with the driver: pyspark itself and
+#: those whose objects cross between them (Arrow batches, pickled arrays and frames).
+SHARED_PACKAGES = ("pyspark", "pyarrow", "pandas", "numpy", "scikit-learn")
+
+
+class ExecutorEnvironmentError(RuntimeError):
+    """Executors run another Python environment than the driver; one sentence."""
 
 
 def get_session(app_name: str = "fraudstream", master: str | None = None) -> SparkSession:
@@ -39,7 +48,10 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
         return active
     if os.environ.get("SPARK_ENV_LOADED") or os.environ.get("SPARK_SUBMIT_PYFILES"):
         # Launched by spark-submit: its configuration is the whole truth.
-        return SparkSession.builder.appName(app_name).getOrCreate()
+        session = SparkSession.builder.appName(app_name).getOrCreate()
+        if not session.sparkContext.master.startswith("local"):
+            print(check_executors(session), flush=True)
+        return session
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("SPARK_CONF_DIR", str(config.PROJECT_ROOT / "conf" / "spark"))
     jars = ",".join(str(jar) for jar in config.spark_kafka_jars())
@@ -51,4 +63,60 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")
         .getOrCreate()
+    )
+
+
+def python_environment() -> dict[str, str]:
+    """Describe the Python running this code: interpreter, version and shared packages."""
+    from importlib import metadata
+
+    return {
+        "executable": sys.executable,
+        "python": sys.version.split()[0],
+        **{name: metadata.version(name) for name in SHARED_PACKAGES},
+    }
+
+
+def check_executors(spark: SparkSession) -> str:
+    """Run a little Python on every executor core and compare its environment with the driver's.
+
+    On a cluster nothing else in the jobs may run Python on executors (the Kafka source,
+    Parquet and Spark ML are JVM code; the feature work runs in the driver), so a wrong
+    environment would only show at the first Python UDF. This fails at start instead.
+
+    Parameters
+    ----------
+    spark : SparkSession
+        A session on a cluster.
+
+    Returns
+    -------
+    str
+        One line: the executors' interpreters and the versions they share with the driver.
+
+    Raises
+    ------
+    ExecutorEnvironmentError
+        If an executor's Python or one of :data:`SHARED_PACKAGES` differs from the driver's.
+    """
+    context = spark.sparkContext
+    tasks = max(context.defaultParallelism, 1)
+    seen = context.parallelize(range(tasks), tasks).map(lambda _: python_environment()).collect()
+    driver = python_environment()
+    for executor in seen:
+        different = [
+            f"{key} {executor[key]} (driver {driver[key]})"
+            for key in ("python", *SHARED_PACKAGES)
+            if executor[key] != driver[key]
+        ]
+        if different:
+            raise ExecutorEnvironmentError(
+                f"Executors run {executor['executable']} with {', '.join(different)}: ship the "
+                "driver's environment (./spark-submit.sh does for a non-local --master)."
+            )
+    interpreters = sorted({executor["executable"] for executor in seen})
+    shared = ", ".join(f"{name} {driver[name]}" for name in SHARED_PACKAGES)
+    return (
+        f"executors: Python {driver['python']} from {', '.join(interpreters)}; "
+        f"same {shared} as the driver"
     )
