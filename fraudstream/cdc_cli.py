@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fraudstream import config
+from fraudstream import config, kafka_io
 from fraudstream import connect as local_connect
 from fraudstream import postgres as local_postgres
 
@@ -194,6 +194,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
         )
         action.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
+        kafka_io.add_properties_option(action)
         action.add_argument(
             "--postgres-port", type=int, default=5433, help="bank database port (default: 5433)"
         )

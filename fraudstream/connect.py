@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraudstream import config, schemas
+from fraudstream import config, kafka_io, schemas
 from fraudstream.broker import _is_zombie, _java, port_in_use
 from fraudstream.postgres import CDC_ROLE, PUBLICATION, LocalPostgres
 
@@ -104,8 +104,17 @@ class LocalConnect:
 
 
 def worker_properties(connect: LocalConnect) -> dict[str, str]:
-    """Return the standalone worker's configuration."""
-    return {
+    """Return the standalone worker's configuration.
+
+    The Kafka client properties (``--kafka-properties``: SASL, TLS) apply to the worker
+    and to the producer, consumer and admin clients it makes, which Connect configures
+    apart (``producer.``, ``consumer.``, ``admin.`` prefixes).
+    """
+    security = {}
+    for key, value in kafka_io.resolve_properties().items():
+        for prefix in ("", "producer.", "consumer.", "admin."):
+            security[prefix + key] = value
+    return security | {
         "bootstrap.servers": connect.bootstrap_servers,
         # The key is the card token as plain UTF-8, as `fraudstream produce` writes it
         # (the JSON converter would quote it), so a card keeps its partition.
@@ -185,6 +194,8 @@ def _write_properties(path: Path, properties: dict[str, str]) -> None:
     # Java properties files read a backslash as an escape: double it (regexes have some).
     lines = (f"{key}={value.replace(chr(92), chr(92) * 2)}\n" for key, value in properties.items())
     path.write_text("".join(lines))
+    # The worker's file may hold a Kafka password: readable by its owner only.
+    path.chmod(0o600)
 
 
 def _write_config(connect: LocalConnect) -> None:

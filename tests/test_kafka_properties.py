@@ -86,3 +86,20 @@ def test_the_environment_names_the_file_when_no_properties_are_given(tmp_path, m
     kafka_io.use_properties_file(path)
     assert kafka_io.resolve_properties()["security.protocol"] == "SASL_SSL"
     assert kafka_io.resolve_properties({}) == {}
+
+
+def test_connect_worker_gets_the_client_properties_for_each_of_its_clients(tmp_path, monkeypatch):
+    """Kafka Connect configures its worker, producer, consumer and admin clients apart."""
+    from fraudstream import connect
+
+    properties = tmp_path / "client.properties"
+    properties.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n")
+    monkeypatch.setenv(kafka_io.PROPERTIES_ENV, str(properties))
+    worker = connect.worker_properties(connect.LocalConnect(home=tmp_path / "connect"))
+    for prefix in ("", "producer.", "consumer.", "admin."):
+        assert worker[f"{prefix}security.protocol"] == "SASL_SSL"
+        assert worker[f"{prefix}sasl.mechanism"] == "SCRAM-SHA-512"
+    assert worker["producer.acks"] == "all"
+    monkeypatch.delenv(kafka_io.PROPERTIES_ENV)
+    plain = connect.worker_properties(connect.LocalConnect(home=tmp_path / "connect"))
+    assert not any("security.protocol" in key for key in plain)
