@@ -944,11 +944,14 @@ def hold_back(
         for part, last in records.groupby("partition")["offset"].max().items():
             next_offsets[int(part)] = max(next_offsets.get(int(part), 0), int(last) + 1)
     combined = pd.concat([state.held, records], ignore_index=True) if len(state.held) else records
-    day = _event_days(combined)
+    # Event days are read only when something may wait: live, every partition is read
+    # to its end and this costs nothing.
+    day = None
     if release_day == "compute":
         waiting = [p for p, n in next_offsets.items() if n < (ends or {}).get(p, n)]
         release_day = None
         if waiting and len(combined):
+            day = _event_days(combined)
             frontier = {p: t // DAY_MS for p, t in state.newest_by_partition.items()}
             known = ~np.isnan(day)
             newest = pd.Series(day[known]).groupby(combined["partition"].to_numpy()[known]).max()
@@ -959,6 +962,7 @@ def hold_back(
             release_day = min(seen) if seen else None
     if release_day is None or not len(combined):
         return combined.reset_index(drop=True), _empty_records(), release_day, next_offsets
+    day = _event_days(combined) if day is None else day
     # Records whose time cannot be read are released: they become dead letters at once.
     hold = np.nan_to_num(day, nan=-np.inf) > release_day
     return (

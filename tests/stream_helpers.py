@@ -114,3 +114,21 @@ def submit(job: str, args: list[str], env: dict, log_path: Path) -> subprocess.P
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
+    """The score job on a test's own topics and folders, scoring what they hold now."""
+    from fraudstream import scoring
+
+    settings = dict(
+        bootstrap_servers=kafka_bootstrap,
+        out=root / "lake",
+        checkpoint=root / "checkpoints",
+        payments_topic=topics["payments"],
+        labels_topic=topics["labels"],
+        alerts_topic=topics["alerts"],
+        dead_letter_topic=topics["dlq"],
+        max_offsets_per_trigger=2000,
+        available_now=True,
+    )
+    return scoring.ScoreConfig(**(settings | changes))

@@ -11,23 +11,14 @@ import pytest
 from fraudstream import config, lake, produce, scoring, stream, verify
 from jobs import rebuild as rebuild_job
 
-from .stream_helpers import publish_sample, read_topic, register, sample_history, submit
-
-
-def _live_config(kafka_bootstrap, topics, root, **changes) -> scoring.ScoreConfig:
-    settings = dict(
-        bootstrap_servers=kafka_bootstrap,
-        out=root / "lake",
-        checkpoint=root / "checkpoints",
-        payments_topic=topics["payments"],
-        labels_topic=topics["labels"],
-        alerts_topic=topics["alerts"],
-        dead_letter_topic=topics["dlq"],
-        max_offsets_per_trigger=400,
-        available_now=True,
-        snapshot_every=3,
-    )
-    return scoring.ScoreConfig(**(settings | changes))
+from .stream_helpers import (
+    publish_sample,
+    read_topic,
+    register,
+    sample_history,
+    score_config,
+    submit,
+)
 
 
 def _rewrite_one_file(folder, change):
@@ -51,7 +42,9 @@ def test_rebuild_equals_the_live_views_after_a_restart(
     # The live run: half the payments, a stop, then a restart on the same checkpoint
     # that rebuilds its feature state from a snapshot and the logged micro-batches.
     publish_sample(kafka_bootstrap, topics, events.slice(0, half))
-    live = _live_config(kafka_bootstrap, topics, tmp_path / "live")
+    live = score_config(
+        kafka_bootstrap, topics, tmp_path / "live", max_offsets_per_trigger=400, snapshot_every=3
+    )
     lines = []
     scoring.run(spark, live, log=lines.append)
     produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)

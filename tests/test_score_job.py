@@ -13,28 +13,19 @@ import pytest
 from fraudstream import config, features, kafka_io, lake, produce, schemas, stream
 from jobs import score as score_job
 
-from .stream_helpers import publish_sample, read_topic, register, sample_history, submit
+from .stream_helpers import (
+    publish_sample,
+    read_topic,
+    register,
+    sample_history,
+    score_config,
+    submit,
+)
 
 
 @pytest.fixture(scope="module")
 def history():
     return sample_history()
-
-
-def _config(kafka_bootstrap, topics, root, **changes) -> score_job.ScoreConfig:
-    settings = dict(
-        bootstrap_servers=kafka_bootstrap,
-        out=root / "lake",
-        checkpoint=root / "checkpoints",
-        payments_topic=topics["payments"],
-        labels_topic=topics["labels"],
-        alerts_topic=topics["alerts"],
-        dead_letter_topic=topics["dlq"],
-        max_offsets_per_trigger=2000,
-        available_now=True,
-    )
-    settings.update(changes)
-    return score_job.ScoreConfig(**settings)
 
 
 def _assert_parity(scored, dataset):
@@ -64,7 +55,7 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
     producer.close()
 
     lines = []
-    cfg = _config(kafka_bootstrap, topics, tmp_path)
+    cfg = score_config(kafka_bootstrap, topics, tmp_path)
     score_job.run(spark, cfg, log=lines.append)
 
     scored = stream.read_view(cfg.out, stream.SCORED)
@@ -106,7 +97,7 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
 
 
 def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):
-    cfg = _config(kafka_bootstrap, topics, tmp_path)
+    cfg = score_config(kafka_bootstrap, topics, tmp_path)
     (cfg.out / stream.SCORED / "date=2018-04-01").mkdir(parents=True)
     (cfg.out / stream.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
     with pytest.raises(score_job.ScoreSetupError, match="already holds scored"):
