@@ -53,7 +53,11 @@ in cents, micro-degree coordinates, country): about 60 bytes a payment plus the 
 so with 2 payments a day about 4 KB a card in pandas. A merchant needs its payment
 count per day for the last ``label_delay_days + 30`` days (37 by default, 16 bytes
 each) and its reported frauds of those days. State expires by event time: rows older
-than the newest event time seen minus the longest window are dropped.
+than a watermark minus the longest window are dropped. The watermark is an event time
+that no payment of a later batch precedes: by default the newest event time seen, which
+holds when batches are cut in event-time order. A stream whose batches take partitions
+to different event times must pass a lower one (``watermark_ms``), or a card of a
+partition that lags would lose payments still in its windows.
 
 Exactness. Amounts are summed in integer cents and coordinates in integer
 micro-degrees, so a window's sum does not depend on how the history was cut into
@@ -265,6 +269,7 @@ def compute(
     label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS,
     keep_state: bool = True,
     new_only: bool = False,
+    watermark_ms: int | None = None,
 ) -> tuple[pd.DataFrame, FeatureState | None]:
     """Compute the features of ``events``, as of each event.
 
@@ -283,6 +288,10 @@ def compute(
     new_only : bool
         The caller vouches that no event is a copy of another or of one in the state
         (the stream sets duplicates aside before): skip looking for copies.
+    watermark_ms : int, optional
+        No payment of a later batch will be earlier than this (ms since the epoch); the
+        state keeps what payments from then on need. None: the newest event time seen,
+        right only when batches are cut in event-time order.
 
     Returns
     -------
@@ -326,7 +335,8 @@ def compute(
     features = features.astype(dict.fromkeys(FEATURE_COLUMNS, np.float64))
     if not keep_state:
         return features, None
-    horizon = int(max(cards["time_ms"].max(), time_ms.max(initial=0))) if len(cards) else 0
+    newest = int(max(cards["time_ms"].max(), time_ms.max(initial=0))) if len(cards) else 0
+    horizon = newest if watermark_ms is None else min(int(watermark_ms), newest)
     next_state = FeatureState(
         cards=cards.loc[
             cards["time_ms"] > horizon - HISTORY_DAYS * DAY_MS, _CARD_STATE_COLUMNS

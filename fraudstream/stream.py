@@ -973,6 +973,22 @@ def hold_back(
     )
 
 
+def _watermark(newest_by_partition: dict[int, int], newest_ms: int, settings: Settings) -> int:
+    """The event time that no payment of a later micro-batch can precede.
+
+    A partition holds its cards' payments in order, and a payment more than the allowed
+    lateness behind its partition's newest is set aside as late; so every payment still
+    to come is at least the slowest partition's newest event time minus the lateness.
+    Every kind of state (card payments, merchant days, fraud facts, known ids, reports
+    waiting for their payment) expires by this time, never by the newest event seen:
+    in a catch-up, partitions stand hours apart within one micro-batch, and a card of a
+    lagging partition still needs payments that the newest time has left behind.
+    A partition not read yet is not counted: its payments are bounded by nothing known.
+    """
+    lateness_ms = int(settings.max_lateness_hours * 3_600_000)
+    return int(min(newest_by_partition.values(), default=newest_ms)) - lateness_ms
+
+
 def process_batch(
     records: pd.DataFrame,
     label_records: pd.DataFrame,
@@ -1042,15 +1058,6 @@ def process_batch(
     transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
     working = replace(state, transactions=transactions)
     facts, pending = _resolve_labels(working, label_reports, new_payments)
-    clock.lap("parse")
-    computed, feature_state = features.compute(
-        events, facts, state.features, label_delay_days=settings.label_delay_days, new_only=True
-    )
-    clock.lap("features")
-    scores = model.score(computed[model.feature_columns])
-    alerted = scores >= model.threshold
-    clock.lap("score")
-
     newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
     newest_by_partition = dict(state.newest_by_partition)
     if len(events):
@@ -1060,14 +1067,28 @@ def process_batch(
             newest_by_partition[int(part)] = max(
                 newest_by_partition.get(int(part), -1), int(latest)
             )
-    lateness_ms = int(settings.max_lateness_hours * 3_600_000)
-    current = (transactions["tx_day"] >= newest_ms // DAY_MS - horizon_days).to_numpy()
+    watermark_ms = _watermark(newest_by_partition, newest_ms, settings)
+    clock.lap("parse")
+    computed, feature_state = features.compute(
+        events,
+        facts,
+        state.features,
+        label_delay_days=settings.label_delay_days,
+        new_only=True,
+        watermark_ms=watermark_ms,
+    )
+    clock.lap("features")
+    scores = model.score(computed[model.feature_columns])
+    alerted = scores >= model.threshold
+    clock.lap("score")
+
+    current = (transactions["tx_day"] >= watermark_ms // DAY_MS - horizon_days).to_numpy()
     known_ids.update(new_payments["transaction_id"])
     known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
     next_state = StreamState(
         features=feature_state,
         transactions=transactions.loc[current].reset_index(drop=True),
-        pending=pending.loc[pending["report_ms"] >= newest_ms - lateness_ms].reset_index(drop=True),
+        pending=pending.loc[pending["report_ms"] >= watermark_ms].reset_index(drop=True),
         label_offsets=state.label_offsets,
         newest_event_ms=newest_ms,
         newest_by_partition=newest_by_partition,

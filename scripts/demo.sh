@@ -11,7 +11,9 @@
 #   7. start the scoring job in the background; it catches up on the history
 #   8. follow the alert topic in the terminal (fraudstream alerts tail) while the last
 #      3 days are published live at DEMO_RATE payments/s (default 200), frauds included
-#   9. stop the tail, the scoring job and the broker (if this script started it)
+#   9. stop the tail and the scoring job, then verify: rebuild every view from the topic's
+#      oldest offset (./spark-submit.sh rebuild) and say in one line whether they are identical
+#  10. stop the broker (if this script started it)
 # Safe to run again: data, history and model are made once, each publication resumes
 # where it stopped (so a finished one publishes nothing), and the jobs' checkpoints make
 # them process only what is new.
@@ -111,6 +113,19 @@ for _ in $(seq 60); do
   sleep 1
 done
 sleep 3
+kill "$tail_pid" 2>/dev/null || true
+tail_pid=""
 echo
-echo "demo: done. Views under data/lake/, the scoring job's log in var/demo/score.log."
+echo "demo: stopping the scoring job, then verifying: rebuilding every view from the topic's oldest offset ..."
+kill -TERM "$score_pid" 2>/dev/null || true
+wait "$score_pid" 2>/dev/null || true
+score_pid=""
+if ./spark-submit.sh rebuild >var/demo/rebuild.log 2>&1; then
+  echo "demo: verified: $(grep -c ': identical:' var/demo/rebuild.log) views rebuilt from the topic are identical to the live ones."
+else
+  echo "demo: verification FAILED: the rebuilt views differ from the live ones (var/demo/rebuild.log):" >&2
+  grep -E "DIFFERENT|identical|changed" var/demo/rebuild.log | head -10 >&2
+  exit 1
+fi
+echo "demo: done. Views under data/lake/, the logs in var/demo/."
 echo "demo: rebuild and verify the views any time with: ./spark-submit.sh rebuild"

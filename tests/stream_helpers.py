@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
 
-from fraudstream import config, features, lake, model, schemas, stream, training
+from fraudstream import config, features, lake, model, schemas, simulate, stream, training
 
 #: The toy model's threshold: low enough that the sample raises a few dozen alerts.
 THRESHOLD = 0.3
@@ -21,6 +21,26 @@ def sample_history() -> dict:
     labels = lake.read_labels(config.SAMPLE_DIR).to_pandas()
     dataset = training.build_dataset(events[features.EVENT_COLUMNS], labels, 7)
     return {"events": events, "labels": labels, "dataset": dataset}
+
+
+def long_history(customers: int = 150, days: int = 45, seed: int = 7) -> dict:
+    """A simulated history longer than the card windows (30 days), so that state expires.
+
+    The committed sample spans 21 days: in it, no payment ever leaves a card's window.
+    """
+    payments, labels = simulate.simulate(
+        simulate.SimulationConfig(
+            customers=customers, terminals=2 * customers, days=days, seed=seed
+        )
+    )
+    events = payments.to_pandas()
+    dataset = training.build_dataset(events[features.EVENT_COLUMNS], labels.to_pandas(), 7)
+    return {
+        "events": events,
+        "labels": labels.to_pandas(),
+        "dataset": dataset,
+        "tables": {"events": payments, "labels": labels},
+    }
 
 
 def fit(dataset: pd.DataFrame, seed: int = 0, n_estimators: int = 30) -> model.FraudScorer:

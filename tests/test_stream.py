@@ -11,7 +11,13 @@ import pytest
 
 from fraudstream import features, schemas, stream
 
-from .stream_helpers import label_records, payment_records, sample_history, toy_model
+from .stream_helpers import (
+    label_records,
+    long_history,
+    payment_records,
+    sample_history,
+    toy_model,
+)
 
 T0_MS = 1_522_540_800_000  # 2018-04-01T00:00:00Z
 
@@ -103,6 +109,58 @@ def test_features_equal_training_when_partitions_are_cut_at_other_times(tmp_path
     assert len(scored) == len(expected) and scored.index.is_unique
     got = scored.loc[expected.index, features.FEATURE_COLUMNS]
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def _published(records: pd.DataFrame, count: int) -> stream.StaticTopic:
+    """The topic as it stands once the first ``count`` records (in event order) are out."""
+    return stream.StaticTopic(records.iloc[:count])
+
+
+def test_features_equal_training_after_a_skewed_catch_up_then_live(tmp_path, model):
+    """The demo's flow: a history longer than the card windows on four partitions,
+    caught up in two large micro-batches that take the partitions to other points in
+    event time, then live payments in small batches. Every feature equals training's:
+    no state may expire by an event time that another partition has not reached yet."""
+    history = long_history()
+    records = _partitioned(payment_records(history["events"]), partitions=4)
+    labels = stream.StaticTopic(label_records(history["labels"]))
+    history_end = int(len(records) * 0.9)
+    topic = _published(records, history_end)
+    processor = _processor(tmp_path, model, labels, payments=topic, snapshot_every=5)
+    # Catch-up: large batches that take each partition to its own share of the history,
+    # past the first 30 days, so that card windows are full and state expires.
+    part = records["partition"].to_numpy()
+    offset = records["offset"].to_numpy()
+    in_history = np.arange(len(records)) < history_end
+    shares = [(0.5, 0.6, 0.55, 0.45), (0.78, 0.9, 0.84, 0.8), (1, 1, 1, 1)]
+    taken = np.zeros(len(records), dtype=bool)
+    held_seen = 0
+    for batch_id, share in enumerate(shares):
+        upto = np.zeros(len(records), dtype=bool)
+        for p, fraction in enumerate(share):
+            mine = in_history & (part == p)
+            upto |= mine & (offset < int(mine.sum() * fraction))
+        processor.process(records.loc[upto & ~taken], batch_id)
+        taken |= upto
+        held_seen = max(held_seen, len(processor.state.held))
+    assert held_seen > 0  # the cuts did make payments wait
+    assert len(processor.state.held) == 0
+    # Live: small batches, each reading every partition to its end.
+    batch_id = len(shares)
+    for start in range(history_end, len(records), 150):
+        end = min(start + 150, len(records))
+        processor.payments = _published(records, end)
+        processor.process(records.iloc[start:end], batch_id)
+        batch_id += 1
+
+    scored = stream.read_view(tmp_path / "out", stream.SCORED).set_index("transaction_id")
+    expected = history["dataset"].set_index("transaction_id")[features.FEATURE_COLUMNS]
+    assert len(scored) == len(expected) and scored.index.is_unique
+    got = scored.loc[expected.index, features.FEATURE_COLUMNS]
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+    # The history is longer than the windows: the state did shed its oldest payments.
+    first_ms = features._time_ms(history["events"]["event_time"]).min()
+    assert processor.state.features.cards["time_ms"].min() > first_ms + 10 * features.DAY_MS
 
 
 def test_batch_processor_rebuilds_its_state_after_a_restart(tmp_path, history, model):
