@@ -122,6 +122,11 @@ class FraudScorer(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:  # noqa: ARG002
         frame = model_input[self.feature_columns].astype(float)
+        # The same payment must get the same score, to the last bit, in any replay: a
+        # forest predicting on several threads adds its trees' votes in the order the
+        # threads finish, and a reason's rounded contribution then flips between runs.
+        if getattr(self.estimator, "n_jobs", 1) not in (None, 1):
+            self.estimator.set_params(n_jobs=1)
         return pd.Series(
             fraud_probability(self.estimator, frame), index=model_input.index, name="score"
         )

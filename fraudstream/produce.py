@@ -200,6 +200,23 @@ def run(
         )
         k = until
 
+    def until_next_label(offset: int, end: int) -> int:
+        """Send the labels reported up to payment ``i``'s time; return how many payments
+        of ``[offset, end)`` come before the next label's reported time.
+
+        Labels due are acknowledged before any later payment is sent: two topics give no
+        order between them, and a scoring job that read a payment before a label reported
+        earlier would count other frauds live than in a replay.
+        """
+        due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
+        if due > k:
+            send_labels(due)
+            producer.flush()
+        if k >= len(label_ms):
+            return end - offset
+        before = int(np.searchsorted(event_ms[i : i + end - offset], label_ms[k], side="left"))
+        return max(before, 1)
+
     def checkpoint() -> None:
         producer.flush()
         if save is not None:
@@ -210,13 +227,14 @@ def run(
             chunk = plan.payments.slice(i, ENCODE_ROWS)
             keys = chunk["card_id"].to_pylist()
             values = schemas.encode_payments(chunk).to_pylist()
-            for offset in range(0, len(keys), PACE_ROWS):
-                end = offset + PACE_ROWS
+            offset = 0
+            while offset < len(keys):
+                end = min(offset + PACE_ROWS, len(keys))
                 if label_ms is not None:
-                    # Labels reported up to this payment's time go first.
-                    send_labels(int(np.searchsorted(label_ms, event_ms[i], side="right")))
+                    end = min(end, offset + until_next_label(offset, end))
                 producer.send_all(payments_topic, keys[offset:end], values[offset:end])
-                sent = min(PACE_ROWS, len(keys) - offset)
+                sent = end - offset
+                offset = end
                 i += sent
                 sent_since += sent
                 if rate:

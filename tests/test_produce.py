@@ -81,8 +81,8 @@ def test_run_keeps_card_order_and_sends_labels_at_their_time(kafka_bootstrap, mo
     for position, reported in label_times:
         # Never ahead of its time: every payment after a label is at or after its time ...
         assert all(t >= reported for i, t in payment_times if i > position)
-        # ... and late by at most one step of payments.
-        assert sum(t > reported for i, t in payment_times if i < position) <= produce.PACE_ROWS
+        # ... and never late: every payment before it is earlier than its time.
+        assert all(t < reported for i, t in payment_times if i < position)
 
 
 def _produce_command(topics, state_dir, *extra) -> list[str]:
@@ -109,7 +109,11 @@ def test_produce_stops_on_ctrl_c_and_resumes_exactly(kafka_bootstrap, tmp_path):
     command = _produce_command(topics, tmp_path / "state", "--rate", "2000")
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)
+    # Interrupt it mid-run: once payments arrive (a loaded machine may take seconds to
+    # start Python), not at a fixed time that might fall in its imports.
+    deadline = time.monotonic() + 60
+    while not read_topic(kafka_bootstrap, topics[0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     job.send_signal(signal.SIGINT)
     out, err = job.communicate(timeout=60)
     assert job.returncode == 130, err.decode()
