@@ -182,6 +182,13 @@ def run(
     re-raised for the caller to report.
     """
     producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
+    # Labels go through a producer of their own: waiting for its acknowledgements costs
+    # one round trip, while the payments in flight keep going.
+    label_producer = (
+        kafka_io.BulkProducer(bootstrap_servers, client_properties)
+        if plan.labels is not None
+        else None
+    )
     event_ms = _times_ms(plan.payments["event_time"])
     label_ms = _times_ms(plan.labels["reported_time"]) if plan.labels is not None else None
     i, k = start.payments, start.labels
@@ -195,7 +202,7 @@ def run(
         if label_ms is None or k >= until:
             return
         chunk = plan.labels.slice(k, until - k)
-        producer.send_all(
+        label_producer.send_all(
             labels_topic, chunk["card_id"].to_pylist(), schemas.encode_labels(chunk).to_pylist()
         )
         k = until
@@ -211,7 +218,7 @@ def run(
         due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
         if due > k:
             send_labels(due)
-            producer.flush()
+            label_producer.flush()
         if k >= len(label_ms):
             return end - offset
         before = int(np.searchsorted(event_ms[i : i + end - offset], label_ms[k], side="left"))
@@ -219,6 +226,8 @@ def run(
 
     def checkpoint() -> None:
         producer.flush()
+        if label_producer is not None:
+            label_producer.flush()
         if save is not None:
             save(Position(i, k))
 

@@ -79,10 +79,9 @@ def test_run_keeps_card_order_and_sends_labels_at_their_time(kafka_bootstrap, mo
     label_times = [(i, v["reported_time"]) for i, v in enumerate(values) if "event_time" not in v]
     assert len(label_times) == plan.total.labels
     for position, reported in label_times:
-        # Never ahead of its time: every payment after a label is at or after its time ...
-        assert all(t >= reported for i, t in payment_times if i > position)
-        # ... and never late: every payment before it is earlier than its time.
-        assert all(t < reported for i, t in payment_times if i < position)
+        # Never late: every payment at or after its time comes after it. (Earlier payments
+        # may land after it: they were in flight on the payments' own producer.)
+        assert all(i > position for i, t in payment_times if t >= reported)
 
 
 def _produce_command(topics, state_dir, *extra) -> list[str]:
