@@ -440,7 +440,12 @@ class BulkProducer:
     which librdkafka shares (``security.protocol``, ``sasl.mechanism``, ...).
     """
 
-    def __init__(self, bootstrap_servers: str, client_properties: dict[str, str] | None = None):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_properties: dict[str, str] | None = None,
+        linger_ms: int = 20,
+    ):
         from confluent_kafka import Producer
 
         self.failures: list[str] = []
@@ -448,7 +453,7 @@ class BulkProducer:
             "bootstrap.servers": bootstrap_servers,
             "acks": "all",
             "enable.idempotence": True,
-            "linger.ms": 20,
+            "linger.ms": linger_ms,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
             # Java's partitioner (murmur2), not librdkafka's default (crc32): a card's

@@ -182,15 +182,18 @@ def run(
     re-raised for the caller to report.
     """
     producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
-    # Labels go through a producer of their own: waiting for its acknowledgements costs
-    # one round trip, while the payments in flight keep going.
+    # Labels go through a producer of their own that sends at once: waiting for its
+    # acknowledgements costs one round trip, while the payments in flight keep going.
     label_producer = (
-        kafka_io.BulkProducer(bootstrap_servers, client_properties)
+        kafka_io.BulkProducer(bootstrap_servers, client_properties, linger_ms=0)
         if plan.labels is not None
         else None
     )
     event_ms = _times_ms(plan.payments["event_time"])
     label_ms = _times_ms(plan.labels["reported_time"]) if plan.labels is not None else None
+    # Labels are few and go out in many small groups: encode them once, not per group.
+    label_keys = plan.labels["card_id"].to_pylist() if plan.labels is not None else []
+    label_values = schemas.encode_labels(plan.labels).to_pylist() if plan.labels is not None else []
     i, k = start.payments, start.labels
     progress = progress or Progress(plan.payments.num_rows)
     progress.begin(start)
@@ -201,10 +204,7 @@ def run(
         nonlocal k
         if label_ms is None or k >= until:
             return
-        chunk = plan.labels.slice(k, until - k)
-        label_producer.send_all(
-            labels_topic, chunk["card_id"].to_pylist(), schemas.encode_labels(chunk).to_pylist()
-        )
+        label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
         k = until
 
     def until_next_label(offset: int, end: int) -> int:
