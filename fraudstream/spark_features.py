@@ -46,6 +46,9 @@ _SATURDAY = 5
 _DAYS_PER_WEEK = 7
 _CENTS_PER_UNIT = 100
 
+#: The columns of a payment event the features read.
+READ_COLUMNS = ["transaction_id", "event_time", "card_id", "merchant_id", "amount", "channel"]
+
 #: The columns of ``features.compute`` this module produces, in its order.
 OUTPUT_COLUMNS = [
     *(f"merchant_tx_count_{w}d" for w in MERCHANT_WINDOWS_DAYS),
@@ -108,7 +111,14 @@ def _rate(frauds: Column, count: Column) -> Column:
 
 
 def unique_payments(payments: DataFrame) -> DataFrame:
-    """One row per ``transaction_id``: a payment delivered twice counts once.
+    """The columns the features read, one row per payment however often it was delivered.
+
+    A repeated delivery (a producer retry, a replay) is the same payment, identical in
+    every column: dropping identical rows is a hash aggregate, where
+    ``dropDuplicates(["transaction_id"])`` needs a sort-based one (its ``first()`` of
+    string columns cannot live in a hash map) that cost far more here. And since no
+    column of a ``distinct`` can be pruned, every consumer of this frame has the same
+    plan, so Spark computes it once and reuses the exchange.
 
     Parameters
     ----------
@@ -118,9 +128,11 @@ def unique_payments(payments: DataFrame) -> DataFrame:
     Returns
     -------
     DataFrame
-        The same columns, one row per ``transaction_id``.
+        :data:`READ_COLUMNS`, one row per distinct payment. Two deliveries of one
+        ``transaction_id`` that differ in one of these columns stay two rows: that is
+        a correction, not a copy, and the contract does not define it.
     """
-    return payments.dropDuplicates(["transaction_id"])
+    return payments.select(*READ_COLUMNS).distinct()
 
 
 def _with_day(payments: DataFrame) -> DataFrame:
