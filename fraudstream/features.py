@@ -242,12 +242,13 @@ def fraud_facts(events: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
     Labels of payments not in ``events`` are left out; a payment labelled more than
     once counts once, at its first fraud report (a later "genuine" verdict does not
-    undo a chargeback here).
+    undo a chargeback here); a payment delivered twice is one payment, and one fact.
     """
     fraud = labels.loc[labels["label"] == "fraud", ["transaction_id", "reported_time"]]
     fraud = fraud.assign(report_ms=_time_ms(fraud["reported_time"]))
     first = fraud.groupby("transaction_id", sort=False)["report_ms"].min()
     payments = events[["transaction_id", "card_id", "merchant_id", "event_time"]]
+    payments = payments.drop_duplicates("transaction_id", keep="first")
     joined = payments.merge(first, left_on="transaction_id", right_index=True, how="inner")
     return pd.DataFrame(
         {

@@ -294,3 +294,16 @@ def test_compute_state_expires_by_the_watermark_not_the_newest_event():
     np.testing.assert_allclose(got[card].to_numpy(), expected[card].to_numpy(), rtol=0, atol=1e-9)
     lost = run(watermark=False)["card_tx_count_30d"] < expected["card_tx_count_30d"]
     assert lost.sum() > 10
+
+
+def test_fraud_facts_a_payment_delivered_twice_is_one_fact():
+    events = _events([{"id": "t1", "t": 10}, {"id": "t1", "t": 10}])
+    labels = pd.DataFrame(
+        {
+            "transaction_id": ["t1"],
+            "label": ["fraud"],
+            "reported_time": [T0 + pd.Timedelta(days=2)],
+        }
+    )
+    facts = features.fraud_facts(events, labels)
+    assert len(facts) == 1 and facts["report_day"].iloc[0] - facts["tx_day"].iloc[0] == 2
