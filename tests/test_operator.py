@@ -346,8 +346,7 @@ def test_card_aggregates_streaming_with_restart_equals_batch(spark, tmp_path):
     batches = _batches_with_a_lagging_card(events, seed=3)
     late_card = events["card_id"].value_counts().index[0]
     assert any(  # the lagging card is days behind the others in the same batch
-        batch["event_time"].max()
-        - batch.loc[batch["card_id"] == late_card, "event_time"].max()
+        batch["event_time"].max() - batch.loc[batch["card_id"] == late_card, "event_time"].max()
         > pd.Timedelta(days=2)
         for batch in batches
         if (batch["card_id"] == late_card).any()
@@ -412,3 +411,13 @@ def test_card_aggregates_streaming_expires_per_card_and_places_late_ties(spark, 
     # s3 sees s2 (30.5 days back: out) no more; s4 sees s3 only.
     assert got.loc[("s3", False), "n_30d"] == 0
     assert got.loc[("s4", False), "n_30d"] == 1
+    # What each card holds, read back with Spark's state data source: the blob's second
+    # byte is its payment count (a varint, one byte below 128).
+    state = (
+        spark.read.format("statestore")
+        .option("stateVarName", "history")
+        .load(str(checkpoint))
+        .toPandas()
+    )
+    held = {row["key"]["value"]: row["value"]["value"][1] for _, row in state.iterrows()}
+    assert held == {"fast": 1, "tie": 3, "slow": 2}  # slow's s1 and s2 have expired
