@@ -30,8 +30,9 @@ same input are those of its first copy. Callers drop duplicate rows, or score th
 
 State: the card's payments newer than the card's own newest payment minus 30 days
 (never a global horizon), in a compact binary form (about 23 bytes a payment with the
-simulator's ids; see ``CardHistory.java``). An optional processing-time TTL drops the
-state of cards that stay idle.
+simulator's ids; see ``CardHistory.java``). A card that stops paying keeps its last
+state until its next payment: Spark's state TTL needs processing time, which a replay
+would not reproduce (``CardAggregates.java`` says more).
 """
 
 from __future__ import annotations
@@ -137,16 +138,13 @@ def _operator_class(spark: SparkSession) -> JavaClass:
     return operator
 
 
-def card_aggregates(payments: DataFrame, idle_ttl_days: int = 0) -> DataFrame:
+def card_aggregates(payments: DataFrame) -> DataFrame:
     """Apply the card operator: one row of aggregates over earlier payments per payment.
 
     Parameters
     ----------
     payments : DataFrame
         :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming.
-    idle_ttl_days : int
-        Drop the state of a card without a payment for this many days of processing
-        time (Spark's state TTL); 0 keeps it until the card's next payment expires it.
 
     Returns
     -------
@@ -156,4 +154,4 @@ def card_aggregates(payments: DataFrame, idle_ttl_days: int = 0) -> DataFrame:
     spark = payments.sparkSession
     require_state_store(spark)
     operator = _operator_class(spark)
-    return DataFrame(operator.apply(payments._jdf, int(idle_ttl_days)), spark)
+    return DataFrame(operator.apply(payments._jdf), spark)

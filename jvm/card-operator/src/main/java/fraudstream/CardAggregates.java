@@ -1,6 +1,5 @@
 package fraudstream;
 
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import org.apache.spark.api.java.function.MapFunction;
@@ -35,9 +34,10 @@ import scala.jdk.javaapi.CollectionConverters;
  *
  * <p>State: one {@code ValueState<byte[]>} per card ({@link CardHistory}'s binary form),
  * holding the card's payments newer than its own newest payment minus 30 days. A card
- * whose state would be empty is cleared. With {@link #apply(Dataset, long)} the state of a
- * card that sees no payment for that many days of processing time is dropped by Spark's
- * state TTL.
+ * whose state would be empty is cleared. A card that stops paying keeps its last state
+ * (at most 30 days of payments) until its next payment: Spark's state TTL needs
+ * TimeMode.ProcessingTime, under which an availableNow query kept running no-data
+ * batches, and a processing-time expiry would make a replay differ from the live run.
  */
 public final class CardAggregates {
   private CardAggregates() {}
@@ -68,19 +68,13 @@ public final class CardAggregates {
           .add("loc_lon_sum_30d", DataTypes.LongType, false)
           .add("duplicate", DataTypes.BooleanType, false);
 
-  /** Apply the operator without an idle-card TTL (a batch query, or a bounded stream). */
-  public static Dataset<Row> apply(Dataset<Row> payments) {
-    return apply(payments, 0L);
-  }
-
   /**
    * Apply the operator.
    *
-   * @param payments rows with {@link #INPUT_COLUMNS} (more columns are ignored)
-   * @param idleTtlDays drop a card's state after this many days of processing time without
-   *     a payment; 0 for never
+   * @param payments rows with {@link #INPUT_COLUMNS} (more columns are ignored), batch or
+   *     streaming
    */
-  public static Dataset<Row> apply(Dataset<Row> payments, long idleTtlDays) {
+  public static Dataset<Row> apply(Dataset<Row> payments) {
     Column[] columns = {
       functions.col("card_id").cast("string"),
       functions.col("transaction_id").cast("string"),
@@ -95,7 +89,7 @@ public final class CardAggregates {
         .select(columns)
         .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
         .transformWithState(
-            new Processor(idleTtlDays),
+            new Processor(),
             TimeMode.None(),
             OutputMode.Append(),
             Encoders.row(OUTPUT_SCHEMA));
@@ -104,18 +98,11 @@ public final class CardAggregates {
   /** The StatefulProcessor; input rows have {@link #INPUT_COLUMNS} in order. */
   public static final class Processor extends StatefulProcessor<String, Row, Row> {
     private static final long serialVersionUID = 1L;
-    private final long idleTtlDays;
     private transient ValueState<byte[]> history;
-
-    public Processor(long idleTtlDays) {
-      this.idleTtlDays = idleTtlDays;
-    }
 
     @Override
     public void init(OutputMode outputMode, TimeMode timeMode) {
-      TTLConfig ttl =
-          idleTtlDays > 0 ? new TTLConfig(Duration.ofDays(idleTtlDays)) : TTLConfig.NONE();
-      history = getHandle().getValueState("history", Encoders.BINARY(), ttl);
+      history = getHandle().getValueState("history", Encoders.BINARY(), TTLConfig.NONE());
     }
 
     @Override
