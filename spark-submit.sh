@@ -8,7 +8,8 @@
 # Anything before the job's name goes to spark-submit as it is, for example
 #   ./spark-submit.sh --master spark://host:7077 --driver-memory 4g --conf k=v JOB ...
 # Anything after it goes to the job (`./spark-submit.sh JOB --help` lists its options).
-# The script adds Spark's Kafka connector (--jars, from jvm/jars) and the fraudstream
+# The script adds Spark's Kafka connector and the per-card operator (--jars, from jvm/jars;
+# the operator is compiled first if its sources changed) and the fraudstream
 # package (--py-files, zipped afresh into build/), and uses the project's .venv.
 # With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
 # environment, packed into build/executor-env.tar.gz (--archives; fraudstream/executor_env.py).
@@ -66,7 +67,10 @@ if [ ! -e "${connector[0]}" ]; then
   "$root/scripts/fetch-jars.sh"
   connector=("$root"/jvm/jars/spark-kafka/*.jar)
 fi
-jars=$(IFS=,; echo "${connector[*]}")
+# The per-card operator, compiled against this pyspark's jars (idempotent: a check when
+# the sources have not changed).
+PYTHON="${PYSPARK_PYTHON:-python3}" "$root/scripts/build-operator.sh" >&2
+jars=$(IFS=,; echo "${connector[*]},$root/jvm/jars/card-operator/fraudstream-card-operator.jar")
 
 # The package travels to executors as a zip; rebuilt each time so it is never stale.
 mkdir -p "$root/build"

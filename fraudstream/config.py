@@ -44,6 +44,9 @@ JARS_DIR = PROJECT_ROOT / "jvm" / "jars"
 SPARK_KAFKA_JARS_DIR = JARS_DIR / "spark-kafka"
 KAFKA_BROKER_JARS_DIR = JARS_DIR / "kafka-broker"
 
+#: The per-card operator, compiled by ``scripts/build-operator.sh``; git-ignored.
+CARD_OPERATOR_JAR = JARS_DIR / "card-operator" / "fraudstream-card-operator.jar"
+
 #: Kafka bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` or the local broker.
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 

@@ -62,6 +62,12 @@ partition that lags would lose payments still in its windows.
 Exactness. Amounts are summed in integer cents and coordinates in integer
 micro-degrees, so a window's sum does not depend on how the history was cut into
 batches; means and distances are then computed from identical integers.
+
+On Spark's executors. The JVM card operator (``fraudstream.cardstate``) keeps the
+card part of the state in Spark's state store and emits integer aggregates over each
+payment's earlier payments; :func:`card_features_from_aggregates` makes the card
+features from them with this module's formulas, equal to :func:`compute`'s to 1e-9
+(``tests/test_operator.py``).
 """
 
 from __future__ import annotations
@@ -102,6 +108,9 @@ FEATURE_COLUMNS = [
     "is_atm",
     "amount",
 ]
+
+#: The features made from the card's own history (:func:`card_features_from_aggregates`).
+CARD_FEATURE_COLUMNS = FEATURE_COLUMNS[: FEATURE_COLUMNS.index("country_changed") + 1]
 
 #: The Fraud Detection Handbook's 15 features, named as here, for comparison runs.
 HANDBOOK_FEATURES = [
@@ -492,6 +501,90 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool
 
     features = {name: np.asarray(values)[back] for name, values in out.items()}
     return features, pd.concat([untouched, rows], ignore_index=True), repeated
+
+
+def card_features_from_aggregates(aggregates: pd.DataFrame, own: pd.DataFrame) -> pd.DataFrame:
+    """The card features of payments from the card operator's aggregates.
+
+    The JVM card operator (``fraudstream.cardstate.operator``) gives, per payment,
+    integer aggregates over the card's earlier payments; this adds the payment itself with
+    the same formulas, in the same order of operations, as :func:`compute`, so both give
+    the same doubles for the same history.
+
+    Parameters
+    ----------
+    aggregates : DataFrame
+        The operator's output columns (``n_1h`` ... ``loc_lon_sum_30d``); nullable
+        integer columns may arrive as floats with NaN.
+    own : DataFrame
+        The same payments, row for row, in the operator's input form (``time_ms, cents,
+        lat_e6, lon_e6, located, country``, as :func:`_card_rows` makes them).
+
+    Returns
+    -------
+    DataFrame
+        :data:`CARD_FEATURE_COLUMNS` as float64, with ``aggregates``' index.
+    """
+
+    def ints(frame: pd.DataFrame, name: str) -> np.ndarray:
+        return pd.to_numeric(frame[name]).to_numpy(dtype=np.int64)
+
+    def nullable(name: str) -> tuple[np.ndarray, np.ndarray]:
+        values = pd.to_numeric(aggregates[name]).astype("Int64")
+        present = values.notna().to_numpy()
+        return values.fillna(0).to_numpy(dtype=np.int64), present
+
+    time, cents = ints(own, "time_ms"), ints(own, "cents")
+    lat_e6, lon_e6 = ints(own, "lat_e6"), ints(own, "lon_e6")
+    here = own["located"].fillna(False).to_numpy(dtype=bool)
+    out: dict[str, np.ndarray] = {}
+    for w in CARD_WINDOWS_DAYS:
+        count = ints(aggregates, f"n_{w}d") + 1
+        out[f"card_tx_count_{w}d"] = count
+        out[f"card_mean_amount_{w}d"] = (ints(aggregates, f"cents_{w}d") + cents) / count / 100.0
+    out["card_tx_count_1h"] = ints(aggregates, "n_1h") + 1
+
+    prev_time, has_prev = nullable("prev_time_ms")
+    out["seconds_since_prev"] = np.where(
+        has_prev, (time - prev_time) / 1000.0, HISTORY_DAYS * DAY_MS / 1000.0
+    )
+    earlier = ints(aggregates, "n_30d")
+    earlier_cents = ints(aggregates, "cents_30d")
+    usual = np.divide(earlier_cents, earlier, out=np.zeros(len(earlier)), where=earlier > 0)
+    out["amount_to_card_mean"] = np.where(earlier > 0, cents / np.where(usual > 0, usual, 1), 1.0)
+
+    prev_loc_time, has_prev_loc = nullable("prev_loc_time_ms")
+    prev_lat, _ = nullable("prev_loc_lat_e6")
+    prev_lon, _ = nullable("prev_loc_lon_e6")
+    prev_ok = has_prev_loc & here
+    km_prev = np.where(
+        prev_ok,
+        haversine_km(prev_lat / 1e6, prev_lon / 1e6, lat_e6 / 1e6, lon_e6 / 1e6),
+        0.0,
+    )
+    hours = (time - prev_loc_time) / HOUR_MS
+    out["km_from_prev"] = km_prev
+    out["speed_kmh_from_prev"] = np.where(
+        prev_ok, km_prev / np.maximum(hours, SPEED_TIME_FLOOR_H), 0.0
+    )
+    # A missing country is None on both sides (Spark's null, pandas' NA alike).
+    country = own["country"].astype(object).where(own["country"].notna(), None).to_numpy()
+    prev_country = aggregates["prev_loc_country"].astype(object)
+    prev_country = prev_country.where(prev_country.notna(), None).to_numpy()
+    out["country_changed"] = (prev_ok & (country != prev_country)).astype(np.int64)
+
+    seen = ints(aggregates, "loc_n_30d")
+    has_usual = here & (seen > 0)
+    safe = np.where(seen > 0, seen, 1)
+    usual_lat = ints(aggregates, "loc_lat_sum_30d") / safe / 1e6
+    usual_lon = ints(aggregates, "loc_lon_sum_30d") / safe / 1e6
+    out["km_from_usual"] = np.where(
+        has_usual, haversine_km(usual_lat, usual_lon, lat_e6 / 1e6, lon_e6 / 1e6), 0.0
+    )
+    return pd.DataFrame(
+        {name: np.asarray(out[name], dtype=np.float64) for name in CARD_FEATURE_COLUMNS},
+        index=aggregates.index,
+    )
 
 
 def _add_at(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray, values) -> None:

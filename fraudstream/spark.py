@@ -2,8 +2,8 @@
 
 Under ``spark-submit`` the session's master, jars and configuration come from the
 submit command (``./spark-submit.sh``); this module only adds what is missing. From
-plain Python (tests, notebooks) it adds Spark's Kafka connector from ``jvm/jars`` and
-settings that suit a small local machine.
+plain Python (tests, notebooks) it adds Spark's Kafka connector and the per-card
+operator (when built) from ``jvm/jars`` and settings that suit a small local machine.
 """
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
         return session
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("SPARK_CONF_DIR", str(config.PROJECT_ROOT / "conf" / "spark"))
-    jars = ",".join(str(jar) for jar in config.spark_kafka_jars())
+    jars = [*config.spark_kafka_jars()]
+    if config.CARD_OPERATOR_JAR.is_file():
+        # Only the jobs that use it need it (fraudstream.scoring.operator says when missing).
+        jars.append(config.CARD_OPERATOR_JAR)
     return (
         SparkSession.builder.master(master or "local[*]")
         .appName(app_name)
-        .config("spark.jars", jars)
+        .config("spark.jars", ",".join(str(jar) for jar in jars))
         .config("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")

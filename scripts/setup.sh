@@ -4,20 +4,21 @@
 #   2. a virtual environment in .venv with the pinned Python packages (requirements.lock)
 #      and fraudstream itself, editable, with its development tools;
 #   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium)
-#      from Maven Central;
+#      from Maven Central, and the per-card operator compiled against pyspark's own jars;
 #   4. Chromium (Debian package) for the dashboard's browser tests, if missing and root.
 # A second run only checks, and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+# The JDK (not only the JRE): scripts/build-operator.sh compiles the per-card operator.
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 # Debian's initdb is not on PATH: look where the package puts each version's programs.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup: please install ${need_apt[*]} (Java 17, Maven, PostgreSQL); this script installs them only as root on Debian." >&2
+    echo "setup: please install ${need_apt[*]} (a Java 17 JDK, Maven, PostgreSQL); this script installs them only as root on Debian." >&2
     exit 2
   fi
   echo "setup: installing ${need_apt[*]} ..."
@@ -52,4 +53,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 scripts/fetch-jars.sh
+scripts/build-operator.sh
 echo "setup: ready (Python $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])'), pyspark $(.venv/bin/python -c 'import pyspark; print(pyspark.__version__)'))."

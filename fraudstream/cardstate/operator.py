@@ -1,0 +1,157 @@
+"""The per-card operator: one Java ``StatefulProcessor`` for training and scoring.
+
+The operator (``jvm/card-operator``, built by ``scripts/build-operator.sh``) keeps each
+card's payments of its last 30 days in Spark's state store (RocksDB, changelog
+checkpointing) and emits, for every payment, integer aggregates over the card's earlier
+payments. The same operator runs in a batch query over a history (training) and in a
+streaming query (scoring), so both see the same integers; ``features.
+card_features_from_aggregates`` makes the features from them with one formula.
+
+Output columns (integers unless said; "earlier" is a smaller ``(time_ms, transaction_id)``
+and window w is ``(t - w, t]``, the payment itself excluded):
+
+==========================================  ============================================
+transaction_id, card_id                      the payment
+n_1h, n_1d, n_7d, n_30d                      earlier payments of the card in the window
+cents_1d, cents_7d, cents_30d                their amounts in cents
+prev_time_ms                                 the last earlier payment within 30 days
+                                             (null if none)
+prev_loc_time_ms, prev_loc_lat_e6,           the last earlier card-present ("located")
+prev_loc_lon_e6, prev_loc_country            payment within 30 days (nulls if none)
+loc_n_30d, loc_lat_sum_30d, loc_lon_sum_30d  count and coordinate sums of the earlier
+                                             located payments within 30 days
+duplicate                                    the card already had this transaction_id
+                                             (in its state or earlier in the same input)
+==========================================  ============================================
+
+A duplicate is not added to the state again; its row carries the aggregates of the held
+payments before its own ``(time_ms, transaction_id)``, which for a copy delivered in the
+same input are those of its first copy. Callers drop duplicate rows, or score them once.
+
+State: the card's payments newer than the card's own newest payment minus 30 days
+(never a global horizon), in a compact binary form (about 23 bytes a payment with the
+simulator's ids; see ``CardHistory.java``). A card that stops paying keeps its last
+state until its next payment: Spark's state TTL needs processing time, which a replay
+would not reproduce (``CardAggregates.java`` says more).
+"""
+
+from __future__ import annotations
+
+from py4j.java_gateway import JavaClass
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812
+
+from fraudstream import config
+
+DEFAULT_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+PROVIDER_CONF = "spark.sql.streaming.stateStore.providerClass"
+CHANGELOG_CONF = "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled"
+OPERATOR_CLASS = "fraudstream.CardAggregates"
+
+#: The operator's input columns, in order (``features._card_rows`` makes the same).
+INPUT_COLUMNS = [
+    "card_id",
+    "transaction_id",
+    "time_ms",
+    "cents",
+    "lat_e6",
+    "lon_e6",
+    "located",
+    "country",
+]
+
+#: Channels whose coordinates say where the card is (``features`` calls them card-present).
+_PRESENT_CHANNELS = ["pos", "atm"]
+_CENTS_PER_UNIT = 100.0
+_MICRO = 1e6
+
+
+class OperatorMissingError(RuntimeError):
+    """The session's JVM does not have the card operator's jar; one sentence."""
+
+
+def _is_finite(value: Column) -> Column:
+    return value.isNotNull() & ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
+
+
+def _rounded(value: Column) -> Column:
+    """``np.round(value)`` for doubles: ``rint`` rounds half to even on the exact double."""
+    return F.rint(value).cast("long")
+
+
+def card_rows(payments: DataFrame) -> DataFrame:
+    """Payment events (``schemas.PAYMENT_SCHEMA``) as the operator's input columns.
+
+    Integer cents and micro-degrees rounded exactly as ``features._card_rows`` does
+    (``np.round``, half to even, of ``amount * 100`` and ``lat * 1e6``); a payment is
+    located when it is card-present (``pos`` or ``atm``) with finite coordinates, and only
+    then carries coordinates (else 0) and a country (else null).
+    """
+    located = (
+        _is_finite(F.col("lat"))
+        & _is_finite(F.col("lon"))
+        & F.col("channel").isin(_PRESENT_CHANNELS)
+    )
+    located = F.coalesce(located, F.lit(False))
+    return payments.select(
+        F.col("card_id").cast("string").alias("card_id"),
+        F.col("transaction_id").cast("string").alias("transaction_id"),
+        F.unix_millis(F.col("event_time")).alias("time_ms"),
+        _rounded(F.col("amount") * _CENTS_PER_UNIT).alias("cents"),
+        F.when(located, _rounded(F.col("lat") * _MICRO)).otherwise(F.lit(0)).alias("lat_e6"),
+        F.when(located, _rounded(F.col("lon") * _MICRO)).otherwise(F.lit(0)).alias("lon_e6"),
+        located.alias("located"),
+        F.when(located, F.col("country")).alias("country"),
+    )
+
+
+def require_state_store(spark: SparkSession) -> None:
+    """Make the session ready for the operator: RocksDB state store, changelog checkpoints.
+
+    Sets the provider (in place of Spark's default, which transformWithState refuses) and
+    changelog checkpointing; a query records both in its checkpoint at its first batch.
+    Refuses a third-party provider. Starts the session's streaming manager, without which
+    a batch query's state store finds no coordinator
+    (``CANNOT_LOAD_STATE_STORE ... StateStoreCoordinator``).
+    """
+    provider = spark.conf.get(PROVIDER_CONF)
+    if provider != ROCKSDB_PROVIDER:
+        if provider != DEFAULT_PROVIDER:
+            raise ValueError(
+                f"The card operator needs {PROVIDER_CONF}={ROCKSDB_PROVIDER}, not {provider}."
+            )
+        spark.conf.set(PROVIDER_CONF, ROCKSDB_PROVIDER)
+    spark.conf.set(CHANGELOG_CONF, "true")
+    spark.streams.active  # noqa: B018 (the call starts the StateStoreCoordinator endpoint)
+
+
+def _operator_class(spark: SparkSession) -> JavaClass:
+    operator = spark.sparkContext._jvm.fraudstream.CardAggregates
+    # py4j answers a class it cannot load with a package object, not an error.
+    if not isinstance(operator, JavaClass):
+        raise OperatorMissingError(
+            f"The card operator ({OPERATOR_CLASS}) is not on Spark's classpath: run "
+            f"scripts/build-operator.sh and start the session with {config.CARD_OPERATOR_JAR} "
+            "in spark.jars (fraudstream.spark.get_session and ./spark-submit.sh do)."
+        )
+    return operator
+
+
+def card_aggregates(payments: DataFrame) -> DataFrame:
+    """Apply the card operator: one row of aggregates over earlier payments per payment.
+
+    Parameters
+    ----------
+    payments : DataFrame
+        :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming.
+
+    Returns
+    -------
+    DataFrame
+        The columns described in this module's docstring, one row per input row.
+    """
+    spark = payments.sparkSession
+    require_state_store(spark)
+    operator = _operator_class(spark)
+    return DataFrame(operator.apply(payments._jdf), spark)

@@ -1,0 +1,174 @@
+package fraudstream;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.apache.spark.api.java.function.MapFunction;
+import org.apache.spark.sql.Column;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.functions;
+import org.apache.spark.sql.streaming.OutputMode;
+import org.apache.spark.sql.streaming.StatefulProcessor;
+import org.apache.spark.sql.streaming.TTLConfig;
+import org.apache.spark.sql.streaming.TimeMode;
+import org.apache.spark.sql.streaming.TimerValues;
+import org.apache.spark.sql.streaming.ValueState;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
+import scala.jdk.javaapi.CollectionConverters;
+
+/**
+ * Per-card aggregates over each card's earlier payments, with the card's last 30 days
+ * kept in Spark's state store: one operator for a batch query over a history (training)
+ * and a streaming query (scoring).
+ *
+ * <p>For every input row it emits the aggregates of the card's payments before it
+ * (earlier = smaller (time_ms, transaction_id)) whose time is in (t - w, t] for w = 1 h,
+ * 1 d, 7 d, 30 d; the payment itself is not included. A row whose transaction_id the card
+ * already holds (in the state, or earlier in the same input) is a duplicate: it is emitted
+ * with {@code duplicate = true}, is not added to the state, and carries the aggregates of
+ * the held payments before its own (time_ms, transaction_id) (for a copy delivered in the
+ * same input, those of the first copy).
+ *
+ * <p>State: one {@code ValueState<byte[]>} per card ({@link CardHistory}'s binary form),
+ * holding the card's payments newer than its own newest payment minus 30 days. A card
+ * whose state would be empty is cleared. A card that stops paying keeps its last state
+ * (at most 30 days of payments) until its next payment: Spark's state TTL needs
+ * TimeMode.ProcessingTime, under which an availableNow query kept running no-data
+ * batches, and a processing-time expiry would make a replay differ from the live run.
+ */
+public final class CardAggregates {
+  private CardAggregates() {}
+
+  /** The input columns, in this order. */
+  public static final String[] INPUT_COLUMNS = {
+    "card_id", "transaction_id", "time_ms", "cents", "lat_e6", "lon_e6", "located", "country"
+  };
+
+  public static final StructType OUTPUT_SCHEMA =
+      new StructType()
+          .add("transaction_id", DataTypes.StringType, false)
+          .add("card_id", DataTypes.StringType, false)
+          .add("n_1h", DataTypes.IntegerType, false)
+          .add("n_1d", DataTypes.IntegerType, false)
+          .add("n_7d", DataTypes.IntegerType, false)
+          .add("n_30d", DataTypes.IntegerType, false)
+          .add("cents_1d", DataTypes.LongType, false)
+          .add("cents_7d", DataTypes.LongType, false)
+          .add("cents_30d", DataTypes.LongType, false)
+          .add("prev_time_ms", DataTypes.LongType, true)
+          .add("prev_loc_time_ms", DataTypes.LongType, true)
+          .add("prev_loc_lat_e6", DataTypes.LongType, true)
+          .add("prev_loc_lon_e6", DataTypes.LongType, true)
+          .add("prev_loc_country", DataTypes.StringType, true)
+          .add("loc_n_30d", DataTypes.IntegerType, false)
+          .add("loc_lat_sum_30d", DataTypes.LongType, false)
+          .add("loc_lon_sum_30d", DataTypes.LongType, false)
+          .add("duplicate", DataTypes.BooleanType, false);
+
+  /**
+   * Apply the operator.
+   *
+   * @param payments rows with {@link #INPUT_COLUMNS} (more columns are ignored), batch or
+   *     streaming
+   */
+  public static Dataset<Row> apply(Dataset<Row> payments) {
+    Column[] columns = {
+      functions.col("card_id").cast("string"),
+      functions.col("transaction_id").cast("string"),
+      functions.col("time_ms").cast("long"),
+      functions.col("cents").cast("long"),
+      functions.col("lat_e6").cast("long"),
+      functions.col("lon_e6").cast("long"),
+      functions.col("located").cast("boolean"),
+      functions.col("country").cast("string"),
+    };
+    return payments
+        .select(columns)
+        .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
+        .transformWithState(
+            new Processor(),
+            TimeMode.None(),
+            OutputMode.Append(),
+            Encoders.row(OUTPUT_SCHEMA));
+  }
+
+  /** The StatefulProcessor; input rows have {@link #INPUT_COLUMNS} in order. */
+  public static final class Processor extends StatefulProcessor<String, Row, Row> {
+    private static final long serialVersionUID = 1L;
+    private transient ValueState<byte[]> history;
+
+    @Override
+    public void init(OutputMode outputMode, TimeMode timeMode) {
+      history = getHandle().getValueState("history", Encoders.BINARY(), TTLConfig.NONE());
+    }
+
+    @Override
+    public scala.collection.Iterator<Row> handleInputRows(
+        String cardId, scala.collection.Iterator<Row> inputRows, TimerValues timerValues) {
+      List<Row> rows = new ArrayList<>();
+      while (inputRows.hasNext()) {
+        rows.add(inputRows.next());
+      }
+      // Batch queries hand over a card's whole history at once, in no particular order;
+      // streaming ones a micro-batch's rows. Either way: in event order. List.sort is
+      // stable, so of two copies of one payment the first given stays first.
+      rows.sort(
+          (a, b) -> CardHistory.compare(a.getLong(2), a.getString(1), b.getLong(2), b.getString(1)));
+      CardHistory card = CardHistory.decode(history.exists() ? history.get() : null);
+      List<Row> out = new ArrayList<>(rows.size());
+      boolean changed = false;
+      for (Row row : rows) {
+        String transactionId = row.getString(1);
+        long timeMs = row.getLong(2);
+        int at = card.position(timeMs, transactionId);
+        CardHistory.Aggregates agg = card.before(at, timeMs);
+        boolean duplicate = card.contains(transactionId);
+        if (!duplicate) {
+          boolean located = !row.isNullAt(6) && row.getBoolean(6);
+          card.insert(
+              at,
+              timeMs,
+              transactionId,
+              row.isNullAt(3) ? 0L : row.getLong(3),
+              located,
+              row.isNullAt(4) ? 0L : row.getLong(4),
+              row.isNullAt(5) ? 0L : row.getLong(5),
+              row.isNullAt(7) ? null : row.getString(7));
+          changed = true;
+        }
+        out.add(
+            RowFactory.create(
+                transactionId,
+                cardId,
+                agg.n1h,
+                agg.n1d,
+                agg.n7d,
+                agg.n30d,
+                agg.cents1d,
+                agg.cents7d,
+                agg.cents30d,
+                agg.prevTimeMs,
+                agg.prevLocTimeMs,
+                agg.prevLocLatE6,
+                agg.prevLocLonE6,
+                agg.prevLocCountry,
+                agg.locN30d,
+                agg.locLatSum30d,
+                agg.locLonSum30d,
+                duplicate));
+      }
+      if (changed) {
+        card.expire();
+        if (card.isEmpty()) {
+          history.clear();
+        } else {
+          history.update(card.encode());
+        }
+      }
+      return CollectionConverters.asScala(out.iterator());
+    }
+  }
+}
