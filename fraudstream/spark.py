@@ -53,6 +53,9 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
             print(check_executors(session), flush=True)
         return session
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python UDFs run in worker processes: the driver's interpreter (the project's
+    # environment), not whatever python3 is first on the PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_CONF_DIR", str(config.PROJECT_ROOT / "conf" / "spark"))
     jars = [*config.spark_kafka_jars()]
     if config.CARD_OPERATOR_JAR.is_file():

@@ -52,6 +52,9 @@ class TrainConfig:
     experiment: str = "fraudstream"
     model_name: str = "fraudstream"
     seed: int = 0
+    #: Where the features are computed: "pandas" (one process, ``features.compute``) or
+    #: "spark" (executors: the card operator and daily tables, ``fraudstream.dataset``).
+    engine: str = "pandas"
     register: bool = True
     export_dir: Path | None = None
     report: Path | None = None
@@ -497,27 +500,48 @@ def _report(results, chosen, folds, timings) -> dict:
 # --- the whole job --------------------------------------------------------------------
 
 
+def _spark_dataset(cfg: TrainConfig, labels_folder: Path, timings: dict, log) -> pd.DataFrame:
+    """The dataset with its features computed by Spark (``fraudstream.dataset``)."""
+    from fraudstream import dataset
+    from fraudstream.spark import get_session
+
+    spark = get_session("fraudstream-train")
+    started = time.perf_counter()
+    payments = dataset.read_events(spark, cfg.data, cfg.until)
+    labels = dataset.read_labels(spark, labels_folder, cfg.until)
+    frame = dataset.build_dataset(payments, labels, cfg.delay_days)
+    timings["features"] = time.perf_counter() - started
+    log(
+        f"Read {len(frame):,} payments from {cfg.data} and the labels of {labels_folder}"
+        f"{f' before {cfg.until}' if cfg.until else ''} with Spark "
+        f"({spark.sparkContext.master})."
+    )
+    return frame
+
+
 def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Train, evaluate, log and register as ``cfg`` says; return the report as a dict."""
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    events = lake.read_events(cfg.data, features.EVENT_COLUMNS).to_pandas()
     labels_folder = cfg.labels or cfg.data / lake.LABELS
-    labels = lake.read_label_folder(labels_folder).to_pandas()
-    if cfg.until is not None:
-        cut = pd.Timestamp(cfg.until, tz="UTC")
-        events = events[events["event_time"] < cut].reset_index(drop=True)
-        labels = labels[labels["reported_time"] < cut].reset_index(drop=True)
-    timings["read"] = time.perf_counter() - started
-    log(
-        f"Read {len(events):,} payments from {cfg.data} and {len(labels):,} labels from "
-        f"{labels_folder}{f' before {cfg.until}' if cfg.until else ''} "
-        f"in {timings['read']:.1f} s."
-    )
-
-    started = time.perf_counter()
-    dataset = build_dataset(events, labels, cfg.delay_days)
-    timings["features"] = time.perf_counter() - started
+    if cfg.engine == "spark":
+        dataset = _spark_dataset(cfg, labels_folder, timings, log)
+    else:
+        started = time.perf_counter()
+        events = lake.read_events(cfg.data, features.EVENT_COLUMNS).to_pandas()
+        labels = lake.read_label_folder(labels_folder).to_pandas()
+        if cfg.until is not None:
+            cut = pd.Timestamp(cfg.until, tz="UTC")
+            events = events[events["event_time"] < cut].reset_index(drop=True)
+            labels = labels[labels["reported_time"] < cut].reset_index(drop=True)
+        timings["read"] = time.perf_counter() - started
+        log(
+            f"Read {len(events):,} payments from {cfg.data} and {len(labels):,} labels from "
+            f"{labels_folder}{f' before {cfg.until}' if cfg.until else ''} "
+            f"in {timings['read']:.1f} s."
+        )
+        started = time.perf_counter()
+        dataset = build_dataset(events, labels, cfg.delay_days)
+        timings["features"] = time.perf_counter() - started
     log(f"Built {len(cfg.feature_columns)} features in {timings['features']:.1f} s.")
 
     train_start = cfg.train_start or default_train_start(dataset, cfg)

@@ -15,7 +15,7 @@ Usage::
         [--models random_forest,hgb,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
-        [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
+        [--engine pandas|spark] [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
         [--models-dir models]
 """
 
@@ -125,6 +125,14 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         help="fix a hyper-parameter instead of searching it, e.g. "
         "hgb.learning_rate=0.1 (repeatable)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["pandas", "spark"],
+        default="pandas",
+        help="where the features are computed: pandas in this process (default; faster on "
+        "one machine), or Spark's executors with the scoring path's per-card operator "
+        "(for histories larger than one machine's memory)",
+    )
     parser.add_argument("--experiment", default="fraudstream", help="MLflow experiment")
     parser.add_argument("--model-name", default="fraudstream", help="registered model name")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the models")
@@ -159,6 +167,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         experiment=args.experiment,
         model_name=args.model_name,
         seed=args.seed,
+        engine=args.engine,
         register=not args.no_register,
         export_dir=args.models_dir,
         report=args.report,

@@ -265,3 +265,20 @@ def test_model_promote_command_keeps_champion_against_a_worse_version(
 
 def test_train_job_default_model_is_the_documented_one():
     assert train_job.parse_args([]).models == ("random_forest",)
+
+
+def test_train_job_with_spark_features_reports_what_pandas_does(
+    spark, small_data, mlflow_store, tmp_path
+):
+    """``--engine spark``: features on executors (the card operator, daily tables) give
+    the same folds and the same metrics as the pandas definition."""
+    reports = {}
+    for engine in ("pandas", "spark"):
+        path = tmp_path / f"{engine}.json"
+        args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+        args += ["--until", "2018-06-01", "--no-register", "--engine", engine]
+        assert train_job.main([*args, "--report", str(path)]) == 0
+        reports[engine] = json.loads(path.read_text())["models"]["logistic"]
+    assert reports["spark"]["params"] == reports["pandas"]["params"]
+    for name, value in reports["pandas"]["mean"].items():
+        assert reports["spark"]["mean"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name

@@ -1,0 +1,158 @@
+"""The training dataset, computed by Spark on executors with the scoring path's operators.
+
+:func:`features_frame` turns payment and label events (Spark DataFrames) into the model's
+features, as of each payment, without bringing the history to the driver:
+
+- the card windows come from the per-card operator (``fraudstream.cardstate``), the Java
+  ``StatefulProcessor`` that keeps each card's state in Spark's state store, run here as
+  a batch query over the whole history; its integer aggregates become features through
+  ``features.card_features_from_aggregates`` in a pandas UDF;
+- merchant and known-fraud counts come from per-key daily tables
+  (``fraudstream.spark_features``), joined back to the payments;
+- the time and channel flags are column expressions.
+
+The values equal ``features.compute`` over the same history within 1e-9 (the parity
+tests), so a model trained on this dataset sees what the scoring job computes.
+:func:`build_dataset` adds what evaluation needs and hands a pandas frame to the
+learners, which fit in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F  # noqa: N812
+from pyspark.sql import types as T  # noqa: N812
+
+from fraudstream import features, lake, schemas, spark_features
+from fraudstream.cardstate import operator
+
+_CARD_FEATURES_SCHEMA = T.StructType(
+    [T.StructField("transaction_id", T.StringType(), False)]
+    + [T.StructField(name, T.DoubleType(), False) for name in features.CARD_FEATURE_COLUMNS]
+)
+
+
+def read_events(spark: SparkSession, root: Path | str, until: date | None = None) -> DataFrame:
+    """Payment events of ``root/events`` (the lake layout) before ``until``, if given."""
+    payments = spark.read.schema(_with_date(schemas.PAYMENT_SCHEMA)).parquet(
+        str(Path(root) / lake.EVENTS)
+    )
+    payments = payments.select(*schemas.PAYMENT_SCHEMA.fieldNames())
+    if until is not None:
+        payments = payments.where(F.col("event_time") < F.lit(_midnight(until)))
+    return payments
+
+
+def read_labels(spark: SparkSession, folder: Path | str, until: date | None = None) -> DataFrame:
+    """Label events of ``folder`` (``DATA/labels`` or the label store) reported before ``until``."""
+    labels = spark.read.schema(_with_date(schemas.LABEL_SCHEMA)).parquet(str(folder))
+    labels = labels.select(*schemas.LABEL_SCHEMA.fieldNames())
+    if until is not None:
+        labels = labels.where(F.col("reported_time") < F.lit(_midnight(until)))
+    return labels
+
+
+def _with_date(schema: T.StructType) -> T.StructType:
+    return T.StructType([*schema.fields, T.StructField("date", T.StringType(), True)])
+
+
+def _midnight(day: date) -> pd.Timestamp:
+    return pd.Timestamp(day, tz="UTC").to_pydatetime()
+
+
+def _card_features(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Aggregates and own columns of payments -> their card features (on executors)."""
+    for frame in frames:
+        card = features.card_features_from_aggregates(frame, frame)
+        card.insert(0, "transaction_id", frame["transaction_id"].to_numpy())
+        yield card
+
+
+def card_features(payments: DataFrame) -> DataFrame:
+    """``transaction_id`` and the card-window features of each payment, by the card operator.
+
+    A payment delivered twice counts once: the operator marks the later copies, which
+    are left out here (the features of the first copy stand for it).
+    """
+    rows = operator.card_rows(payments)
+    aggregates = operator.card_aggregates(rows).where(~F.col("duplicate"))
+    own = rows.dropDuplicates(["transaction_id"])
+    joined = aggregates.join(own, on=["card_id", "transaction_id"], how="inner")
+    return joined.mapInPandas(_card_features, _CARD_FEATURES_SCHEMA)
+
+
+def features_frame(payments: DataFrame, labels: DataFrame, label_delay_days: int) -> DataFrame:
+    """Every payment's features as of its time: ``transaction_id`` and the feature columns.
+
+    Parameters
+    ----------
+    payments, labels : DataFrame
+        Payment and label events in the contract's schemas.
+    label_delay_days : int
+        How many whole days back the merchant windows end.
+    """
+    others = spark_features.non_card_features(payments, labels, label_delay_days)
+    return (
+        card_features(payments)
+        .join(others, on="transaction_id", how="inner")
+        .select("transaction_id", *features.FEATURE_COLUMNS)
+    )
+
+
+def truth(payments: DataFrame, labels: DataFrame) -> DataFrame:
+    """``transaction_id, card_id, event_ms, fraud_reported_ms`` of each payment (first copy)."""
+    reported = (
+        labels.where(F.col("label") == "fraud")
+        .groupBy("transaction_id")
+        .agg(F.min(F.unix_millis("reported_time")).alias("fraud_reported_ms"))
+    )
+    return (
+        payments.groupBy("transaction_id")
+        .agg(
+            F.first("card_id").alias("card_id"),
+            F.min(F.unix_millis("event_time")).alias("event_ms"),
+        )
+        .join(reported, on="transaction_id", how="left")
+    )
+
+
+def build_dataset(payments: DataFrame, labels: DataFrame, delay_days: int) -> pd.DataFrame:
+    """The training dataset of ``training.build_dataset``, with the features computed by Spark.
+
+    Returns
+    -------
+    DataFrame
+        :data:`features.FEATURE_COLUMNS` plus ``transaction_id``, ``card_id``,
+        ``event_ms``, ``day``, ``is_fraud`` and ``fraud_reported_ms``, one row per
+        payment, in event-time order (ties by ``transaction_id``).
+    """
+    spark = payments.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    joined = features_frame(payments, labels, delay_days).join(
+        truth(payments, labels), on="transaction_id", how="inner"
+    )
+    dataset = joined.toPandas().sort_values(["event_ms", "transaction_id"], kind="stable")
+    dataset = dataset.reset_index(drop=True)
+    dataset["transaction_id"] = dataset["transaction_id"].astype(object)
+    dataset["card_id"] = dataset["card_id"].astype(object)
+    dataset["event_ms"] = dataset["event_ms"].astype(np.int64)
+    dataset["day"] = pd.to_datetime(dataset["event_ms"], unit="ms").dt.date
+    dataset["fraud_reported_ms"] = dataset["fraud_reported_ms"].astype(float)
+    dataset["is_fraud"] = dataset["fraud_reported_ms"].notna().astype(np.int64)
+    return dataset[
+        [
+            "transaction_id",
+            *features.FEATURE_COLUMNS,
+            "card_id",
+            "event_ms",
+            "day",
+            "fraud_reported_ms",
+            "is_fraud",
+        ]
+    ]

@@ -1,0 +1,57 @@
+"""The training dataset computed by Spark equals the one the pandas definition gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudstream import dataset, features, lake, simulate, training
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A simulated history longer than the card windows, written in the lake's layout."""
+    root = tmp_path_factory.mktemp("history")
+    payments, labels = simulate.simulate(
+        simulate.SimulationConfig(customers=150, terminals=300, days=45, seed=11)
+    )
+    lake.write_events(payments, root)
+    lake.write_labels(labels, root)
+    return root
+
+
+def test_build_dataset_with_spark_equals_the_pandas_definition(spark, history):
+    events = lake.read_events(history).to_pandas()
+    labels = lake.read_labels(history).to_pandas()
+    expected = training.build_dataset(events[features.EVENT_COLUMNS], labels, 7)
+
+    got = dataset.build_dataset(
+        dataset.read_events(spark, history),
+        dataset.read_labels(spark, history / lake.LABELS),
+        7,
+    )
+    assert list(got.columns) == list(expected.columns)
+    assert len(got) == len(expected) and got["transaction_id"].is_unique
+    got = got.set_index("transaction_id").loc[expected["transaction_id"]]
+    expected = expected.set_index("transaction_id")
+    np.testing.assert_allclose(
+        got[features.FEATURE_COLUMNS].to_numpy(),
+        expected[features.FEATURE_COLUMNS].to_numpy(),
+        rtol=0,
+        atol=1e-9,
+    )
+    for column in ("card_id", "event_ms", "day", "is_fraud"):
+        pd.testing.assert_series_equal(got[column], expected[column], check_dtype=False)
+    np.testing.assert_array_equal(got["fraud_reported_ms"], expected["fraud_reported_ms"])
+    # Not trivially equal: full windows, frauds known to merchants and cards.
+    assert expected["card_tx_count_30d"].max() > 30
+    assert (expected["merchant_fraud_rate_30d"] > 0).sum() > 50
+    assert (expected["card_known_frauds_30d"] > 0).sum() > 5
+
+
+def test_read_events_until_keeps_the_days_before(spark, history):
+    events = lake.read_events(history).to_pandas()
+    cut = events["event_time"].iloc[len(events) // 2].date()
+    got = dataset.read_events(spark, history, until=cut).count()
+    assert got == int((events["event_time"] < pd.Timestamp(cut, tz="UTC")).sum()) > 0
