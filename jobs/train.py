@@ -15,8 +15,8 @@ Usage::
         [--models random_forest,hgb,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
-        [--engine pandas|spark] [--experiment fraudstream] [--seed 0] [--report FILE] [--no-register]
-        [--models-dir models]
+        [--engine pandas|spark] [--experiment fraudstream] [--seed 0] [--report FILE]
+        [--no-register] [--models-dir models]
 """
 
 from __future__ import annotations
