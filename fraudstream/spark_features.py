@@ -31,8 +31,10 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812
 
 from fraudstream.features import (
+    CARD_FEATURE_COLUMNS,
     DAY_MS,
     DEFAULT_LABEL_DELAY_DAYS,
+    FEATURE_COLUMNS,
     HISTORY_DAYS,
     HOUR_MS,
     MERCHANT_WINDOWS_DAYS,
@@ -50,17 +52,7 @@ _CENTS_PER_UNIT = 100
 READ_COLUMNS = ["transaction_id", "event_time", "card_id", "merchant_id", "amount", "channel"]
 
 #: The columns of ``features.compute`` this module produces, in its order.
-OUTPUT_COLUMNS = [
-    *(f"merchant_tx_count_{w}d" for w in MERCHANT_WINDOWS_DAYS),
-    *(f"merchant_fraud_rate_{w}d" for w in MERCHANT_WINDOWS_DAYS),
-    *(f"merchant_recent_fraud_rate_{w}d" for w in RECENT_WINDOWS_DAYS),
-    "card_known_frauds_30d",
-    "is_night",
-    "is_weekend",
-    "is_ecom",
-    "is_atm",
-    "amount",
-]
+OUTPUT_COLUMNS = [c for c in FEATURE_COLUMNS if c not in CARD_FEATURE_COLUMNS]
 
 #: Fraud-count windows of a merchant: (delta column, shift, width). The delayed ones
 #: cover the same days as the delayed payment counts; the recent ones no shift.
