@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fraudstream import config, kafka_io, lake, schemas
+from fraudstream.features import DAY_MS
 
 #: Events encoded in one go: large enough for Arrow's kernels, small for memory.
 ENCODE_ROWS = 50_000
@@ -207,22 +208,34 @@ def run(
         label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
         k = until
 
+    unacknowledged_day = None  # the newest report day of labels sent but not yet flushed
+
     def until_next_label(offset: int, end: int) -> int:
         """Send the labels reported up to payment ``i``'s time; return how many payments
-        of ``[offset, end)`` come before the next label's reported time.
+        of ``[offset, end)`` can go before the next label or acknowledgement is due.
 
-        Labels due are acknowledged before any later payment is sent: two topics give no
-        order between them, and a scoring job that read a payment before a label reported
-        earlier would count other frauds live than in a replay.
+        Two topics give no order between them: a scoring job that read a payment before
+        a label reported earlier would count other frauds live than in a replay. Labels
+        count for the payments of the days after they were reported (the feature
+        definition works in whole UTC days), so the labels sent are acknowledged before
+        the first payment of a later day: one round trip a day, not one a label.
         """
+        nonlocal unacknowledged_day
         due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
         if due > k:
             send_labels(due)
+            unacknowledged_day = int(label_ms[due - 1] // DAY_MS)
+        if unacknowledged_day is not None and event_ms[i] // DAY_MS > unacknowledged_day:
             label_producer.flush()
-        if k >= len(label_ms):
-            return end - offset
-        before = int(np.searchsorted(event_ms[i : i + end - offset], label_ms[k], side="left"))
-        return max(before, 1)
+            unacknowledged_day = None
+        ahead = event_ms[i : i + end - offset]
+        count = len(ahead)
+        if k < len(label_ms):
+            count = min(count, int(np.searchsorted(ahead, label_ms[k], side="left")))
+        if unacknowledged_day is not None:
+            next_day_ms = (unacknowledged_day + 1) * DAY_MS
+            count = min(count, int(np.searchsorted(ahead, next_day_ms, side="left")))
+        return max(count, 1)
 
     def checkpoint() -> None:
         producer.flush()
