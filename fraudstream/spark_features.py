@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812
 
+from fraudstream.cardstate import operator
 from fraudstream.features import (
     CARD_FEATURE_COLUMNS,
     DAY_MS,
@@ -341,9 +342,8 @@ def _payment_flags(payments: DataFrame) -> DataFrame:
     # time zone, the feature definition is UTC.
     ms_of_day = F.pmod(ms, F.lit(DAY_MS))
     weekday = F.pmod(F.col("day") + _EPOCH_WEEKDAY, F.lit(_DAYS_PER_WEEK))
-    # Integer cents as features._card_rows makes them: rint rounds half to even, as
-    # numpy's np.round does (F.round rounds half up).
-    cents = F.rint(F.col("amount") * _CENTS_PER_UNIT).cast("long")
+    # Integer cents as the card operator's input has them (half to even, as np.round).
+    cents = operator.cents(F.col("amount"))
     return payments.select(
         "transaction_id",
         "merchant_id",

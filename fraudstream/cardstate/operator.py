@@ -80,6 +80,11 @@ def _rounded(value: Column) -> Column:
     return F.rint(value).cast("long")
 
 
+def cents(amount: Column) -> Column:
+    """Integer cents of an amount, rounded as ``features._card_rows`` rounds them."""
+    return _rounded(amount * _CENTS_PER_UNIT)
+
+
 def card_rows(payments: DataFrame) -> DataFrame:
     """Payment events (``schemas.PAYMENT_SCHEMA``) as the operator's input columns.
 
@@ -98,7 +103,7 @@ def card_rows(payments: DataFrame) -> DataFrame:
         F.col("card_id").cast("string").alias("card_id"),
         F.col("transaction_id").cast("string").alias("transaction_id"),
         F.unix_millis(F.col("event_time")).alias("time_ms"),
-        _rounded(F.col("amount") * _CENTS_PER_UNIT).alias("cents"),
+        cents(F.col("amount")).alias("cents"),
         F.when(located, _rounded(F.col("lat") * _MICRO)).otherwise(F.lit(0)).alias("lat_e6"),
         F.when(located, _rounded(F.col("lon") * _MICRO)).otherwise(F.lit(0)).alias("lon_e6"),
         located.alias("located"),
