@@ -208,7 +208,7 @@ def run(
         label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
         k = until
 
-    unacknowledged_day = None  # the newest report day of labels sent but not yet flushed
+    unacknowledged_day = None  # the oldest report day of labels sent but not yet flushed
 
     def until_next_label(offset: int, end: int) -> int:
         """Send the labels reported up to payment ``i``'s time; return how many payments
@@ -223,8 +223,9 @@ def run(
         nonlocal unacknowledged_day
         due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
         if due > k:
+            if unacknowledged_day is None:
+                unacknowledged_day = int(label_ms[k] // DAY_MS)
             send_labels(due)
-            unacknowledged_day = int(label_ms[due - 1] // DAY_MS)
         if unacknowledged_day is not None and event_ms[i] // DAY_MS > unacknowledged_day:
             label_producer.flush()
             unacknowledged_day = None
