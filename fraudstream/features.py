@@ -280,6 +280,7 @@ def compute(
     keep_state: bool = True,
     new_only: bool = False,
     watermark_ms: int | None = None,
+    card_aggregates: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, FeatureState | None]:
     """Compute the features of ``events``, as of each event.
 
@@ -302,6 +303,10 @@ def compute(
         No payment of a later batch will be earlier than this (ms since the epoch); the
         state keeps what payments from then on need. None: the newest event time seen,
         right only when batches are cut in event-time order.
+    card_aggregates : DataFrame, optional
+        The card operator's aggregates of ``events``, row for row (the scoring job's
+        operator keeps the cards' state in Spark): the card features come from them
+        (:func:`card_features_from_aggregates`) and the state keeps no card rows.
 
     Returns
     -------
@@ -322,7 +327,14 @@ def compute(
         merged = pd.concat([state.frauds, frauds], ignore_index=True)
         return empty, FeatureState(state.cards, state.merchant_days, merged)
     new_rows = _card_rows(events)
-    card_features, cards, repeated = _card_features(new_rows, state.cards, new_only)
+    if card_aggregates is None:
+        card_features, cards, repeated = _card_features(new_rows, state.cards, new_only)
+    else:
+        from_operator = card_features_from_aggregates(
+            card_aggregates.reset_index(drop=True), new_rows
+        )
+        card_features = {name: from_operator[name].to_numpy() for name in CARD_FEATURE_COLUMNS}
+        cards, repeated = state.cards, np.zeros(len(new_rows), dtype=bool)
     merchant_features, merchant_days, all_frauds = _merchant_features(
         events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
     )
@@ -345,7 +357,7 @@ def compute(
     features = features.astype(dict.fromkeys(FEATURE_COLUMNS, np.float64))
     if not keep_state:
         return features, None
-    newest = int(max(cards["time_ms"].max(), time_ms.max(initial=0))) if len(cards) else 0
+    newest = int(max(cards["time_ms"].to_numpy().max(initial=0), time_ms.max(initial=0)))
     horizon = newest if watermark_ms is None else min(int(watermark_ms), newest)
     next_state = FeatureState(
         cards=cards.loc[

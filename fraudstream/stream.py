@@ -989,6 +989,32 @@ def _watermark(newest_by_partition: dict[int, int], newest_ms: int, settings: Se
     return int(min(newest_by_partition.values(), default=newest_ms)) - lateness_ms
 
 
+def _carry_aggregates(records: pd.DataFrame) -> bool:
+    """Whether Kafka records come with the card operator's aggregates."""
+    return "n_30d" in records.columns
+
+
+def _card_aggregates(records: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame | None:
+    """The card operator's aggregates of ``events``, row for row, if ``records`` carry them.
+
+    The scoring query's records carry them (``cardstate.records``); records without
+    them (a replay without Spark, tests) get their card features from the driver's state.
+    """
+    from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
+
+    if not _carry_aggregates(records):
+        return None
+    keys = ["partition", "offset"]
+    found = events[keys].merge(records[[*keys, *AGGREGATE_COLUMNS]], on=keys, how="left")
+    missing = found["n_30d"].isna().to_numpy()
+    if missing.any():
+        raise RuntimeError(
+            f"{int(missing.sum()):,} valid payments came without the card operator's "
+            "aggregates; the executors' parser disagrees with the driver's."
+        )
+    return found[AGGREGATE_COLUMNS]
+
+
 def process_batch(
     records: pd.DataFrame,
     label_records: pd.DataFrame,
@@ -1076,6 +1102,7 @@ def process_batch(
         label_delay_days=settings.label_delay_days,
         new_only=True,
         watermark_ms=watermark_ms,
+        card_aggregates=_card_aggregates(records, events),
     )
     clock.lap("features")
     scores = model.score(computed[model.feature_columns])
@@ -1507,7 +1534,19 @@ class BatchProcessor:
         Receives one progress line per micro-batch.
     """
 
-    def __init__(self, models, views, state_store, labels, payments, outputs, settings, log=print):
+    def __init__(
+        self,
+        models,
+        views,
+        state_store,
+        labels,
+        payments,
+        outputs,
+        settings,
+        log=print,
+        card_operator: bool = False,
+    ):
+        self.card_operator = card_operator
         self.models = models
         self.views = views
         self.state_store = state_store
@@ -1533,7 +1572,18 @@ class BatchProcessor:
         base = self.state_store.newest_snapshot(batch_id - 1)
         state = self.state_store.load(base)
         if base == batch_id - 1:
+            if base >= 0:
+                self.log(f"state: restored from the snapshot after micro-batch {base}")
             return state
+        if self.card_operator:
+            # Logged batches cannot be run again here: their card aggregates came from
+            # Spark's state, which has moved on. Every batch saves its state, so only a
+            # checkpoint made by another version of the job gets here.
+            raise RuntimeError(
+                f"The checkpoint has no state after micro-batch {batch_id - 1} (made by a "
+                "job without the card operator?): start with a new --checkpoint and --out, "
+                "or rebuild the views."
+            )
         started = time.time()
         model = self.models.current
         for replayed in range(base + 1, batch_id):
@@ -1559,14 +1609,14 @@ class BatchProcessor:
 
         started = time.time()
         read_started = time.perf_counter()
-        records = batch_df.select(
-            "key",
-            "value",
-            "topic",
-            "partition",
-            "offset",
-            F.unix_millis("timestamp").alias("timestamp_ms"),
-        ).toPandas()
+        if "timestamp_ms" not in batch_df.columns:
+            batch_df = batch_df.withColumn("timestamp_ms", F.unix_millis("timestamp"))
+        columns = ["key", "value", "topic", "partition", "offset", "timestamp_ms"]
+        if _carry_aggregates(batch_df):
+            from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
+
+            columns += AGGREGATE_COLUMNS
+        records = batch_df.select(*columns).toPandas()
         self.process(records, batch_id, started, read_s=time.perf_counter() - read_started)
 
     def process(
@@ -1612,7 +1662,9 @@ class BatchProcessor:
             label_offsets,
             release_day,
         )
-        if (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
+        # With the card operator, a logged batch cannot be run again on the driver (its
+        # aggregates are gone from Spark's state): save the state after every batch.
+        if _carry_aggregates(records) or (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
             self.state_bytes = self.state_store.save(next_state)
         self.state = next_state
         clock.lap("state")

@@ -112,18 +112,9 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         help="a payment older than the newest event of its partition minus this is a dead letter "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--snapshot-every",
-        type=int,
-        default=stream.DEFAULT_SNAPSHOT_EVERY,
-        help="micro-batches between snapshots of the feature state; a restart reads at most "
-        "this many micro-batches from Kafka again (default: %(default)s)",
-    )
     kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
     kafka_io.use_properties_file(args.kafka_properties)
-    if args.snapshot_every < 1:
-        parser.error("--snapshot-every must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
@@ -148,7 +139,6 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         trigger_interval=args.trigger_interval,
         available_now=args.available_now,
         max_lateness_hours=args.max_lateness_hours,
-        snapshot_every=args.snapshot_every,
     )
 
 

@@ -25,23 +25,7 @@ from fraudstream.cardstate import operator
 DAY_MS = features.DAY_MS
 HOUR_MS = features.HOUR_MS
 T0_MS = 1_522_584_000_000  # 2018-04-01 12:00 UTC
-AGGREGATE_COLUMNS = [
-    "n_1h",
-    "n_1d",
-    "n_7d",
-    "n_30d",
-    "cents_1d",
-    "cents_7d",
-    "cents_30d",
-    "prev_time_ms",
-    "prev_loc_time_ms",
-    "prev_loc_lat_e6",
-    "prev_loc_lon_e6",
-    "prev_loc_country",
-    "loc_n_30d",
-    "loc_lat_sum_30d",
-    "loc_lon_sum_30d",
-]
+AGGREGATE_COLUMNS = [name for name in operator.AGGREGATE_COLUMNS if name != "duplicate"]
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -141,6 +125,38 @@ def test_card_aggregates_batch_equals_compute(spark, seed):
     assert len(aggregates) == len(events)  # one row per input row, copies included
     assert aggregates["duplicate"].sum() == events["transaction_id"].duplicated().sum()
     _assert_same_features(_operator_features(aggregates, events), _compute_features(events))
+
+
+def test_card_aggregates_carry_columns_and_pass_non_payments_through(spark):
+    payments, _ = simulate.simulate(
+        simulate.SimulationConfig(customers=40, terminals=80, days=10, seed=3)
+    )
+    events = payments.to_pandas()
+    rows = operator.card_rows(_payments_frame(events, spark)).toPandas()
+    rows["position"] = np.arange(len(rows))
+    # Records that are not payments (no transaction id), one with a card id, one without.
+    others = rows.iloc[:2].copy()
+    others["transaction_id"] = None
+    others.loc[others.index[1], "card_id"] = None
+    others["position"] = [-1, -2]
+    mixed = pd.concat([rows, others], ignore_index=True)
+    carried = operator.card_aggregates(
+        spark.createDataFrame(mixed), passing=["position"]
+    ).toPandas()
+    plain = operator.card_aggregates(spark.createDataFrame(rows)).toPandas()
+
+    assert list(carried.columns) == [*plain.columns, "position"]
+    assert sorted(carried["position"]) == sorted(mixed["position"])
+    passed = carried.loc[carried["position"] < 0]
+    assert passed[operator.AGGREGATE_COLUMNS].isna().all().all()
+    # The payments' aggregates are those without the other records: they touched no state.
+    got = carried.loc[carried["position"] >= 0].sort_values("position")
+    want = plain.set_index("transaction_id").loc[got["transaction_id"]]
+    for name in AGGREGATE_COLUMNS:
+        assert (
+            got[name].astype(object).where(got[name].notna(), None).tolist()
+            == want[name].astype(object).where(want[name].notna(), None).tolist()
+        ), name
 
 
 # --- a plain reference, and random small histories ------------------------------------

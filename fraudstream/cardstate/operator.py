@@ -143,20 +143,53 @@ def _operator_class(spark: SparkSession) -> JavaClass:
     return operator
 
 
-def card_aggregates(payments: DataFrame) -> DataFrame:
+def card_aggregates(payments: DataFrame, passing: list[str] | tuple[str, ...] = ()) -> DataFrame:
     """Apply the card operator: one row of aggregates over earlier payments per payment.
 
     Parameters
     ----------
     payments : DataFrame
         :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming.
+    passing : list of str
+        Other columns of ``payments`` to carry through, after the operator's. With them,
+        a row whose ``transaction_id`` is null is not a payment: it comes through with
+        null aggregates and touches no state (a streaming query keeps its invalid
+        records in the same stream this way).
 
     Returns
     -------
     DataFrame
-        The columns described in this module's docstring, one row per input row.
+        The columns described in this module's docstring, one row per input row, then
+        ``passing``.
     """
     spark = payments.sparkSession
     require_state_store(spark)
     operator = _operator_class(spark)
-    return DataFrame(operator.apply(payments._jdf), spark)
+    if not passing:
+        return DataFrame(operator.apply(payments._jdf), spark)
+    names = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.String, len(passing))
+    for i, name in enumerate(passing):
+        names[i] = name
+    return DataFrame(operator.apply(payments._jdf, names), spark)
+
+
+#: The operator's output columns after ``transaction_id, card_id``: what the scoring
+#: job's micro-batches carry beside each Kafka record.
+AGGREGATE_COLUMNS = [
+    "n_1h",
+    "n_1d",
+    "n_7d",
+    "n_30d",
+    "cents_1d",
+    "cents_7d",
+    "cents_30d",
+    "prev_time_ms",
+    "prev_loc_time_ms",
+    "prev_loc_lat_e6",
+    "prev_loc_lon_e6",
+    "prev_loc_country",
+    "loc_n_30d",
+    "loc_lat_sum_30d",
+    "loc_lon_sum_30d",
+    "duplicate",
+]

@@ -75,6 +75,54 @@ public final class CardAggregates {
    *     streaming
    */
   public static Dataset<Row> apply(Dataset<Row> payments) {
+    return apply(payments, new String[0]);
+  }
+
+  /**
+   * Apply the operator and carry other columns of each row through it.
+   *
+   * <p>Output: the {@link #OUTPUT_SCHEMA} columns, all nullable, then the {@code passing}
+   * columns as they came in. A row with a null {@code transaction_id} is not a payment (a
+   * record that failed validation, say): it goes through with null aggregates and touches
+   * no state. This lets a streaming query keep every record of a micro-batch in one
+   * stream, so that its {@code foreachBatch} sees the records and their aggregates
+   * together.
+   *
+   * @param payments rows with {@link #INPUT_COLUMNS} and the {@code passing} columns
+   * @param passing names of the columns to carry through, in output order
+   */
+  public static Dataset<Row> apply(Dataset<Row> payments, String[] passing) {
+    StructType schema = OUTPUT_SCHEMA;
+    if (passing.length > 0) {
+      schema = new StructType();
+      for (org.apache.spark.sql.types.StructField field : OUTPUT_SCHEMA.fields()) {
+        schema = schema.add(field.name(), field.dataType(), true);
+      }
+      StructType input = payments.schema();
+      for (String name : passing) {
+        org.apache.spark.sql.types.StructField field = input.apply(name);
+        schema = schema.add(field.name(), field.dataType(), true);
+      }
+    }
+    Column[] columns = new Column[INPUT_COLUMNS.length + passing.length];
+    Column[] operatorColumns = operatorColumns();
+    System.arraycopy(operatorColumns, 0, columns, 0, operatorColumns.length);
+    for (int i = 0; i < passing.length; i++) {
+      columns[operatorColumns.length + i] = functions.col(passing[i]);
+    }
+    return payments
+        .select(columns)
+        .groupByKey(
+            (MapFunction<Row, String>) row -> row.isNullAt(0) ? "" : row.getString(0),
+            Encoders.STRING())
+        .transformWithState(
+            new Processor(passing.length),
+            TimeMode.None(),
+            OutputMode.Append(),
+            Encoders.row(schema));
+  }
+
+  private static Column[] operatorColumns() {
     Column[] columns = {
       functions.col("card_id").cast("string"),
       functions.col("transaction_id").cast("string"),
@@ -85,20 +133,23 @@ public final class CardAggregates {
       functions.col("located").cast("boolean"),
       functions.col("country").cast("string"),
     };
-    return payments
-        .select(columns)
-        .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
-        .transformWithState(
-            new Processor(),
-            TimeMode.None(),
-            OutputMode.Append(),
-            Encoders.row(OUTPUT_SCHEMA));
+    return columns;
   }
 
   /** The StatefulProcessor; input rows have {@link #INPUT_COLUMNS} in order. */
   public static final class Processor extends StatefulProcessor<String, Row, Row> {
     private static final long serialVersionUID = 1L;
+    private final int passing;
     private transient ValueState<byte[]> history;
+
+    public Processor() {
+      this(0);
+    }
+
+    /** @param passing how many columns after the operator's own to carry through */
+    public Processor(int passing) {
+      this.passing = passing;
+    }
 
     @Override
     public void init(OutputMode outputMode, TimeMode timeMode) {
@@ -109,8 +160,18 @@ public final class CardAggregates {
     public scala.collection.Iterator<Row> handleInputRows(
         String cardId, scala.collection.Iterator<Row> inputRows, TimerValues timerValues) {
       List<Row> rows = new ArrayList<>();
+      List<Row> out = new ArrayList<>();
       while (inputRows.hasNext()) {
-        rows.add(inputRows.next());
+        Row row = inputRows.next();
+        if (row.isNullAt(1) || row.isNullAt(0)) {
+          // Not a payment: through with null aggregates, no state touched.
+          out.add(withPassing(row, new Object[OUTPUT_SCHEMA.size()]));
+        } else {
+          rows.add(row);
+        }
+      }
+      if (rows.isEmpty()) {
+        return CollectionConverters.asScala(out.iterator());
       }
       // Batch queries hand over a card's whole history at once, in no particular order;
       // streaming ones a micro-batch's rows. Either way: in event order. List.sort is
@@ -118,7 +179,6 @@ public final class CardAggregates {
       rows.sort(
           (a, b) -> CardHistory.compare(a.getLong(2), a.getString(1), b.getLong(2), b.getString(1)));
       CardHistory card = CardHistory.decode(history.exists() ? history.get() : null);
-      List<Row> out = new ArrayList<>(rows.size());
       boolean changed = false;
       for (Row row : rows) {
         String transactionId = row.getString(1);
@@ -140,7 +200,9 @@ public final class CardAggregates {
           changed = true;
         }
         out.add(
-            RowFactory.create(
+            withPassing(
+                row,
+                new Object[] {
                 transactionId,
                 cardId,
                 agg.n1h,
@@ -158,7 +220,7 @@ public final class CardAggregates {
                 agg.locN30d,
                 agg.locLatSum30d,
                 agg.locLonSum30d,
-                duplicate));
+                duplicate}));
       }
       if (changed) {
         card.expire();
@@ -169,6 +231,19 @@ public final class CardAggregates {
         }
       }
       return CollectionConverters.asScala(out.iterator());
+    }
+
+    /** The operator's output values followed by the row's carried columns. */
+    private Row withPassing(Row row, Object[] values) {
+      if (passing == 0) {
+        return RowFactory.create(values);
+      }
+      Object[] all = new Object[values.length + passing];
+      System.arraycopy(values, 0, all, 0, values.length);
+      for (int i = 0; i < passing; i++) {
+        all[values.length + i] = row.get(INPUT_COLUMNS.length + i);
+      }
+      return RowFactory.create(all);
     }
   }
 }

@@ -1,0 +1,69 @@
+"""The scoring query's Kafka records with their cards' aggregates, computed on executors.
+
+Each payment record is parsed and validated on the executors with the contract's one
+parser (:func:`fraudstream.stream.parse_payments`, the driver's too), turned into the
+operator's input (:func:`fraudstream.features._card_rows`), and sent through the card
+operator, whose state lives in the query's checkpoint. Records that are not valid
+payments go through with null aggregates, so the ``foreachBatch`` function receives every
+record of its micro-batch once, with the aggregates of those that are payments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F  # noqa: N812
+from pyspark.sql import types as T  # noqa: N812
+
+from fraudstream.cardstate.operator import INPUT_COLUMNS, card_aggregates
+
+#: The Kafka record columns the micro-batches carry (``stream.process_batch``'s input).
+RECORD_COLUMNS = ["key", "value", "topic", "partition", "offset", "timestamp_ms"]
+
+_INPUT_SCHEMA = T.StructType(
+    [
+        T.StructField("card_id", T.StringType()),
+        T.StructField("transaction_id", T.StringType()),
+        T.StructField("time_ms", T.LongType()),
+        T.StructField("cents", T.LongType()),
+        T.StructField("lat_e6", T.LongType()),
+        T.StructField("lon_e6", T.LongType()),
+        T.StructField("located", T.BooleanType()),
+        T.StructField("country", T.StringType()),
+    ]
+)
+_INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6"]
+
+
+def operator_inputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Kafka records, each with the operator's input columns (nulls if not a valid payment)."""
+    from fraudstream import features, stream
+
+    for records in frames:
+        events, _, _ = stream.parse_payments(records)
+        rows = features._card_rows(events)
+        rows["partition"] = events["partition"].to_numpy()
+        rows["offset"] = events["offset"].to_numpy()
+        joined = records[RECORD_COLUMNS].merge(rows, on=["partition", "offset"], how="left")
+        for name in _INTEGERS:
+            joined[name] = joined[name].astype("Int64")
+        joined["located"] = joined["located"].astype("boolean")
+        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS]]
+
+
+def with_card_aggregates(kafka_rows: DataFrame) -> DataFrame:
+    """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
+    valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``)."""
+    records = kafka_rows.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.unix_millis("timestamp").alias("timestamp_ms"),
+    )
+    schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
+    inputs = records.mapInPandas(operator_inputs, schema)
+    return card_aggregates(inputs, passing=RECORD_COLUMNS)
