@@ -163,6 +163,40 @@ class Producer:
         self.process.wait(timeout=60)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def peak_memory(root: int) -> dict[str, float]:
+    """Peak resident memory (VmHWM, MB) of the job's JVM and of its Python driver."""
+    peaks: dict[str, float] = {}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(_children(pid))
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        kb = next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0
+        )
+        if "jobs/score.py" in command and "java" not in command.split(" ")[0]:
+            peaks["driver_python_mb"] = max(peaks.get("driver_python_mb", 0), kb / 1024)
+        elif command.split(" ")[0].endswith("java"):
+            peaks["jvm_mb"] = max(peaks.get("jvm_mb", 0), kb / 1024)
+    return peaks
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
 def encode_lines(events: pd.DataFrame) -> list[bytes]:
     return [
         row["card_id"].encode() + b"\t" + schemas.encode_payment(row) + b"\n"
@@ -261,6 +295,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
         )
         time.sleep(2)
     time.sleep(3)
+    memory = peak_memory(job.pid)
     producer.close()
     alerts.stop.set()
     alerts.join(timeout=30)
@@ -301,7 +336,20 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
             and result["alert_p99_s"] <= SUSTAIN_P99_S
             and result["produced_rate"] >= 0.97 * result["rate"]
         )
-    totals = {"payments": len(events), "scored": len(scored), "alerts": len(alerts.arrivals)}
+    checkpoint = run_dir / "checkpoints" / "score"
+    totals = {
+        "payments": len(events),
+        "scored": len(scored),
+        "alerts": len(alerts.arrivals),
+        "cards": int(events["card_id"].nunique()),
+        **memory,
+        # The card operator's state store (RocksDB files and changelogs of every version
+        # kept) and the driver's newest state snapshot.
+        "operator_state_mb": folder_mb(checkpoint / "state"),
+        "driver_state_mb": max(
+            (folder_mb(d) for d in (checkpoint / "feature-state").glob("batch-*")), default=0.0
+        ),
+    }
     return results, totals
 
 
@@ -390,6 +438,12 @@ def main(argv=None) -> int:
     print(
         f"data: {args.data} (first {totals['payments']:,} payments), {totals['scored']:,} scored, "
         f"{totals['alerts']:,} alerts received; job log {run_dir / 'job.log'}"
+    )
+    print(
+        f"memory: driver Python peak {totals.get('driver_python_mb', float('nan')):,.0f} MB, "
+        f"JVM peak {totals.get('jvm_mb', float('nan')):,.0f} MB; state on disk: card operator "
+        f"{totals['operator_state_mb']:,.1f} MB ({totals['cards']:,} cards), driver snapshot "
+        f"{totals['driver_state_mb']:,.1f} MB"
     )
     header = (
         f"{'step':>10} {'offered/s':>10} {'produced/s':>11} {'job/s':>9} {'catch-up s':>11} "
