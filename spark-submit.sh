@@ -9,7 +9,8 @@
 #   ./spark-submit.sh --master spark://host:7077 --driver-memory 4g --conf k=v JOB ...
 # Anything after it goes to the job (`./spark-submit.sh JOB --help` lists its options).
 # The script adds Spark's Kafka connector and the per-card operator (--jars, from jvm/jars;
-# the operator is compiled first if its sources changed) and the fraudstream
+# the operator is compiled first if its sources changed), Hadoop's S3A connector for
+# s3a:// paths (the class path, from jvm/jars/s3a), and the fraudstream
 # package (--py-files, zipped afresh into build/), and uses the project's .venv.
 # With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
 # environment, packed into build/executor-env.tar.gz (--archives; fraudstream/executor_env.py).
@@ -71,6 +72,19 @@ fi
 # the sources have not changed).
 PYTHON="${PYSPARK_PYTHON:-python3}" "$root/scripts/build-operator.sh" >&2
 jars=$(IFS=,; echo "${connector[*]},$root/jvm/jars/card-operator/fraudstream-card-operator.jar")
+# Hadoop's S3A connector (s3a:// paths), when fetched, goes on the class path as it is:
+# --jars would copy its 690 MB AWS SDK bundle into every run's temporary folder. Executors
+# of a cluster master look for it at the same path: true of the local standalone cluster
+# (`fraudstream spark start`); elsewhere give them the jars yourself (README, Object stores).
+s3a_jars=("$root"/jvm/jars/s3a/*.jar)
+class_path_options=()
+if [ -e "${s3a_jars[0]}" ]; then
+  s3a_class_path=$(IFS=:; echo "${s3a_jars[*]}")
+  class_path_options=(
+    --driver-class-path "$s3a_class_path"
+    --conf "spark.executor.extraClassPath=$s3a_class_path"
+  )
+fi
 
 # The package travels to executors as a zip; rebuilt each time so it is never stale.
 mkdir -p "$root/build"
@@ -132,6 +146,7 @@ cd "$root"
 # instead of having its SparkContext shut down under it.
 spark-submit \
   --jars "$jars" \
+  "${class_path_options[@]+"${class_path_options[@]}"}" \
   --py-files "$package_zip" \
   --conf spark.sql.session.timeZone=UTC \
   "${submit_options[@]+"${submit_options[@]}"}" \

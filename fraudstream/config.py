@@ -43,6 +43,8 @@ VAR_DIR = PROJECT_ROOT / "var"
 JARS_DIR = PROJECT_ROOT / "jvm" / "jars"
 SPARK_KAFKA_JARS_DIR = JARS_DIR / "spark-kafka"
 KAFKA_BROKER_JARS_DIR = JARS_DIR / "kafka-broker"
+#: Hadoop's S3A connector with the AWS SDK bundle, for ``s3a://`` paths (fraudstream.objectstore).
+S3A_JARS_DIR = JARS_DIR / "s3a"
 
 #: The per-card operator, compiled by ``scripts/build-operator.sh``; git-ignored.
 CARD_OPERATOR_JAR = JARS_DIR / "card-operator" / "fraudstream-card-operator.jar"
@@ -92,3 +94,12 @@ def spark_kafka_jars() -> list[Path]:
             "run scripts/fetch-jars.sh (or scripts/setup.sh) first."
         )
     return jars
+
+
+def s3a_jars() -> list[Path]:
+    """Return the jars of Hadoop's S3A connector, sorted by name; empty if not fetched.
+
+    Only ``s3a://`` paths need them, so their absence is not an error here: Spark then
+    says ``Class org.apache.hadoop.fs.s3a.S3AFileSystem not found`` at the first such path.
+    """
+    return sorted(S3A_JARS_DIR.glob("*.jar"))

@@ -2,8 +2,9 @@
 
 Under ``spark-submit`` the session's master, jars and configuration come from the
 submit command (``./spark-submit.sh``); this module only adds what is missing. From
-plain Python (tests, notebooks) it adds Spark's Kafka connector and the per-card
-operator (when built) from ``jvm/jars`` and settings that suit a small local machine.
+plain Python (tests, notebooks) it adds Spark's Kafka connector, the per-card
+operator (when built) and Hadoop's S3A connector (when fetched) from ``jvm/jars`` and
+settings that suit a small local machine.
 """
 
 from __future__ import annotations
@@ -61,15 +62,23 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
     if config.CARD_OPERATOR_JAR.is_file():
         # Only the jobs that use it need it (fraudstream.scoring.operator says when missing).
         jars.append(config.CARD_OPERATOR_JAR)
-    return (
+    builder = (
         SparkSession.builder.master(master or "local[*]")
         .appName(app_name)
         .config("spark.jars", ",".join(str(jar) for jar in jars))
         .config("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
     )
+    s3a_jars = config.s3a_jars()
+    if s3a_jars:
+        # On the class path as they are, not in spark.jars: Spark copies every spark.jars
+        # file into each session's temporary folder, 690 MB a session for the SDK bundle.
+        class_path = os.pathsep.join(str(jar) for jar in s3a_jars)
+        builder = builder.config("spark.driver.extraClassPath", class_path).config(
+            "spark.executor.extraClassPath", class_path
+        )
+    return builder.getOrCreate()
 
 
 def python_environment() -> dict[str, str]:

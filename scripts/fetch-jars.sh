@@ -3,6 +3,7 @@
 #   jvm/jars/spark-kafka/   Spark's Kafka connector, passed to spark-submit with --jars
 #   jvm/jars/kafka-broker/  an Apache Kafka broker, run by `fraudstream kafka start`
 #   jvm/jars/kafka-connect/ Kafka Connect with Debezium's PostgreSQL connector (`fraudstream connect start`)
+#   jvm/jars/s3a/           Hadoop's S3A connector with the AWS SDK bundle (s3a:// paths), on the class path
 # Each set is described by jvm/<set>/pom.xml. Idempotent: a set whose pom has not
 # changed since its last resolution is skipped, so a second run costs well under a second.
 set -euo pipefail
@@ -15,7 +16,7 @@ if ! command -v mvn >/dev/null 2>&1; then
   exit 2
 fi
 
-for set in spark-kafka kafka-broker kafka-connect; do
+for set in spark-kafka kafka-broker kafka-connect s3a; do
   pom="jvm/$set/pom.xml"
   out="jvm/jars/$set"
   stamp="$out/.pom.sha256"

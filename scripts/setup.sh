@@ -3,8 +3,9 @@
 #   1. Java 17, Maven and PostgreSQL (Debian packages) if they are missing;
 #   2. a virtual environment in .venv with the pinned Python packages (requirements.lock)
 #      and fraudstream itself, editable, with its development tools;
-#   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium)
-#      from Maven Central, and the per-card operator compiled against pyspark's own jars;
+#   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium,
+#      Hadoop's S3A connector) from Maven Central, and the per-card operator compiled
+#      against pyspark's own jars;
 #   4. Chromium (Debian package) for the dashboard's browser tests, if missing and root.
 # A second run only checks, and takes seconds.
 set -euo pipefail

@@ -1,16 +1,30 @@
-"""Shared fixtures: one local SparkSession and a real Kafka broker for the whole run."""
+"""Shared fixtures: one local SparkSession, a real Kafka broker and a local S3 server."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import kafka_io
+from fraudstream import kafka_io, objectstore
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+#: Credentials for the local S3 server, which accepts any.
+S3_ACCESS_KEY = S3_SECRET_KEY = "testing"
+
+#: One attempt per S3 call instead of S3A's default retries, under which a wrong endpoint
+#: or a stopped server costs about five minutes per call before the error shows.
+S3A_FAIL_FAST = {"fs.s3a.attempts.maximum": "1", "fs.s3a.retry.limit": "1"}
+
+S3_SERVER_START_SECONDS = 30
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +106,81 @@ def mlflow_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.use_experiment("fraudstream-test")
     return uri
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> str:
+    """URL of a local S3 server (moto's ``moto_server``), started for the session.
+
+    Its request log goes to a file (a pipe nobody reads would fill and stall it).
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("s3") / "moto_server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + S3_SERVER_START_SECONDS
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"moto_server exited at start: {log_path.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto_server did not answer at {endpoint}") from None
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint):
+    """A boto3 S3 client of the local server, to make buckets and look at what Spark wrote."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name=objectstore.DEFAULT_REGION,
+    )
+
+
+@pytest.fixture(scope="session")
+def s3a_settings(s3_endpoint) -> dict[str, str]:
+    """The library's S3A settings for the local server, failing fast on a wrong endpoint."""
+    settings = objectstore.s3a_settings(
+        s3_endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY
+    )
+    return {**settings, **S3A_FAIL_FAST}
+
+
+@pytest.fixture()
+def s3a_bucket(spark, s3_client, s3a_settings) -> str:
+    """A new bucket on the local server, which the session's s3a:// paths reach.
+
+    The settings are the bucket's own (``fs.s3a.bucket.NAME.*``), so nothing else that
+    the shared session reads or writes is affected.
+    """
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    objectstore.configure(spark, objectstore.for_bucket(s3a_settings, name))
+    return name
