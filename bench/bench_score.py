@@ -19,6 +19,7 @@ Usage::
     .venv/bin/python bench/bench_score.py [--data data/generated] [--model models/fraudstream]
         [--rates 5000,10000,20000] [--step-seconds 30] [--warmup-rate 5000]
         [--warmup-seconds 30] [--max-offsets-per-trigger 200000] [--baseline-seconds 20]
+        [--card-state driver|operator]
 """
 
 from __future__ import annotations
@@ -164,11 +165,14 @@ class Producer:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
+    """Child processes of every thread of ``pid`` (a JVM starts Python from any thread)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
 
 
 def peak_memory(root: int) -> dict[str, float]:
@@ -235,6 +239,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
         "--checkpoint", str(run_dir / "checkpoints"),
         "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
         "--starting-offsets", "earliest",
+        "--card-state", args.card_state,
     ]  # fmt: skip
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = JobOutput(job, run_dir / "job.log")
@@ -398,6 +403,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     parser.add_argument("--baseline-seconds", type=float, default=20)
     parser.add_argument("--brokers", default=None)
+    parser.add_argument(
+        "--card-state", choices=["driver", "operator"], default="driver", help="the job's option"
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if not (args.data / "events").is_dir():

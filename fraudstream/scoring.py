@@ -20,6 +20,10 @@ from fraudstream.cardstate import records as card_records
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
 QUERY_NAME = "fraudstream-score"
+#: Where the cards' state lives: the driver's Python process, or the card operator on
+#: the executors (Spark's state store).
+CARD_STATES = ("driver", "operator")
+DEFAULT_CARD_STATE = "driver"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class ScoreConfig:
     trigger_interval: str | None = None
     available_now: bool = False
     max_lateness_hours: float = stream.DEFAULT_MAX_LATENESS_HOURS
+    snapshot_every: int = stream.DEFAULT_SNAPSHOT_EVERY
+    card_state: str = DEFAULT_CARD_STATE
     #: Send alerts and dead letters to Kafka; a rebuild writes only its Parquet views.
     kafka_outputs: bool = True
 
@@ -65,6 +71,31 @@ def check_outputs(cfg: ScoreConfig) -> None:
         )
 
 
+def check_card_state(cfg: ScoreConfig) -> None:
+    """Refuse to resume a checkpoint with the cards' state kept elsewhere than it started.
+
+    The driver's snapshots hold the cards' rows in one mode and none in the other, so a
+    switch would score with empty card histories. A new checkpoint records its mode.
+    """
+    record = cfg.query_checkpoint / "card-state"
+    if record.is_file():
+        started = record.read_text().strip()
+        if started != cfg.card_state:
+            raise ScoreSetupError(
+                f"The checkpoint {cfg.query_checkpoint} keeps the cards' state in the "
+                f"{started}, not the {cfg.card_state}: pass --card-state {started}, or a new "
+                "--checkpoint and --out."
+            )
+        return
+    if (cfg.query_checkpoint / "offsets").is_dir() and cfg.card_state != "driver":
+        raise ScoreSetupError(
+            f"The checkpoint {cfg.query_checkpoint} was started with the cards' state in the "
+            "driver: pass --card-state driver, or a new --checkpoint and --out."
+        )
+    cfg.query_checkpoint.mkdir(parents=True, exist_ok=True)
+    record.write_text(cfg.card_state + "\n")
+
+
 def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     """The processor and the (not yet started) query writer."""
     models = stream.ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
@@ -87,9 +118,10 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         settings=stream.Settings(
             max_lateness_hours=cfg.max_lateness_hours,
             label_delay_days=model.label_delay_days,
+            snapshot_every=cfg.snapshot_every,
         ),
         log=log,
-        card_operator=True,
+        card_operator=cfg.card_state == "operator",
     )
     payments = kafka_io.read_stream(
         spark,
@@ -98,10 +130,12 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         starting_offsets=cfg.starting_offsets,
         max_offsets_per_trigger=cfg.max_offsets_per_trigger,
     )
-    # The cards' state lives in the card operator, on the executors (in the checkpoint);
-    # the foreachBatch function gets each record with its card's aggregates.
-    _size_state(spark, log)
-    records = card_records.with_card_aggregates(payments)
+    records = payments
+    if cfg.card_state == "operator":
+        # The cards' state lives in the card operator, on the executors (in the
+        # checkpoint); foreachBatch gets each record with its card's aggregates.
+        _size_state(spark, log)
+        records = card_records.with_card_aggregates(payments)
     writer = (
         records.writeStream.foreachBatch(processor)
         .option("checkpointLocation", str(cfg.query_checkpoint))
@@ -144,6 +178,7 @@ def run(
     ``model``: the model ``cfg.model_uri`` points at, if the caller loaded it already.
     """
     check_outputs(cfg)
+    check_card_state(cfg)
     processor, writer = build(spark, cfg, log=log, model=model)
     query = writer.start()
     stop = stop or threading.Event()

@@ -40,10 +40,13 @@ from pathlib import Path
 
 from fraudstream import config, kafka_io, stream
 from fraudstream.scoring import (
+    CARD_STATES,
+    DEFAULT_CARD_STATE,
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     DEFAULT_MODEL_URI,
     ScoreConfig,
     ScoreSetupError,
+    check_card_state,
     check_outputs,
     run,
     summarise,
@@ -112,9 +115,27 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         help="a payment older than the newest event of its partition minus this is a dead letter "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=stream.DEFAULT_SNAPSHOT_EVERY,
+        help="micro-batches between snapshots of the feature state; a restart reads at most "
+        "this many micro-batches from Kafka again (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--card-state",
+        choices=list(CARD_STATES),
+        default=DEFAULT_CARD_STATE,
+        help="where the cards' 30-day state lives: in the driver's Python process (default; "
+        "faster on one machine), or in the card operator on Spark's executors (Spark's "
+        "state store; for more cards than a driver holds). A checkpoint keeps the one it "
+        "started with",
+    )
     kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
     kafka_io.use_properties_file(args.kafka_properties)
+    if args.snapshot_every < 1:
+        parser.error("--snapshot-every must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
@@ -139,6 +160,8 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         trigger_interval=args.trigger_interval,
         available_now=args.available_now,
         max_lateness_hours=args.max_lateness_hours,
+        snapshot_every=args.snapshot_every,
+        card_state=args.card_state,
     )
 
 
@@ -148,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kafka_io.require_topics(cfg.bootstrap_servers, topics)
         check_outputs(cfg)
+        check_card_state(cfg)
         # Fail on a missing model before Spark starts, in one sentence.
         model = stream.load_model(cfg.model_uri, cfg.threshold)
     except (kafka_io.KafkaSetupError, ScoreSetupError, stream.ModelLoadError) as error:

@@ -6,11 +6,12 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from fraudstream import config, features, kafka_io, lake, produce, schemas, stream
+from fraudstream import config, features, kafka_io, lake, produce, schemas, scoring, stream
 from jobs import score as score_job
 
 from .stream_helpers import (
@@ -38,7 +39,10 @@ def _assert_parity(scored, dataset):
     np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
 
 
-def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history):
+@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
+def test_score_job_end_to_end(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, card_state
+):
     version = register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     first = history["events"].iloc[0].to_dict()
@@ -55,7 +59,7 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
     producer.close()
 
     lines = []
-    cfg = score_config(kafka_bootstrap, topics, tmp_path)
+    cfg = score_config(kafka_bootstrap, topics, tmp_path, card_state=card_state)
     score_job.run(spark, cfg, log=lines.append)
 
     scored = stream.read_view(cfg.out, stream.SCORED)
@@ -94,6 +98,26 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
     assert len(stream.read_view(cfg.out, stream.SCORED)) == published
+
+
+def test_score_job_refuses_to_resume_with_the_cards_state_elsewhere(tmp_path):
+    operator = score_config(
+        "127.0.0.1:1",
+        {k: k for k in ("payments", "labels", "alerts", "dlq")},
+        tmp_path,
+        card_state="operator",
+    )
+    scoring.check_card_state(operator)
+    scoring.check_card_state(operator)  # the same mode again is fine
+    driver = replace(operator, card_state="driver")
+    with pytest.raises(scoring.ScoreSetupError, match="pass --card-state operator"):
+        scoring.check_card_state(driver)
+    # A checkpoint from before the mode was recorded was started with the driver's.
+    old = replace(driver, checkpoint=tmp_path / "old")
+    (old.query_checkpoint / "offsets").mkdir(parents=True)
+    with pytest.raises(scoring.ScoreSetupError, match="pass --card-state driver"):
+        scoring.check_card_state(replace(old, card_state="operator"))
+    scoring.check_card_state(old)
 
 
 def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):
@@ -172,13 +196,17 @@ def _batches_written(out) -> set[str]:
     return {path.name for path in (out / stream.SCORED).rglob("batch-*.parquet")}
 
 
+@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
 def test_score_job_is_exactly_once_in_parquet_across_crashes(
-    kafka_bootstrap, topics, mlflow_store, tmp_path, history
+    kafka_bootstrap, topics, mlflow_store, tmp_path, history, card_state
 ):
     register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     out = tmp_path / "lake"
-    args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--max-offsets-per-trigger", "300"]
+    args = [
+        *_job_args(kafka_bootstrap, topics, tmp_path),
+        *("--max-offsets-per-trigger", "300", "--card-state", card_state),
+    ]
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
     logs = {name: tmp_path / f"{name}.log" for name in ("crash", "kill", "finish", "stop")}
 

@@ -1,0 +1,138 @@
+"""Where the cards' state lives: the score job's driver memory with ``--card-state``
+``driver`` against ``operator``, on one simulated population, side by side in one run.
+
+The simulator makes ``--customers`` customers (one card each) over ``--days`` days; the
+labels and then the payments go into fresh 4-partition topics of the local broker; then
+``./spark-submit.sh score --available-now`` scores the topic from the start, once per
+mode, each on its own checkpoint. While a job runs, the script samples the peak
+resident memory (VmHWM) of the job's Python driver and of its JVM; at the end it reports
+those, the rate over the whole run (start-up included) and the state each mode leaves on
+disk. The producer and the broker share the machine with the job.
+
+Usage::
+
+    .venv/bin/python bench/bench_card_state.py [--customers 50000] [--days 40]
+        [--modes driver,operator] [--max-offsets-per-trigger 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_score import folder_mb, machine, peak_memory  # noqa: E402
+
+from fraudstream import broker as local_broker  # noqa: E402
+from fraudstream import config, produce, schemas, simulate  # noqa: E402
+
+
+def run_mode(mode: str, args, servers: str, topics: dict, run_dir: Path) -> dict:
+    out = run_dir / mode
+    command = [
+        str(ROOT / "spark-submit.sh"),
+        "--driver-memory", "8g",
+        "score",
+        "--brokers", servers,
+        "--model", str(args.model),
+        "--payments-topic", topics["payments"],
+        "--labels-topic", topics["labels"],
+        "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dlq"],
+        "--out", str(out / "lake"),
+        "--checkpoint", str(out / "checkpoints"),
+        "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
+        "--available-now",
+        "--card-state", mode,
+    ]  # fmt: skip
+    log = out / "job.log"
+    out.mkdir(parents=True)
+    started = time.time()
+    with log.open("w") as sink:
+        job = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        peaks: dict[str, float] = {}
+        while job.poll() is None:
+            for name, value in peak_memory(job.pid).items():
+                peaks[name] = max(peaks.get(name, 0.0), value)
+            time.sleep(1.0)
+    seconds = time.time() - started
+    if job.returncode != 0:
+        raise SystemExit(f"score --card-state {mode} failed; see {log}")
+    checkpoint = out / "checkpoints" / "score"
+    snapshots = sorted((checkpoint / "feature-state").glob("batch-*/"))
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        **peaks,
+        "operator_state_mb": folder_mb(checkpoint / "state"),
+        "driver_snapshot_mb": folder_mb(snapshots[-1]) if snapshots else 0.0,
+        "batches": sum(1 for line in log.read_text().splitlines() if line.startswith("batch ")),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=40)
+    parser.add_argument("--modes", default="driver,operator")
+    parser.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
+    parser.add_argument(
+        "--model", type=Path, default=config.PROJECT_ROOT / "models" / "fraudstream"
+    )
+    args = parser.parse_args(argv)
+    print(f"machine: {machine()}", flush=True)
+    started = time.time()
+    events, labels = simulate.simulate(
+        simulate.SimulationConfig(
+            customers=args.customers, terminals=max(10, args.customers * 2), days=args.days
+        )
+    )
+    cards = len(set(events["card_id"].to_pylist()))
+    print(
+        f"simulated {events.num_rows:,} payments of {cards:,} cards over {args.days} days "
+        f"in {time.time() - started:.0f} s",
+        flush=True,
+    )
+    servers = config.bootstrap_servers(None)
+    broker = local_broker.LocalBroker()
+    started_broker = None
+    if not local_broker.port_in_use(broker.host, broker.port):
+        local_broker.start(broker)
+        started_broker = broker
+    try:
+        suffix = uuid.uuid4().hex[:8]
+        topics = {k: f"bench-{suffix}-{k}" for k in ("payments", "labels", "alerts", "dlq")}
+        local_broker.create_topics(servers, {t: {} for t in topics.values()}, partitions=4)
+        produce.publish(labels, topics["labels"], servers, encode=schemas.encode_labels)
+        produce.publish(events, topics["payments"], servers)
+        run_dir = config.VAR_DIR / "bench" / f"card-state-{suffix}"
+        results = [run_mode(mode, args, servers, topics, run_dir) for mode in args.modes.split(",")]
+    finally:
+        if started_broker is not None:
+            local_broker.stop(started_broker)
+    print()
+    print(f"{events.num_rows:,} payments, {cards:,} cards; logs under {run_dir}")
+    print(
+        f"{'card state':>10} {'payments/s':>11} {'seconds':>8} {'batches':>8} "
+        f"{'driver Python peak MB':>22} {'JVM peak MB':>12} {'operator state MB':>18} "
+        f"{'driver snapshot MB':>19}"
+    )
+    for r in results:
+        print(
+            f"{r['mode']:>10} {events.num_rows / r['seconds']:>11,.0f} {r['seconds']:>8.0f} "
+            f"{r['batches']:>8} {r.get('driver_python_mb', float('nan')):>22,.0f} "
+            f"{r.get('jvm_mb', float('nan')):>12,.0f} {r['operator_state_mb']:>18,.1f} "
+            f"{r['driver_snapshot_mb']:>19,.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
