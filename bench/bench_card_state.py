@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_score import folder_mb, machine, peak_memory  # noqa: E402
+from bench_score import folder_mb, machine, peak_memory, score_command  # noqa: E402
 
 from fraudstream import broker as local_broker  # noqa: E402
 from fraudstream import config, produce, schemas, simulate  # noqa: E402
@@ -36,22 +37,8 @@ from fraudstream import config, produce, schemas, simulate  # noqa: E402
 
 def run_mode(mode: str, args, servers: str, topics: dict, run_dir: Path) -> dict:
     out = run_dir / mode
-    command = [
-        str(ROOT / "spark-submit.sh"),
-        "--driver-memory", "8g",
-        "score",
-        "--brokers", servers,
-        "--model", str(args.model),
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(out / "lake"),
-        "--checkpoint", str(out / "checkpoints"),
-        "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
-        "--available-now",
-        "--card-state", mode,
-    ]  # fmt: skip
+    args = argparse.Namespace(**{**vars(args), "card_state": mode})
+    command = score_command(args, servers, topics, out, "8g", "--available-now")
     log = out / "job.log"
     out.mkdir(parents=True)
     started = time.time()
@@ -101,11 +88,12 @@ def main(argv=None) -> int:
         flush=True,
     )
     servers = config.bootstrap_servers(None)
-    broker = local_broker.LocalBroker()
     started_broker = None
-    if not local_broker.port_in_use(broker.host, broker.port):
-        local_broker.start(broker)
-        started_broker = broker
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker = local_broker.LocalBroker()
+        if not local_broker.port_in_use(broker.host, broker.port):
+            local_broker.start(broker)
+            started_broker = broker
     try:
         suffix = uuid.uuid4().hex[:8]
         topics = {k: f"bench-{suffix}-{k}" for k in ("payments", "labels", "alerts", "dlq")}

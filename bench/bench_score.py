@@ -201,6 +201,26 @@ def folder_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
 
 
+def score_command(args, servers, topics, run_dir: Path, driver_memory: str, *extra) -> list:
+    """``./spark-submit.sh score`` on the benchmark's topics, into ``run_dir``."""
+    return [
+        str(ROOT / "spark-submit.sh"),
+        "--driver-memory", driver_memory,
+        "score",
+        "--brokers", servers,
+        "--model", str(args.model),
+        "--payments-topic", topics["payments"],
+        "--labels-topic", topics["labels"],
+        "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dlq"],
+        "--out", str(run_dir / "lake"),
+        "--checkpoint", str(run_dir / "checkpoints"),
+        "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
+        "--card-state", args.card_state,
+        *extra,
+    ]  # fmt: skip
+
+
 def encode_lines(events: pd.DataFrame) -> list[bytes]:
     return [
         row["card_id"].encode() + b"\t" + schemas.encode_payment(row) + b"\n"
@@ -225,22 +245,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     )
     produce.publish(label_table, topics["labels"], servers, encode=schemas.encode_labels)
     env = os.environ.copy()
-    command = [
-        str(ROOT / "spark-submit.sh"),
-        "--driver-memory", "4g",
-        "score",
-        "--brokers", servers,
-        "--model", str(args.model),
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(run_dir / "lake"),
-        "--checkpoint", str(run_dir / "checkpoints"),
-        "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
-        "--starting-offsets", "earliest",
-        "--card-state", args.card_state,
-    ]  # fmt: skip
+    command = score_command(args, servers, topics, run_dir, "4g", "--starting-offsets", "earliest")
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = JobOutput(job, run_dir / "job.log")
     output.start()

@@ -378,6 +378,19 @@ def kafka_timestamp_date() -> Column:
     return F.to_date(F.col("kafka_timestamp"))
 
 
+def record_columns(kafka_rows: DataFrame) -> DataFrame:
+    """Rows of Spark's Kafka source as the columns the jobs' batch functions take:
+    ``key, value`` (bytes), ``topic, partition, offset`` and ``timestamp_ms``."""
+    return kafka_rows.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.unix_millis("timestamp").alias("timestamp_ms"),
+    )
+
+
 def raw_records(kafka_rows: DataFrame) -> DataFrame:
     """Keep a Kafka record as it came: key and value as text, and where it came from.
 

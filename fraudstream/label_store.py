@@ -74,16 +74,9 @@ class LabelStore:
         self.log = log
 
     def __call__(self, batch_df, batch_id: int) -> None:
-        from pyspark.sql import functions as F  # noqa: N812
+        from fraudstream.kafka_io import record_columns
 
-        records = batch_df.select(
-            "key",
-            "value",
-            "topic",
-            "partition",
-            "offset",
-            F.unix_millis("timestamp").alias("timestamp_ms"),
-        ).toPandas()
+        records = record_columns(batch_df).toPandas()
         self.write(records, batch_id)
 
     def write(self, records: pd.DataFrame, batch_id: int) -> dict[str, int]:

@@ -1605,18 +1605,17 @@ class BatchProcessor:
         return state
 
     def __call__(self, batch_df, batch_id: int) -> None:
-        from pyspark.sql import functions as F  # noqa: N812
-
         started = time.time()
         read_started = time.perf_counter()
-        if "timestamp_ms" not in batch_df.columns:
-            batch_df = batch_df.withColumn("timestamp_ms", F.unix_millis("timestamp"))
-        columns = ["key", "value", "topic", "partition", "offset", "timestamp_ms"]
         if _carry_aggregates(batch_df):
             from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
+            from fraudstream.cardstate.records import RECORD_COLUMNS
 
-            columns += AGGREGATE_COLUMNS
-        records = batch_df.select(*columns).toPandas()
+            records = batch_df.select(*RECORD_COLUMNS, *AGGREGATE_COLUMNS).toPandas()
+        else:
+            from fraudstream.kafka_io import record_columns
+
+            records = record_columns(batch_df).toPandas()
         self.process(records, batch_id, started, read_s=time.perf_counter() - read_started)
 
     def process(

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream.cardstate.operator import INPUT_COLUMNS, card_aggregates
+from fraudstream.kafka_io import record_columns
 
 #: The Kafka record columns the micro-batches carry (``stream.process_batch``'s input).
 RECORD_COLUMNS = ["key", "value", "topic", "partition", "offset", "timestamp_ms"]
@@ -56,14 +56,7 @@ def operator_inputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 def with_card_aggregates(kafka_rows: DataFrame) -> DataFrame:
     """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
     valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``)."""
-    records = kafka_rows.select(
-        "key",
-        "value",
-        "topic",
-        "partition",
-        "offset",
-        F.unix_millis("timestamp").alias("timestamp_ms"),
-    )
+    records = record_columns(kafka_rows)
     schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
     inputs = records.mapInPandas(operator_inputs, schema)
     return card_aggregates(inputs, passing=RECORD_COLUMNS)
