@@ -120,7 +120,8 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         type=int,
         default=stream.DEFAULT_SNAPSHOT_EVERY,
         help="micro-batches between snapshots of the feature state; a restart reads at most "
-        "this many micro-batches from Kafka again (default: %(default)s)",
+        "this many micro-batches from Kafka again (default: %(default)s; with --card-state "
+        "operator the state is saved after every micro-batch)",
     )
     parser.add_argument(
         "--card-state",
