@@ -989,32 +989,6 @@ def _watermark(newest_by_partition: dict[int, int], newest_ms: int, settings: Se
     return int(min(newest_by_partition.values(), default=newest_ms)) - lateness_ms
 
 
-def _parsed(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[str]]:
-    """:func:`parse_payments` of the records, or what the executors' parse of them left
-    (the card operator's records carry the contract's columns and the reasons)."""
-    from fraudstream.cardstate.records import PARSED_PREFIX, REASON
-
-    if REASON not in records.columns:
-        return parse_payments(records)
-    valid = records[REASON].isna().to_numpy()
-    events = pd.DataFrame(
-        {name: records[PARSED_PREFIX + name].to_numpy()[valid] for name in schemas.PAYMENT_COLUMNS}
-    )
-    events["event_time"] = pd.to_datetime(events["event_time"], utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    events["schema_version"] = events["schema_version"].astype(np.int64)
-    for name in ("amount", "lat", "lon"):
-        events[name] = pd.to_numeric(events[name], errors="coerce").astype(float)
-    for name in schemas.PAYMENT_COLUMNS:
-        if events[name].dtype == object:
-            events[name] = events[name].where(events[name].notna(), None)
-    for name in ("partition", "offset", "timestamp_ms"):
-        events[name] = records[name].to_numpy()[valid]
-    bad = np.flatnonzero(~valid)
-    return events, [int(i) for i in bad], list(records[REASON].to_numpy()[bad])
-
-
 def _carry_aggregates(records: pd.DataFrame) -> bool:
     """Whether Kafka records come with the card operator's aggregates."""
     return "n_30d" in records.columns
@@ -1062,7 +1036,7 @@ def process_batch(
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     clock = _Clock()
-    events, bad, reasons = _parsed(records)
+    events, bad, reasons = parse_payments(records)
     label_reports, bad_labels, label_reasons = parse_labels(label_records)
     dead = [_dead_letters(records.iloc[bad], reasons, now_ms)]
     dead.append(_dead_letters(label_records.iloc[bad_labels], label_reasons, now_ms))
@@ -1635,10 +1609,9 @@ class BatchProcessor:
         read_started = time.perf_counter()
         if _carry_aggregates(batch_df):
             from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
-            from fraudstream.cardstate.records import PARSED_COLUMNS, REASON, RECORD_COLUMNS
+            from fraudstream.cardstate.records import RECORD_COLUMNS
 
-            columns = [*RECORD_COLUMNS, *AGGREGATE_COLUMNS, *PARSED_COLUMNS, REASON]
-            records = batch_df.select(*columns).toPandas()
+            records = batch_df.select(*RECORD_COLUMNS, *AGGREGATE_COLUMNS).toPandas()
         else:
             from fraudstream.kafka_io import record_columns
 

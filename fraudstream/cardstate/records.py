@@ -16,7 +16,6 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import schemas
 from fraudstream.cardstate.operator import INPUT_COLUMNS, card_aggregates
 from fraudstream.kafka_io import record_columns
 
@@ -37,49 +36,27 @@ _INPUT_SCHEMA = T.StructType(
 )
 _INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6"]
 
-#: The contract's columns of each valid payment as the executors parsed them (the
-#: driver takes them instead of parsing again), prefixed apart from the operator's.
-PARSED_PREFIX = "payment_"
-PARSED_COLUMNS = [PARSED_PREFIX + name for name in schemas.PAYMENT_COLUMNS]
-#: Why a record is not a valid payment (the dead-letter reason); null for payments.
-REASON = "reason"
-_PARSED_SCHEMA = T.StructType(
-    [
-        T.StructField(PARSED_PREFIX + field.name, field.dataType)
-        for field in schemas.PAYMENT_SCHEMA.fields
-    ]
-    + [T.StructField(REASON, T.StringType())]
-)
-
 
 def operator_inputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Kafka records, each with the operator's input columns (nulls if not a valid payment)."""
     from fraudstream import features, stream
 
     for records in frames:
-        records = records.reset_index(drop=True)
-        events, bad, reasons = stream.parse_payments(records)
+        events, _, _ = stream.parse_payments(records)
         rows = features._card_rows(events)
-        for name in schemas.PAYMENT_COLUMNS:
-            rows[PARSED_PREFIX + name] = events[name].array
         rows["partition"] = events["partition"].to_numpy()
         rows["offset"] = events["offset"].to_numpy()
         joined = records[RECORD_COLUMNS].merge(rows, on=["partition", "offset"], how="left")
         for name in _INTEGERS:
             joined[name] = joined[name].astype("Int64")
         joined["located"] = joined["located"].astype("boolean")
-        joined[PARSED_PREFIX + "schema_version"] = joined[PARSED_PREFIX + "schema_version"].astype(
-            "Int64"
-        )
-        joined[REASON] = None
-        joined.loc[bad, REASON] = reasons
-        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS, *PARSED_COLUMNS, REASON]]
+        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS]]
 
 
 def with_card_aggregates(kafka_rows: DataFrame) -> DataFrame:
     """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
     valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``)."""
     records = record_columns(kafka_rows)
-    schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields + _PARSED_SCHEMA.fields)
+    schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
     inputs = records.mapInPandas(operator_inputs, schema)
-    return card_aggregates(inputs, passing=[*RECORD_COLUMNS, *PARSED_COLUMNS, REASON])
+    return card_aggregates(inputs, passing=RECORD_COLUMNS)
