@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fraudstream import config, kafka_io, stream
+from fraudstream import config, kafka_io, storage, stream
 from fraudstream.cardstate import records as card_records
 
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
@@ -29,8 +29,9 @@ DEFAULT_CARD_STATE = "driver"
 @dataclass(frozen=True)
 class ScoreConfig:
     bootstrap_servers: str
-    out: Path
-    checkpoint: Path
+    #: Output root and checkpoint root: local folders or Hadoop URIs (``s3a://b/lake``).
+    out: Path | str
+    checkpoint: Path | str
     model_uri: str = DEFAULT_MODEL_URI
     threshold: float | None = None
     payments_topic: str = config.TOPIC_PAYMENTS
@@ -48,12 +49,12 @@ class ScoreConfig:
     kafka_outputs: bool = True
 
     @property
-    def query_checkpoint(self) -> Path:
-        return self.checkpoint / "score"
+    def query_checkpoint(self) -> Path | str:
+        return storage.join(self.checkpoint, "score")
 
     @property
-    def state_folder(self) -> Path:
-        return self.query_checkpoint / "feature-state"
+    def state_folder(self) -> Path | str:
+        return storage.join(self.query_checkpoint, "feature-state")
 
 
 class ScoreSetupError(RuntimeError):
@@ -61,9 +62,15 @@ class ScoreSetupError(RuntimeError):
 
 
 def check_outputs(cfg: ScoreConfig) -> None:
-    """Refuse to mix a new checkpoint's outputs with those of another run."""
-    new_query = not (cfg.query_checkpoint / "offsets").is_dir()
-    used = [view for view in stream.VIEWS if any((cfg.out / view).rglob("*.parquet"))]
+    """Refuse to mix a new checkpoint's outputs with those of another run.
+
+    Raises :class:`storage.StorageError` if a location cannot be reached.
+    """
+    checkpoint, out = storage.files(cfg.query_checkpoint), storage.files(cfg.out)
+    checkpoint.check()
+    out.check()
+    new_query = not checkpoint.exists("offsets")
+    used = [view for view in stream.VIEWS if out.any_file(view, ".parquet")]
     if new_query and used:
         raise ScoreSetupError(
             f"{cfg.out} already holds {', '.join(used)} from another run, and the checkpoint "
@@ -77,9 +84,9 @@ def check_card_state(cfg: ScoreConfig) -> None:
     The driver's snapshots hold the cards' rows in one mode and none in the other, so a
     switch would score with empty card histories. A new checkpoint records its mode.
     """
-    record = cfg.query_checkpoint / "card-state"
-    if record.is_file():
-        started = record.read_text().strip()
+    checkpoint = storage.files(cfg.query_checkpoint)
+    if checkpoint.exists("card-state"):
+        started = checkpoint.read("card-state", Path.read_text).strip()
         if started != cfg.card_state:
             raise ScoreSetupError(
                 f"The checkpoint {cfg.query_checkpoint} keeps the cards' state in the "
@@ -87,13 +94,12 @@ def check_card_state(cfg: ScoreConfig) -> None:
                 "--checkpoint and --out."
             )
         return
-    if (cfg.query_checkpoint / "offsets").is_dir() and cfg.card_state != "driver":
+    if checkpoint.exists("offsets") and cfg.card_state != "driver":
         raise ScoreSetupError(
             f"The checkpoint {cfg.query_checkpoint} was started with the cards' state in the "
             "driver: pass --card-state driver, or a new --checkpoint and --out."
         )
-    cfg.query_checkpoint.mkdir(parents=True, exist_ok=True)
-    record.write_text(cfg.card_state + "\n")
+    checkpoint.write("card-state", lambda path: path.write_text(cfg.card_state + "\n"))
 
 
 def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
@@ -216,8 +222,9 @@ def summarise(cfg: ScoreConfig, examples: int = 3) -> str:
         rows = stream.count_rows(cfg.out, view)
         lines.append(f"  {view:<15} {rows:>10,} rows")
     # The newest day's alerts only: the view may hold years of them.
-    days = sorted((cfg.out / stream.ALERTS).glob("date=*"))
-    alerts = stream.read_view(days[-1].parent, days[-1].name) if days else None
+    alert_folder = storage.join(cfg.out, stream.ALERTS)
+    days = [name for name in storage.files(alert_folder).list() if name.startswith("date=")]
+    alerts = stream.read_view(alert_folder, days[-1]) if days else None
     if alerts is not None and len(alerts):
         lines.append("newest alerts:")
         for alert in alerts.sort_values("event_time").tail(examples).itertuples():

@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -50,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from fraudstream import features, schemas
+from fraudstream import features, schemas, storage
 from fraudstream.features import DAY_MS, FeatureState
 
 #: The views the job writes, one folder each under the output root.
@@ -179,31 +178,41 @@ _FRAMES = {
 class StateStore:
     """The stream's state under the query's checkpoint: snapshots, and a log of batches.
 
-    A snapshot (one folder, Arrow IPC files) holds the whole state after a micro-batch;
-    it is written to a temporary folder and renamed into place, so a crash leaves
-    either the whole snapshot or none. Converting the state's strings for a snapshot
-    costs about as much as the features of a micro-batch, so the job takes one every
-    few batches, and logs for every batch what it read (Kafka offsets of its payments
-    and labels: a few bytes). A restart takes the newest snapshot and reads the logged
-    batches after it from Kafka again to rebuild the state.
+    A snapshot (one folder, Arrow IPC files) holds the whole state after a micro-batch.
+    Its ``meta.json`` is written last and marks it complete: a crash while writing
+    leaves a folder without it, which is ignored and written again. Converting the
+    state's strings for a snapshot costs about as much as the features of a micro-batch,
+    so the job takes one every few batches, and logs for every batch what it read
+    (Kafka offsets of its payments and labels: a few bytes). A restart takes the newest
+    snapshot and reads the logged batches after it from Kafka again to rebuild the state.
+
+    The folder is local or on any Hadoop file system (:mod:`fraudstream.storage`).
     """
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder):
+        self.files = storage.files(folder)
 
-    def _path(self, batch_id: int) -> Path:
-        return self.folder / f"batch-{batch_id:012d}"
+    @staticmethod
+    def _name(batch_id: int) -> str:
+        return f"batch-{batch_id:012d}"
+
+    def _snapshots(self) -> list[str]:
+        return [name for name in self.files.list() if name.startswith("batch-")]
 
     def save(self, state: StreamState) -> int:
         """Write the snapshot of ``state``; return its size in bytes."""
-        target = self._path(state.batch_id)
-        staging = target.with_name(f".{target.name}.writing")
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        target = self._name(state.batch_id)
+        # An older snapshot of the same batch (a batch run again) stops counting at once.
+        self.files.delete(target)
+        size = 0
         for name, frame_of in _FRAMES.items():
             table = pa.Table.from_pandas(frame_of(state), preserve_index=False)
-            feather.write_feather(table, staging / f"{name}.arrow", compression="uncompressed")
+            size += self.files.write(
+                f"{target}/{name}.arrow",
+                lambda path, table=table: feather.write_feather(
+                    table, path, compression="uncompressed"
+                ),
+            )
         meta = {
             "batch_id": state.batch_id,
             "newest_event_ms": state.newest_event_ms,
@@ -211,20 +220,16 @@ class StateStore:
             "label_offsets": {str(p): o for p, o in state.label_offsets.items()},
             "next_offsets": {str(p): o for p, o in state.next_offsets.items()},
         }
-        (staging / "meta.json").write_text(json.dumps(meta))
-        size = sum(path.stat().st_size for path in staging.iterdir())
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        size += self.files.write(f"{target}/meta.json", _text_writer(json.dumps(meta)))
         # Keep the newest few; a snapshot of a later batch than this one belongs to a run
         # whose checkpoint was abandoned, and must not be mistaken for ours.
-        snapshots = sorted(self.folder.glob("batch-*"))
-        mine = [s for s in snapshots if s.name <= target.name]
-        for old in mine[:-SNAPSHOTS_KEPT] + [s for s in snapshots if s.name > target.name]:
-            shutil.rmtree(old, ignore_errors=True)
+        snapshots = self._snapshots()
+        mine = [s for s in snapshots if s <= target]
+        for old in mine[:-SNAPSHOTS_KEPT] + [s for s in snapshots if s > target]:
+            self.files.delete(old)
         # A restart starts from a snapshot and needs the log of the batches after it.
         kept = mine[-SNAPSHOTS_KEPT:]
-        self.prune_log(before=int(kept[0].name.split("-")[1]) + 1)
+        self.prune_log(before=int(kept[0].split("-")[1]) + 1)
         return size
 
     def write_log(
@@ -241,27 +246,23 @@ class StateStore:
         records; ``labels_from``/``labels_to``: the label offsets it read between;
         ``release_day``: the last day it scored payments of (None: all it held).
         """
-        folder = self.folder / "log"
-        folder.mkdir(parents=True, exist_ok=True)
         entry = {
             "payments": {str(p): [int(a), int(b)] for p, (a, b) in payments.items()},
             "labels_from": {str(p): int(o) for p, o in labels_from.items()},
             "labels_to": {str(p): int(o) for p, o in labels_to.items()},
             "release_day": release_day,
         }
-        staging = folder / f".batch-{batch_id:012d}.json.writing"
-        staging.write_text(json.dumps(entry))
-        os.replace(staging, folder / f"batch-{batch_id:012d}.json")
+        self.files.write(f"log/{self._name(batch_id)}.json", _text_writer(json.dumps(entry)))
 
     def read_log(self, batch_id: int) -> dict:
-        path = self.folder / "log" / f"batch-{batch_id:012d}.json"
-        if not path.is_file():
+        rel = f"log/{self._name(batch_id)}.json"
+        if not self.files.exists(rel):
             raise FileNotFoundError(
-                f"The record of micro-batch {batch_id} is missing from {self.folder}: the "
+                f"The record of micro-batch {batch_id} is missing from {self.files}: the "
                 "checkpoint is incomplete; restore it whole, or start a new checkpoint to "
                 "replay from the topic."
             )
-        entry = json.loads(path.read_text())
+        entry = json.loads(self.files.read(rel, Path.read_text))
         return {
             "payments": {int(p): (a, b) for p, (a, b) in entry["payments"].items()},
             "labels_from": {int(p): o for p, o in entry["labels_from"].items()},
@@ -271,18 +272,17 @@ class StateStore:
 
     def newest_snapshot(self, at_most: int) -> int:
         """The id of the newest snapshot of a batch ``<= at_most``; -1 if there is none."""
-        ids = [
-            int(path.name.split("-")[1])
-            for path in self.folder.glob("batch-*")
-            if (path / "meta.json").is_file()
-        ]
-        return max((i for i in ids if i <= at_most), default=-1)
+        for name in reversed(self._snapshots()):
+            batch_id = int(name.split("-")[1])
+            if batch_id <= at_most and self.files.exists(f"{name}/meta.json"):
+                return batch_id
+        return -1
 
     def prune_log(self, before: int) -> None:
         """Forget the records of batches older than ``before`` (a snapshot covers them)."""
-        for path in (self.folder / "log").glob("batch-*.json"):
-            if int(path.name[len("batch-") : -len(".json")]) < before:
-                path.unlink(missing_ok=True)
+        for name in self.files.list("log"):
+            if name.startswith("batch-") and int(name[len("batch-") : -len(".json")]) < before:
+                self.files.delete(f"log/{name}")
 
     def load(self, batch_id: int) -> StreamState:
         """The state after ``batch_id``; an empty state for ``batch_id`` -1.
@@ -294,17 +294,18 @@ class StateStore:
         """
         if batch_id < 0:
             return StreamState()
-        folder = self._path(batch_id)
-        if not (folder / "meta.json").is_file():
+        folder = self._name(batch_id)
+        if not self.files.exists(f"{folder}/meta.json"):
             raise FileNotFoundError(
                 f"The feature state after micro-batch {batch_id} is missing from "
-                f"{self.folder}: the checkpoint is incomplete; restore it whole, or start "
+                f"{self.files}: the checkpoint is incomplete; restore it whole, or start "
                 "a new checkpoint to replay from the topic."
             )
+        present = set(self.files.list(folder))
         frames = {
-            name: feather.read_table(folder / f"{name}.arrow").to_pandas()
+            name: self.files.read(f"{folder}/{name}.arrow", feather.read_table).to_pandas()
             for name in _FRAMES
-            if (folder / f"{name}.arrow").is_file()
+            if f"{name}.arrow" in present
         }
         # Snapshots written before payments could be held back have no "held" frame.
         frames.setdefault("held", _empty_records())
@@ -313,7 +314,7 @@ class StateStore:
             for column in frame.columns:
                 if frame[column].dtype != object and pd.api.types.is_string_dtype(frame[column]):
                     frame[column] = frame[column].astype(object)
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads(self.files.read(f"{folder}/meta.json", Path.read_text))
         return StreamState(
             features=FeatureState(
                 cards=frames["cards"],
@@ -331,6 +332,10 @@ class StateStore:
             next_offsets={int(p): int(o) for p, o in meta.get("next_offsets", {}).items()},
             batch_id=int(meta["batch_id"]),
         )
+
+
+def _text_writer(text: str) -> Callable[[Path], object]:
+    return lambda path: path.write_text(text)
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -1303,60 +1308,87 @@ class ParquetViews:
     """The Parquet views under one output root, written idempotently per micro-batch.
 
     Batch ``N`` writes ``ROOT/VIEW/date=D/batch-N.parquet`` for each date it has rows
-    of, each file written under a hidden name and renamed into place. A batch run again
+    of, each file whole or not at all (:mod:`fraudstream.storage`). A batch run again
     after a crash writes the same names, and removes any file of its own that the new
-    run no longer produces, so each payment is in each view once.
+    run no longer produces, so each payment is in each view once. The root is a local
+    folder or a URI of any Hadoop file system (``s3a://bucket/lake``).
     """
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root):
+        self.files = storage.files(root)
 
     def write(self, batch_id: int, result: BatchResult) -> dict[str, int]:
-        return write_batch(self.root, batch_id, to_tables(result))
+        return write_batch(self.files, batch_id, to_tables(result))
 
 
 def write_batch(
-    root: Path, batch_id: int, tables: dict[str, tuple[pa.Table, np.ndarray]]
+    root, batch_id: int, tables: dict[str, tuple[pa.Table, np.ndarray]]
 ) -> dict[str, int]:
     """Write one micro-batch's tables as ``root/VIEW/date=D/batch-N.parquet``, idempotently.
 
-    ``tables`` maps each view to its rows and each row's day (days since the epoch).
-    Each file is written under a hidden name and renamed into place; a batch run again
-    writes the same names and removes any file of its own it no longer produces.
-    Returns the rows written per view.
+    ``root``: a local folder, a Hadoop URI, or ``storage`` files. ``tables`` maps each
+    view to its rows and each row's day (days since the epoch). Each file is written
+    whole or not at all; a batch run again writes the same names and removes any file
+    of its own it no longer produces. Returns the rows written per view.
     """
+    files = storage.files(root)
     written = {}
     name = f"batch-{batch_id:012d}.parquet"
     # The dates a run of this batch can write to: those of its rows, the same in every
     # run of the batch (same offsets, same state).
     dates_seen = {int(day) for _, dates in tables.values() for day in np.unique(dates)}
     for view, (table, dates) in tables.items():
-        folder = Path(root) / view
         keep = set()
         for day in np.unique(dates).tolist():
-            part = folder / f"date={_day_name(day)}"
-            part.mkdir(parents=True, exist_ok=True)
-            staging = part / f".{name}.writing"
-            pq.write_table(table.filter(pa.array(dates == day)), staging, compression="zstd")
-            os.replace(staging, part / name)
+            rows = table.filter(pa.array(dates == day))
+            files.write(
+                f"{view}/date={_day_name(day)}/{name}",
+                lambda path, rows=rows: pq.write_table(rows, path, compression="zstd"),
+            )
             keep.add(day)
         for day in dates_seen - keep:
-            stale = folder / f"date={_day_name(day)}" / name
-            if stale.exists():
-                stale.unlink()
+            stale = f"{view}/date={_day_name(day)}/{name}"
+            if files.exists(stale):
+                files.delete(stale)
         written[view] = table.num_rows
     return written
 
 
-def count_rows(root: Path, view: str) -> int:
+def count_rows(root, view: str) -> int:
     """Rows of one view, from the Parquet footers (no data read)."""
+    if storage.is_uri(root):
+        from pyspark.sql import SparkSession
+
+        files = storage.files(root)
+        if not files.any_file(view, ".parquet"):
+            return 0
+        return SparkSession.getActiveSession().read.parquet(f"{files}/{view}").count()
     return sum(
         pq.ParquetFile(path).metadata.num_rows for path in (Path(root) / view).rglob("*.parquet")
     )
 
 
-def read_view(root: Path, view: str) -> pd.DataFrame:
-    """Read one view of an output root into pandas (empty if nothing was written yet)."""
+def read_view(root, view: str) -> pd.DataFrame:
+    """Read one view of an output root into pandas (empty if nothing was written yet).
+
+    On a Hadoop file system the view's files are copied to local disk first: for tests
+    and small views; read large ones with Spark.
+    """
+    if storage.is_uri(root):
+        files = storage.files(root).sub(view)
+        paths = files.find("", ".parquet")
+        if not paths:
+            return pd.DataFrame()
+        tables = []
+        for path in paths:
+            table = files.read(path, pq.read_table)
+            # The date folder is a column, as Arrow's reader of a local view gives it.
+            for part in path.split("/")[:-1]:
+                key, _, value = part.partition("=")
+                if value:
+                    table = table.append_column(key, pa.array([value] * table.num_rows))
+            tables.append(table)
+        return pa.concat_tables(tables, promote_options="default").to_pandas()
     folder = Path(root) / view
     if not folder.is_dir() or not any(folder.rglob("*.parquet")):
         return pd.DataFrame()

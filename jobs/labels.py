@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudstream import config, kafka_io, label_store, stream
+from fraudstream import config, kafka_io, label_store, storage, stream
 from fraudstream.spark import get_session
 
 QUERY_NAME = "fraudstream-labels"
@@ -76,11 +76,14 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     )
     parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
     parser.add_argument(
-        "--out", type=Path, default=config.LAKE_DIR, help="output root (default: %(default)s)"
+        "--out",
+        type=storage.local_folder,
+        default=config.LAKE_DIR,
+        help="output root (default: %(default)s)",
     )
     parser.add_argument(
         "--checkpoint",
-        type=Path,
+        type=storage.local_folder,
         default=config.CHECKPOINT_DIR,
         help="checkpoint root; the query's is CHECKPOINT/labels (default: %(default)s)",
     )

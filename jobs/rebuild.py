@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fraudstream import config, kafka_io, scoring, stream, verify
+from fraudstream import config, kafka_io, scoring, storage, stream, verify
 from fraudstream.spark import get_session
 
 AS_LIVE = "as-live"
@@ -96,17 +96,20 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         help="the view to compare (default: all; every view is rebuilt anyway)",
     )
     parser.add_argument(
-        "--live", type=Path, default=config.LAKE_DIR, help="live output root (default: %(default)s)"
+        "--live",
+        type=storage.local_folder,
+        default=config.LAKE_DIR,
+        help="live output root (default: %(default)s)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=storage.local_folder,
         default=config.DATA_DIR / "rebuild" / stamp,
         help="new output root for the rebuilt views (default: data/rebuild/<UTC time>)",
     )
     parser.add_argument(
         "--checkpoint",
-        type=Path,
+        type=storage.local_folder,
         help="new checkpoint root (default: data/checkpoints/rebuild-<UTC time>)",
     )
     parser.add_argument(

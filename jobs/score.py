@@ -38,7 +38,7 @@ import sys
 import threading
 from pathlib import Path
 
-from fraudstream import config, kafka_io, stream
+from fraudstream import config, kafka_io, storage, stream
 from fraudstream.scoring import (
     CARD_STATES,
     DEFAULT_CARD_STATE,
@@ -74,13 +74,18 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "--threshold", type=float, help="alert threshold (default: the model's, chosen in training)"
     )
     parser.add_argument(
-        "--out", type=Path, default=config.LAKE_DIR, help="output root (default: %(default)s)"
+        "--out",
+        type=storage.location,
+        default=config.LAKE_DIR,
+        help="output root: a folder or a Hadoop URI such as s3a://bucket/lake (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--checkpoint",
-        type=Path,
+        type=storage.location,
         default=config.CHECKPOINT_DIR,
-        help="checkpoint root; the query's is CHECKPOINT/score (default: %(default)s)",
+        help="checkpoint root, a folder or a Hadoop URI; the query's is CHECKPOINT/score "
+        "(default: %(default)s)",
     )
     parser.add_argument("--payments-topic", default=config.TOPIC_PAYMENTS)
     parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
@@ -148,8 +153,8 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         )
     return ScoreConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
-        out=args.out.resolve(),
-        checkpoint=args.checkpoint.resolve(),
+        out=storage.location(args.out),
+        checkpoint=storage.location(args.checkpoint),
         model_uri=model,
         threshold=args.threshold,
         payments_topic=args.payments_topic,
@@ -171,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     topics = [cfg.payments_topic, cfg.labels_topic, cfg.alerts_topic, cfg.dead_letter_topic]
     try:
         kafka_io.require_topics(cfg.bootstrap_servers, topics)
-        check_outputs(cfg)
-        check_card_state(cfg)
         # Fail on a missing model before Spark starts, in one sentence.
         model = stream.load_model(cfg.model_uri, cfg.threshold)
+        remote = storage.is_uri(cfg.out) or storage.is_uri(cfg.checkpoint)
+        if not remote:
+            check_outputs(cfg)
+            check_card_state(cfg)
     except (kafka_io.KafkaSetupError, ScoreSetupError, stream.ModelLoadError) as error:
         print(f"score: {error}", file=sys.stderr)
         return 2
@@ -187,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     spark = get_session("fraudstream-score")
+    if remote:
+        # A Hadoop file system is reached through Spark's JVM.
+        try:
+            check_outputs(cfg)
+            check_card_state(cfg)
+        except (ScoreSetupError, storage.StorageError) as error:
+            print(f"score: {error}", file=sys.stderr)
+            return 2
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True), model=model)
     if cfg.available_now:
         print(summarise(cfg))

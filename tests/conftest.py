@@ -24,6 +24,11 @@ S3_ACCESS_KEY = S3_SECRET_KEY = "testing"
 #: or a stopped server costs about five minutes per call before the error shows.
 S3A_FAIL_FAST = {"fs.s3a.attempts.maximum": "1", "fs.s3a.retry.limit": "1"}
 
+#: moto's server answers the "Expect: 100-continue" of S3A's asynchronous uploads (its
+#: optimised copyFromLocalFile, which Spark's RocksDB state store uses for its files)
+#: with a status S3A takes for an error; the plain stream copy goes through.
+S3A_FOR_MOTO = {"fs.s3a.optimized.copy.from.local.enabled": "false"}
+
 S3_SERVER_START_SECONDS = 30
 
 
@@ -170,7 +175,7 @@ def s3a_settings(s3_endpoint) -> dict[str, str]:
     settings = objectstore.s3a_settings(
         s3_endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY
     )
-    return {**settings, **S3A_FAIL_FAST}
+    return {**settings, **S3A_FAIL_FAST, **S3A_FOR_MOTO}
 
 
 @pytest.fixture()

@@ -11,7 +11,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fraudstream import config, features, kafka_io, lake, produce, schemas, scoring, stream
+from fraudstream import (
+    config,
+    features,
+    kafka_io,
+    lake,
+    objectstore,
+    produce,
+    schemas,
+    scoring,
+    stream,
+)
 from jobs import score as score_job
 
 from .stream_helpers import (
@@ -98,6 +108,55 @@ def test_score_job_end_to_end(
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
     assert len(stream.read_view(cfg.out, stream.SCORED)) == published
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
+def test_score_job_keeps_its_views_and_state_on_s3(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_bucket, card_state
+):
+    """Views, the driver's state and Spark's checkpoint on s3a://, across a restart."""
+    register(history["dataset"], "fraudstream")
+    events = lake.read_events(config.SAMPLE_DIR)
+    half = events.num_rows // 2
+    first = publish_sample(kafka_bootstrap, topics, events.slice(0, half))
+    root = f"s3a://{s3a_bucket}"
+    cfg = score_config(
+        kafka_bootstrap,
+        topics,
+        tmp_path,
+        out=f"{root}/lake",
+        checkpoint=f"{root}/checkpoints",
+        card_state=card_state,
+        snapshot_every=2,
+    )
+    lines = []
+    score_job.run(spark, cfg, log=lines.append)
+    assert len(stream.read_view(cfg.out, stream.SCORED)) == first
+
+    # The rest of the stream, scored by a new run on the state it finds on S3.
+    rest = produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
+    restarted = []
+    score_job.run(spark, cfg, log=restarted.append)
+    assert any(line.startswith("state: re") for line in restarted), restarted[:5]
+
+    scored = stream.read_view(cfg.out, stream.SCORED)
+    assert len(scored) == first + rest == len(history["events"])
+    _assert_parity(scored, history["dataset"])
+    alerts = stream.read_view(cfg.out, stream.ALERTS)
+    assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
+    assert stream.count_rows(cfg.out, stream.CARD_LOCATIONS) == len(scored)
+    assert "score/feature-state/" in "\n".join(_keys(spark, cfg.checkpoint))
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "checkpoints").exists()
+    # A new checkpoint over these views is refused, as on a local disk.
+    with pytest.raises(scoring.ScoreSetupError, match="already holds"):
+        scoring.check_outputs(replace(cfg, checkpoint=f"{root}/other"))
+
+
+def _keys(spark, uri: str) -> list[str]:
+    from fraudstream import storage
+
+    return storage.files(uri, spark).find("", "")
 
 
 def test_score_job_refuses_to_resume_with_the_cards_state_elsewhere(tmp_path):
@@ -264,3 +323,22 @@ def test_score_job_without_a_model_stops_at_start_with_one_sentence(
     assert error.startswith("score: Cannot load model models:/fraudstream@champion")
     assert "\n" not in error and "./spark-submit.sh train" in error
     assert not (tmp_path / "lake").exists()
+
+
+@pytest.mark.s3
+def test_score_job_on_a_location_it_cannot_use_stops_with_one_sentence(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_settings, capsys
+):
+    register(history["dataset"], "fraudstream")
+    args = _job_args(kafka_bootstrap, topics, tmp_path)
+    # A bucket that does not exist, with the local server's settings.
+    missing = "test-no-such-bucket"
+    objectstore.configure(spark, objectstore.for_bucket(s3a_settings, missing))
+    for out, expected in [
+        ("nosuch://bucket/lake", "score: Hadoop has no file system for nosuch:// URIs"),
+        (f"s3a://{missing}/lake", f"score: Cannot reach s3a://{missing}/lake"),
+    ]:
+        assert score_job.main([*args, "--out", out]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(expected) and "\n" not in error, error
+

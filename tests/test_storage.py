@@ -1,0 +1,82 @@
+"""Locations of the scoring job's files: a local folder, a Hadoop file system through Spark's
+JVM (its local one, which renames into place), and S3 (moto's local server, uploaded whole)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fraudstream import storage
+
+
+@pytest.fixture(params=["local", "hadoop-file", pytest.param("s3a", marks=pytest.mark.s3)])
+def place(request, tmp_path):
+    """One empty folder of each kind, as ``storage.files`` gives it."""
+    if request.param == "local":
+        return storage.files(tmp_path / "root")
+    spark = request.getfixturevalue("spark")
+    if request.param == "hadoop-file":
+        # Hadoop's own local file system: the rename path that HDFS takes too.
+        return storage.HadoopFiles((tmp_path / "root").as_uri(), spark)
+    bucket = request.getfixturevalue("s3a_bucket")
+    return storage.files(f"s3a://{bucket}/root", spark)
+
+
+def test_location_keeps_uris_and_resolves_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert storage.location("s3a://bucket/lake/") == "s3a://bucket/lake"
+    assert storage.location("hdfs://namenode:8020/lake") == "hdfs://namenode:8020/lake"
+    assert storage.location("data/lake") == tmp_path / "data" / "lake"
+    assert storage.location("file:///srv/lake") == storage.Path("/srv/lake")
+    assert storage.join("s3a://bucket/lake", "scored", "date=2018-04-01") == (
+        "s3a://bucket/lake/scored/date=2018-04-01"
+    )
+    assert storage.join(tmp_path, "scored") == tmp_path / "scored"
+
+
+def test_files_write_read_list_find_and_delete(place):
+    assert not place.exists() and place.list() == [] and place.find("", ".parquet") == []
+    table = pa.table({"card_id": ["c1", "c2"], "amount": [1.5, 2.5]})
+    size = place.write("view/date=2018-04-01/batch-1.parquet", lambda p: pq.write_table(table, p))
+    place.write("view/date=2018-04-02/batch-2.parquet", lambda p: pq.write_table(table, p))
+    place.write("log/batch-1.json", lambda p: p.write_text(json.dumps({"a": 1})))
+
+    assert size > 0
+    assert place.list() == ["log", "view"]
+    assert place.list("view") == ["date=2018-04-01", "date=2018-04-02"]
+    assert place.find("view", ".parquet") == [
+        "date=2018-04-01/batch-1.parquet",
+        "date=2018-04-02/batch-2.parquet",
+    ]
+    assert place.any_file("view", ".parquet") and not place.any_file("log", ".parquet")
+    assert place.read("view/date=2018-04-01/batch-1.parquet", pq.read_table).equals(table)
+    assert json.loads(place.read("log/batch-1.json", storage.Path.read_text)) == {"a": 1}
+    # Nothing half-written or hidden is left beside the files.
+    assert place.list("view/date=2018-04-01") == ["batch-1.parquet"]
+
+    # Writing a name again replaces the file.
+    place.write("log/batch-1.json", lambda p: p.write_text(json.dumps({"a": 2})))
+    assert json.loads(place.read("log/batch-1.json", storage.Path.read_text)) == {"a": 2}
+
+    place.delete("view/date=2018-04-01")
+    place.delete("log/batch-9.json")  # missing: nothing happens
+    assert place.find("view", ".parquet") == ["date=2018-04-02/batch-2.parquet"]
+    assert place.sub("view").list() == ["date=2018-04-02"]
+
+
+def test_files_writer_failure_leaves_no_file(place):
+    def broken(path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        place.write("log/batch-1.json", broken)
+    assert place.list("log") == []
+
+
+def test_files_of_an_unknown_scheme_say_so_in_one_sentence(spark):
+    with pytest.raises(storage.StorageError, match=r"no file system for nosuch:// URIs"):
+        storage.files("nosuch://bucket/lake", spark)
