@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudstream import config, stream
+from fraudstream import config, storage, stream
 
 #: The view names users type, and the folder each is written to.
 VIEW_NAMES = {
@@ -193,13 +193,21 @@ def _key(values: tuple):
 
 def live_models(root: Path) -> list[tuple[str, str, float]]:
     """The (model name, version, threshold) triples that scored the payments of ``root``."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = Path(root) / stream.SCORED
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
-        return []
-    table = pq.read_table(folder, columns=["model_name", "model_version", "threshold"])
-    used = table.group_by(["model_name", "model_version", "threshold"]).aggregate([])
+    columns = ["model_name", "model_version", "threshold"]
+    if storage.is_uri(root):
+        scored = stream.read_view(root, stream.SCORED)
+        if not len(scored):
+            return []
+        table = pa.Table.from_pandas(scored[columns], preserve_index=False)
+    else:
+        folder = Path(root) / stream.SCORED
+        if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+            return []
+        table = pq.read_table(folder, columns=columns)
+    used = table.group_by(columns).aggregate([])
     return sorted(
         (row["model_name"], row["model_version"], row["threshold"]) for row in used.to_pylist()
     )

@@ -38,7 +38,7 @@ AS_LIVE = "as-live"
 @dataclass(frozen=True)
 class RebuildConfig:
     score: scoring.ScoreConfig
-    live: Path
+    live: Path | str
     views: tuple[str, ...]
 
 
@@ -97,19 +97,19 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
     )
     parser.add_argument(
         "--live",
-        type=storage.local_folder,
+        type=storage.location,
         default=config.LAKE_DIR,
-        help="live output root (default: %(default)s)",
+        help="live output root, a folder or a Hadoop URI (default: %(default)s)",
     )
     parser.add_argument(
         "--out",
-        type=storage.local_folder,
+        type=storage.location,
         default=config.DATA_DIR / "rebuild" / stamp,
         help="new output root for the rebuilt views (default: data/rebuild/<UTC time>)",
     )
     parser.add_argument(
         "--checkpoint",
-        type=storage.local_folder,
+        type=storage.location,
         help="new checkpoint root (default: data/checkpoints/rebuild-<UTC time>)",
     )
     parser.add_argument(
@@ -146,8 +146,8 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
     checkpoint = args.checkpoint or config.CHECKPOINT_DIR / f"rebuild-{stamp}"
     score_cfg = scoring.ScoreConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
-        out=args.out.resolve(),
-        checkpoint=checkpoint.resolve(),
+        out=storage.location(args.out),
+        checkpoint=storage.location(checkpoint),
         model_uri=args.model,
         threshold=args.threshold,
         payments_topic=args.payments_topic,
@@ -158,13 +158,17 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         max_lateness_hours=args.max_lateness_hours,
         kafka_outputs=False,
     )
-    return RebuildConfig(score=score_cfg, live=args.live.resolve(), views=views), args.threshold
+    live = storage.location(args.live)
+    return RebuildConfig(score=score_cfg, live=live, views=views), args.threshold
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, threshold = parse_args(sys.argv[1:] if argv is None else argv)
+    locations = (cfg.live, cfg.score.out, cfg.score.checkpoint)
+    # A Hadoop file system is reached through Spark's JVM: start it first.
+    spark = get_session("fraudstream-rebuild") if any(map(storage.is_uri, locations)) else None
     try:
-        if (cfg.score.query_checkpoint / "offsets").is_dir():
+        if storage.files(cfg.score.query_checkpoint).exists("offsets"):
             raise RebuildError(
                 f"{cfg.score.checkpoint} already holds a checkpoint: a rebuild starts from "
                 "the oldest offset, so give it a new --checkpoint."
@@ -181,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         kafka_io.KafkaSetupError,
         scoring.ScoreSetupError,
         stream.ModelLoadError,
+        storage.StorageError,
     ) as error:
         print(f"rebuild: {error}", file=sys.stderr)
         return 2
     print(f"rebuild: replaying {cfg.score.payments_topic} into {cfg.score.out}", flush=True)
-    spark = get_session("fraudstream-rebuild")
+    spark = spark or get_session("fraudstream-rebuild")
     diffs = run(spark, cfg, log=lambda line: print(line, flush=True), model=model)
     for diff in diffs:
         print("\n".join(diff.report()))

@@ -21,7 +21,9 @@ from fraudstream import (
     schemas,
     scoring,
     stream,
+    verify,
 )
+from jobs import rebuild as rebuild_job
 from jobs import score as score_job
 
 from .stream_helpers import (
@@ -151,6 +153,19 @@ def test_score_job_keeps_its_views_and_state_on_s3(
     # A new checkpoint over these views is refused, as on a local disk.
     with pytest.raises(scoring.ScoreSetupError, match="already holds"):
         scoring.check_outputs(replace(cfg, checkpoint=f"{root}/other"))
+
+    # Verified replay from the bucket into the bucket.
+    rebuilt = replace(
+        cfg,
+        out=f"{root}/rebuilt",
+        checkpoint=f"{root}/rebuild-checkpoints",
+        card_state="driver",
+        kafka_outputs=False,
+    )
+    views = tuple(verify.VIEW_NAMES.values())
+    diffs = rebuild_job.run(spark, rebuild_job.RebuildConfig(rebuilt, cfg.out, views), log=print)
+    assert all(diff.equal for diff in diffs), [diff.report() for diff in diffs]
+    assert {diff.view: diff.compared for diff in diffs}[stream.SCORED] == len(scored)
 
 
 def _keys(spark, uri: str) -> list[str]:
@@ -334,6 +349,7 @@ def test_score_job_on_a_location_it_cannot_use_stops_with_one_sentence(
     # A bucket that does not exist, with the local server's settings.
     missing = "test-no-such-bucket"
     objectstore.configure(spark, objectstore.for_bucket(s3a_settings, missing))
+    capsys.readouterr()  # what registering the model printed
     for out, expected in [
         ("nosuch://bucket/lake", "score: Hadoop has no file system for nosuch:// URIs"),
         (f"s3a://{missing}/lake", f"score: Cannot reach s3a://{missing}/lake"),
@@ -341,4 +357,3 @@ def test_score_job_on_a_location_it_cannot_use_stops_with_one_sentence(
         assert score_job.main([*args, "--out", out]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith(expected) and "\n" not in error, error
-
