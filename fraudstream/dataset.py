@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import features, lake, schemas, spark_features
+from fraudstream import features, lake, schemas, spark_features, storage
 from fraudstream.cardstate import operator
 
 _CARD_FEATURES_SCHEMA = T.StructType(
@@ -41,7 +41,7 @@ _CARD_FEATURES_SCHEMA = T.StructType(
 def read_events(spark: SparkSession, root: Path | str, until: date | None = None) -> DataFrame:
     """Payment events of ``root/events`` (the lake layout) before ``until``, if given."""
     payments = spark.read.schema(_with_date(schemas.PAYMENT_SCHEMA)).parquet(
-        str(Path(root) / lake.EVENTS)
+        str(storage.join(root, lake.EVENTS))
     )
     payments = payments.select(*schemas.PAYMENT_SCHEMA.fieldNames())
     if until is not None:

@@ -15,7 +15,6 @@ directly, as of each micro-batch, so both see the same labels.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,8 +68,9 @@ def split(
 class LabelStore:
     """The ``foreachBatch`` function of the labels job: one micro-batch into the store."""
 
-    def __init__(self, root: Path, log=print):
-        self.root = Path(root)
+    def __init__(self, root, log=print):
+        # A local folder or a Hadoop URI (``fraudstream.storage``).
+        self.root = root
         self.log = log
 
     def __call__(self, batch_df, batch_id: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraudstream import evaluate, features, lake, model
+from fraudstream import evaluate, features, lake, model, storage
 
 MS_PER_DAY = features.DAY_MS
 
@@ -500,7 +500,7 @@ def _report(results, chosen, folds, timings) -> dict:
 # --- the whole job --------------------------------------------------------------------
 
 
-def _spark_dataset(cfg: TrainConfig, labels_folder: Path, timings: dict, log) -> pd.DataFrame:
+def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, log) -> pd.DataFrame:
     """The dataset with its features computed by Spark (``fraudstream.dataset``)."""
     from fraudstream import dataset
     from fraudstream.spark import get_session
@@ -522,7 +522,7 @@ def _spark_dataset(cfg: TrainConfig, labels_folder: Path, timings: dict, log) ->
 def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Train, evaluate, log and register as ``cfg`` says; return the report as a dict."""
     timings: dict[str, float] = {}
-    labels_folder = cfg.labels or cfg.data / lake.LABELS
+    labels_folder = cfg.labels or storage.join(cfg.data, lake.LABELS)
     if cfg.engine == "spark":
         dataset = _spark_dataset(cfg, labels_folder, timings, log)
     else:

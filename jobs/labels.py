@@ -32,8 +32,9 @@ QUERY_NAME = "fraudstream-labels"
 @dataclass(frozen=True)
 class LabelsConfig:
     bootstrap_servers: str
-    out: Path
-    checkpoint: Path
+    #: Local folders or Hadoop URIs (``s3a://bucket/lake``).
+    out: Path | str
+    checkpoint: Path | str
     labels_topic: str = config.TOPIC_LABELS
     available_now: bool = False
     trigger_interval: str = "5 seconds"
@@ -46,7 +47,7 @@ def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print
     )
     writer = (
         records.writeStream.foreachBatch(label_store.LabelStore(cfg.out, log=log))
-        .option("checkpointLocation", str(cfg.checkpoint / "labels"))
+        .option("checkpointLocation", str(storage.join(cfg.checkpoint, "labels")))
         .queryName(QUERY_NAME)
     )
     if cfg.available_now:
@@ -77,13 +78,14 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
     parser.add_argument(
         "--out",
-        type=storage.local_folder,
+        type=storage.location,
         default=config.LAKE_DIR,
-        help="output root (default: %(default)s)",
+        help="output root, a folder or a Hadoop URI such as s3a://bucket/lake (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--checkpoint",
-        type=storage.local_folder,
+        type=storage.location,
         default=config.CHECKPOINT_DIR,
         help="checkpoint root; the query's is CHECKPOINT/labels (default: %(default)s)",
     )
@@ -95,8 +97,8 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     kafka_io.use_properties_file(args.kafka_properties)
     return LabelsConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
-        out=args.out.resolve(),
-        checkpoint=args.checkpoint.resolve(),
+        out=storage.location(args.out),
+        checkpoint=storage.location(args.checkpoint),
         labels_topic=args.labels_topic,
         available_now=args.available_now,
     )
@@ -113,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     spark = get_session("fraudstream-labels")
+    try:
+        storage.files(cfg.out).check()
+        storage.files(cfg.checkpoint).check()
+    except storage.StorageError as error:
+        print(f"labels: {error}", file=sys.stderr)
+        return 2
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
     stored = stream.count_rows(cfg.out, label_store.LABELS)
-    print(f"{cfg.out / label_store.LABELS}: {stored:,} label events")
+    print(f"{storage.join(cfg.out, label_store.LABELS)}: {stored:,} label events")
     return 0
 
 

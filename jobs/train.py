@@ -27,7 +27,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config, features, model, training
+from fraudstream import config, features, model, storage, training
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -64,13 +64,14 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     )
     parser.add_argument(
         "--data",
-        type=Path,
+        type=storage.location,
         default=config.DATA_DIR / "generated",
-        help="folder with events/ and labels/ (default: %(default)s)",
+        help="folder with events/ and labels/, or a Hadoop URI such as s3a://bucket/data "
+        "(with --engine spark) (default: %(default)s)",
     )
     parser.add_argument(
         "--labels",
-        type=Path,
+        type=storage.location,
         help="folder of label events (default: DATA/labels; the label store the labels job "
         "keeps is data/lake/labels)",
     )
@@ -176,15 +177,33 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    if not (cfg.data / "events").is_dir():
+    remote = [place for place in (cfg.data, cfg.labels) if storage.is_uri(place)]
+    if remote and cfg.engine != "spark":
         print(
-            f"train: No events folder at {cfg.data / 'events'}: give --data a folder "
-            "written by ./spark-submit.sh generate or import.",
+            f"train: {remote[0]} is read through Hadoop's file systems, which only "
+            "--engine spark does: add --engine spark.",
             file=sys.stderr,
         )
         return 2
-    if cfg.labels is not None and not cfg.labels.is_dir():
-        print(f"train: No label folder at {cfg.labels}.", file=sys.stderr)
+    try:
+        if remote:
+            from fraudstream.spark import get_session
+
+            get_session("fraudstream-train")  # Hadoop's file systems are in Spark's JVM
+        data = storage.files(cfg.data)
+        data.check()
+        if not data.exists("events"):
+            print(
+                f"train: No events folder at {storage.join(cfg.data, 'events')}: give --data "
+                "a folder written by ./spark-submit.sh generate or import.",
+                file=sys.stderr,
+            )
+            return 2
+        if cfg.labels is not None and not storage.files(cfg.labels).exists():
+            print(f"train: No label folder at {cfg.labels}.", file=sys.stderr)
+            return 2
+    except storage.StorageError as error:
+        print(f"train: {error}", file=sys.stderr)
         return 2
     try:
         report = training.run(cfg)

@@ -5,8 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
+from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream import config, features, kafka_io, label_store, lake, produce, schemas, training
+from fraudstream import (
+    config,
+    dataset,
+    features,
+    kafka_io,
+    label_store,
+    lake,
+    produce,
+    schemas,
+    training,
+)
 from jobs import labels as labels_job
 
 
@@ -63,6 +75,35 @@ def test_labels_round_trip_through_kafka_into_the_store(
     labels_job.run(spark, cfg, log=lines.append)
     assert lake.read_labels(cfg.out).num_rows == stored.num_rows + 1
     assert any("dead letters" in line for line in lines)
+
+
+@pytest.mark.s3
+def test_labels_job_keeps_the_store_on_s3(spark, kafka_bootstrap, fresh_topic, s3a_bucket):
+    sample = lake.read_labels(config.SAMPLE_DIR)
+    produce.publish(sample, fresh_topic, kafka_bootstrap, encode=schemas.encode_labels)
+    root = f"s3a://{s3a_bucket}"
+    cfg = labels_job.LabelsConfig(
+        bootstrap_servers=kafka_bootstrap,
+        out=f"{root}/lake",
+        checkpoint=f"{root}/checkpoints",
+        labels_topic=fresh_topic,
+        available_now=True,
+    )
+    labels_job.run(spark, cfg, log=print)
+    labels_job.run(spark, cfg, log=print)  # nothing new: nothing twice
+
+    # Where training's Spark engine reads it from (``train --labels URI``).
+    stored = dataset.read_labels(spark, f"{root}/lake/{label_store.LABELS}")
+    stored = stored.withColumn("reported_time", F.unix_millis("reported_time")).toPandas()
+    expected = sample.to_pandas()
+    expected["reported_time"] = (
+        expected["reported_time"].astype("datetime64[ms, UTC]").astype("int64")
+    )
+    assert len(stored) == sample.num_rows
+    columns = schemas.LABEL_COLUMNS
+    assert set(stored[columns].itertuples(index=False, name=None)) == set(
+        expected[columns].itertuples(index=False, name=None)
+    )
 
 
 def test_training_reads_the_label_store(tmp_path):

@@ -282,3 +282,39 @@ def test_train_job_with_spark_features_reports_what_pandas_does(
     assert reports["spark"]["params"] == reports["pandas"]["params"]
     for name, value in reports["pandas"]["mean"].items():
         assert reports["spark"]["mean"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+@pytest.mark.s3
+def test_train_job_reads_its_history_from_s3(
+    spark, small_data, mlflow_store, tmp_path, s3_client, s3a_bucket, capsys
+):
+    """``--data s3a://...`` with ``--engine spark``: the same report as from a local folder."""
+    for path in small_data.rglob("*.parquet"):
+        key = f"history/{path.relative_to(small_data).as_posix()}"
+        s3_client.upload_file(str(path), s3a_bucket, key)
+    common = ["--models", "logistic", "--folds", "1", "--k", "5", "--until", "2018-06-01"]
+    common += ["--no-register"]
+    reports = {}
+    for name, data, engine in [
+        ("local", str(small_data), "pandas"),
+        ("s3", f"s3a://{s3a_bucket}/history", "spark"),
+    ]:
+        path = tmp_path / f"{name}.json"
+        args = [*common, "--data", data, "--engine", engine, "--report", str(path)]
+        assert train_job.main(args) == 0
+        reports[name] = json.loads(path.read_text())["models"]["logistic"]
+    assert reports["s3"]["params"] == reports["local"]["params"]
+    for name, value in reports["local"]["mean"].items():
+        assert reports["s3"]["mean"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+    # Without --engine spark, and with a folder that is not there: one sentence each.
+    capsys.readouterr()
+    uri = f"s3a://{s3a_bucket}/history"
+    assert train_job.main([*common, "--data", uri]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"train: {uri} is read through Hadoop's file systems, which only --engine spark "
+        "does: add --engine spark."
+    )
+    missing = f"s3a://{s3a_bucket}/nothing"
+    assert train_job.main([*common, "--data", missing, "--engine", "spark"]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"train: No events folder at {missing}/")
