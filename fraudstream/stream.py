@@ -1052,10 +1052,17 @@ def process_batch(
     event_ms = features._time_ms(events["event_time"])
     # A copy of a payment already scored says so, however late it comes.
     ids = events["transaction_id"]
-    known_ids = state.take_ids()
-    duplicate = ids.duplicated().to_numpy() | np.fromiter(
-        (i in known_ids for i in ids), dtype=bool, count=len(ids)
-    )
+    aggregates = _card_aggregates(records, events)
+    if aggregates is None:
+        known_ids = state.take_ids()
+        known = np.fromiter((i in known_ids for i in ids), dtype=bool, count=len(ids))
+    else:
+        # The card operator holds each card's transaction ids where its state already
+        # is, and flags a copy (of a held payment, or of one earlier in the batch): the
+        # driver keeps no set of ids. A copy older than the card's 30 days is late.
+        known_ids = None
+        known = aggregates["duplicate"].to_numpy(dtype=bool)
+    duplicate = ids.duplicated().to_numpy() | known
     set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
     partition = events["partition"].to_numpy()
     for part, newest_ms in state.newest_by_partition.items():
@@ -1074,6 +1081,8 @@ def process_batch(
         dead.append(_dead_letters(rows, list(set_aside[aside]), now_ms))
     events = events.loc[~aside].reset_index(drop=True)
     event_ms = event_ms[~aside]
+    if aggregates is not None:
+        aggregates = aggregates.loc[~aside].reset_index(drop=True)
 
     # The payments index first, so that a label may name a payment of this batch.
     horizon_days = settings.label_delay_days + max(features.MERCHANT_WINDOWS_DAYS)
@@ -1107,7 +1116,7 @@ def process_batch(
         label_delay_days=settings.label_delay_days,
         new_only=True,
         watermark_ms=watermark_ms,
-        card_aggregates=_card_aggregates(records, events),
+        card_aggregates=aggregates,
     )
     clock.lap("features")
     scores = model.score(computed[model.feature_columns])
@@ -1115,8 +1124,9 @@ def process_batch(
     clock.lap("score")
 
     current = (transactions["tx_day"] >= watermark_ms // DAY_MS - horizon_days).to_numpy()
-    known_ids.update(new_payments["transaction_id"])
-    known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
+    if known_ids is not None:
+        known_ids.update(new_payments["transaction_id"])
+        known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
     next_state = StreamState(
         features=feature_state,
         transactions=transactions.loc[current].reset_index(drop=True),
