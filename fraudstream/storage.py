@@ -62,17 +62,6 @@ def location(text: str | Path) -> str | Path:
     return Path(text).resolve()
 
 
-def local_folder(text: str) -> Path:
-    """A command-line location that must be local: for ``argparse``'s ``type=``."""
-    if is_uri(text):
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"{text} is not a local folder; this job reads and writes local folders only"
-        )
-    return location(text)
-
-
 def join(base: str | Path, *parts: str) -> str | Path:
     """``base/parts...`` for a local path or a URI."""
     if is_uri(base):
