@@ -978,6 +978,13 @@ def hold_back(
     )
 
 
+def lateness_cutoffs(state: StreamState, settings: Settings) -> dict[int, int]:
+    """Per partition, the event time (ms) before which a payment of the next batch is late:
+    the partition's newest event time so far minus the allowed lateness."""
+    lateness_ms = int(settings.max_lateness_hours * 3_600_000)
+    return {int(p): int(ms) - lateness_ms for p, ms in state.newest_by_partition.items()}
+
+
 def _watermark(newest_by_partition: dict[int, int], newest_ms: int, settings: Settings) -> int:
     """The event time that no payment of a later micro-batch can precede.
 
@@ -1065,11 +1072,17 @@ def process_batch(
     duplicate = ids.duplicated().to_numpy() | known
     set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
     partition = events["partition"].to_numpy()
+    cutoffs = lateness_cutoffs(state, settings)
+    # With the card operator, the executors decided lateness by the same cutoffs (those
+    # of the batch the record arrived in) and kept late payments out of the cards' state.
+    flagged = None if aggregates is None else aggregates["late"].to_numpy(dtype=bool)
     for part, newest_ms in state.newest_by_partition.items():
-        cutoff = newest_ms - settings.max_lateness_hours * 3_600_000
-        late = (partition == part) & (event_ms < cutoff) & ~duplicate
+        here = partition == part
+        late = here & (flagged if flagged is not None else event_ms < cutoffs[part])
         newest = schemas.format_time(pd.Timestamp(newest_ms, unit="ms", tz="UTC"))
-        set_aside[late] = REASON_LATE.format(hours=settings.max_lateness_hours, newest=newest)
+        set_aside[late & ~duplicate] = REASON_LATE.format(
+            hours=settings.max_lateness_hours, newest=newest
+        )
     aside = set_aside != None  # noqa: E711
     if aside.any():
         rejected = events.loc[aside, ["partition", "offset"]]
@@ -1650,10 +1663,22 @@ class BatchProcessor:
         started = time.time()
         read_started = time.perf_counter()
         if _carry_aggregates(batch_df):
+            from fraudstream.cardstate import records as card_records
             from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
-            from fraudstream.cardstate.records import RECORD_COLUMNS
 
-            records = batch_df.select(*RECORD_COLUMNS, *AGGREGATE_COLUMNS).toPandas()
+            # The executors mark late payments before the card operator, by this batch's
+            # cutoffs: published to the batch's tasks as a local property of its one job.
+            self.state = self.state_before(batch_id)
+            context = batch_df.sparkSession.sparkContext
+            cutoffs = lateness_cutoffs(self.state, self.settings)
+            context.setLocalProperty(
+                card_records.CUTOFFS_PROPERTY, card_records.cutoffs_property(cutoffs)
+            )
+            try:
+                columns = [*card_records.RECORD_COLUMNS, *AGGREGATE_COLUMNS]
+                records = batch_df.select(*columns).toPandas()
+            finally:
+                context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
         else:
             from fraudstream.kafka_io import record_columns
 

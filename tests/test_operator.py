@@ -25,7 +25,9 @@ from fraudstream.cardstate import operator
 DAY_MS = features.DAY_MS
 HOUR_MS = features.HOUR_MS
 T0_MS = 1_522_584_000_000  # 2018-04-01 12:00 UTC
-AGGREGATE_COLUMNS = [name for name in operator.AGGREGATE_COLUMNS if name != "duplicate"]
+AGGREGATE_COLUMNS = [
+    name for name in operator.AGGREGATE_COLUMNS if name not in ("duplicate", "late")
+]
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -157,6 +159,24 @@ def test_card_aggregates_carry_columns_and_pass_non_payments_through(spark):
             got[name].astype(object).where(got[name].notna(), None).tolist()
             == want[name].astype(object).where(want[name].notna(), None).tolist()
         ), name
+
+
+def test_card_aggregates_check_late_payments_without_holding_them(spark):
+    rows = pd.DataFrame(
+        [
+            ["c1", transaction_id, T0_MS + days * DAY_MS, 1000, 0, 0, False, None]
+            for transaction_id, days in [("a", 0), ("b", 5), ("late", 3), ("c", 6)]
+        ],
+        columns=operator.INPUT_COLUMNS,
+    ).astype({"country": object})
+    rows["late"] = [False, False, True, False]
+    got = operator.card_aggregates(spark.createDataFrame(rows)).toPandas()
+    got = got.set_index("transaction_id")
+
+    assert got["late"].to_dict() == {"a": False, "b": False, "late": True, "c": False}
+    assert got.loc["late", "n_30d"] == 1  # checked against the card: a is before it
+    assert got.loc["c", "n_30d"] == 2  # a and b; the late payment was not held
+    assert not got["duplicate"].any()
 
 
 # --- a plain reference, and random small histories ------------------------------------

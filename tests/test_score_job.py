@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraudstream import (
@@ -21,6 +22,7 @@ from fraudstream import (
     schemas,
     scoring,
     stream,
+    training,
     verify,
 )
 from jobs import rebuild as rebuild_job
@@ -59,13 +61,21 @@ def test_score_job_end_to_end(
     published = publish_sample(kafka_bootstrap, topics)
     first = history["events"].iloc[0].to_dict()
     late = first | {"transaction_id": "t_late", "event_time": first["event_time"].replace(month=1)}
+    # A payment ten days behind its partition (a backfill), then the card's next payment:
+    # the late one is set aside and must not count in the next one's card windows.
+    card = history["events"].loc[history["events"]["card_id"] == first["card_id"]]
+    end = history["events"]["event_time"].max()
+    backfill = first | {"transaction_id": "t_backfill", "event_time": end - pd.Timedelta(days=10)}
+    after = first | {"transaction_id": "t_after", "event_time": end + pd.Timedelta(minutes=1)}
+    assert (card["event_time"] > end - pd.Timedelta(days=30)).any()
     producer = kafka_io.producer(kafka_bootstrap)
     extras = [
         b"{this is not json",
         schemas.encode_payment(first),  # a duplicate delivery
         schemas.encode_payment(late),  # three months behind the stream
+        schemas.encode_payment(backfill),
     ]
-    for value in extras:
+    for value in [*extras, schemas.encode_payment(after)]:
         producer.send(topics["payments"], key=first["card_id"].encode(), value=value)
     producer.flush()
     producer.close()
@@ -75,8 +85,13 @@ def test_score_job_end_to_end(
     score_job.run(spark, cfg, log=lines.append)
 
     scored = stream.read_view(cfg.out, stream.SCORED)
-    assert len(scored) == published == len(history["events"])
-    _assert_parity(scored, history["dataset"])
+    assert len(scored) == published + 1 == len(history["events"]) + 1
+    _assert_parity(scored.loc[scored["transaction_id"] != "t_after"], history["dataset"])
+    with_after = pd.concat([history["events"], pd.DataFrame([after])], ignore_index=True)
+    expected = training.build_dataset(with_after[features.EVENT_COLUMNS], history["labels"], 7)
+    expected = expected.set_index("transaction_id").loc[["t_after"], features.FEATURE_COLUMNS]
+    got = scored.set_index("transaction_id").loc[["t_after"], features.FEATURE_COLUMNS]
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
     assert set(scored["model_version"]) == {version}
 
     alerts = stream.read_view(cfg.out, stream.ALERTS)
@@ -92,7 +107,7 @@ def test_score_job_end_to_end(
     assert keyed.key.decode() == json.loads(keyed.value)["card_id"]
 
     locations = stream.read_view(cfg.out, stream.CARD_LOCATIONS)
-    assert len(locations) == published and locations["transaction_id"].is_unique
+    assert len(locations) == published + 1 and locations["transaction_id"].is_unique
 
     dead = stream.read_view(cfg.out, stream.DEAD_LETTERS).sort_values("offset")
     assert sorted(dead["value"]) == sorted(extras)
@@ -100,6 +115,7 @@ def test_score_job_end_to_end(
     assert reasons[extras[0]].startswith("unparseable")
     assert reasons[extras[1]] == stream.REASON_DUPLICATE
     assert reasons[extras[2]].startswith("late:")
+    assert reasons[extras[3]].startswith("late:")
     dlq = read_topic(kafka_bootstrap, topics["dlq"])
     assert sorted(r.value for r in dlq) == sorted(extras)
     headers = {dict(r.headers)["fraudstream.reason"].decode() for r in dlq}
@@ -109,7 +125,7 @@ def test_score_job_end_to_end(
 
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
-    assert len(stream.read_view(cfg.out, stream.SCORED)) == published
+    assert len(stream.read_view(cfg.out, stream.SCORED)) == published + 1
 
 
 @pytest.mark.s3

@@ -22,6 +22,8 @@ loc_n_30d, loc_lat_sum_30d, loc_lon_sum_30d  count and coordinate sums of the ea
                                              located payments within 30 days
 duplicate                                    the card already had this transaction_id
                                              (in its state or earlier in the same input)
+late                                         the input's optional ``late`` flag: the row
+                                             was checked, not added to the card's state
 ==========================================  ============================================
 
 A duplicate is not added to the state again; its row carries the aggregates of the held
@@ -149,7 +151,9 @@ def card_aggregates(payments: DataFrame, passing: list[str] | tuple[str, ...] = 
     Parameters
     ----------
     payments : DataFrame
-        :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming.
+        :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming, and
+        optionally a boolean ``late``: a late row gets its aggregates and duplicate
+        flag but is not added to its card's state.
     passing : list of str
         Other columns of ``payments`` to carry through, after the operator's. With them,
         a row whose ``transaction_id`` is null is not a payment: it comes through with
@@ -192,4 +196,5 @@ AGGREGATE_COLUMNS = [
     "loc_lat_sum_30d",
     "loc_lon_sum_30d",
     "duplicate",
+    "late",
 ]

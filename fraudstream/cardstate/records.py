@@ -6,12 +6,22 @@ operator's input (:func:`fraudstream.features._card_rows`), and sent through the
 operator, whose state lives in the query's checkpoint. Records that are not valid
 payments go through with null aggregates, so the ``foreachBatch`` function receives every
 record of its micro-batch once, with the aggregates of those that are payments.
+
+Lateness is decided here, before the operator, with the driver's rule and the driver's
+numbers: a payment earlier than its Kafka partition's cutoff (the partition's newest
+event time as of the earlier micro-batches, minus the allowed lateness) is marked
+``late``, so the operator checks it but does not add it to its card's state. The driver
+publishes the cutoffs of each micro-batch as a Spark local property
+(:data:`CUTOFFS_PROPERTY`, set around the batch's one action), which every task of that
+job reads from its ``TaskContext``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T  # noqa: N812
@@ -32,25 +42,54 @@ _INPUT_SCHEMA = T.StructType(
         T.StructField("lon_e6", T.LongType()),
         T.StructField("located", T.BooleanType()),
         T.StructField("country", T.StringType()),
+        T.StructField("late", T.BooleanType()),
     ]
 )
 _INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6"]
+
+#: Spark local property with ``{partition: cutoff_ms}`` of the micro-batch being run.
+CUTOFFS_PROPERTY = "fraudstream.lateness.cutoffs"
+
+
+def cutoffs_property(cutoffs: dict[int, int]) -> str:
+    """The :data:`CUTOFFS_PROPERTY` value for per-partition cutoffs (event time, ms)."""
+    return json.dumps({str(int(p)): int(ms) for p, ms in cutoffs.items()})
+
+
+def _cutoffs() -> dict[int, int]:
+    """The cutoffs the driver set for this task's job; none outside a scoring batch."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    text = context.getLocalProperty(CUTOFFS_PROPERTY) if context is not None else None
+    return {int(p): ms for p, ms in json.loads(text).items()} if text else {}
+
+
+def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) -> np.ndarray:
+    """Which payments are earlier than their partition's cutoff."""
+    cutoff = np.array([cutoffs.get(int(p), np.iinfo(np.int64).min) for p in partition])
+    return time_ms < cutoff if len(partition) else np.zeros(0, dtype=bool)
 
 
 def operator_inputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Kafka records, each with the operator's input columns (nulls if not a valid payment)."""
     from fraudstream import features, stream
 
+    cutoffs = _cutoffs()
     for records in frames:
         events, _, _ = stream.parse_payments(records)
         rows = features._card_rows(events)
+        rows["late"] = late(
+            events["partition"].to_numpy(), rows["time_ms"].to_numpy(dtype=np.int64), cutoffs
+        )
         rows["partition"] = events["partition"].to_numpy()
         rows["offset"] = events["offset"].to_numpy()
         joined = records[RECORD_COLUMNS].merge(rows, on=["partition", "offset"], how="left")
         for name in _INTEGERS:
             joined[name] = joined[name].astype("Int64")
         joined["located"] = joined["located"].astype("boolean")
-        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS]]
+        joined["late"] = joined["late"].astype("boolean")
+        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS, "late"]]
 
 
 def with_card_aggregates(kafka_rows: DataFrame) -> DataFrame:

@@ -32,6 +32,11 @@ import scala.jdk.javaapi.CollectionConverters;
  * the held payments before its own (time_ms, transaction_id) (for a copy delivered in the
  * same input, those of the first copy).
  *
+ * <p>An optional boolean input column {@code late} marks payments that the caller sets
+ * aside as late: such a row is checked against the card (its aggregates and its duplicate
+ * flag are emitted as for any row) but is never added to the state, so the card's later
+ * payments do not count it. Output column {@code late} says which rows those were.
+ *
  * <p>State: one {@code ValueState<byte[]>} per card ({@link CardHistory}'s binary form),
  * holding the card's payments newer than its own newest payment minus 30 days. A card
  * whose state would be empty is cleared. A card that stops paying keeps its last state
@@ -42,10 +47,13 @@ import scala.jdk.javaapi.CollectionConverters;
 public final class CardAggregates {
   private CardAggregates() {}
 
-  /** The input columns, in this order. */
+  /** The input columns, in this order; {@code late} may be absent (then false). */
   public static final String[] INPUT_COLUMNS = {
-    "card_id", "transaction_id", "time_ms", "cents", "lat_e6", "lon_e6", "located", "country"
+    "card_id", "transaction_id", "time_ms", "cents", "lat_e6", "lon_e6", "located", "country",
+    "late"
   };
+
+  private static final int LATE = 8;
 
   public static final StructType OUTPUT_SCHEMA =
       new StructType()
@@ -66,7 +74,8 @@ public final class CardAggregates {
           .add("loc_n_30d", DataTypes.IntegerType, false)
           .add("loc_lat_sum_30d", DataTypes.LongType, false)
           .add("loc_lon_sum_30d", DataTypes.LongType, false)
-          .add("duplicate", DataTypes.BooleanType, false);
+          .add("duplicate", DataTypes.BooleanType, false)
+          .add("late", DataTypes.BooleanType, false);
 
   /**
    * Apply the operator.
@@ -105,7 +114,7 @@ public final class CardAggregates {
       }
     }
     Column[] columns = new Column[INPUT_COLUMNS.length + passing.length];
-    Column[] operatorColumns = operatorColumns();
+    Column[] operatorColumns = operatorColumns(payments.schema());
     System.arraycopy(operatorColumns, 0, columns, 0, operatorColumns.length);
     for (int i = 0; i < passing.length; i++) {
       columns[operatorColumns.length + i] = functions.col(passing[i]);
@@ -122,7 +131,11 @@ public final class CardAggregates {
             Encoders.row(schema));
   }
 
-  private static Column[] operatorColumns() {
+  private static Column[] operatorColumns(StructType input) {
+    Column late =
+        java.util.Arrays.asList(input.fieldNames()).contains("late")
+            ? functions.coalesce(functions.col("late").cast("boolean"), functions.lit(false))
+            : functions.lit(false);
     Column[] columns = {
       functions.col("card_id").cast("string"),
       functions.col("transaction_id").cast("string"),
@@ -132,6 +145,7 @@ public final class CardAggregates {
       functions.col("lon_e6").cast("long"),
       functions.col("located").cast("boolean"),
       functions.col("country").cast("string"),
+      late.alias("late"),
     };
     return columns;
   }
@@ -186,7 +200,8 @@ public final class CardAggregates {
         int at = card.position(timeMs, transactionId);
         CardHistory.Aggregates agg = card.before(at, timeMs);
         boolean duplicate = card.contains(transactionId);
-        if (!duplicate) {
+        boolean late = row.getBoolean(LATE);
+        if (!duplicate && !late) {
           boolean located = !row.isNullAt(6) && row.getBoolean(6);
           card.insert(
               at,
@@ -220,7 +235,8 @@ public final class CardAggregates {
                 agg.locN30d,
                 agg.locLatSum30d,
                 agg.locLonSum30d,
-                duplicate}));
+                duplicate,
+                late}));
       }
       if (changed) {
         card.expire();
