@@ -78,6 +78,12 @@ def check_outputs(cfg: ScoreConfig) -> None:
         )
 
 
+#: The card operator's checkpoint format: 2 since the labels topic is a source of the
+#: query and the card state keeps merchants and fraud reports (``CardHistory`` version 2).
+OPERATOR_FORMAT = "2"
+OPERATOR_FORMAT_FILE = "card-operator-format"
+
+
 def check_card_state(cfg: ScoreConfig) -> None:
     """Refuse to resume a checkpoint with the cards' state kept elsewhere than it started.
 
@@ -93,6 +99,18 @@ def check_card_state(cfg: ScoreConfig) -> None:
                 f"{started}, not the {cfg.card_state}: pass --card-state {started}, or a new "
                 "--checkpoint and --out."
             )
+        made = (
+            checkpoint.read(OPERATOR_FORMAT_FILE, Path.read_text).strip()
+            if checkpoint.exists(OPERATOR_FORMAT_FILE)
+            else None
+        )
+        if started == "operator" and checkpoint.exists("offsets") and made != OPERATOR_FORMAT:
+            raise ScoreSetupError(
+                f"The checkpoint {cfg.query_checkpoint} was made by an earlier card operator, "
+                "which read no labels: pass a new --checkpoint and --out, or rebuild the views."
+            )
+        if started == "operator" and made is None:
+            checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
         return
     if checkpoint.exists("offsets") and cfg.card_state != "driver":
         raise ScoreSetupError(
@@ -100,6 +118,8 @@ def check_card_state(cfg: ScoreConfig) -> None:
             "driver: pass --card-state driver, or a new --checkpoint and --out."
         )
     checkpoint.write("card-state", lambda path: path.write_text(cfg.card_state + "\n"))
+    if cfg.card_state == "operator":
+        checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
 
 
 def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
@@ -140,8 +160,18 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     if cfg.card_state == "operator":
         # The cards' state lives in the card operator, on the executors (in the
         # checkpoint); foreachBatch gets each record with its card's aggregates.
+        # The labels topic is a second source of the same query, read to its end at
+        # each micro-batch (never rate-limited: a report may come early, never late),
+        # and its fraud reports go to the card operator, which turns them into facts.
         _size_state(spark, log)
-        records = card_records.with_card_aggregates(payments)
+        labels = kafka_io.read_stream(
+            spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
+        )
+        records = card_records.with_card_aggregates(
+            payments.unionByName(labels),
+            labels_topic=cfg.labels_topic,
+            keep_days=stream.payment_horizon_days(model.label_delay_days),
+        )
     writer = (
         records.writeStream.foreachBatch(processor)
         .option("checkpointLocation", str(cfg.query_checkpoint))

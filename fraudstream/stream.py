@@ -497,7 +497,11 @@ def parse_payments(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list
 
 
 def parse_labels(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[str]]:
-    """Decode and validate label records: the fraud reports (``transaction_id, report_ms``)."""
+    """Decode and validate label records: the fraud reports.
+
+    Returns the reports (``transaction_id, card_id, report_ms`` and ``position``, the
+    record's row in ``records``), the rows of invalid records and their reasons.
+    """
     frauds, bad, reasons = [], [], []
     for position, value in enumerate(records["value"].to_numpy(dtype=object)):
         try:
@@ -514,10 +518,12 @@ def parse_labels(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[s
             reasons.append(reason)
         elif record["label"] == "fraud":
             report_ms = int(schemas.parse_time(record["reported_time"]).timestamp() * 1000)
-            frauds.append((record["transaction_id"], report_ms))
-    reports = pd.DataFrame(frauds, columns=["transaction_id", "report_ms"])
-    reports["transaction_id"] = reports["transaction_id"].astype(object)
-    reports["report_ms"] = reports["report_ms"].astype(np.int64)
+            frauds.append((record["transaction_id"], record["card_id"], report_ms, position))
+    reports = pd.DataFrame(frauds, columns=["transaction_id", "card_id", "report_ms", "position"])
+    for name in ("transaction_id", "card_id"):
+        reports[name] = reports[name].astype(object)
+    for name in ("report_ms", "position"):
+        reports[name] = reports[name].astype(np.int64)
     return reports, bad, reasons
 
 
@@ -978,6 +984,26 @@ def hold_back(
     )
 
 
+def payment_horizon_days(label_delay_days: int) -> int:
+    """How long a payment can still take a fraud label that a feature reads: the label
+    delay plus the longest merchant window, in days."""
+    return label_delay_days + max(features.MERCHANT_WINDOWS_DAYS)
+
+
+def operator_facts(records: pd.DataFrame) -> pd.DataFrame:
+    """The fraud facts the card operator made in a micro-batch (``operator.FACT_COLUMNS``
+    on payment and label rows), as :func:`features.fraud_facts` makes them."""
+    made = records.loc[records["fact_report_ms"].notna()]
+    return pd.DataFrame(
+        {
+            "card_id": made["card_id"].astype(object).to_numpy(),
+            "merchant_id": made["fact_merchant_id"].astype(object).to_numpy(),
+            "tx_day": made["fact_tx_ms"].to_numpy(dtype=np.int64) // DAY_MS,
+            "report_day": made["fact_report_ms"].to_numpy(dtype=np.int64) // DAY_MS,
+        }
+    )
+
+
 def lateness_cutoffs(state: StreamState, settings: Settings) -> dict[int, int]:
     """Per partition, the event time (ms) before which a payment of the next batch is late:
     the partition's newest event time so far minus the allowed lateness."""
@@ -1035,6 +1061,7 @@ def process_batch(
     settings: Settings,
     batch_id: int,
     now_ms: int | None = None,
+    facts: pd.DataFrame | None = None,
 ) -> tuple[BatchResult, StreamState]:
     """Turn one micro-batch of Kafka records into the job's views and the next state.
 
@@ -1045,6 +1072,10 @@ def process_batch(
         ``topic, partition, offset, timestamp_ms``.
     state : StreamState
         The state after the previous batch; not modified.
+    facts : DataFrame, optional
+        The batch's fraud facts, made by the card operator (:func:`operator_facts`); then
+        the labels are only checked here, and the driver keeps no index of payments.
+        None: the facts come from the labels and the driver's index.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     clock = _Clock()
@@ -1097,20 +1128,23 @@ def process_batch(
     if aggregates is not None:
         aggregates = aggregates.loc[~aside].reset_index(drop=True)
 
-    # The payments index first, so that a label may name a payment of this batch.
-    horizon_days = settings.label_delay_days + max(features.MERCHANT_WINDOWS_DAYS)
-    new_payments = pd.DataFrame(
-        {
-            "transaction_id": events["transaction_id"].astype(object).to_numpy(),
-            "card_id": events["card_id"].astype(object).to_numpy(),
-            "merchant_id": events["merchant_id"].astype(object).to_numpy(),
-            "tx_day": event_ms // DAY_MS,
-            "reported": np.zeros(len(events), dtype=bool),
-        }
-    )
-    transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
-    working = replace(state, transactions=transactions)
-    facts, pending = _resolve_labels(working, label_reports, new_payments)
+    horizon_days = payment_horizon_days(settings.label_delay_days)
+    if facts is None:
+        # The payments index first, so that a label may name a payment of this batch.
+        new_payments = pd.DataFrame(
+            {
+                "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+                "card_id": events["card_id"].astype(object).to_numpy(),
+                "merchant_id": events["merchant_id"].astype(object).to_numpy(),
+                "tx_day": event_ms // DAY_MS,
+                "reported": np.zeros(len(events), dtype=bool),
+            }
+        )
+        transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
+        working = replace(state, transactions=transactions)
+        facts, pending = _resolve_labels(working, label_reports, new_payments)
+    else:
+        transactions, pending = state.transactions, state.pending
     newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
     newest_by_partition = dict(state.newest_by_partition)
     if len(events):
@@ -1664,7 +1698,7 @@ class BatchProcessor:
         read_started = time.perf_counter()
         if _carry_aggregates(batch_df):
             from fraudstream.cardstate import records as card_records
-            from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
+            from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
             # The executors mark late payments before the card operator, by this batch's
             # cutoffs: published to the batch's tasks as a local property of its one job.
@@ -1675,7 +1709,12 @@ class BatchProcessor:
                 card_records.CUTOFFS_PROPERTY, card_records.cutoffs_property(cutoffs)
             )
             try:
-                columns = [*card_records.RECORD_COLUMNS, *AGGREGATE_COLUMNS]
+                columns = [
+                    *card_records.RECORD_COLUMNS,
+                    "card_id",
+                    *AGGREGATE_COLUMNS,
+                    *FACT_COLUMNS,
+                ]
                 records = batch_df.select(*columns).toPandas()
             finally:
                 context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
@@ -1697,14 +1736,24 @@ class BatchProcessor:
         state = self.state_before(batch_id)
         model = self.models.refresh()
         labels_from = state.label_offsets
-        label_records, label_offsets = self.labels.read(labels_from)
+        facts = None
+        if _carry_aggregates(records):
+            # The labels topic is a source of the same query: its records came with the
+            # batch, and the card operator turned their fraud reports into facts.
+            is_label = (records["topic"] == self.labels.topic).to_numpy()
+            facts = operator_facts(records)
+            label_records = records.loc[is_label].reset_index(drop=True)
+            records = records.loc[~is_label].reset_index(drop=True)
+            label_offsets = labels_from
+        else:
+            label_records, label_offsets = self.labels.read(labels_from)
         state = replace(state, label_offsets=label_offsets)
         clock.lap("labels")
         # Without a payments reader (tests of one batch) nothing is waited for.
         ends = self.payments.end_offsets() if self.payments is not None else None
         released, held, release_day, offsets = hold_back(records, state, ends)
         result, next_state = process_batch(
-            released, label_records, state, model, self.settings, batch_id
+            released, label_records, state, model, self.settings, batch_id, facts=facts
         )
         next_state = replace(next_state, held=held, next_offsets=offsets)
         clock.last = time.perf_counter()

@@ -179,6 +179,72 @@ def test_card_aggregates_check_late_payments_without_holding_them(spark):
     assert not got["duplicate"].any()
 
 
+_REPORT_SCHEMA = (
+    "card_id string, transaction_id string, time_ms long, cents long, lat_e6 long, "
+    "lon_e6 long, located boolean, country string, merchant_id string, report_ms long"
+)
+
+
+def test_card_aggregates_turn_fraud_reports_into_the_facts_training_uses(spark):
+    payments, labels = simulate.simulate(
+        simulate.SimulationConfig(customers=200, terminals=400, days=40, seed=3)
+    )
+    events, labels = payments.to_pandas(), labels.to_pandas()
+    fraud = labels.loc[labels["label"] == "fraud"]
+    assert len(fraud) > 10
+    # A second, later report of some frauds (counts once, at the first), and a report of
+    # a payment the card never made (waits, makes no fact).
+    again = fraud.iloc[:5].assign(
+        reported_time=fraud["reported_time"].iloc[:5] + pd.Timedelta(days=2)
+    )
+    ghost = fraud.iloc[:1].assign(transaction_id="t_never_paid")
+    reports = pd.concat([again, fraud, ghost], ignore_index=True)
+    rows = features._card_rows(events).assign(
+        merchant_id=events["merchant_id"].to_numpy(), report_ms=None
+    )
+    report_rows = pd.DataFrame(
+        {
+            "card_id": reports["card_id"].to_numpy(),
+            "transaction_id": reports["transaction_id"].to_numpy(),
+            "report_ms": features._time_ms(reports["reported_time"]),
+        }
+    )
+    both = pd.concat([rows, report_rows], ignore_index=True)[
+        [*operator.INPUT_COLUMNS, "merchant_id", "report_ms"]
+    ].astype({"country": object, "merchant_id": object, "report_ms": "Int64"})
+    frame = spark.createDataFrame(both.astype(object).where(both.notna(), None), _REPORT_SCHEMA)
+    got = operator.card_aggregates(frame, keep_days=37).toPandas()
+
+    assert len(got) == len(both)
+    made = got.loc[got["fact_report_ms"].notna()]
+    facts = pd.DataFrame(
+        {
+            "card_id": made["card_id"].to_numpy(),
+            "merchant_id": made["fact_merchant_id"].to_numpy(),
+            "tx_day": made["fact_tx_ms"].to_numpy(dtype=np.int64) // DAY_MS,
+            "report_day": made["fact_report_ms"].to_numpy(dtype=np.int64) // DAY_MS,
+        }
+    )
+    want = features.fraud_facts(events, labels)[facts.columns]
+    key = list(facts.columns)
+    pd.testing.assert_frame_equal(
+        facts.sort_values(key).reset_index(drop=True),
+        want.sort_values(key).reset_index(drop=True),
+        check_dtype=False,
+    )
+    # Report rows carry no aggregates; payments' aggregates are those without reports.
+    is_report = got["transaction_id"].isin(reports["transaction_id"]) & got["n_30d"].isna()
+    assert is_report.sum() == len(reports)
+    plain = operator.card_aggregates(
+        spark.createDataFrame(rows.drop(columns=["merchant_id", "report_ms"]))
+    ).toPandas()
+    paid = got.loc[~is_report].set_index("transaction_id").sort_index()
+    plain = plain.set_index("transaction_id").sort_index()
+    pd.testing.assert_frame_equal(
+        paid[AGGREGATE_COLUMNS], plain[AGGREGATE_COLUMNS], check_dtype=False
+    )
+
+
 # --- a plain reference, and random small histories ------------------------------------
 
 

@@ -122,6 +122,13 @@ def test_score_job_end_to_end(
     assert headers == set(reasons.values())
 
     assert any(line.startswith("batch 0:") and "processed" in line for line in lines)
+    if card_state == "operator":
+        # The driver keeps no index of payments: the card operator turned the labels
+        # into fraud facts on the executors, and the facts reached the merchant state.
+        store = stream.StateStore(cfg.state_folder)
+        state = store.load(store.newest_snapshot(10**9))
+        assert state.batch_id >= 0 and len(state.transactions) == 0
+        assert len(state.features.frauds) > 0
 
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
@@ -208,6 +215,12 @@ def test_score_job_refuses_to_resume_with_the_cards_state_elsewhere(tmp_path):
     with pytest.raises(scoring.ScoreSetupError, match="pass --card-state driver"):
         scoring.check_card_state(replace(old, card_state="operator"))
     scoring.check_card_state(old)
+    # An operator checkpoint made before the operator read the labels is refused.
+    (operator.query_checkpoint / "offsets").mkdir(parents=True)
+    scoring.check_card_state(operator)
+    (operator.query_checkpoint / scoring.OPERATOR_FORMAT_FILE).unlink()
+    with pytest.raises(scoring.ScoreSetupError, match="earlier card operator"):
+        scoring.check_card_state(operator)
 
 
 def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):

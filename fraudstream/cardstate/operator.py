@@ -24,7 +24,18 @@ duplicate                                    the card already had this transacti
                                              (in its state or earlier in the same input)
 late                                         the input's optional ``late`` flag: the row
                                              was checked, not added to the card's state
+fact_merchant_id, fact_tx_ms, fact_report_ms  a fraud fact this row completed (nulls if
+                                             none): the reported payment's merchant and
+                                             time, and the report's time
 ==========================================  ============================================
+
+Fraud reports: an input row with a non-null ``report_ms`` is a fraud report of the
+card's payment ``transaction_id`` (its aggregates are null). The operator keeps each
+payment's ``merchant_id`` and whether it was reported, for ``keep_days`` after the card's
+newest payment, and emits a fact at the payment's first report: on the report's row if
+the payment is held, else on the payment's row when it comes. A micro-batch's payments
+are placed before its reports. This is the scoring job's label side input, kept on the
+executors: the driver holds no index of payments to join labels to.
 
 A duplicate is not added to the state again; its row carries the aggregates of the held
 payments before its own ``(time_ms, transaction_id)``, which for a copy delivered in the
@@ -62,6 +73,11 @@ INPUT_COLUMNS = [
     "located",
     "country",
 ]
+
+#: Days a card's payments are kept after its newest without fraud reports: the card windows.
+KEEP_DAYS = 30
+#: The output columns of a fraud fact (nulls on rows that complete none).
+FACT_COLUMNS = ["fact_merchant_id", "fact_tx_ms", "fact_report_ms"]
 
 #: Channels whose coordinates say where the card is (``features`` calls them card-present).
 _PRESENT_CHANNELS = ["pos", "atm"]
@@ -145,7 +161,11 @@ def _operator_class(spark: SparkSession) -> JavaClass:
     return operator
 
 
-def card_aggregates(payments: DataFrame, passing: list[str] | tuple[str, ...] = ()) -> DataFrame:
+def card_aggregates(
+    payments: DataFrame,
+    passing: list[str] | tuple[str, ...] = (),
+    keep_days: int = KEEP_DAYS,
+) -> DataFrame:
     """Apply the card operator: one row of aggregates over earlier payments per payment.
 
     Parameters
@@ -153,7 +173,8 @@ def card_aggregates(payments: DataFrame, passing: list[str] | tuple[str, ...] = 
     payments : DataFrame
         :data:`INPUT_COLUMNS` (from :func:`card_rows`), batch or streaming, and
         optionally a boolean ``late``: a late row gets its aggregates and duplicate
-        flag but is not added to its card's state.
+        flag but is not added to its card's state; optionally ``merchant_id`` and
+        ``report_ms`` (fraud reports, see the module's docstring).
     passing : list of str
         Other columns of ``payments`` to carry through, after the operator's. With them,
         a row whose ``transaction_id`` is null is not a payment: it comes through with
@@ -165,16 +186,17 @@ def card_aggregates(payments: DataFrame, passing: list[str] | tuple[str, ...] = 
     DataFrame
         The columns described in this module's docstring, one row per input row, then
         ``passing``.
+    keep_days : int
+        How long after a card's newest payment its payments are kept (at least 30): as
+        long as a fraud report can still make a fact that a feature reads.
     """
     spark = payments.sparkSession
     require_state_store(spark)
     operator = _operator_class(spark)
-    if not passing:
-        return DataFrame(operator.apply(payments._jdf), spark)
     names = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.String, len(passing))
     for i, name in enumerate(passing):
         names[i] = name
-    return DataFrame(operator.apply(payments._jdf, names), spark)
+    return DataFrame(operator.apply(payments._jdf, names, int(keep_days)), spark)
 
 
 #: The operator's output columns after ``transaction_id, card_id``: what the scoring

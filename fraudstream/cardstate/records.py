@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream.cardstate.operator import INPUT_COLUMNS, card_aggregates
+from fraudstream.cardstate.operator import KEEP_DAYS, card_aggregates
 from fraudstream.kafka_io import record_columns
 
 #: The Kafka record columns the micro-batches carry (``stream.process_batch``'s input).
@@ -43,9 +44,12 @@ _INPUT_SCHEMA = T.StructType(
         T.StructField("located", T.BooleanType()),
         T.StructField("country", T.StringType()),
         T.StructField("late", T.BooleanType()),
+        T.StructField("merchant_id", T.StringType()),
+        T.StructField("report_ms", T.LongType()),
     ]
 )
-_INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6"]
+_INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6", "report_ms"]
+_INPUTS = [field.name for field in _INPUT_SCHEMA.fields]
 
 #: Spark local property with ``{partition: cutoff_ms}`` of the micro-batch being run.
 CUTOFFS_PROPERTY = "fraudstream.lateness.cutoffs"
@@ -71,31 +75,76 @@ def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) ->
     return time_ms < cutoff if len(partition) else np.zeros(0, dtype=bool)
 
 
-def operator_inputs(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Kafka records, each with the operator's input columns (nulls if not a valid payment)."""
+def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFrame:
+    """Payment records' operator inputs by ``(partition, offset)``; only valid payments."""
     from fraudstream import features, stream
 
+    events, _, _ = stream.parse_payments(records)
+    rows = features._card_rows(events)
+    rows["late"] = late(
+        events["partition"].to_numpy(), rows["time_ms"].to_numpy(dtype=np.int64), cutoffs
+    )
+    rows["merchant_id"] = events["merchant_id"].astype(object).to_numpy()
+    rows["report_ms"] = None
+    rows["partition"] = events["partition"].to_numpy()
+    rows["offset"] = events["offset"].to_numpy()
+    return rows
+
+
+def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
+    """Label records' operator inputs by ``(partition, offset)``: valid fraud reports only
+    (a genuine verdict never undoes a report, and invalid labels pass through)."""
+    from fraudstream import stream
+
+    reports, _, _ = stream.parse_labels(records)
+    at = reports["position"].to_numpy()
+    return pd.DataFrame(
+        {
+            "card_id": reports["card_id"].to_numpy(),
+            "transaction_id": reports["transaction_id"].to_numpy(),
+            "report_ms": reports["report_ms"].to_numpy(),
+            "partition": records["partition"].to_numpy()[at],
+            "offset": records["offset"].to_numpy()[at],
+        }
+    )
+
+
+def operator_inputs(
+    frames: Iterator[pd.DataFrame], labels_topic: str | None = None
+) -> Iterator[pd.DataFrame]:
+    """Kafka records, each with the operator's input columns: a payment's, a fraud
+    report's (records of ``labels_topic``), or nulls for any other record."""
     cutoffs = _cutoffs()
+    keys = ["partition", "offset"]
     for records in frames:
-        events, _, _ = stream.parse_payments(records)
-        rows = features._card_rows(events)
-        rows["late"] = late(
-            events["partition"].to_numpy(), rows["time_ms"].to_numpy(dtype=np.int64), cutoffs
-        )
-        rows["partition"] = events["partition"].to_numpy()
-        rows["offset"] = events["offset"].to_numpy()
-        joined = records[RECORD_COLUMNS].merge(rows, on=["partition", "offset"], how="left")
+        is_label = (records["topic"] == labels_topic).to_numpy()
+        payments = records.loc[~is_label, RECORD_COLUMNS].reset_index(drop=True)
+        joined = [payments.merge(_payment_inputs(payments, cutoffs), on=keys, how="left")]
+        if is_label.any():
+            labels = records.loc[is_label, RECORD_COLUMNS].reset_index(drop=True)
+            joined.append(labels.merge(_report_inputs(labels), on=keys, how="left"))
+        joined = pd.concat(joined, ignore_index=True) if len(joined) > 1 else joined[0]
         for name in _INTEGERS:
             joined[name] = joined[name].astype("Int64")
-        joined["located"] = joined["located"].astype("boolean")
-        joined["late"] = joined["late"].astype("boolean")
-        yield joined[[*RECORD_COLUMNS, *INPUT_COLUMNS, "late"]]
+        for name in ("located", "late"):
+            joined[name] = joined[name].astype("boolean")
+        for name in _INPUTS:
+            if name not in joined:
+                joined[name] = None
+        yield joined[[*RECORD_COLUMNS, *_INPUTS]]
 
 
-def with_card_aggregates(kafka_rows: DataFrame) -> DataFrame:
+def with_card_aggregates(
+    kafka_rows: DataFrame, labels_topic: str | None = None, keep_days: int = KEEP_DAYS
+) -> DataFrame:
     """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
-    valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``)."""
+    valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``), and
+    on any row that completes a fraud fact, that fact (``operator.FACT_COLUMNS``).
+
+    Records of ``labels_topic`` (in the same stream, a union of two Kafka sources) are
+    fraud reports for the operator; ``keep_days`` is how long it keeps payments for them.
+    """
     records = record_columns(kafka_rows)
     schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
-    inputs = records.mapInPandas(operator_inputs, schema)
-    return card_aggregates(inputs, passing=RECORD_COLUMNS)
+    inputs = records.mapInPandas(partial(operator_inputs, labels_topic=labels_topic), schema)
+    return card_aggregates(inputs, passing=RECORD_COLUMNS, keep_days=keep_days)

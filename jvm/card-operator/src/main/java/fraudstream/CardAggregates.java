@@ -1,6 +1,7 @@
 package fraudstream;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import org.apache.spark.api.java.function.MapFunction;
 import org.apache.spark.sql.Column;
@@ -37,6 +38,16 @@ import scala.jdk.javaapi.CollectionConverters;
  * flag are emitted as for any row) but is never added to the state, so the card's later
  * payments do not count it. Output column {@code late} says which rows those were.
  *
+ * <p><b>Fraud reports.</b> A row with a non-null {@code report_ms} is not a payment but a
+ * fraud report of the card's payment {@code transaction_id}, reported at that time. The
+ * operator keeps each payment's {@code merchant_id} and whether it was reported, for the
+ * given retention (the label delay plus 30 days, say), and turns reports into fraud facts:
+ * the first report of a held payment emits {@code fact_merchant_id, fact_tx_ms,
+ * fact_report_ms} on the report's row; a report of a payment not held yet waits, and the
+ * payment's row emits the fact when it comes. A micro-batch's payments are placed before
+ * its reports, so a report may name a payment of the same batch. Report rows carry null
+ * aggregates.
+ *
  * <p>State: one {@code ValueState<byte[]>} per card ({@link CardHistory}'s binary form),
  * holding the card's payments newer than its own newest payment minus 30 days. A card
  * whose state would be empty is cleared. A card that stops paying keeps its last state
@@ -47,13 +58,19 @@ import scala.jdk.javaapi.CollectionConverters;
 public final class CardAggregates {
   private CardAggregates() {}
 
-  /** The input columns, in this order; {@code late} may be absent (then false). */
+  /**
+   * The input columns, in this order; {@code late} (then false), {@code merchant_id} and
+   * {@code report_ms} (then null) may be absent.
+   */
   public static final String[] INPUT_COLUMNS = {
     "card_id", "transaction_id", "time_ms", "cents", "lat_e6", "lon_e6", "located", "country",
-    "late"
+    "late", "merchant_id", "report_ms"
   };
 
   private static final int LATE = 8;
+  private static final int MERCHANT = 9;
+  private static final int REPORT = 10;
+  private static final int DEFAULT_KEEP_DAYS = 30;
 
   public static final StructType OUTPUT_SCHEMA =
       new StructType()
@@ -75,7 +92,10 @@ public final class CardAggregates {
           .add("loc_lat_sum_30d", DataTypes.LongType, false)
           .add("loc_lon_sum_30d", DataTypes.LongType, false)
           .add("duplicate", DataTypes.BooleanType, false)
-          .add("late", DataTypes.BooleanType, false);
+          .add("late", DataTypes.BooleanType, false)
+          .add("fact_merchant_id", DataTypes.StringType, true)
+          .add("fact_tx_ms", DataTypes.LongType, true)
+          .add("fact_report_ms", DataTypes.LongType, true);
 
   /**
    * Apply the operator.
@@ -101,8 +121,22 @@ public final class CardAggregates {
    * @param passing names of the columns to carry through, in output order
    */
   public static Dataset<Row> apply(Dataset<Row> payments, String[] passing) {
+    return apply(payments, passing, DEFAULT_KEEP_DAYS);
+  }
+
+  /**
+   * Apply the operator, keeping each card's payments for {@code keepDays} days after its
+   * newest (at least 30, the aggregates' longest window): as long as a fraud report of a
+   * payment can still be turned into a fact.
+   */
+  public static Dataset<Row> apply(Dataset<Row> payments, String[] passing, int keepDays) {
+    if (keepDays < DEFAULT_KEEP_DAYS) {
+      throw new IllegalArgumentException(
+          "The card operator keeps at least " + DEFAULT_KEEP_DAYS + " days, not " + keepDays);
+    }
+    boolean reports = Arrays.asList(payments.schema().fieldNames()).contains("report_ms");
     StructType schema = OUTPUT_SCHEMA;
-    if (passing.length > 0) {
+    if (passing.length > 0 || reports) {
       schema = new StructType();
       for (org.apache.spark.sql.types.StructField field : OUTPUT_SCHEMA.fields()) {
         schema = schema.add(field.name(), field.dataType(), true);
@@ -125,17 +159,26 @@ public final class CardAggregates {
             (MapFunction<Row, String>) row -> row.isNullAt(0) ? "" : row.getString(0),
             Encoders.STRING())
         .transformWithState(
-            new Processor(passing.length),
+            new Processor(passing.length, keepDays * CardHistory.DAY_MS),
             TimeMode.None(),
             OutputMode.Append(),
             Encoders.row(schema));
   }
 
   private static Column[] operatorColumns(StructType input) {
+    List<String> names = Arrays.asList(input.fieldNames());
     Column late =
-        java.util.Arrays.asList(input.fieldNames()).contains("late")
+        names.contains("late")
             ? functions.coalesce(functions.col("late").cast("boolean"), functions.lit(false))
             : functions.lit(false);
+    Column merchant =
+        names.contains("merchant_id")
+            ? functions.col("merchant_id").cast("string")
+            : functions.lit(null).cast("string");
+    Column report =
+        names.contains("report_ms")
+            ? functions.col("report_ms").cast("long")
+            : functions.lit(null).cast("long");
     Column[] columns = {
       functions.col("card_id").cast("string"),
       functions.col("transaction_id").cast("string"),
@@ -146,6 +189,8 @@ public final class CardAggregates {
       functions.col("located").cast("boolean"),
       functions.col("country").cast("string"),
       late.alias("late"),
+      merchant.alias("merchant_id"),
+      report.alias("report_ms"),
     };
     return columns;
   }
@@ -154,15 +199,20 @@ public final class CardAggregates {
   public static final class Processor extends StatefulProcessor<String, Row, Row> {
     private static final long serialVersionUID = 1L;
     private final int passing;
+    private final long keepMs;
     private transient ValueState<byte[]> history;
 
     public Processor() {
-      this(0);
+      this(0, DEFAULT_KEEP_DAYS * CardHistory.DAY_MS);
     }
 
-    /** @param passing how many columns after the operator's own to carry through */
-    public Processor(int passing) {
+    /**
+     * @param passing how many columns after the operator's own to carry through
+     * @param keepMs how long after the card's newest payment its payments are kept
+     */
+    public Processor(int passing, long keepMs) {
       this.passing = passing;
+      this.keepMs = keepMs;
     }
 
     @Override
@@ -174,17 +224,20 @@ public final class CardAggregates {
     public scala.collection.Iterator<Row> handleInputRows(
         String cardId, scala.collection.Iterator<Row> inputRows, TimerValues timerValues) {
       List<Row> rows = new ArrayList<>();
+      List<Row> reports = new ArrayList<>();
       List<Row> out = new ArrayList<>();
       while (inputRows.hasNext()) {
         Row row = inputRows.next();
         if (row.isNullAt(1) || row.isNullAt(0)) {
           // Not a payment: through with null aggregates, no state touched.
           out.add(withPassing(row, new Object[OUTPUT_SCHEMA.size()]));
+        } else if (!row.isNullAt(REPORT)) {
+          reports.add(row);
         } else {
           rows.add(row);
         }
       }
-      if (rows.isEmpty()) {
+      if (rows.isEmpty() && reports.isEmpty()) {
         return CollectionConverters.asScala(out.iterator());
       }
       // Batch queries hand over a card's whole history at once, in no particular order;
@@ -201,6 +254,7 @@ public final class CardAggregates {
         CardHistory.Aggregates agg = card.before(at, timeMs);
         boolean duplicate = card.contains(transactionId);
         boolean late = row.getBoolean(LATE);
+        CardHistory.Fact fact = null;
         if (!duplicate && !late) {
           boolean located = !row.isNullAt(6) && row.getBoolean(6);
           card.insert(
@@ -211,7 +265,10 @@ public final class CardAggregates {
               located,
               row.isNullAt(4) ? 0L : row.getLong(4),
               row.isNullAt(5) ? 0L : row.getLong(5),
-              row.isNullAt(7) ? null : row.getString(7));
+              row.isNullAt(7) ? null : row.getString(7),
+              row.isNullAt(MERCHANT) ? null : row.getString(MERCHANT),
+              false);
+          fact = card.claimPending(at);
           changed = true;
         }
         out.add(
@@ -236,10 +293,29 @@ public final class CardAggregates {
                 agg.locLatSum30d,
                 agg.locLonSum30d,
                 duplicate,
-                late}));
+                late,
+                fact == null ? null : fact.merchantId,
+                fact == null ? null : fact.timeMs,
+                fact == null ? null : fact.reportMs}));
+      }
+      // Reports after the payments (one may name a payment of this batch), earliest
+      // first: a payment reported twice counts once, at its earliest report.
+      reports.sort((a, b) -> Long.compare(a.getLong(REPORT), b.getLong(REPORT)));
+      for (Row row : reports) {
+        CardHistory.Fact fact = card.report(row.getString(1), row.getLong(REPORT));
+        Object[] values = new Object[OUTPUT_SCHEMA.size()];
+        values[0] = row.getString(1);
+        values[1] = cardId;
+        if (fact != null) {
+          values[values.length - 3] = fact.merchantId;
+          values[values.length - 2] = fact.timeMs;
+          values[values.length - 1] = fact.reportMs;
+        }
+        out.add(withPassing(row, values));
+        changed = true;
       }
       if (changed) {
-        card.expire();
+        card.expire(keepMs);
         if (card.isEmpty()) {
           history.clear();
         } else {

@@ -2,32 +2,46 @@ package fraudstream;
 
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
 import java.util.Set;
 
 /**
- * One card's payments of the last 30 days, sorted by (time_ms, transaction_id), with the
- * aggregates of the payments before a given one and the compact binary form kept in the
- * state store.
+ * One card's recent payments, sorted by (time_ms, transaction_id), with the aggregates of
+ * the payments before a given one, the card's fraud reports, and the compact binary form
+ * kept in the state store.
+ *
+ * <p>Payments are kept for a given number of days after the card's newest (30 for the
+ * aggregates alone; the label delay plus 30 when fraud reports are resolved here, as long
+ * as a report can still matter to a feature), each with its merchant and whether it was
+ * reported as fraud. Aggregates only ever look 30 days back. A fraud report whose payment
+ * is not held yet waits (pending) until the payment comes or the card moves past it.
  *
  * <p>Pure Java, no Spark: {@link CardAggregates} wires it into a StatefulProcessor.
  *
- * <h2>Binary form (version 1)</h2>
+ * <h2>Binary form (version 2)</h2>
  *
  * <pre>
- *   byte    version (1)
+ *   byte    version (2)
  *   varint  number of payments n
  *   varint  zigzag(time_ms of the first payment)
+ *   varint  number of distinct merchants m, then m strings (varint length, UTF-8)
  *   n times:
  *     varint  time_ms minus the previous payment's (0 for the first; never negative)
- *     varint  zigzag(cents) &lt;&lt; 3 | flags   (bit 0 located, bit 1 country as the
- *             previous located payment's, bit 2 country null)
+ *     varint  zigzag(cents) &lt;&lt; 4 | flags   (bit 0 located, bit 1 country as the
+ *             previous located payment's, bit 2 country null, bit 3 reported as fraud)
+ *     varint  merchant: its place in the table plus one, 0 for none
  *     if located: zigzag varint lat_e6 and lon_e6 minus the previous located payment's
  *     if located, country neither null nor repeated: varint length, UTF-8 bytes
  *     transaction_id: varint (length &lt;&lt; 1 | packed), then either its UTF-8 bytes, or
  *             (packed) its prefix's UTF-8 bytes, a varint byte count and the trailing
  *             lowercase hex digits two to a byte
+ *   varint  number of pending fraud reports p, then p times: transaction_id (as above),
+ *           zigzag varint report time (ms)
  * </pre>
  *
  * <p>The whole transaction id is kept, not a hash: ties at the same millisecond are
@@ -39,10 +53,12 @@ public final class CardHistory {
   public static final long HOUR_MS = 3_600_000L;
   public static final long DAY_MS = 86_400_000L;
   public static final long HISTORY_MS = 30 * DAY_MS;
-  private static final byte VERSION = 1;
+  private static final byte VERSION = 2;
   private static final int LOCATED = 1;
   private static final int SAME_COUNTRY = 2;
   private static final int NULL_COUNTRY = 4;
+  private static final int REPORTED = 8;
+  private static final int FLAG_BITS = 4;
   /** Shortest hex tail worth packing (shorter ones save nothing). */
   private static final int MIN_PACKED_HEX = 8;
 
@@ -53,8 +69,26 @@ public final class CardHistory {
   boolean[] located = new boolean[8];
   String[] country = new String[8];
   String[] id = new String[8];
+  String[] merchant = new String[8];
+  boolean[] reported = new boolean[8];
   int size;
   private Set<String> ids;
+  /** Fraud reports whose payment is not held: transaction ids and report times. */
+  final List<String> pendingId = new ArrayList<>();
+  final List<Long> pendingMs = new ArrayList<>();
+
+  /** A payment of the card reported as fraud: what the features need of it. */
+  public static final class Fact {
+    public final String merchantId;
+    public final long timeMs;
+    public final long reportMs;
+
+    Fact(String merchantId, long timeMs, long reportMs) {
+      this.merchantId = merchantId;
+      this.timeMs = timeMs;
+      this.reportMs = reportMs;
+    }
+  }
 
   /** The aggregates of the payments before one payment, within 30 days of it. */
   public static final class Aggregates {
@@ -79,8 +113,9 @@ public final class CardHistory {
     return size;
   }
 
+  /** Nothing held: no payment and no pending report. */
   public boolean isEmpty() {
-    return size == 0;
+    return size == 0 && pendingId.isEmpty();
   }
 
   public long newestTime() {
@@ -166,7 +201,9 @@ public final class CardHistory {
       boolean isLocated,
       long latE6,
       long lonE6,
-      String countryValue) {
+      String countryValue,
+      String merchantId,
+      boolean isReported) {
     if (size == time.length) {
       int grown = size * 2;
       time = Arrays.copyOf(time, grown);
@@ -176,6 +213,8 @@ public final class CardHistory {
       located = Arrays.copyOf(located, grown);
       country = Arrays.copyOf(country, grown);
       id = Arrays.copyOf(id, grown);
+      merchant = Arrays.copyOf(merchant, grown);
+      reported = Arrays.copyOf(reported, grown);
     }
     int tail = size - at;
     if (tail > 0) {
@@ -186,6 +225,8 @@ public final class CardHistory {
       System.arraycopy(located, at, located, at + 1, tail);
       System.arraycopy(country, at, country, at + 1, tail);
       System.arraycopy(id, at, id, at + 1, tail);
+      System.arraycopy(merchant, at, merchant, at + 1, tail);
+      System.arraycopy(reported, at, reported, at + 1, tail);
     }
     time[at] = timeMs;
     cents[at] = centsValue;
@@ -195,18 +236,34 @@ public final class CardHistory {
     lon[at] = isLocated ? lonE6 : 0;
     country[at] = isLocated ? countryValue : null;
     id[at] = transactionId;
+    merchant[at] = merchantId;
+    reported[at] = isReported;
     size++;
     if (ids != null) {
       ids.add(transactionId);
     }
   }
 
-  /** Drop the payments no later payment of this card can see: those at or before newest - 30 days. */
+  /** {@link #expire(long)} with the aggregates' 30 days. */
   public void expire() {
+    expire(HISTORY_MS);
+  }
+
+  /**
+   * Drop what no later payment or report of this card can need: payments and pending
+   * reports at or before the card's newest payment minus {@code keepMs}.
+   */
+  public void expire(long keepMs) {
     if (size == 0) {
       return;
     }
-    long horizon = newestTime() - HISTORY_MS;
+    long horizon = newestTime() - keepMs;
+    for (int i = pendingId.size() - 1; i >= 0; i--) {
+      if (pendingMs.get(i) <= horizon) {
+        pendingId.remove(i);
+        pendingMs.remove(i);
+      }
+    }
     int drop = 0;
     while (drop < size && time[drop] <= horizon) {
       drop++;
@@ -222,10 +279,59 @@ public final class CardHistory {
     System.arraycopy(located, drop, located, 0, keep);
     System.arraycopy(country, drop, country, 0, keep);
     System.arraycopy(id, drop, id, 0, keep);
+    System.arraycopy(merchant, drop, merchant, 0, keep);
+    System.arraycopy(reported, drop, reported, 0, keep);
     Arrays.fill(country, keep, size, null);
     Arrays.fill(id, keep, size, null);
+    Arrays.fill(merchant, keep, size, null);
     size = keep;
     ids = null;
+  }
+
+  // --- fraud reports ---------------------------------------------------------------------
+
+  /**
+   * A fraud report of one of the card's payments. If the payment is held and not
+   * reported yet, it is marked reported and its fact returned; if it is held and was
+   * reported already, null (a payment counts once, at its first report seen); if it is
+   * not held, the report waits (the earliest report of a payment is kept) and null.
+   */
+  public Fact report(String transactionId, long reportMs) {
+    for (int i = size - 1; i >= 0; i--) {
+      if (id[i].equals(transactionId)) {
+        if (reported[i]) {
+          return null;
+        }
+        reported[i] = true;
+        return new Fact(merchant[i], time[i], reportMs);
+      }
+    }
+    int waiting = pendingId.indexOf(transactionId);
+    if (waiting < 0) {
+      pendingId.add(transactionId);
+      pendingMs.add(reportMs);
+    } else if (reportMs < pendingMs.get(waiting)) {
+      pendingMs.set(waiting, reportMs);
+    }
+    return null;
+  }
+
+  /**
+   * After a payment was inserted at {@code at}: if a report was waiting for it, mark the
+   * payment reported and return its fact.
+   */
+  public Fact claimPending(int at) {
+    if (pendingId.isEmpty()) {
+      return null;
+    }
+    int waiting = pendingId.indexOf(id[at]);
+    if (waiting < 0) {
+      return null;
+    }
+    long reportMs = pendingMs.remove(waiting);
+    pendingId.remove(waiting);
+    reported[at] = true;
+    return new Fact(merchant[at], time[at], reportMs);
   }
 
   // --- binary form -----------------------------------------------------------------------
@@ -235,6 +341,18 @@ public final class CardHistory {
     out.write(VERSION);
     writeVarint(out, size);
     writeVarint(out, size == 0 ? 0 : zigzag(time[0]));
+    Map<String, Integer> merchants = new HashMap<>();
+    List<String> table = new ArrayList<>();
+    for (int i = 0; i < size; i++) {
+      if (merchant[i] != null && !merchants.containsKey(merchant[i])) {
+        merchants.put(merchant[i], table.size());
+        table.add(merchant[i]);
+      }
+    }
+    writeVarint(out, table.size());
+    for (String name : table) {
+      writeString(out, name);
+    }
     long previousTime = size == 0 ? 0 : time[0];
     long previousLat = 0;
     long previousLon = 0;
@@ -254,7 +372,11 @@ public final class CardHistory {
           writeCountry = true;
         }
       }
-      writeVarint(out, (zigzag(cents[i]) << 3) | flags);
+      if (reported[i]) {
+        flags |= REPORTED;
+      }
+      writeVarint(out, (zigzag(cents[i]) << FLAG_BITS) | flags);
+      writeVarint(out, merchant[i] == null ? 0 : merchants.get(merchant[i]) + 1);
       if (located[i]) {
         writeVarint(out, zigzag(lat[i] - previousLat));
         writeVarint(out, zigzag(lon[i] - previousLon));
@@ -267,6 +389,11 @@ public final class CardHistory {
       }
       writeId(out, id[i]);
     }
+    writeVarint(out, pendingId.size());
+    for (int i = 0; i < pendingId.size(); i++) {
+      writeId(out, pendingId.get(i));
+      writeVarint(out, zigzag(pendingMs.get(i)));
+    }
     return out.toByteArray();
   }
 
@@ -277,10 +404,16 @@ public final class CardHistory {
     }
     int[] at = {0};
     if (bytes[at[0]++] != VERSION) {
-      throw new IllegalStateException("Unknown card state version " + bytes[0]);
+      throw new IllegalStateException(
+          "Card state of version " + bytes[0] + ", this operator reads version " + VERSION
+              + ": start the job on a new checkpoint (or rebuild the views from the topic).");
     }
     int n = (int) readVarint(bytes, at);
     long previousTime = unzigzag(readVarint(bytes, at));
+    String[] table = new String[(int) readVarint(bytes, at)];
+    for (int i = 0; i < table.length; i++) {
+      table[i] = readString(bytes, at);
+    }
     long previousLat = 0;
     long previousLon = 0;
     String previousCountry = null;
@@ -288,8 +421,9 @@ public final class CardHistory {
       long t = previousTime + readVarint(bytes, at);
       previousTime = t;
       long packed = readVarint(bytes, at);
-      int flags = (int) (packed & 7);
-      long centsValue = unzigzag(packed >>> 3);
+      int flags = (int) (packed & ((1 << FLAG_BITS) - 1));
+      long centsValue = unzigzag(packed >>> FLAG_BITS);
+      int merchantAt = (int) readVarint(bytes, at);
       boolean isLocated = (flags & LOCATED) != 0;
       long latE6 = 0;
       long lonE6 = 0;
@@ -309,7 +443,22 @@ public final class CardHistory {
         previousCountry = countryValue;
       }
       String transactionId = readId(bytes, at);
-      history.insert(i, t, transactionId, centsValue, isLocated, latE6, lonE6, countryValue);
+      history.insert(
+          i,
+          t,
+          transactionId,
+          centsValue,
+          isLocated,
+          latE6,
+          lonE6,
+          countryValue,
+          merchantAt == 0 ? null : table[merchantAt - 1],
+          (flags & REPORTED) != 0);
+    }
+    int pending = (int) readVarint(bytes, at);
+    for (int i = 0; i < pending; i++) {
+      history.pendingId.add(readId(bytes, at));
+      history.pendingMs.add(unzigzag(readVarint(bytes, at)));
     }
     return history;
   }
