@@ -70,9 +70,11 @@ def _cutoffs() -> dict[int, int]:
 
 
 def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) -> np.ndarray:
-    """Which payments are earlier than their partition's cutoff."""
-    cutoff = np.array([cutoffs.get(int(p), np.iinfo(np.int64).min) for p in partition])
-    return time_ms < cutoff if len(partition) else np.zeros(0, dtype=bool)
+    """Which payments are earlier than their partition's cutoff (none without one)."""
+    cutoff = np.full(len(partition), np.iinfo(np.int64).min, dtype=np.int64)
+    for part, ms in cutoffs.items():
+        cutoff[partition == part] = ms
+    return time_ms < cutoff
 
 
 def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFrame:
