@@ -165,6 +165,7 @@ def card_aggregates(
     payments: DataFrame,
     passing: list[str] | tuple[str, ...] = (),
     keep_days: int = KEEP_DAYS,
+    initial_states: DataFrame | None = None,
 ) -> DataFrame:
     """Apply the card operator: one row of aggregates over earlier payments per payment.
 
@@ -189,6 +190,10 @@ def card_aggregates(
     keep_days : int
         How long after a card's newest payment its payments are kept (at least 30): as
         long as a fraud report can still make a fact that a feature reads.
+    initial_states : DataFrame, optional
+        The cards' states to start from (:func:`card_states`), for a streaming query: Spark
+        hands them to the query's first micro-batch and ignores them when the query
+        resumes from its checkpoint.
     """
     spark = payments.sparkSession
     require_state_store(spark)
@@ -196,7 +201,21 @@ def card_aggregates(
     names = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.String, len(passing))
     for i, name in enumerate(passing):
         names[i] = name
-    return DataFrame(operator.apply(payments._jdf, names, int(keep_days)), spark)
+    initial = None if initial_states is None else initial_states._jdf
+    return DataFrame(operator.apply(payments._jdf, names, int(keep_days), initial), spark)
+
+
+def card_states(payments: DataFrame, keep_days: int = KEEP_DAYS) -> DataFrame:
+    """The cards' states after a history, by a batch query: ``card_id, state`` (binary).
+
+    The same bytes the streaming operator would hold had it read ``payments`` (the
+    operator's input columns, fraud reports included); a scoring query starts from them
+    with :func:`card_aggregates`' ``initial_states`` instead of replaying the history
+    through the stream. Cards whose state would be empty are left out.
+    """
+    spark = payments.sparkSession
+    operator = _operator_class(spark)
+    return DataFrame(operator.states(payments._jdf, int(keep_days)), spark)
 
 
 #: The operator's output columns after ``transaction_id, card_id``: what the scoring

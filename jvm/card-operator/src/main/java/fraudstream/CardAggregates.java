@@ -3,15 +3,17 @@ package fraudstream;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import org.apache.spark.api.java.function.FlatMapGroupsFunction;
 import org.apache.spark.api.java.function.MapFunction;
 import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.KeyValueGroupedDataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.functions;
 import org.apache.spark.sql.streaming.OutputMode;
-import org.apache.spark.sql.streaming.StatefulProcessor;
+import org.apache.spark.sql.streaming.StatefulProcessorWithInitialState;
 import org.apache.spark.sql.streaming.TTLConfig;
 import org.apache.spark.sql.streaming.TimeMode;
 import org.apache.spark.sql.streaming.TimerValues;
@@ -130,6 +132,19 @@ public final class CardAggregates {
    * payment can still be turned into a fact.
    */
   public static Dataset<Row> apply(Dataset<Row> payments, String[] passing, int keepDays) {
+    return apply(payments, passing, keepDays, null);
+  }
+
+  /**
+   * Apply the operator to a stream, starting from the cards' states that {@link #states}
+   * built from a history (ignored when the query resumes from a checkpoint: Spark hands an
+   * initial state to a query's first micro-batch only).
+   *
+   * @param initialStates rows of {@code card_id} (string) and {@code state} (binary), one
+   *     per card, or null for none
+   */
+  public static Dataset<Row> apply(
+      Dataset<Row> payments, String[] passing, int keepDays, Dataset<Row> initialStates) {
     if (keepDays < DEFAULT_KEEP_DAYS) {
       throw new IllegalArgumentException(
           "The card operator keeps at least " + DEFAULT_KEEP_DAYS + " days, not " + keepDays);
@@ -153,16 +168,74 @@ public final class CardAggregates {
     for (int i = 0; i < passing.length; i++) {
       columns[operatorColumns.length + i] = functions.col(passing[i]);
     }
+    KeyValueGroupedDataset<String, Row> grouped =
+        payments
+            .select(columns)
+            .groupByKey(
+                (MapFunction<Row, String>) row -> row.isNullAt(0) ? "" : row.getString(0),
+                Encoders.STRING());
+    Processor processor = new Processor(passing.length, keepDays * CardHistory.DAY_MS);
+    if (initialStates == null) {
+      return grouped.transformWithState(
+          processor, TimeMode.None(), OutputMode.Append(), Encoders.row(schema));
+    }
+    KeyValueGroupedDataset<String, byte[]> initial =
+        initialStates
+            .select(functions.col("card_id").cast("string"), functions.col("state"))
+            .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
+            .mapValues((MapFunction<Row, byte[]>) row -> (byte[]) row.get(1), Encoders.BINARY());
+    return grouped.transformWithState(
+        processor,
+        TimeMode.None(),
+        OutputMode.Append(),
+        initial,
+        Encoders.row(schema),
+        Encoders.BINARY());
+  }
+
+  /** The schema of {@link #states}' output: one row per card. */
+  public static final StructType STATE_SCHEMA =
+      new StructType()
+          .add("card_id", DataTypes.StringType, false)
+          .add("state", DataTypes.BinaryType, false);
+
+  /**
+   * The cards' states after a history, built by a batch query: what the streaming
+   * operator would hold had it read the history, in the same binary form. A scoring query
+   * can start from them ({@link #apply(Dataset, String[], int, Dataset)}) instead of
+   * replaying the history through the stream.
+   *
+   * @param payments the history's rows with {@link #INPUT_COLUMNS} (reports included)
+   * @param keepDays as for {@link #apply(Dataset, String[], int)}
+   */
+  public static Dataset<Row> states(Dataset<Row> payments, int keepDays) {
+    if (keepDays < DEFAULT_KEEP_DAYS) {
+      throw new IllegalArgumentException(
+          "The card operator keeps at least " + DEFAULT_KEEP_DAYS + " days, not " + keepDays);
+    }
+    long keepMs = keepDays * CardHistory.DAY_MS;
     return payments
-        .select(columns)
-        .groupByKey(
-            (MapFunction<Row, String>) row -> row.isNullAt(0) ? "" : row.getString(0),
-            Encoders.STRING())
-        .transformWithState(
-            new Processor(passing.length, keepDays * CardHistory.DAY_MS),
-            TimeMode.None(),
-            OutputMode.Append(),
-            Encoders.row(schema));
+        .select(operatorColumns(payments.schema()))
+        .filter(functions.col("card_id").isNotNull().and(functions.col("transaction_id").isNotNull()))
+        .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
+        .flatMapGroups(
+            (FlatMapGroupsFunction<String, Row, Row>)
+                (cardId, rows) -> {
+                  CardHistory card = CardHistory.decode(null);
+                  advance(
+                      cardId,
+                      card,
+                      CollectionConverters.asScala(rows),
+                      0,
+                      keepMs,
+                      new ArrayList<>());
+                  List<Row> state = new ArrayList<>();
+                  if (!card.isEmpty()) {
+                    state.add(RowFactory.create(cardId, card.encode()));
+                  }
+                  return state.iterator();
+                },
+            Encoders.row(STATE_SCHEMA));
   }
 
   private static Column[] operatorColumns(StructType input) {
@@ -196,7 +269,8 @@ public final class CardAggregates {
   }
 
   /** The StatefulProcessor; input rows have {@link #INPUT_COLUMNS} in order. */
-  public static final class Processor extends StatefulProcessor<String, Row, Row> {
+  public static final class Processor
+      extends StatefulProcessorWithInitialState<String, Row, Row, byte[]> {
     private static final long serialVersionUID = 1L;
     private final int passing;
     private final long keepMs;
@@ -221,60 +295,95 @@ public final class CardAggregates {
     }
 
     @Override
+    public void handleInitialState(String cardId, byte[] state, TimerValues timerValues) {
+      // The card's state as a batch job built it from a history (CardAggregates.states);
+      // Spark hands it over once, before the query's first micro-batch.
+      CardHistory card = CardHistory.decode(state);
+      if (!card.isEmpty()) {
+        history.update(card.encode());
+      }
+    }
+
+    @Override
     public scala.collection.Iterator<Row> handleInputRows(
         String cardId, scala.collection.Iterator<Row> inputRows, TimerValues timerValues) {
-      List<Row> rows = new ArrayList<>();
-      List<Row> reports = new ArrayList<>();
-      List<Row> out = new ArrayList<>();
-      while (inputRows.hasNext()) {
-        Row row = inputRows.next();
-        if (row.isNullAt(1) || row.isNullAt(0)) {
-          // Not a payment: through with null aggregates, no state touched.
-          out.add(withPassing(row, new Object[OUTPUT_SCHEMA.size()]));
-        } else if (!row.isNullAt(REPORT)) {
-          reports.add(row);
-        } else {
-          rows.add(row);
-        }
-      }
-      if (rows.isEmpty() && reports.isEmpty()) {
-        return CollectionConverters.asScala(out.iterator());
-      }
-      // Batch queries hand over a card's whole history at once, in no particular order;
-      // streaming ones a micro-batch's rows. Either way: in event order. List.sort is
-      // stable, so of two copies of one payment the first given stays first.
-      rows.sort(
-          (a, b) -> CardHistory.compare(a.getLong(2), a.getString(1), b.getLong(2), b.getString(1)));
       CardHistory card = CardHistory.decode(history.exists() ? history.get() : null);
-      boolean changed = false;
-      for (Row row : rows) {
-        String transactionId = row.getString(1);
-        long timeMs = row.getLong(2);
-        int at = card.position(timeMs, transactionId);
-        CardHistory.Aggregates agg = card.before(at, timeMs);
-        boolean duplicate = card.contains(transactionId);
-        boolean late = row.getBoolean(LATE);
-        CardHistory.Fact fact = null;
-        if (!duplicate && !late) {
-          boolean located = !row.isNullAt(6) && row.getBoolean(6);
-          card.insert(
-              at,
-              timeMs,
-              transactionId,
-              row.isNullAt(3) ? 0L : row.getLong(3),
-              located,
-              row.isNullAt(4) ? 0L : row.getLong(4),
-              row.isNullAt(5) ? 0L : row.getLong(5),
-              row.isNullAt(7) ? null : row.getString(7),
-              row.isNullAt(MERCHANT) ? null : row.getString(MERCHANT),
-              false);
-          fact = card.claimPending(at);
-          changed = true;
+      List<Row> out = new ArrayList<>();
+      if (advance(cardId, card, inputRows, passing, keepMs, out)) {
+        if (card.isEmpty()) {
+          history.clear();
+        } else {
+          history.update(card.encode());
         }
-        out.add(
-            withPassing(
-                row,
-                new Object[] {
+      }
+      return CollectionConverters.asScala(out.iterator());
+    }
+  }
+
+  /**
+   * One card's step: its input rows (of one micro-batch, or its whole history in a batch
+   * query) against its state, which is updated in place and expired.
+   *
+   * @param out receives one output row per input row
+   * @return whether the state changed
+   */
+  static boolean advance(
+      String cardId,
+      CardHistory card,
+      scala.collection.Iterator<Row> inputRows,
+      int passing,
+      long keepMs,
+      List<Row> out) {
+    List<Row> rows = new ArrayList<>();
+    List<Row> reports = new ArrayList<>();
+    while (inputRows.hasNext()) {
+      Row row = inputRows.next();
+      if (row.isNullAt(1) || row.isNullAt(0)) {
+        // Not a payment: through with null aggregates, no state touched.
+        out.add(withPassing(row, new Object[OUTPUT_SCHEMA.size()], passing));
+      } else if (!row.isNullAt(REPORT)) {
+        reports.add(row);
+      } else {
+        rows.add(row);
+      }
+    }
+    if (rows.isEmpty() && reports.isEmpty()) {
+      return false;
+    }
+    // Batch queries hand over a card's whole history at once, in no particular order;
+    // streaming ones a micro-batch's rows. Either way: in event order. List.sort is
+    // stable, so of two copies of one payment the first given stays first.
+    rows.sort(
+        (a, b) -> CardHistory.compare(a.getLong(2), a.getString(1), b.getLong(2), b.getString(1)));
+    boolean changed = false;
+    for (Row row : rows) {
+      String transactionId = row.getString(1);
+      long timeMs = row.getLong(2);
+      int at = card.position(timeMs, transactionId);
+      CardHistory.Aggregates agg = card.before(at, timeMs);
+      boolean duplicate = card.contains(transactionId);
+      boolean late = row.getBoolean(LATE);
+      CardHistory.Fact fact = null;
+      if (!duplicate && !late) {
+        boolean located = !row.isNullAt(6) && row.getBoolean(6);
+        card.insert(
+            at,
+            timeMs,
+            transactionId,
+            row.isNullAt(3) ? 0L : row.getLong(3),
+            located,
+            row.isNullAt(4) ? 0L : row.getLong(4),
+            row.isNullAt(5) ? 0L : row.getLong(5),
+            row.isNullAt(7) ? null : row.getString(7),
+            row.isNullAt(MERCHANT) ? null : row.getString(MERCHANT),
+            false);
+        fact = card.claimPending(at);
+        changed = true;
+      }
+      out.add(
+          withPassing(
+              row,
+              new Object[] {
                 transactionId,
                 cardId,
                 agg.n1h,
@@ -296,46 +405,42 @@ public final class CardAggregates {
                 late,
                 fact == null ? null : fact.merchantId,
                 fact == null ? null : fact.timeMs,
-                fact == null ? null : fact.reportMs}));
-      }
-      // Reports after the payments (one may name a payment of this batch), earliest
-      // first: a payment reported twice counts once, at its earliest report.
-      reports.sort((a, b) -> Long.compare(a.getLong(REPORT), b.getLong(REPORT)));
-      for (Row row : reports) {
-        CardHistory.Fact fact = card.report(row.getString(1), row.getLong(REPORT));
-        Object[] values = new Object[OUTPUT_SCHEMA.size()];
-        values[0] = row.getString(1);
-        values[1] = cardId;
-        if (fact != null) {
-          values[values.length - 3] = fact.merchantId;
-          values[values.length - 2] = fact.timeMs;
-          values[values.length - 1] = fact.reportMs;
-        }
-        out.add(withPassing(row, values));
-        changed = true;
-      }
-      if (changed) {
-        card.expire(keepMs);
-        if (card.isEmpty()) {
-          history.clear();
-        } else {
-          history.update(card.encode());
-        }
-      }
-      return CollectionConverters.asScala(out.iterator());
+                fact == null ? null : fact.reportMs
+              },
+              passing));
     }
+    // Reports after the payments (one may name a payment of this batch), earliest
+    // first: a payment reported twice counts once, at its earliest report.
+    reports.sort((a, b) -> Long.compare(a.getLong(REPORT), b.getLong(REPORT)));
+    for (Row row : reports) {
+      CardHistory.Fact fact = card.report(row.getString(1), row.getLong(REPORT));
+      Object[] values = new Object[OUTPUT_SCHEMA.size()];
+      values[0] = row.getString(1);
+      values[1] = cardId;
+      if (fact != null) {
+        values[values.length - 3] = fact.merchantId;
+        values[values.length - 2] = fact.timeMs;
+        values[values.length - 1] = fact.reportMs;
+      }
+      out.add(withPassing(row, values, passing));
+      changed = true;
+    }
+    if (changed) {
+      card.expire(keepMs);
+    }
+    return changed;
+  }
 
-    /** The operator's output values followed by the row's carried columns. */
-    private Row withPassing(Row row, Object[] values) {
-      if (passing == 0) {
-        return RowFactory.create(values);
-      }
-      Object[] all = new Object[values.length + passing];
-      System.arraycopy(values, 0, all, 0, values.length);
-      for (int i = 0; i < passing; i++) {
-        all[values.length + i] = row.get(INPUT_COLUMNS.length + i);
-      }
-      return RowFactory.create(all);
+  /** The operator's output values followed by the row's carried columns. */
+  private static Row withPassing(Row row, Object[] values, int passing) {
+    if (passing == 0) {
+      return RowFactory.create(values);
     }
+    Object[] all = new Object[values.length + passing];
+    System.arraycopy(values, 0, all, 0, values.length);
+    for (int i = 0; i < passing; i++) {
+      all[values.length + i] = row.get(INPUT_COLUMNS.length + i);
+    }
+    return RowFactory.create(all);
   }
 }
