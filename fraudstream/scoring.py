@@ -45,6 +45,9 @@ class ScoreConfig:
     max_lateness_hours: float = stream.DEFAULT_MAX_LATENESS_HOURS
     snapshot_every: int = stream.DEFAULT_SNAPSHOT_EVERY
     card_state: str = DEFAULT_CARD_STATE
+    #: Parquet of the cards' states (``card_id, state``) a new operator checkpoint starts
+    #: from, built in batch from a history that is not on the topic (``card_states`` job).
+    initial_card_states: str | None = None
     #: Send alerts and dead letters to Kafka; a rebuild writes only its Parquet views.
     kafka_outputs: bool = True
 
@@ -167,10 +170,16 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         labels = kafka_io.read_stream(
             spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
         )
+        initial = None
+        if cfg.initial_card_states:
+            initial_path = str(cfg.initial_card_states)
+            initial = spark.read.parquet(initial_path)
+            log(f"card operator: a new checkpoint starts from the states in {initial_path}")
         records = card_records.with_card_aggregates(
             payments.unionByName(labels),
             labels_topic=cfg.labels_topic,
             keep_days=stream.payment_horizon_days(model.label_delay_days),
+            initial_states=initial,
         )
     writer = (
         records.writeStream.foreachBatch(processor)

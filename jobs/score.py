@@ -137,6 +137,13 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "state store; for more cards than a driver holds). A checkpoint keeps the one it "
         "started with",
     )
+    parser.add_argument(
+        "--initial-card-states",
+        metavar="PATH",
+        help="with --card-state operator: a new checkpoint starts from these card states "
+        "(Parquet written by the card_states job from a history that is not on the topic); "
+        "ignored when resuming a checkpoint",
+    )
     kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
     kafka_io.use_properties_file(args.kafka_properties)
@@ -146,6 +153,14 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
         parser.error("--max-offsets-per-trigger must be positive")
+    initial_states = None
+    if args.initial_card_states:
+        if args.card_state != "operator":
+            parser.error("--initial-card-states needs --card-state operator")
+        initial_states = storage.location(args.initial_card_states)
+        if not storage.is_uri(initial_states) and not Path(initial_states).is_dir():
+            parser.error(f"--initial-card-states: no folder {args.initial_card_states}")
+        initial_states = str(initial_states)
     model = args.model
     if not model.startswith("models:/") and not Path(model).is_absolute():
         model = str(
@@ -168,6 +183,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         max_lateness_hours=args.max_lateness_hours,
         snapshot_every=args.snapshot_every,
         card_state=args.card_state,
+        initial_card_states=initial_states,
     )
 
 

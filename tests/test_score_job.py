@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from fraudstream import (
@@ -25,6 +26,7 @@ from fraudstream import (
     training,
     verify,
 )
+from jobs import card_states as card_states_job
 from jobs import rebuild as rebuild_job
 from jobs import score as score_job
 
@@ -133,6 +135,46 @@ def test_score_job_end_to_end(
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
     assert len(stream.read_view(cfg.out, stream.SCORED)) == published + 1
+
+
+def test_score_job_starts_from_card_states_built_in_batch(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+):
+    """A history kept in the lake, not on the topic: the card_states job fills the cards'
+    windows, and the live payments' card features equal training's over the whole."""
+    register(history["dataset"], "fraudstream")
+    events, labels = history["events"], history["labels"]
+    cut = events["event_time"].min().normalize() + pd.Timedelta(days=14)
+    before, live = events.loc[events["event_time"] < cut], events.loc[events["event_time"] >= cut]
+    assert len(before) > 1000 and len(live) > 1000
+    data = tmp_path / "history"
+    lake.write_events(pa.Table.from_pandas(before, schema=schemas.PAYMENT_ARROW_SCHEMA), data)
+    reported = labels.loc[labels["reported_time"] < cut]
+    lake.write_labels(pa.Table.from_pandas(reported, schema=schemas.LABEL_ARROW_SCHEMA), data)
+    states = tmp_path / "states"
+    assert card_states_job.main(["--data", str(data), "--out", str(states)]) == 0
+
+    produce.publish(
+        pa.Table.from_pandas(live, schema=schemas.PAYMENT_ARROW_SCHEMA),
+        topics["payments"],
+        kafka_bootstrap,
+    )
+    cfg = score_config(
+        kafka_bootstrap, topics, tmp_path, card_state="operator", initial_card_states=str(states)
+    )
+    score_job.run(spark, cfg, log=lambda line: None)
+
+    scored = stream.read_view(cfg.out, stream.SCORED).set_index("transaction_id")
+    assert set(scored.index) == set(live["transaction_id"])
+    expected = history["dataset"].set_index("transaction_id").loc[scored.index]
+    columns = features.CARD_FEATURE_COLUMNS
+    np.testing.assert_allclose(
+        scored[columns].to_numpy(), expected[columns].to_numpy(), rtol=0, atol=1e-9
+    )
+    # The states counted: live payments see their cards' payments from before the cut.
+    live_only = live.groupby("card_id").cumcount().to_numpy() + 1
+    counts = scored.loc[live["transaction_id"], "card_tx_count_30d"].to_numpy()
+    assert (counts > live_only).any()
 
 
 @pytest.mark.s3

@@ -103,13 +103,14 @@ def cents(amount: Column) -> Column:
     return _rounded(amount * _CENTS_PER_UNIT)
 
 
-def card_rows(payments: DataFrame) -> DataFrame:
+def card_rows(payments: DataFrame, keep: list[str] | tuple[str, ...] = ()) -> DataFrame:
     """Payment events (``schemas.PAYMENT_SCHEMA``) as the operator's input columns.
 
     Integer cents and micro-degrees rounded exactly as ``features._card_rows`` does
     (``np.round``, half to even, of ``amount * 100`` and ``lat * 1e6``); a payment is
     located when it is card-present (``pos`` or ``atm``) with finite coordinates, and only
-    then carries coordinates (else 0) and a country (else null).
+    then carries coordinates (else 0) and a country (else null). ``keep``: columns of
+    ``payments`` to carry after those.
     """
     located = (
         _is_finite(F.col("lat"))
@@ -126,6 +127,7 @@ def card_rows(payments: DataFrame) -> DataFrame:
         F.when(located, _rounded(F.col("lon") * _MICRO)).otherwise(F.lit(0)).alias("lon_e6"),
         located.alias("located"),
         F.when(located, F.col("country")).alias("country"),
+        *keep,
     )
 
 

@@ -137,7 +137,10 @@ def operator_inputs(
 
 
 def with_card_aggregates(
-    kafka_rows: DataFrame, labels_topic: str | None = None, keep_days: int = KEEP_DAYS
+    kafka_rows: DataFrame,
+    labels_topic: str | None = None,
+    keep_days: int = KEEP_DAYS,
+    initial_states: DataFrame | None = None,
 ) -> DataFrame:
     """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
     valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``), and
@@ -145,8 +148,12 @@ def with_card_aggregates(
 
     Records of ``labels_topic`` (in the same stream, a union of two Kafka sources) are
     fraud reports for the operator; ``keep_days`` is how long it keeps payments for them.
+    ``initial_states``: the cards' states a new checkpoint starts from
+    (``operator.card_states``).
     """
     records = record_columns(kafka_rows)
     schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
     inputs = records.mapInPandas(partial(operator_inputs, labels_topic=labels_topic), schema)
-    return card_aggregates(inputs, passing=RECORD_COLUMNS, keep_days=keep_days)
+    return card_aggregates(
+        inputs, passing=RECORD_COLUMNS, keep_days=keep_days, initial_states=initial_states
+    )
