@@ -19,7 +19,7 @@ Usage::
     .venv/bin/python bench/bench_score.py [--data data/generated] [--model models/fraudstream]
         [--rates 5000,10000,20000] [--step-seconds 30] [--warmup-rate 5000]
         [--warmup-seconds 30] [--max-offsets-per-trigger 200000] [--baseline-seconds 20]
-        [--card-state driver|operator]
+        [--card-state driver|operator] [--initial-card-states DIR]
 """
 
 from __future__ import annotations
@@ -245,7 +245,10 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     )
     produce.publish(label_table, topics["labels"], servers, encode=schemas.encode_labels)
     env = os.environ.copy()
-    command = score_command(args, servers, topics, run_dir, "4g", "--starting-offsets", "earliest")
+    extra = ["--starting-offsets", "earliest"]
+    if args.initial_card_states:
+        extra += ["--initial-card-states", str(args.initial_card_states)]
+    command = score_command(args, servers, topics, run_dir, "4g", *extra)
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = JobOutput(job, run_dir / "job.log")
     output.start()
@@ -365,6 +368,8 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
 
 def run_baseline(args, servers, topics, model) -> dict:
     """One event at a time: decode, features with state, score, alert."""
+    if args.baseline_seconds <= 0:
+        return {"events": 0, "seconds": 0.0, "rate": 0.0, "alerts": 0}
     consumer = kafka_io.consumer(servers)
     from kafka import TopicPartition
 
@@ -410,6 +415,12 @@ def main(argv=None) -> int:
     parser.add_argument("--brokers", default=None)
     parser.add_argument(
         "--card-state", choices=["driver", "operator"], default="driver", help="the job's option"
+    )
+    parser.add_argument(
+        "--initial-card-states",
+        type=Path,
+        help="with --card-state operator: the job starts from these card states "
+        "(bench/bench_bank_scale.py builds them)",
     )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
