@@ -49,6 +49,11 @@ def _home(card):
     return 43_000_000 + card * 7_919 % 8_000_000, -1_000_000 + card * 104_729 % 9_000_000
 
 
+def _mean_amount(card):
+    """A card's usual amount, 5 to 100, from its index (amounts vary around it by half)."""
+    return 5 + card * 37 % 96
+
+
 def build_states(folder: Path, cards: int, per_card: int) -> float:
     """Write the cards' states after a synthetic 30-day history; return the seconds taken."""
     from pyspark.sql import functions as F  # noqa: N812
@@ -66,7 +71,7 @@ def build_states(folder: Path, cards: int, per_card: int) -> float:
         F.format_string("c%09d", card).alias("card_id"),
         F.format_string("h%012d", F.col("id")).alias("transaction_id"),
         (F.lit(start_ms) - 1 - (F.rand(1) * 30 * DAY_MS).cast("long")).alias("time_ms"),
-        (F.exp(F.lit(3.5) + F.randn(2) * 0.8) * 100).cast("long").alias("cents"),
+        (F.abs(_mean_amount(card) * (1 + F.randn(2) / 2)) * 100).cast("long").alias("cents"),
         F.when(located, home_lat + (F.rand(4) * 50_000).cast("long")).otherwise(0).alias("lat_e6"),
         F.when(located, home_lon + (F.rand(5) * 50_000).cast("long")).otherwise(0).alias("lon_e6"),
         located.alias("located"),
@@ -95,7 +100,7 @@ def write_live(folder: Path, cards: int, payments: int, seed: int = 0) -> None:
             "customer_id": [f"u{c:09d}" for c in card],
             "merchant_id": [f"m{m:06d}" for m in rng.integers(0, MERCHANTS, size=payments)],
             "merchant_category": rng.choice(CATEGORIES, size=payments),
-            "amount": np.round(rng.lognormal(3.5, 0.8, size=payments), 2),
+            "amount": np.round(np.abs(_mean_amount(card) * (1 + rng.normal(0, 0.5, payments))), 2),
             "currency": "EUR",
             "channel": channel,
             "lat": np.where(present, (home_lat + rng.integers(0, 50_000, payments)) / 1e6, np.nan),
@@ -120,8 +125,8 @@ def main(argv=None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     root = config.VAR_DIR / "bench-bank"
-    states = root / f"states-v2-{args.cards}x{args.history_per_card}"
-    live = root / f"live-v2-{args.cards}-{args.live_payments}"
+    states = root / f"states-v3-{args.cards}x{args.history_per_card}"
+    live = root / f"live-v3-{args.cards}-{args.live_payments}"
     if not (states / "_SUCCESS").exists():
         print(f"building the states of {args.cards:,} cards ...", flush=True)
         seconds = build_states(states, args.cards, args.history_per_card)

@@ -19,7 +19,7 @@ Usage::
     .venv/bin/python bench/bench_score.py [--data data/generated] [--model models/fraudstream]
         [--rates 5000,10000,20000] [--step-seconds 30] [--warmup-rate 5000]
         [--warmup-seconds 30] [--max-offsets-per-trigger 200000] [--baseline-seconds 20]
-        [--card-state driver|operator] [--initial-card-states DIR]
+        [--card-state driver|operator] [--initial-card-states DIR] [--spark-conf K=V]
 """
 
 from __future__ import annotations
@@ -203,9 +203,11 @@ def folder_mb(folder: Path) -> float:
 
 def score_command(args, servers, topics, run_dir: Path, driver_memory: str, *extra) -> list:
     """``./spark-submit.sh score`` on the benchmark's topics, into ``run_dir``."""
+    confs = [item for conf in getattr(args, "spark_conf", []) for item in ("--conf", conf)]
     return [
         str(ROOT / "spark-submit.sh"),
         "--driver-memory", driver_memory,
+        *confs,
         "score",
         "--brokers", servers,
         "--model", str(args.model),
@@ -415,6 +417,13 @@ def main(argv=None) -> int:
     parser.add_argument("--brokers", default=None)
     parser.add_argument(
         "--card-state", choices=["driver", "operator"], default="driver", help="the job's option"
+    )
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting for the job (repeatable)",
     )
     parser.add_argument(
         "--initial-card-states",

@@ -174,7 +174,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         if cfg.initial_card_states:
             initial_path = str(cfg.initial_card_states)
             initial = spark.read.parquet(initial_path)
-            log(f"card operator: a new checkpoint starts from the states in {initial_path}")
+            log(f"card operator: initial card states {initial_path} (read at a new checkpoint)")
         records = card_records.with_card_aggregates(
             payments.unionByName(labels),
             labels_topic=cfg.labels_topic,
