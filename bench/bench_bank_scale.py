@@ -100,7 +100,10 @@ def write_live(folder: Path, cards: int, payments: int, seed: int = 0) -> None:
             "customer_id": [f"u{c:09d}" for c in card],
             "merchant_id": [f"m{m:06d}" for m in rng.integers(0, MERCHANTS, size=payments)],
             "merchant_category": rng.choice(CATEGORIES, size=payments),
-            "amount": np.round(np.abs(_mean_amount(card) * (1 + rng.normal(0, 0.5, payments))), 2),
+            "amount": np.maximum(
+                np.round(np.abs(_mean_amount(card) * (1 + rng.normal(0, 0.5, payments))), 2),
+                0.01,
+            ),
             "currency": "EUR",
             "channel": channel,
             "lat": np.where(present, (home_lat + rng.integers(0, 50_000, payments)) / 1e6, np.nan),
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     root = config.VAR_DIR / "bench-bank"
     states = root / f"states-v3-{args.cards}x{args.history_per_card}"
-    live = root / f"live-v3-{args.cards}-{args.live_payments}"
+    live = root / f"live-v4-{args.cards}-{args.live_payments}"
     if not (states / "_SUCCESS").exists():
         print(f"building the states of {args.cards:,} cards ...", flush=True)
         seconds = build_states(states, args.cards, args.history_per_card)
