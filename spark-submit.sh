@@ -27,7 +27,7 @@ list_jobs() {
     [ "$name" = "__init__" ] && continue
     # The first line of the job's docstring says what it does.
     summary=$(sed -n '1s/^"""//; 1s/"""$//; 1p' "$file")
-    printf '  %-10s %s\n' "$name" "$summary"
+    printf '  %-12s %s\n' "$name" "$summary"
   done
   echo
   echo "./spark-submit.sh JOB --help shows a job's options."

@@ -20,6 +20,7 @@ Usage::
         [--rates 5000,10000,20000] [--step-seconds 30] [--warmup-rate 5000]
         [--warmup-seconds 30] [--max-offsets-per-trigger 200000] [--baseline-seconds 20]
         [--card-state driver|operator] [--initial-card-states DIR] [--spark-conf K=V]
+        [--driver-memory 4g]
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     extra = ["--starting-offsets", "earliest"]
     if args.initial_card_states:
         extra += ["--initial-card-states", str(args.initial_card_states)]
-    command = score_command(args, servers, topics, run_dir, "4g", *extra)
+    command = score_command(args, servers, topics, run_dir, args.driver_memory, *extra)
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = JobOutput(job, run_dir / "job.log")
     output.start()
@@ -418,6 +419,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--card-state", choices=["driver", "operator"], default="driver", help="the job's option"
     )
+    parser.add_argument("--driver-memory", default="4g", help="the job's (default: %(default)s)")
     parser.add_argument(
         "--spark-conf",
         action="append",

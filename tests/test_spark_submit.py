@@ -23,7 +23,16 @@ def test_spark_submit_without_a_job_lists_the_jobs():
     lines = result.stdout.splitlines()
     assert lines[0] == "usage: ./spark-submit.sh [spark-submit options] JOB [job options]"
     jobs = {line.split()[0] for line in lines if line.startswith("  ")}
-    assert jobs == {"generate", "import", "ingest", "labels", "rebuild", "score", "train"}
+    assert jobs == {
+        "card_states",
+        "generate",
+        "import",
+        "ingest",
+        "labels",
+        "rebuild",
+        "score",
+        "train",
+    }
 
 
 def test_spark_submit_unknown_job_says_so():
