@@ -422,13 +422,15 @@ def _write_batches(batches: list[pd.DataFrame], folder, first_index: int) -> Non
         os.utime(path, (now + i, now + i))
 
 
-def _run_stream(spark, source, out, checkpoint) -> None:
+def _run_stream(spark, source, out, checkpoint, initial_states=None) -> None:
     payments = (
         spark.readStream.schema(schemas.PAYMENT_SCHEMA)
         .option("maxFilesPerTrigger", 1)
         .parquet(str(source))
     )
-    aggregates = operator.card_aggregates(operator.card_rows(payments))
+    aggregates = operator.card_aggregates(
+        operator.card_rows(payments), initial_states=initial_states
+    )
     query = (
         aggregates.writeStream.format("parquet")
         .option("path", str(out))
@@ -490,27 +492,10 @@ def test_card_aggregates_stream_from_states_built_in_batch_equals_batch(spark, t
     cuts = np.linspace(0, len(live), 5).astype(int)
     batches = [live.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
-    def run() -> None:
-        stream = (
-            spark.readStream.schema(schemas.PAYMENT_SCHEMA)
-            .option("maxFilesPerTrigger", 1)
-            .parquet(str(source))
-        )
-        rows = operator.card_aggregates(operator.card_rows(stream), initial_states=states)
-        query = (
-            rows.writeStream.format("parquet")
-            .option("path", str(out))
-            .option("checkpointLocation", str(checkpoint))
-            .trigger(availableNow=True)
-            .start()
-        )
-        query.awaitTermination(300)
-        assert query.exception() is None
-
     _write_batches(batches[:2], source, 0)
-    run()
+    _run_stream(spark, source, out, checkpoint, initial_states=states)
     _write_batches(batches[2:], source, 2)
-    run()
+    _run_stream(spark, source, out, checkpoint, initial_states=states)
 
     got = spark.read.parquet(str(out)).toPandas()
     assert len(got) == len(live)
