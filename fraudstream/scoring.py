@@ -82,8 +82,12 @@ def check_outputs(cfg: ScoreConfig) -> None:
 
 
 #: The card operator's checkpoint format: 2 since the labels topic is a source of the
-#: query and the card state keeps merchants and fraud reports (``CardHistory`` version 2).
-OPERATOR_FORMAT = "2"
+#: query and the card state keeps merchants and fraud reports (``CardHistory`` version 2);
+#: 3 since the cards' initial states are a third source (:func:`_card_states_source`).
+OPERATOR_FORMAT = "3"
+#: Where, in the query's checkpoint, the initial-states source looks when the query has
+#: no initial states (a folder never made: Spark needs the same sources on resume).
+NO_INITIAL_STATES = "no-initial-card-states"
 OPERATOR_FORMAT_FILE = "card-operator-format"
 
 
@@ -110,7 +114,8 @@ def check_card_state(cfg: ScoreConfig) -> None:
         if started == "operator" and checkpoint.exists("offsets") and made != OPERATOR_FORMAT:
             raise ScoreSetupError(
                 f"The checkpoint {cfg.query_checkpoint} was made by an earlier card operator, "
-                "which read no labels: pass a new --checkpoint and --out, or rebuild the views."
+                "whose query had other sources: pass a new --checkpoint and --out, or rebuild "
+                "the views."
             )
         if started == "operator" and made is None:
             checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
@@ -170,16 +175,11 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         labels = kafka_io.read_stream(
             spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
         )
-        initial = None
-        if cfg.initial_card_states:
-            initial_path = str(cfg.initial_card_states)
-            initial = spark.read.parquet(initial_path)
-            log(f"card operator: initial card states {initial_path} (read at a new checkpoint)")
         records = card_records.with_card_aggregates(
             payments.unionByName(labels),
             labels_topic=cfg.labels_topic,
             keep_days=stream.payment_horizon_days(model.label_delay_days),
-            initial_states=initial,
+            initial_states=_card_states_source(spark, cfg, log),
         )
     writer = (
         records.writeStream.foreachBatch(processor)
@@ -191,6 +191,34 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     elif cfg.trigger_interval:
         writer = writer.trigger(processingTime=cfg.trigger_interval)
     return processor, writer
+
+
+def _card_states_source(spark: SparkSession, cfg: ScoreConfig, log):
+    """The query's third source: the cards' initial states, as a file stream.
+
+    A new checkpoint with ``--initial-card-states`` reads the folder's Parquet files (all
+    of them, at the first micro-batch). Otherwise, and whenever the checkpoint has started
+    already, the source reads a place where no file is: Spark resumes a query only with
+    the sources it started with, and the states have been loaded by then (a bank may
+    delete them). The path is a glob, for which Spark neither checks that the folder
+    exists nor pins the folder the files of earlier batches were listed under.
+    """
+    from fraudstream.cardstate import operator
+
+    started = storage.files(cfg.query_checkpoint).exists("offsets")
+    if cfg.initial_card_states and not started:
+        log(
+            f"card operator: initial card states from {cfg.initial_card_states} "
+            "(read at the first micro-batch)"
+        )
+        return operator.read_card_states(spark, storage.join(cfg.initial_card_states, "*.parquet"))
+    if cfg.initial_card_states:
+        log(
+            f"card operator: --initial-card-states {cfg.initial_card_states} not read: the "
+            "checkpoint has the cards' states already (they are read at a new checkpoint)"
+        )
+    none = storage.join(cfg.query_checkpoint, NO_INITIAL_STATES, "*.parquet")
+    return operator.read_card_states(spark, none)
 
 
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"

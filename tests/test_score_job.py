@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from dataclasses import replace
@@ -154,15 +155,25 @@ def test_score_job_starts_from_card_states_built_in_batch(
     states = tmp_path / "states"
     assert card_states_job.main(["--data", str(data), "--out", str(states)]) == 0
 
-    produce.publish(
-        pa.Table.from_pandas(live, schema=schemas.PAYMENT_ARROW_SCHEMA),
-        topics["payments"],
-        kafka_bootstrap,
-    )
+    # The live payments in two runs on one checkpoint: the second must not read the
+    # states again (the operator refuses a state for a card that holds one).
+    middle = live["event_time"].min() + (live["event_time"].max() - live["event_time"].min()) / 2
     cfg = score_config(
         kafka_bootstrap, topics, tmp_path, card_state="operator", initial_card_states=str(states)
     )
-    score_job.run(spark, cfg, log=lambda line: None)
+    lines = []
+    for run, part in enumerate(
+        (live.loc[live["event_time"] < middle], live.loc[live["event_time"] >= middle])
+    ):
+        produce.publish(
+            pa.Table.from_pandas(part, schema=schemas.PAYMENT_ARROW_SCHEMA),
+            topics["payments"],
+            kafka_bootstrap,
+        )
+        if run == 1:
+            # Loaded: a bank may delete the states; the resumed query does not need them.
+            shutil.rmtree(states)
+        score_job.run(spark, cfg, log=lines.append)
 
     scored = stream.read_view(cfg.out, stream.SCORED).set_index("transaction_id")
     assert set(scored.index) == set(live["transaction_id"])
@@ -175,6 +186,8 @@ def test_score_job_starts_from_card_states_built_in_batch(
     live_only = live.groupby("card_id").cumcount().to_numpy() + 1
     counts = scored.loc[live["transaction_id"], "card_tx_count_30d"].to_numpy()
     assert (counts > live_only).any()
+    assert sum("initial card states from" in line for line in lines) == 1
+    assert sum("not read: the checkpoint has the cards' states" in line for line in lines) == 1
 
 
 @pytest.mark.s3

@@ -13,7 +13,7 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.functions;
 import org.apache.spark.sql.streaming.OutputMode;
-import org.apache.spark.sql.streaming.StatefulProcessorWithInitialState;
+import org.apache.spark.sql.streaming.StatefulProcessor;
 import org.apache.spark.sql.streaming.TTLConfig;
 import org.apache.spark.sql.streaming.TimeMode;
 import org.apache.spark.sql.streaming.TimerValues;
@@ -66,12 +66,13 @@ public final class CardAggregates {
    */
   public static final String[] INPUT_COLUMNS = {
     "card_id", "transaction_id", "time_ms", "cents", "lat_e6", "lon_e6", "located", "country",
-    "late", "merchant_id", "report_ms"
+    "late", "merchant_id", "report_ms", "state"
   };
 
   private static final int LATE = 8;
   private static final int MERCHANT = 9;
   private static final int REPORT = 10;
+  private static final int STATE = 11;
   private static final int DEFAULT_KEEP_DAYS = 30;
 
   public static final StructType OUTPUT_SCHEMA =
@@ -136,12 +137,19 @@ public final class CardAggregates {
   }
 
   /**
-   * Apply the operator to a stream, starting from the cards' states that {@link #states}
-   * built from a history (ignored when the query resumes from a checkpoint: Spark hands an
-   * initial state to a query's first micro-batch only).
+   * Apply the operator, starting from the cards' states that {@link #states} built from a
+   * history.
+   *
+   * <p>The states are input rows like the payments (a union), not Spark's initial state
+   * of {@code transformWithState}: Spark 4.2 generates and compiles-or-caches two
+   * deserializers for every key of an initial state, about 0.2 ms a card, so a million
+   * cards' states took 100 s to load on two cores. Given as a stream (a file source of
+   * the states' folder), they are read once, at the query's first micro-batch, and a
+   * restart from the checkpoint does not read them again: the file source remembers the
+   * files it has read.
    *
    * @param initialStates rows of {@code card_id} (string) and {@code state} (binary), one
-   *     per card, or null for none
+   *     per card, streaming if {@code payments} is, or null for none
    */
   public static Dataset<Row> apply(
       Dataset<Row> payments, String[] passing, int keepDays, Dataset<Row> initialStates) {
@@ -168,29 +176,31 @@ public final class CardAggregates {
     for (int i = 0; i < passing.length; i++) {
       columns[operatorColumns.length + i] = functions.col(passing[i]);
     }
+    Dataset<Row> input = payments.select(columns);
+    if (initialStates != null) {
+      // A state row: the card and its state, every other column null.
+      StructType inputSchema = input.schema();
+      Column[] stateColumns = new Column[inputSchema.size()];
+      for (int i = 0; i < stateColumns.length; i++) {
+        org.apache.spark.sql.types.StructField field = inputSchema.fields()[i];
+        Column value =
+            i == 0
+                ? functions.col("card_id").cast("string")
+                : i == STATE
+                    ? functions.col("state").cast("binary")
+                    : functions.lit(null).cast(field.dataType());
+        stateColumns[i] = value.alias(field.name());
+      }
+      input = input.union(initialStates.select(stateColumns));
+    }
     KeyValueGroupedDataset<String, Row> grouped =
-        payments
-            .select(columns)
+        input
             .groupByKey(
                 (MapFunction<Row, String>) row -> row.isNullAt(0) ? "" : row.getString(0),
                 Encoders.STRING());
     Processor processor = new Processor(passing.length, keepDays * CardHistory.DAY_MS);
-    if (initialStates == null) {
-      return grouped.transformWithState(
-          processor, TimeMode.None(), OutputMode.Append(), Encoders.row(schema));
-    }
-    KeyValueGroupedDataset<String, byte[]> initial =
-        initialStates
-            .select(functions.col("card_id").cast("string"), functions.col("state"))
-            .groupByKey((MapFunction<Row, String>) row -> row.getString(0), Encoders.STRING())
-            .mapValues((MapFunction<Row, byte[]>) row -> (byte[]) row.get(1), Encoders.BINARY());
     return grouped.transformWithState(
-        processor,
-        TimeMode.None(),
-        OutputMode.Append(),
-        initial,
-        Encoders.row(schema),
-        Encoders.BINARY());
+        processor, TimeMode.None(), OutputMode.Append(), Encoders.row(schema));
   }
 
   /** The schema of {@link #states}' output: one row per card. */
@@ -221,16 +231,16 @@ public final class CardAggregates {
         .flatMapGroups(
             (FlatMapGroupsFunction<String, Row, Row>)
                 (cardId, rows) -> {
-                  CardHistory card = CardHistory.decode(null);
-                  advance(
-                      cardId,
-                      card,
-                      CollectionConverters.asScala(rows),
-                      0,
-                      keepMs,
-                      new ArrayList<>());
+                  CardHistory card =
+                      advance(
+                          cardId,
+                          CardHistory.decode(null),
+                          CollectionConverters.asScala(rows),
+                          0,
+                          keepMs,
+                          new ArrayList<>());
                   List<Row> state = new ArrayList<>();
-                  if (!card.isEmpty()) {
+                  if (card != null && !card.isEmpty()) {
                     state.add(RowFactory.create(cardId, card.encode()));
                   }
                   return state.iterator();
@@ -264,13 +274,13 @@ public final class CardAggregates {
       late.alias("late"),
       merchant.alias("merchant_id"),
       report.alias("report_ms"),
+      functions.lit(null).cast("binary").alias("state"),
     };
     return columns;
   }
 
   /** The StatefulProcessor; input rows have {@link #INPUT_COLUMNS} in order. */
-  public static final class Processor
-      extends StatefulProcessorWithInitialState<String, Row, Row, byte[]> {
+  public static final class Processor extends StatefulProcessor<String, Row, Row> {
     private static final long serialVersionUID = 1L;
     private final int passing;
     private final long keepMs;
@@ -295,25 +305,17 @@ public final class CardAggregates {
     }
 
     @Override
-    public void handleInitialState(String cardId, byte[] state, TimerValues timerValues) {
-      // The card's state as a batch job built it from a history (CardAggregates.states);
-      // Spark hands it over once, before the query's first micro-batch.
-      CardHistory card = CardHistory.decode(state);
-      if (!card.isEmpty()) {
-        history.update(card.encode());
-      }
-    }
-
-    @Override
     public scala.collection.Iterator<Row> handleInputRows(
         String cardId, scala.collection.Iterator<Row> inputRows, TimerValues timerValues) {
-      CardHistory card = CardHistory.decode(history.exists() ? history.get() : null);
+      // get() is null for a card without state: one lookup, not exists() and get().
+      CardHistory card = CardHistory.decode(history.get());
       List<Row> out = new ArrayList<>();
-      if (advance(cardId, card, inputRows, passing, keepMs, out)) {
-        if (card.isEmpty()) {
+      CardHistory after = advance(cardId, card, inputRows, passing, keepMs, out);
+      if (after != null) {
+        if (after.isEmpty()) {
           history.clear();
         } else {
-          history.update(card.encode());
+          history.update(after.encode());
         }
       }
       return CollectionConverters.asScala(out.iterator());
@@ -324,10 +326,15 @@ public final class CardAggregates {
    * One card's step: its input rows (of one micro-batch, or its whole history in a batch
    * query) against its state, which is updated in place and expired.
    *
-   * @param out receives one output row per input row
-   * @return whether the state changed
+   * <p>A row with a non-null {@code state} is not a payment but the card's state as
+   * {@link #states} built it from a history: it is taken before the card's payments, emits
+   * nothing, and is refused if the card holds anything already (initial states come once,
+   * before the card's first payment of the stream).
+   *
+   * @param out receives one output row per input row, except state rows
+   * @return the card's state after the rows, or null if it did not change
    */
-  static boolean advance(
+  static CardHistory advance(
       String cardId,
       CardHistory card,
       scala.collection.Iterator<Row> inputRows,
@@ -336,9 +343,18 @@ public final class CardAggregates {
       List<Row> out) {
     List<Row> rows = new ArrayList<>();
     List<Row> reports = new ArrayList<>();
+    byte[] initial = null;
     while (inputRows.hasNext()) {
       Row row = inputRows.next();
-      if (row.isNullAt(1) || row.isNullAt(0)) {
+      if (!row.isNullAt(STATE)) {
+        if (initial != null || !card.isEmpty()) {
+          throw new IllegalStateException(
+              "Card " + cardId + " was given an initial state while it holds one already: "
+                  + "initial states are read once, at a new checkpoint's first micro-batch, "
+                  + "one per card.");
+        }
+        initial = (byte[]) row.get(STATE);
+      } else if (row.isNullAt(1) || row.isNullAt(0)) {
         // Not a payment: through with null aggregates, no state touched.
         out.add(withPassing(row, new Object[OUTPUT_SCHEMA.size()], passing));
       } else if (!row.isNullAt(REPORT)) {
@@ -347,15 +363,19 @@ public final class CardAggregates {
         rows.add(row);
       }
     }
+    boolean changed = false;
+    if (initial != null) {
+      card = CardHistory.decode(initial);
+      changed = true;
+    }
     if (rows.isEmpty() && reports.isEmpty()) {
-      return false;
+      return changed ? card : null;
     }
     // Batch queries hand over a card's whole history at once, in no particular order;
     // streaming ones a micro-batch's rows. Either way: in event order. List.sort is
     // stable, so of two copies of one payment the first given stays first.
     rows.sort(
         (a, b) -> CardHistory.compare(a.getLong(2), a.getString(1), b.getLong(2), b.getString(1)));
-    boolean changed = false;
     for (Row row : rows) {
       String transactionId = row.getString(1);
       long timeMs = row.getLong(2);
@@ -425,10 +445,11 @@ public final class CardAggregates {
       out.add(withPassing(row, values, passing));
       changed = true;
     }
-    if (changed) {
-      card.expire(keepMs);
+    if (!changed) {
+      return null;
     }
-    return changed;
+    card.expire(keepMs);
+    return card;
   }
 
   /** The operator's output values followed by the row's carried columns. */
