@@ -11,12 +11,19 @@ unpacking). Prints the medians side by side.
 
 The cluster (``fraudstream spark start``: two workers of one core) and ``local[2]`` get
 the same two task slots; the driver, the broker and this script share the same two
-cores in both cases.
+cores in both cases. ``--executor-cores 1,2`` runs the cluster once per number of
+executor cores (``spark.cores.max``).
+
+On the cluster it also reports where the job's CPU time went: the driver (the
+spark-submit process tree: its JVM and its Python, as this script's reaped children)
+against the executors (the workers' process trees, executors and their Python workers
+included), each as the difference over the run.
 
 Usage::
 
     .venv/bin/python bench/bench_cluster.py [--payments 200000] [--runs 3]
         [--master spark://127.0.0.1:7077] [--max-offsets-per-trigger 100000]
+        [--card-state driver|operator] [--executor-cores 2]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +49,35 @@ from fraudstream import config, produce, schemas, simulate, stream  # noqa: E402
 from fraudstream import spark_cluster as local_cluster  # noqa: E402
 
 BATCH_LINE = re.compile(r"^batch \d+: ([\d,]+) records .* batch ([\d.]+) s")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process tree: each live process's own time and that of its
+    children it has reaped (a finished executor's time is in its worker's)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, parent = int(entry.name), int(fields[1])
+        children.setdefault(parent, []).append(pid)
+        times[pid] = sum(int(f) for f in fields[11:15]) / _TICKS  # utime stime cutime cstime
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def _reaped_children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def simulate_payments(count: int):
@@ -78,20 +115,38 @@ def export_model(work: Path, env: dict) -> Path:
     return work / "models" / "fraudstream"
 
 
-def run_score(master: str, topics: dict, model: Path, root: Path, env: dict, cap: int) -> dict:
-    """One ``--available-now`` run; returns payments, batch seconds and wall seconds."""
+def run_score(
+    master: str,
+    topics: dict,
+    model: Path,
+    root: Path,
+    env: dict,
+    cap: int,
+    card_state: str = "driver",
+    cores: int | None = None,
+    workers: list[int] = (),
+) -> dict:
+    """One ``--available-now`` run; returns payments, batch seconds, wall seconds and the
+    CPU seconds of the driver and of the ``workers``' process trees."""
+    conf = ["--conf", f"spark.cores.max={cores}"] if cores else []
     args = [
-        "--master", master, "score", "--available-now", "--model", str(model),
+        "--master", master, *conf, "score", "--available-now", "--model", str(model),
         "--payments-topic", topics["payments"], "--labels-topic", topics["labels"],
         "--alerts-topic", topics["alerts"], "--dead-letter-topic", topics["dlq"],
         "--out", str(root / "lake"), "--checkpoint", str(root / "checkpoints"),
-        "--max-offsets-per-trigger", str(cap),
+        "--max-offsets-per-trigger", str(cap), "--card-state", card_state,
     ]  # fmt: skip
+    driver_before = _reaped_children_cpu()
+    workers_before = sum(_tree_cpu_seconds(pid) for pid in workers)
     began = time.monotonic()
     result = subprocess.run(
         ["./spark-submit.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
     wall = time.monotonic() - began
+    # The worker reaps its executor once the application ends: wait for it.
+    time.sleep(3 if workers else 0)
+    executors_cpu = sum(_tree_cpu_seconds(pid) for pid in workers) - workers_before
+    driver_cpu = _reaped_children_cpu() - driver_before
     (root / "job.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise SystemExit(f"bench_cluster: the score job failed on {master}; see {root / 'job.log'}")
@@ -109,6 +164,8 @@ def run_score(master: str, topics: dict, model: Path, root: Path, env: dict, cap
         "batch_s": sum(seconds for _, seconds in batches),
         "steady": sum(n for n, _ in later) / max(sum(s for _, s in later), 1e-9),
         "wall_s": wall,
+        "driver_cpu": driver_cpu,
+        "executors_cpu": executors_cpu,
     }
 
 
@@ -119,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default=local_cluster.LocalCluster().master_url)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=100_000)
     parser.add_argument("--brokers", default=config.bootstrap_servers())
+    parser.add_argument("--card-state", choices=("driver", "operator"), default="driver")
+    parser.add_argument(
+        "--executor-cores",
+        default="2",
+        help="comma-separated numbers of executor cores for the cluster (spark.cores.max)",
+    )
     args = parser.parse_args(argv)
+    core_counts = [int(n) for n in args.executor_cores.split(",")]
 
     cluster = local_cluster.LocalCluster()
     if args.master == cluster.master_url and len(local_cluster.registered_workers(cluster)) < 2:
@@ -140,31 +204,67 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     model = export_model(work, env)
-    results: dict[str, list[dict]] = {"local[2]": [], args.master: []}
+    workers = [
+        pid
+        for name in cluster.names()[1:]
+        if (pid := local_cluster.running_pid(cluster, name)) is not None
+    ]
+    setups = {"local[2]": ("local[2]", None)}
+    for cores in core_counts:
+        setups[f"{args.master} x{cores}"] = (args.master, cores)
+    results: dict[str, list[dict]] = {name: [] for name in setups}
     for run in range(args.runs):
-        for master in results:
-            root = work / f"{re.sub(r'[^a-z0-9]+', '-', master)}-{run}"
-            result = run_score(master, topics, model, root, env, args.max_offsets_per_trigger)
-            results[master].append(result)
+        for name, (master, cores) in setups.items():
+            root = work / f"{re.sub(r'[^a-z0-9]+', '-', name)}-{run}"
+            result = run_score(
+                master,
+                topics,
+                model,
+                root,
+                env,
+                args.max_offsets_per_trigger,
+                card_state=args.card_state,
+                cores=cores,
+                workers=workers if cores else [],
+            )
+            results[name].append(result)
+            cpu = ""
+            if cores:
+                share = result["driver_cpu"] / (result["driver_cpu"] + result["executors_cpu"])
+                cpu = (
+                    f"; CPU: driver {result['driver_cpu']:.1f} s, executors "
+                    f"{result['executors_cpu']:.1f} s, driver share {share:.0%}"
+                )
             print(
-                f"run {run + 1} {master}: {result['payments']:,} payments scored, "
+                f"run {run + 1} {name}: {result['payments']:,} payments scored, "
                 f"{result['payments'] / result['batch_s']:,.0f}/s over the batches "
                 f"({result['batch_s']:.1f} s), {result['steady']:,.0f}/s after the first batch, "
                 f"{result['payments'] / result['wall_s']:,.0f}/s "
-                f"wall clock ({result['wall_s']:.1f} s)",
+                f"wall clock ({result['wall_s']:.1f} s){cpu}",
                 flush=True,
             )
     print()
     print(
         f"median of {args.runs} runs, {payments.num_rows:,} payments, --available-now, "
-        f"--max-offsets-per-trigger {args.max_offsets_per_trigger} (payments/s):"
+        f"--max-offsets-per-trigger {args.max_offsets_per_trigger}, --card-state "
+        f"{args.card_state} (payments/s; the driver's share of the job's CPU on the cluster):"
     )
-    print(f"{'master':<26} {'all batches':>12} {'after the first':>16} {'wall clock':>11}")
-    for master, runs in results.items():
+    print(
+        f"{'master':<30} {'all batches':>12} {'after the first':>16} {'wall clock':>11} "
+        f"{'driver CPU':>11}"
+    )
+    for name, runs in results.items():
         batch = statistics.median(r["payments"] / r["batch_s"] for r in runs)
         steady = statistics.median(r["steady"] for r in runs)
         wall = statistics.median(r["payments"] / r["wall_s"] for r in runs)
-        print(f"{master:<26} {batch:>12,.0f} {steady:>16,.0f} {wall:>11,.0f}")
+        share = "-"
+        if setups[name][1]:
+            share = "{:.0%}".format(
+                statistics.median(
+                    r["driver_cpu"] / (r["driver_cpu"] + r["executors_cpu"]) for r in runs
+                )
+            )
+        print(f"{name:<30} {batch:>12,.0f} {steady:>16,.0f} {wall:>11,.0f} {share:>11}")
     return 0
 
 
