@@ -148,8 +148,8 @@ def with_card_aggregates(
 
     Records of ``labels_topic`` (in the same stream, a union of two Kafka sources) are
     fraud reports for the operator; ``keep_days`` is how long it keeps payments for them.
-    ``initial_states``: the cards' states a new checkpoint starts from
-    (``operator.card_states``).
+    ``initial_states``: the cards' states a new checkpoint starts from, as a stream
+    (``operator.read_card_states`` of what ``operator.card_states`` wrote).
     """
     records = record_columns(kafka_rows)
     schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
