@@ -477,8 +477,8 @@ def main(argv=None) -> int:
     print(
         f"memory: driver Python peak {totals.get('driver_python_mb', float('nan')):,.0f} MB, "
         f"JVM peak {totals.get('jvm_mb', float('nan')):,.0f} MB; state on disk: card operator "
-        f"{totals['operator_state_mb']:,.1f} MB ({totals['cards']:,} cards), driver snapshot "
-        f"{totals['driver_state_mb']:,.1f} MB"
+        f"{totals['operator_state_mb']:,.1f} MB ({totals['cards']:,} cards paid live), driver "
+        f"snapshot {totals['driver_state_mb']:,.1f} MB"
     )
     header = (
         f"{'step':>10} {'offered/s':>10} {'produced/s':>11} {'job/s':>9} {'catch-up s':>11} "
