@@ -54,6 +54,11 @@ def _mean_amount(card):
     return 5 + card * 37 % 96
 
 
+def states_folder(cards: int, per_card: int) -> Path:
+    """Where the states of ``cards`` cards with ``per_card`` payments each are kept."""
+    return config.VAR_DIR / "bench-bank" / f"states-v3-{cards}x{per_card}"
+
+
 def build_states(folder: Path, cards: int, per_card: int) -> float:
     """Write the cards' states after a synthetic 30-day history; return the seconds taken."""
     from pyspark.sql import functions as F  # noqa: N812
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     root = config.VAR_DIR / "bench-bank"
-    states = root / f"states-v3-{args.cards}x{args.history_per_card}"
+    states = states_folder(args.cards, args.history_per_card)
     live = root / f"live-v4-{args.cards}-{args.live_payments}"
     if not (states / "_SUCCESS").exists():
         print(f"building the states of {args.cards:,} cards ...", flush=True)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F  # noqa: N812
 
-    states = config.VAR_DIR / "bench-bank" / f"states-v3-{args.cards}x{args.history_per_card}"
+    states = bench_bank_scale.states_folder(args.cards, args.history_per_card)
     if not (states / "_SUCCESS").exists():
         print(f"building the states of {args.cards:,} cards ...", flush=True)
         bench_bank_scale.build_states(states, args.cards, args.history_per_card)

@@ -139,8 +139,8 @@ def require_state_store(spark: SparkSession) -> None:
     Sets the provider (in place of Spark's default, which transformWithState refuses) and
     changelog checkpointing; a query records both in its checkpoint at its first batch.
     Turns off RocksDB's count of rows (unless set): it reads every key before writing it,
-    a third of the time of loading 10 M cards' states (the progress reports' state row
-    count is then 0).
+    about a sixth of the time of loading 10 M cards' states (the progress reports' state
+    row count is then 0).
     Refuses a third-party provider. Starts the session's streaming manager, without which
     a batch query's state store finds no coordinator
     (``CANNOT_LOAD_STATE_STORE ... StateStoreCoordinator``).

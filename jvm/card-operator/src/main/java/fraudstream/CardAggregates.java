@@ -324,7 +324,8 @@ public final class CardAggregates {
 
   /**
    * One card's step: its input rows (of one micro-batch, or its whole history in a batch
-   * query) against its state, which is updated in place and expired.
+   * query) against its state, which is updated in place (or replaced by the state a state
+   * row brings) and expired.
    *
    * <p>A row with a non-null {@code state} is not a payment but the card's state as
    * {@link #states} built it from a history: it is taken before the card's payments, emits
