@@ -123,6 +123,10 @@ class LocalFiles:
     def read(self, rel: str, reader: Callable[[Path], T]) -> T:
         return reader(self.root / rel)
 
+    def modified(self, rel: str) -> float:
+        """When file ``rel`` was last written, in seconds since the epoch."""
+        return (self.root / rel).stat().st_mtime
+
     def delete(self, rel: str) -> None:
         """Delete file or folder ``rel`` with what it holds; nothing if it does not exist."""
         path = self.root / rel
@@ -248,6 +252,9 @@ class HadoopFiles:
             # The raw local file system: no checksum file beside the copy.
             self._fs.copyToLocalFile(False, source, self._hadoop.Path(local.as_uri()), True)
             return reader(local)
+
+    def modified(self, rel: str) -> float:
+        return self._fs.getFileStatus(self._path(rel)).getModificationTime() / 1000
 
     def delete(self, rel: str) -> None:
         self._fs.delete(self._path(rel), True)

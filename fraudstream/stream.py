@@ -46,10 +46,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from fraudstream import features, schemas, storage
+from fraudstream import features, schemas, storage, viewfiles
 from fraudstream.features import DAY_MS, FeatureState
 
 #: The views the job writes, one folder each under the output root.
@@ -1413,16 +1414,14 @@ def write_batch(
 
 def count_rows(root, view: str) -> int:
     """Rows of one view, from the Parquet footers (no data read)."""
+    paths = viewfiles.paths(root, view)
     if storage.is_uri(root):
         from pyspark.sql import SparkSession
 
-        files = storage.files(root)
-        if not files.any_file(view, ".parquet"):
+        if not paths:
             return 0
-        return SparkSession.getActiveSession().read.parquet(f"{files}/{view}").count()
-    return sum(
-        pq.ParquetFile(path).metadata.num_rows for path in (Path(root) / view).rglob("*.parquet")
-    )
+        return SparkSession.getActiveSession().read.parquet(*paths).count()
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
 
 
 def read_view(root, view: str) -> pd.DataFrame:
@@ -1433,7 +1432,7 @@ def read_view(root, view: str) -> pd.DataFrame:
     """
     if storage.is_uri(root):
         files = storage.files(root).sub(view)
-        paths = files.find("", ".parquet")
+        paths = viewfiles.files(root, view)
         if not paths:
             return pd.DataFrame()
         tables = []
@@ -1446,10 +1445,17 @@ def read_view(root, view: str) -> pd.DataFrame:
                     table = table.append_column(key, pa.array([value] * table.num_rows))
             tables.append(table)
         return pa.concat_tables(tables, promote_options="default").to_pandas()
-    folder = Path(root) / view
-    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+    paths = viewfiles.paths(root, view)
+    if not paths:
         return pd.DataFrame()
-    return pq.read_table(folder).to_pandas()
+    # The date folders become a column, as pq.read_table gives it for the view's folder.
+    found = ds.dataset(
+        paths,
+        format="parquet",
+        partitioning=ds.HivePartitioning.discover(infer_dictionary=True),
+        partition_base_dir=str(Path(root) / view),
+    )
+    return found.to_table().to_pandas()
 
 
 def percentile(values: np.ndarray, q: float) -> float:

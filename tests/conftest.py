@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import kafka_io, objectstore
+from fraudstream import kafka_io, objectstore, storage
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -189,3 +189,16 @@ def s3a_bucket(spark, s3_client, s3a_settings) -> str:
     s3_client.create_bucket(Bucket=name)
     objectstore.configure(spark, objectstore.for_bucket(s3a_settings, name))
     return name
+
+
+@pytest.fixture(params=["local", "hadoop-file", pytest.param("s3a", marks=pytest.mark.s3)])
+def place(request, tmp_path):
+    """One empty folder of each kind, as ``storage.files`` gives it: a local folder,
+    Hadoop's own local file system (the rename path that HDFS takes too), and S3."""
+    if request.param == "local":
+        return storage.files(tmp_path / "root")
+    spark = request.getfixturevalue("spark")
+    if request.param == "hadoop-file":
+        return storage.HadoopFiles((tmp_path / "root").as_uri(), spark)
+    bucket = request.getfixturevalue("s3a_bucket")
+    return storage.files(f"s3a://{bucket}/root", spark)

@@ -5,13 +5,24 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import date
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import config, features, lake, produce, schemas, scoring, stream, verify
+from fraudstream import (
+    config,
+    features,
+    lake,
+    produce,
+    schemas,
+    scoring,
+    stream,
+    verify,
+    viewfiles,
+)
 from jobs import rebuild as rebuild_job
 
 from .stream_helpers import (
@@ -25,9 +36,9 @@ from .stream_helpers import (
 )
 
 
-def _rewrite_one_file(folder, change):
+def _rewrite_one_file(root, view, change):
     """Apply ``change(table) -> table`` to the first Parquet file of a view."""
-    path = sorted(folder.rglob("batch-*.parquet"))[0]
+    path = viewfiles.paths(root, view)[0]
     pq.write_table(change(pq.read_table(path)), path)
     return path
 
@@ -51,9 +62,15 @@ def test_rebuild_equals_the_live_views_after_a_restart(
     )
     lines = []
     scoring.run(spark, live, log=lines.append)
+    # The compact job between the two runs and after them: the restart writes batches
+    # to days already merged, and the comparison reads the views through merged files.
+    merged = viewfiles.compact(live.out, stream.VIEWS, until=date(2100, 1, 1), grace_s=0)
+    assert merged["files"] > merged["merged"] > 0
     produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
     scoring.run(spark, live, log=lines.append)
     assert any(line.startswith("state: rebuilt from") for line in lines), lines[-5:]
+    merged = viewfiles.compact(live.out, stream.VIEWS, until=date(2100, 1, 1), grace_s=0)
+    assert merged["merged"] > 0 and merged["deleted"] > 0
 
     # The rebuild, as a user runs it: its own process, other micro-batch sizes.
     log = tmp_path / "rebuild.log"
@@ -89,7 +106,7 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         speeds[0] += 1.0
         return table.set_column(table.schema.get_field_index("speed_kmh"), "speed_kmh", [speeds])
 
-    _rewrite_one_file(live.out / stream.CARD_LOCATIONS, faster)
+    _rewrite_one_file(live.out, stream.CARD_LOCATIONS, faster)
     diff = verify.compare_view(live.out, rebuilt, stream.CARD_LOCATIONS, topics["payments"])
     assert not diff.equal and list(diff.changed) == [damaged["transaction_id"]]
     assert list(diff.changed[damaged["transaction_id"]]) == ["speed_kmh"]
@@ -100,7 +117,7 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         dropped["transaction_id"] = table["transaction_id"][0].as_py()
         return table.filter(pc.not_equal(table["transaction_id"], dropped["transaction_id"]))
 
-    _rewrite_one_file(live.out / stream.ALERTS, without_first)
+    _rewrite_one_file(live.out, stream.ALERTS, without_first)
     diff = verify.compare_view(live.out, rebuilt, stream.ALERTS, topics["payments"])
     assert diff.only_rebuilt == [dropped["transaction_id"]] and not diff.changed
     assert "only rebuilt: " + dropped["transaction_id"] in "\n".join(diff.report())

@@ -25,6 +25,7 @@ def test_spark_submit_without_a_job_lists_the_jobs():
     jobs = {line.split()[0] for line in lines if line.startswith("  ")}
     assert jobs == {
         "card_states",
+        "compact",
         "generate",
         "import",
         "ingest",

@@ -12,19 +12,6 @@ import pytest
 from fraudstream import storage
 
 
-@pytest.fixture(params=["local", "hadoop-file", pytest.param("s3a", marks=pytest.mark.s3)])
-def place(request, tmp_path):
-    """One empty folder of each kind, as ``storage.files`` gives it."""
-    if request.param == "local":
-        return storage.files(tmp_path / "root")
-    spark = request.getfixturevalue("spark")
-    if request.param == "hadoop-file":
-        # Hadoop's own local file system: the rename path that HDFS takes too.
-        return storage.HadoopFiles((tmp_path / "root").as_uri(), spark)
-    bucket = request.getfixturevalue("s3a_bucket")
-    return storage.files(f"s3a://{bucket}/root", spark)
-
-
 def test_location_keeps_uris_and_resolves_local_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert storage.location("s3a://bucket/lake/") == "s3a://bucket/lake"
