@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/bench_train.py [--data /tmp/bench-train] [--models random_forest]
-        [--scenarios abc] [--repeat 1]
+        [--scenarios abc] [--repeat 1] [--engine pandas|spark]
 
 Generates the simulator's default data set into ``--data`` if it is not there (1.7 M
 payments), then runs the training job's steps (``fraudstream.training.run``) with a
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default="abc")
     parser.add_argument("--train-start", type=date.fromisoformat, default=date(2018, 7, 25))
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--engine", choices=["pandas", "spark"], default="pandas")
     args = parser.parse_args()
     if not (args.data / "events").is_dir():
         payments, labels = simulate.simulate(
@@ -46,12 +47,14 @@ def main() -> None:
                 models=tuple(args.models.split(",")),
                 train_start=args.train_start,
                 register=False,
+                engine=args.engine,
             )
             started = time.perf_counter()
             report = training.run(cfg, log=lambda line: None)
             runs.append(report["seconds"] | {"total": time.perf_counter() - started})
     print(
         f"data {args.data} (scenarios {args.scenarios}), models {args.models}, "
+        f"features by {args.engine}, "
         f"{args.repeat} run(s), median seconds:"
     )
     for stage in runs[0]:

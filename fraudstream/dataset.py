@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
@@ -80,11 +81,11 @@ def card_features(payments: DataFrame) -> DataFrame:
     A payment delivered twice counts once: the operator marks the later copies, which
     are left out here (the features of the first copy stand for it).
     """
-    rows = operator.card_rows(payments)
-    aggregates = operator.card_aggregates(rows).where(~F.col("duplicate"))
-    own = rows.dropDuplicates(["transaction_id"])
-    joined = aggregates.join(own, on=["card_id", "transaction_id"], how="inner")
-    return joined.mapInPandas(_card_features, _CARD_FEATURES_SCHEMA)
+    # The payment's own columns come through the operator beside its aggregates: no
+    # second read of the payments and no join back (two shuffles of every payment).
+    own = [name for name in operator.INPUT_COLUMNS if name not in ("card_id", "transaction_id")]
+    aggregates = operator.card_aggregates(operator.card_rows(payments), passing=own)
+    return aggregates.where(~F.col("duplicate")).mapInPandas(_card_features, _CARD_FEATURES_SCHEMA)
 
 
 def features_frame(payments: DataFrame, labels: DataFrame, label_delay_days: int) -> DataFrame:
@@ -122,8 +123,65 @@ def truth(payments: DataFrame, labels: DataFrame) -> DataFrame:
     )
 
 
-def build_dataset(payments: DataFrame, labels: DataFrame, delay_days: int) -> pd.DataFrame:
+def day_range(payments: DataFrame) -> tuple[date, date]:
+    """The first and last UTC day of the payments (one small aggregate)."""
+    row = payments.select(
+        F.min(F.unix_millis("event_time")).alias("first"),
+        F.max(F.unix_millis("event_time")).alias("last"),
+    ).first()
+    if row is None or row["first"] is None:
+        raise ValueError("The data holds no payments.")
+    return tuple(pd.Timestamp(row[name], unit="ms").date() for name in ("first", "last"))
+
+
+def _result_limit(spark: SparkSession) -> int:
+    """``spark.driver.maxResultSize`` in bytes (0: no limit)."""
+    text = spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")
+    return int(spark._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(text))
+
+
+def to_pandas(frame: DataFrame, row_bytes: int, limit: int | None = None) -> pd.DataFrame:
+    """``frame.toPandas()``, in parts when the whole would pass the driver's result limit.
+
+    ``row_bytes``: about how many bytes a row takes; ``limit``: the limit in bytes
+    (default ``spark.driver.maxResultSize``, 1 GB unless set). The parts are read from
+    the frame cached on the executors, so its plan runs once.
+    """
+    limit = _result_limit(frame.sparkSession) if limit is None else limit
+    cached = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = cached.count()
+        # Half the limit a part: Arrow's batches and Spark's framing add to the bytes.
+        parts = 1 if limit <= 0 else max(1, -(-rows * row_bytes // (limit // 2)))
+        if parts == 1:
+            return cached.toPandas()
+        bucket = F.pmod(F.xxhash64("transaction_id"), F.lit(parts))
+        return pd.concat(
+            [cached.where(bucket == part).toPandas() for part in range(parts)],
+            ignore_index=True,
+        )
+    finally:
+        cached.unpersist()
+
+
+def build_dataset(
+    payments: DataFrame,
+    labels: DataFrame,
+    delay_days: int,
+    days: tuple[date, date] | None = None,
+) -> pd.DataFrame:
     """The training dataset of ``training.build_dataset``, with the features computed by Spark.
+
+    Parameters
+    ----------
+    payments, labels : DataFrame
+        Payment and label events in the contract's schemas.
+    delay_days : int
+        The label delay.
+    days : (date, date), optional
+        Only the payments of days ``[first, end)`` come to the driver, their features
+        computed over the whole history: the days the evaluation folds read (see
+        ``training.fold_span``). None: every payment.
 
     Returns
     -------
@@ -137,7 +195,14 @@ def build_dataset(payments: DataFrame, labels: DataFrame, delay_days: int) -> pd
     joined = features_frame(payments, labels, delay_days).join(
         truth(payments, labels), on="transaction_id", how="inner"
     )
-    dataset = joined.toPandas().sort_values(["event_ms", "transaction_id"], kind="stable")
+    if days is not None:
+        start, end = (int(pd.Timestamp(day, tz="UTC").value // 1_000_000) for day in days)
+        joined = joined.where((F.col("event_ms") >= start) & (F.col("event_ms") < end))
+    # Doubles, the two ids and the times: about this many bytes a row through Arrow.
+    row_bytes = 8 * (len(features.FEATURE_COLUMNS) + 2) + 2 * 24
+    dataset = to_pandas(joined, row_bytes).sort_values(
+        ["event_ms", "transaction_id"], kind="stable"
+    )
     dataset = dataset.reset_index(drop=True)
     dataset["transaction_id"] = dataset["transaction_id"].astype(object)
     dataset["card_id"] = dataset["card_id"].astype(object)
@@ -145,7 +210,7 @@ def build_dataset(payments: DataFrame, labels: DataFrame, delay_days: int) -> pd
     dataset["day"] = pd.to_datetime(dataset["event_ms"], unit="ms").dt.date
     dataset["fraud_reported_ms"] = dataset["fraud_reported_ms"].astype(float)
     dataset["is_fraud"] = dataset["fraud_reported_ms"].notna().astype(np.int64)
-    return dataset[
+    dataset = dataset[
         [
             "transaction_id",
             *features.FEATURE_COLUMNS,
@@ -156,3 +221,4 @@ def build_dataset(payments: DataFrame, labels: DataFrame, delay_days: int) -> pd
             "is_fraud",
         ]
     ]
+    return dataset

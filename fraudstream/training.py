@@ -126,9 +126,11 @@ def split(dataset: pd.DataFrame, fold: evaluate.Fold) -> tuple[pd.DataFrame, pd.
     return train, test.assign(y=test["is_fraud"])
 
 
-def default_train_start(dataset: pd.DataFrame, cfg: TrainConfig) -> date:
-    """The latest fold 0 that fits: its test window ends on the data's last whole day."""
-    last_day = max(dataset["day"])
+def default_train_start(dataset: pd.DataFrame | date, cfg: TrainConfig) -> date:
+    """The latest fold 0 that fits: its test window ends on the data's last whole day.
+
+    ``dataset``: the dataset, or the day of its last payment."""
+    last_day = dataset if isinstance(dataset, date) else max(dataset["day"])
     return (
         last_day
         + timedelta(days=1)
@@ -509,14 +511,28 @@ def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, l
     started = time.perf_counter()
     payments = dataset.read_events(spark, cfg.data, cfg.until)
     labels = dataset.read_labels(spark, labels_folder, cfg.until)
-    frame = dataset.build_dataset(payments, labels, cfg.delay_days)
+    first_day, last_day = dataset.day_range(payments)
+    span = fold_span(cfg.train_start or default_train_start(last_day, cfg), cfg)
+    frame = dataset.build_dataset(payments, labels, cfg.delay_days, days=span)
+    # The data's own first day, for the check that the folds fit in it.
+    frame.attrs["first_day"] = first_day
     timings["features"] = time.perf_counter() - started
     log(
-        f"Read {len(frame):,} payments from {cfg.data} and the labels of {labels_folder}"
-        f"{f' before {cfg.until}' if cfg.until else ''} with Spark "
-        f"({spark.sparkContext.master})."
+        f"Computed the features of the payments from {cfg.data} ({first_day} to {last_day}) "
+        f"and the labels of {labels_folder}{f' before {cfg.until}' if cfg.until else ''} "
+        f"with Spark ({spark.sparkContext.master}); {len(frame):,} payments of the days "
+        f"the folds read ({span[0]} to {span[1] - timedelta(days=1)}) came to the learners."
     )
     return frame
+
+
+def fold_span(train_start: date, cfg: TrainConfig) -> tuple[date, date]:
+    """The days ``[first, end)`` that the test and validation folds read."""
+    folds = evaluate.prequential_folds(
+        train_start, cfg.n_folds, cfg.train_days, cfg.delay_days, cfg.test_days
+    )
+    every = folds + evaluate.validation_folds(folds, cfg.delay_days)
+    return min(f.train_start for f in every), max(f.test_end for f in every)
 
 
 def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
@@ -549,7 +565,7 @@ def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
         train_start, cfg.n_folds, cfg.train_days, cfg.delay_days, cfg.test_days
     )
     valid = evaluate.validation_folds(folds, cfg.delay_days)
-    first_day = min(dataset["day"])
+    first_day = dataset.attrs.get("first_day", min(dataset["day"]))
     if valid[-1].train_start < first_day:
         raise ValueError(
             f"The folds need data from {valid[-1].train_start}, but it starts on {first_day}: "

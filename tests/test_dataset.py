@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,3 +57,29 @@ def test_read_events_until_keeps_the_days_before(spark, history):
     cut = events["event_time"].iloc[len(events) // 2].date()
     got = dataset.read_events(spark, history, until=cut).count()
     assert got == int((events["event_time"] < pd.Timestamp(cut, tz="UTC")).sum()) > 0
+
+
+def test_build_dataset_brings_only_the_days_asked_for_in_parts_under_the_result_limit(
+    spark, history
+):
+    payments = dataset.read_events(spark, history)
+    labels = dataset.read_labels(spark, history / lake.LABELS)
+    whole = dataset.build_dataset(payments, labels, 7)
+    first, last = dataset.day_range(payments)
+    assert (first, last) == (min(whole["day"]), max(whole["day"]))
+
+    # The features of the days asked for are those computed over the whole history.
+    days = (first + timedelta(days=30), first + timedelta(days=40))
+    got = dataset.build_dataset(payments, labels, 7, days=days)
+    inside = whole.loc[(whole["day"] >= days[0]) & (whole["day"] < days[1])]
+    assert set(got["day"]) == {days[0] + timedelta(days=i) for i in range(10)}
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), inside.reset_index(drop=True))
+
+    # Past the driver's result limit the rows come in parts, none lost or repeated.
+    frame = dataset.features_frame(payments, labels, 7)
+    parts = dataset.to_pandas(frame, row_bytes=300, limit=len(whole) * 300 // 3)
+    assert len(parts) == len(whole) and parts["transaction_id"].is_unique
+    pd.testing.assert_frame_equal(
+        parts.sort_values("transaction_id").reset_index(drop=True),
+        frame.toPandas().sort_values("transaction_id").reset_index(drop=True),
+    )
