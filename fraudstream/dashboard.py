@@ -242,14 +242,19 @@ def card_trail(
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    from fraudstream import viewfiles
+
     folder = Path(lake) / "card_locations"
-    if not folder.is_dir():
+    # The files that count: a day merged by the compact job is read once.
+    paths = viewfiles.paths(lake, "card_locations") if folder.is_dir() else []
+    if not paths:
         return []
     # The date folders are text (date=2018-04-01); read them as text, not guessed types.
     dataset = ds.dataset(
-        folder,
+        paths,
         format="parquet",
         partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+        partition_base_dir=str(folder),
     )
     wanted = ds.field("card_id") == card_id
     if until is not None:

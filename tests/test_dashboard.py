@@ -18,7 +18,7 @@ import time
 import urllib.request
 import uuid
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import dashboard, kafka_io, schemas, stream
+from fraudstream import dashboard, kafka_io, schemas, stream, viewfiles
 from tests.stream_helpers import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -699,3 +699,21 @@ def test_alerts_tail_json_and_ctrl_c(kafka_bootstrap, topics):
     assert received[0]["event_time"] == "2026-03-14T09:00:00.000Z"
     assert received[0]["reasons"] == alerts[0]["reasons"]
     assert f"skipped {topics['alerts']}/" in err and ": not UTF-8 JSON" in err
+
+
+def test_card_trail_reads_a_merged_day_once(tmp_path):
+    folder = tmp_path / "card_locations" / f"date={PAYMENT_DAY.date().isoformat()}"
+    folder.mkdir(parents=True)
+    for batch, minutes in enumerate((0, 10, 20, 30)):
+        table = pa.Table.from_pylist(
+            [location("card_merged", minutes, 48.85, 2.35, "FR")],
+            schema=schemas.CARD_LOCATION_ARROW_SCHEMA,
+        )
+        pq.write_table(table, folder / viewfiles.batch_file(batch))
+    merged = viewfiles.compact(
+        tmp_path, ("card_locations",), until=date(2100, 1, 1), log=lambda _: None
+    )
+
+    assert merged["files"] == 3 and len(list(folder.glob("*.parquet"))) == 5
+    trail = dashboard.card_trail(tmp_path, "card_merged")
+    assert [point["event_time"][11:16] for point in trail] == ["09:00", "09:10", "09:20", "09:30"]
