@@ -133,11 +133,14 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def _merge(folder: storage.Files, names: list[str]):
+def _footer(path: Path) -> tuple[int, pa.Schema]:
+    metadata = pq.read_metadata(path)
+    return metadata.num_rows, metadata.schema.to_arrow_schema()
+
+
+def _merge(folder: storage.Files, names: list[str], schemas: list[pa.Schema]):
     """A writer of the rows of ``names`` (files of ``folder``), in batch order, as one file."""
-    schema = pa.unify_schemas(
-        [folder.read(name, pq.read_schema) for name in names], promote_options="permissive"
-    )
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
     counted = []
 
     def write(path: Path) -> None:
@@ -157,11 +160,11 @@ def _merge(folder: storage.Files, names: list[str]):
     return write, counted
 
 
-def _chunks(folder: storage.Files, names: list[str], max_rows: int) -> list[list[str]]:
-    """Consecutive runs of ``names`` (sorted by batch) of at most ``max_rows`` rows each."""
+def _chunks(footers: dict[str, tuple[int, pa.Schema]], max_rows: int) -> list[list[str]]:
+    """Consecutive runs of the files (in ``footers``' order, by batch) of at most
+    ``max_rows`` rows each."""
     chunks, chunk, rows = [], [], 0
-    for name in names:
-        count = folder.read(name, lambda path: pq.ParquetFile(path).metadata.num_rows)
+    for name, (count, _) in footers.items():
         if chunk and rows + count > max_rows:
             chunks.append(chunk)
             chunk, rows = [], 0
@@ -247,11 +250,13 @@ def compact(
             )
             # The newest batch may run again after a crash and rewrite its file.
             ready = [name for name in ready if batch_range(name)[1] < newest]
-            for chunk in _chunks(folder, ready, max_rows):
+            # Each file's row count and schema from its footer, read once.
+            footers = {name: folder.read(name, _footer) for name in ready}
+            for chunk in _chunks(footers, max_rows):
                 if len(chunk) < 2:
                     continue
                 name = batch_file(batch_range(chunk[0])[0], batch_range(chunk[-1])[1])
-                write, counted = _merge(folder, chunk)
+                write, counted = _merge(folder, chunk, [footers[n][1] for n in chunk])
                 folder.write(name, write)
                 totals["merged"] += 1
                 totals["files"] += len(chunk)
