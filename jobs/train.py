@@ -15,8 +15,8 @@ Usage::
         [--models random_forest,hgb,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
-        [--engine pandas|spark] [--experiment fraudstream] [--seed 0] [--report FILE]
-        [--no-register] [--models-dir models]
+        [--engine pandas|spark] [--max-train-rows 250000] [--experiment fraudstream]
+        [--seed 0] [--report FILE] [--no-register] [--models-dir models]
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ def _models(text: str) -> tuple[str, ...]:
             f"choose from {', '.join(model.ALL_KINDS)}"
         )
     return kinds
+
+
+def _rows(text: str) -> int:
+    try:
+        rows = int(text)
+    except ValueError:
+        rows = -1
+    if rows < 0 or 0 < rows < 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or a number of rows from 1000 up")
+    return rows
 
 
 def _param(text: str) -> tuple[str, str, object]:
@@ -134,6 +144,14 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         "one machine), or Spark's executors with the scoring path's per-card operator "
         "(for histories larger than one machine's memory)",
     )
+    parser.add_argument(
+        "--max-train-rows",
+        type=_rows,
+        default=training.DEFAULT_MAX_TRAIN_ROWS,
+        help="most rows a model is fitted on per training window: above it, every known "
+        "fraud and a weighted sample of the genuine payments; tests always use every "
+        "payment; 0 for no limit (default: %(default)s)",
+    )
     parser.add_argument("--experiment", default="fraudstream", help="MLflow experiment")
     parser.add_argument("--model-name", default="fraudstream", help="registered model name")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the models")
@@ -169,6 +187,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         model_name=args.model_name,
         seed=args.seed,
         engine=args.engine,
+        max_train_rows=args.max_train_rows or None,
         register=not args.no_register,
         export_dir=args.models_dir,
         report=args.report,

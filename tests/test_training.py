@@ -318,3 +318,54 @@ def test_train_job_reads_its_history_from_s3(
     missing = f"s3a://{s3a_bucket}/nothing"
     assert train_job.main([*common, "--data", missing, "--engine", "spark"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"train: No events folder at {missing}/")
+
+
+def test_sample_genuine_keeps_every_known_fraud_and_weights_the_genuine(small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 10), n_folds=1)[0]
+    train, _ = training.split(small_dataset, fold)
+    whole, none = training.sample_genuine(train, len(train), seed=0)
+    assert whole is train and none is None
+    frauds = int(train["y"].sum())
+    assert frauds > 0, "the fixture should have known frauds"
+    fitted, weights = training.sample_genuine(train, 1000, seed=0)
+    assert len(fitted) == 1000 and len(train) > 1000
+    assert int(fitted["y"].sum()) == frauds
+    assert set(fitted["transaction_id"]) <= set(train["transaction_id"])
+    assert fitted.index.is_monotonic_increasing  # the window's order is kept
+    # The weighted sample has the window's class balance.
+    assert weights[fitted["y"].to_numpy() == 1].tolist() == [1.0] * frauds
+    assert weights.sum() == pytest.approx(len(train))
+    again, _ = training.sample_genuine(train, 1000, seed=0)
+    assert again.index.equals(fitted.index)
+
+
+def test_train_job_fits_on_a_sample_above_max_train_rows(
+    small_data, mlflow_store, tmp_path, capsys
+):
+    report_path = tmp_path / "report.json"
+    args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+    args += ["--train-start", "2018-05-20", "--no-register", "--report", str(report_path)]
+    assert train_job.main([*args, "--max-train-rows", "1000"]) == 0
+    out = capsys.readouterr().out
+    fold = json.loads(report_path.read_text())["models"]["logistic"]["folds"][0]
+    assert fold["fitted_rows"] == 1000 < fold["train_rows"]
+    note = (
+        "1 of 1 test folds had more than 1,000 training rows (--max-train-rows): their "
+        "models were fitted on every known fraud and a weighted sample of the genuine "
+        f"payments (1,000 to 1,000 of {fold['train_rows']:,} to {fold['train_rows']:,} rows), "
+        "and tested on every payment."
+    )
+    assert out.count(note) == 2  # in the log, and in the summary
+    # Tested on every payment either way; without the limit, fitted on every one.
+    assert train_job.main([*args, "--max-train-rows", "0"]) == 0
+    assert "--max-train-rows" not in capsys.readouterr().out
+    whole = json.loads(report_path.read_text())["models"]["logistic"]["folds"][0]
+    assert whole["fitted_rows"] == whole["train_rows"] == fold["train_rows"]
+    assert whole["test_rows"] == fold["test_rows"]
+
+
+@pytest.mark.parametrize("value", ["10", "-5", "many"])
+def test_train_job_refuses_a_silly_max_train_rows(value, capsys):
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--max-train-rows", value])
+    assert "is not 0 or a number of rows from 1000 up" in capsys.readouterr().err
