@@ -60,6 +60,7 @@ def run_mode(mode: str, args, servers: str, topics: dict, run_dir: Path) -> dict
         **peaks,
         "operator_state_mb": folder_mb(checkpoint / "state"),
         "driver_snapshot_mb": folder_mb(snapshots[-1]) if snapshots else 0.0,
+        "day_tables_mb": folder_mb(checkpoint / "day-tables"),
         "batches": sum(1 for line in log.read_text().splitlines() if line.startswith("batch ")),
     }
 
@@ -110,14 +111,14 @@ def main(argv=None) -> int:
     print(
         f"{'card state':>10} {'payments/s':>11} {'seconds':>8} {'batches':>8} "
         f"{'driver Python peak MB':>22} {'JVM peak MB':>12} {'operator state MB':>18} "
-        f"{'driver snapshot MB':>19}"
+        f"{'driver snapshot MB':>19} {'day tables MB':>14}"
     )
     for r in results:
         print(
             f"{r['mode']:>10} {events.num_rows / r['seconds']:>11,.0f} {r['seconds']:>8.0f} "
             f"{r['batches']:>8} {r.get('driver_python_mb', float('nan')):>22,.0f} "
             f"{r.get('jvm_mb', float('nan')):>12,.0f} {r['operator_state_mb']:>18,.1f} "
-            f"{r['driver_snapshot_mb']:>19,.1f}"
+            f"{r['driver_snapshot_mb']:>19,.1f} {r['day_tables_mb']:>14,.1f}"
         )
     return 0
 

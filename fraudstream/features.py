@@ -112,6 +112,13 @@ FEATURE_COLUMNS = [
 #: The features made from the card's own history (:func:`card_features_from_aggregates`).
 CARD_FEATURE_COLUMNS = FEATURE_COLUMNS[: FEATURE_COLUMNS.index("country_changed") + 1]
 
+#: The features that are functions of a merchant (or card) and a UTC day alone: the
+#: merchant windows and the card's known frauds (:mod:`fraudstream.daytables`).
+DAY_COLUMNS = FEATURE_COLUMNS[
+    FEATURE_COLUMNS.index("merchant_tx_count_1d") : FEATURE_COLUMNS.index("card_known_frauds_30d")
+    + 1
+]
+
 #: The Fraud Detection Handbook's 15 features, named as here, for comparison runs.
 HANDBOOK_FEATURES = [
     "amount",
@@ -281,6 +288,7 @@ def compute(
     new_only: bool = False,
     watermark_ms: int | None = None,
     card_aggregates: pd.DataFrame | None = None,
+    day_values: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, FeatureState | None]:
     """Compute the features of ``events``, as of each event.
 
@@ -307,6 +315,10 @@ def compute(
         The card operator's aggregates of ``events``, row for row (the scoring job's
         operator keeps the cards' state in Spark): the card features come from them
         (:func:`card_features_from_aggregates`) and the state keeps no card rows.
+    day_values : DataFrame, optional
+        :data:`DAY_COLUMNS` of ``events``, row for row, read from the scoring query's
+        per-day tables (:mod:`fraudstream.daytables`); then the state keeps no merchant
+        days or frauds, and ``frauds`` is not read.
 
     Returns
     -------
@@ -335,9 +347,13 @@ def compute(
         )
         card_features = {name: from_operator[name].to_numpy() for name in CARD_FEATURE_COLUMNS}
         cards, repeated = state.cards, np.zeros(len(new_rows), dtype=bool)
-    merchant_features, merchant_days, all_frauds = _merchant_features(
-        events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
-    )
+    if day_values is None:
+        merchant_features, merchant_days, all_frauds = _merchant_features(
+            events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
+        )
+    else:
+        merchant_features = {name: day_values[name].to_numpy() for name in DAY_COLUMNS}
+        merchant_days, all_frauds = state.merchant_days, state.frauds
     time_ms = new_rows["time_ms"].to_numpy()
     channel = events["channel"].astype(object).to_numpy()
     moment = pd.to_datetime(time_ms, unit="ms")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fraudstream import config, kafka_io, storage, stream
+from fraudstream import config, daytables, kafka_io, storage, stream
 from fraudstream.cardstate import records as card_records
 
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
@@ -59,6 +59,10 @@ class ScoreConfig:
     def state_folder(self) -> Path | str:
         return storage.join(self.query_checkpoint, "feature-state")
 
+    @property
+    def day_tables_folder(self) -> Path | str:
+        return storage.join(self.query_checkpoint, "day-tables")
+
 
 class ScoreSetupError(RuntimeError):
     """The job cannot start as asked; the message is one sentence for the user."""
@@ -83,8 +87,10 @@ def check_outputs(cfg: ScoreConfig) -> None:
 
 #: The card operator's checkpoint format: 2 since the labels topic is a source of the
 #: query and the card state keeps merchants and fraud reports (``CardHistory`` version 2);
-#: 3 since the cards' initial states are a third source (:func:`_card_states_source`).
-OPERATOR_FORMAT = "3"
+#: 3 since the cards' initial states are a third source (:func:`_card_states_source`);
+#: 4 since the merchant features come from per-day tables (``daytables``), not the
+#: driver's snapshots.
+OPERATOR_FORMAT = "4"
 #: Where, in the query's checkpoint, the initial-states source looks when the query has
 #: no initial states (a folder never made: Spark needs the same sources on resume).
 NO_INITIAL_STATES = "no-initial-card-states"
@@ -156,6 +162,11 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         ),
         log=log,
         card_operator=cfg.card_state == "operator",
+        day_tables=(
+            daytables.DayTables(cfg.day_tables_folder, model.label_delay_days, spark)
+            if cfg.card_state == "operator"
+            else None
+        ),
     )
     payments = kafka_io.read_stream(
         spark,

@@ -26,6 +26,8 @@ payment, so which copy survives does not matter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
+from operator import or_
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812
@@ -392,6 +394,94 @@ def lookup(
         # "never null" promise.
         .select("transaction_id", *(F.coalesce(c, F.lit(0.0)).alias(c) for c in OUTPUT_COLUMNS))
     )
+
+
+def values_on_days(
+    counts: DataFrame,
+    facts: DataFrame,
+    days: list[int],
+    label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS,
+) -> tuple[DataFrame, DataFrame]:
+    """What :func:`lookup` gives a payment of any merchant or card on each of ``days``.
+
+    The per-day form, for a stream that scores each day's payments as they come (every
+    feature here but the flags is a function of a merchant, or a card, and the day
+    alone): for a few days, sums over each window's days are cheaper than
+    :func:`daily_tables`' running sums over every day, and count the same payments and
+    facts (``tests/test_daytables.py`` checks them against ``features.compute``).
+
+    Parameters
+    ----------
+    counts : DataFrame
+        ``merchant_id, day, tx_count``: payments per merchant and day (several rows of
+        one merchant and day add up).
+    facts : DataFrame
+        Fraud facts: ``card_id, merchant_id, tx_day, report_day``, one per payment.
+    days : list of int
+        UTC days since the epoch.
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        ``merchant_id, day`` and the merchant columns of :data:`OUTPUT_COLUMNS`; and
+        ``card_id, day, card_known_frauds_30d``. Keys whose values are all 0 on a day
+        are left out: a payment that finds no row takes 0.
+    """
+    delay = label_delay_days
+    target = F.col("target")
+    on_days = F.explode(F.array(*(F.lit(int(day)) for day in days))).alias("target")
+    first = min(days) - delay - max(MERCHANT_WINDOWS_DAYS)
+
+    def within(column: str, start: Column, end: Column) -> Column:
+        return (F.col(column) >= start) & (F.col(column) < end)
+
+    def total(condition: Column, value: Column | None = None) -> Column:
+        value = F.lit(1) if value is None else value
+        return F.sum(F.when(condition, value).otherwise(0)).cast("long")
+
+    delayed = {w: (target - delay - w, target - delay) for w in MERCHANT_WINDOWS_DAYS}
+    recent = {w: (target - w, target) for w in RECENT_WINDOWS_DAYS}
+    paid = (
+        counts.where(within("day", F.lit(first), F.lit(max(days))))
+        .select("merchant_id", "day", "tx_count", on_days)
+        .groupBy("merchant_id", "target")
+        .agg(
+            *(total(within("day", *delayed[w]), F.col("tx_count")).alias(f"n{w}") for w in delayed),
+            *(total(within("day", *recent[w]), F.col("tx_count")).alias(f"r{w}") for w in recent),
+        )
+    )
+    # A fact counts for a day only once reported before it.
+    known = (
+        facts.where(within("tx_day", F.lit(first), F.lit(max(days))))
+        .select("card_id", "merchant_id", "tx_day", "report_day", on_days)
+        .where(F.col("report_day") < target)
+    )
+    frauds = known.groupBy("merchant_id", "target").agg(
+        *(total(within("tx_day", *delayed[w])).alias(f"f{w}") for w in delayed),
+        *(total(within("tx_day", *recent[w])).alias(f"g{w}") for w in recent),
+    )
+    both = paid.join(frauds, on=["merchant_id", "target"], how="full").na.fill(0)
+    merchant_values = both.select(
+        "merchant_id",
+        target.alias("day"),
+        *(F.col(f"n{w}").cast("double").alias(f"merchant_tx_count_{w}d") for w in delayed),
+        *(
+            _rate(F.col(f"f{w}"), F.col(f"n{w}")).alias(f"merchant_fraud_rate_{w}d")
+            for w in delayed
+        ),
+        *(
+            _rate(F.col(f"g{w}"), F.col(f"r{w}")).alias(f"merchant_recent_fraud_rate_{w}d")
+            for w in recent
+        ),
+    )
+    names = [c for c in merchant_values.columns if c not in ("merchant_id", "day")]
+    merchant_values = merchant_values.where(reduce(or_, (F.col(c) != 0 for c in names)))
+    card_values = (
+        known.where(within("tx_day", target - HISTORY_DAYS, target))
+        .groupBy("card_id", target.alias("day"))
+        .agg(F.count(F.lit(1)).cast("double").alias("card_known_frauds_30d"))
+    )
+    return merchant_values, card_values
 
 
 # --- 4. the entry ---------------------------------------------------------------------

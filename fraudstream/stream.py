@@ -1063,6 +1063,7 @@ def process_batch(
     batch_id: int,
     now_ms: int | None = None,
     facts: pd.DataFrame | None = None,
+    day_tables=None,
 ) -> tuple[BatchResult, StreamState]:
     """Turn one micro-batch of Kafka records into the job's views and the next state.
 
@@ -1077,6 +1078,10 @@ def process_batch(
         The batch's fraud facts, made by the card operator (:func:`operator_facts`); then
         the labels are only checked here, and the driver keeps no index of payments.
         None: the facts come from the labels and the driver's index.
+    day_tables : daytables.DayTables, optional
+        Where the merchant features and the cards' known frauds come from (with the
+        card operator): the batch's counts and ``facts`` are recorded there, and the
+        driver keeps no merchant state. None: the driver's state computes them.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     clock = _Clock()
@@ -1157,14 +1162,33 @@ def process_batch(
             )
     watermark_ms = _watermark(newest_by_partition, newest_ms, settings)
     clock.lap("parse")
+    day_values = None
+    if day_tables is not None:
+        day = event_ms // DAY_MS
+        counts = (
+            pd.DataFrame(
+                {"merchant_id": events["merchant_id"].astype(object).to_numpy(), "day": day}
+            )
+            .groupby(["merchant_id", "day"], as_index=False, sort=False)
+            .size()
+            .rename(columns={"size": "tx_count"})
+        )
+        # No payment still to come is older than the watermark; this batch's may be.
+        oldest_day = int(min(watermark_ms // DAY_MS, day.min(initial=watermark_ms // DAY_MS)))
+        day_tables.record(batch_id, counts, facts, oldest_day)
+        day_values = day_tables.lookup(
+            events["merchant_id"], events["card_id"], day, batch_id, oldest_day
+        )
+        clock.lap("days")
     computed, feature_state = features.compute(
         events,
-        facts,
+        None if day_tables is not None else facts,
         state.features,
         label_delay_days=settings.label_delay_days,
         new_only=True,
         watermark_ms=watermark_ms,
         card_aggregates=aggregates,
+        day_values=day_values,
     )
     clock.lap("features")
     scores = model.score(computed[model.feature_columns])
@@ -1640,8 +1664,10 @@ class BatchProcessor:
         settings,
         log=print,
         card_operator: bool = False,
+        day_tables=None,
     ):
         self.card_operator = card_operator
+        self.day_tables = day_tables
         self.models = models
         self.views = views
         self.state_store = state_store
@@ -1759,7 +1785,14 @@ class BatchProcessor:
         ends = self.payments.end_offsets() if self.payments is not None else None
         released, held, release_day, offsets = hold_back(records, state, ends)
         result, next_state = process_batch(
-            released, label_records, state, model, self.settings, batch_id, facts=facts
+            released,
+            label_records,
+            state,
+            model,
+            self.settings,
+            batch_id,
+            facts=facts,
+            day_tables=self.day_tables,
         )
         next_state = replace(next_state, held=held, next_offsets=offsets)
         clock.last = time.perf_counter()

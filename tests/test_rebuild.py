@@ -173,7 +173,9 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
         produce.publish(later, topics["labels"], kafka_bootstrap, encode=schemas.encode_labels)
         for start in range(live_from, events.num_rows, 150):
             produce.publish(events.slice(start, 150), topics["payments"], kafka_bootstrap)
-            time.sleep(1.0)
+            # Each chunk scored before the next is sent: live traffic in small
+            # micro-batches, however long a micro-batch takes on this machine.
+            _wait_for_rows(live.out, min(start + 150, events.num_rows), job)
         _wait_for_rows(live.out, events.num_rows, job)
     finally:
         stop.set()

@@ -16,6 +16,7 @@ import pytest
 
 from fraudstream import (
     config,
+    daytables,
     features,
     kafka_io,
     lake,
@@ -126,12 +127,16 @@ def test_score_job_end_to_end(
 
     assert any(line.startswith("batch 0:") and "processed" in line for line in lines)
     if card_state == "operator":
-        # The driver keeps no index of payments: the card operator turned the labels
-        # into fraud facts on the executors, and the facts reached the merchant state.
+        # The driver keeps no index of payments and no merchant state: the card operator
+        # turned the labels into fraud facts on the executors, and the facts and the
+        # merchants' counts went to the per-day tables' records in the checkpoint.
         store = stream.StateStore(cfg.state_folder)
         state = store.load(store.newest_snapshot(10**9))
         assert state.batch_id >= 0 and len(state.transactions) == 0
-        assert len(state.features.frauds) > 0
+        assert len(state.features.frauds) == len(state.features.merchant_days) == 0
+        days = daytables.DayTables(cfg.day_tables_folder, 7, spark)
+        _, _, facts = days._records(spark, state.batch_id)
+        assert facts.count() == history["dataset"]["is_fraud"].sum() > 0
 
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
