@@ -103,8 +103,8 @@ class DayTables:
     ) -> None:
         """Keep a micro-batch's payment counts (:data:`COUNT_COLUMNS`) and fraud facts
         (:data:`FACT_COLUMNS`); empty ones leave no file. Every :data:`FOLD_AFTER`
-        batch records, Spark folds them into one (``oldest_day``: no payment still to
-        come is of an earlier day)."""
+        batch records, Spark folds them into one. The values of days before
+        ``oldest_day`` (no payment still to come is of an earlier one) are forgotten."""
         for kind, frame in (("counts", counts), ("facts", facts)):
             if len(frame):
                 frame = frame[_KINDS[kind]].astype(
@@ -120,6 +120,7 @@ class DayTables:
         )
         if waiting >= self.fold_after:
             self._fold(batch_id, oldest_day)
+        self._forget_days(oldest_day)
 
     # --- 2. the values of a day ----------------------------------------------------
 
@@ -224,7 +225,7 @@ class DayTables:
                 )
             # Written last: it marks the fold complete.
             self.files.write(f"{target}/complete", lambda path: path.write_text("1\n"))
-        self._forget(batch_id, target, oldest_day)
+        self._forget(batch_id, target)
 
     def _newest_fold(self, batch_id: int) -> str | None:
         """The newest complete fold at or before ``batch_id``; None if there is none."""
@@ -260,8 +261,8 @@ class DayTables:
             frames.append(frame)
         return folded, frames[0], frames[1]
 
-    def _forget(self, batch_id: int, fold: str, oldest_day: int) -> None:
-        """Delete what the fold ``fold`` holds, older folds, and days no payment can ask."""
+    def _forget(self, batch_id: int, fold: str) -> None:
+        """Delete the records the fold ``fold`` holds, and older folds."""
         for kind in _KINDS:
             for name in self.files.list(kind):
                 if name[: -len(".parquet")] <= _name(batch_id):
@@ -269,11 +270,14 @@ class DayTables:
         for name in self.files.list("folded"):
             if f"folded/{name}" != fold and name < fold.split("/")[1]:
                 self.files.delete(f"folded/{name}")
+
+    def _forget_days(self, oldest_day: int) -> None:
+        """Forget the values of days no payment still to come can be of."""
+        for day in [day for day in self._days if day < oldest_day]:
+            del self._days[day]
         for name in self.files.list("days"):
-            day = int(name.split("-")[1])
-            if day < oldest_day:
+            if int(name.split("-")[1]) < oldest_day:
                 self.files.delete(f"days/{name}")
-                self._days.pop(day, None)
 
 
 def _empty_merchants() -> pd.DataFrame:

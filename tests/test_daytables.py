@@ -81,7 +81,7 @@ def _run(tables_of, events, labels, seed, n, rerun=(), restart_at=None):
                 batch["merchant_id"], batch["card_id"], day, batch_id, oldest_day=int(day.min())
             )
         got.append(values.set_index(batch.index))
-    return pd.concat(got).loc[events.index]
+    return pd.concat(got).loc[events.index], int(day.min())
 
 
 def test_day_tables_equal_compute_over_the_whole_history(spark, tmp_path, history):
@@ -92,7 +92,7 @@ def test_day_tables_equal_compute_over_the_whole_history(spark, tmp_path, histor
         tables.fold_after = 6  # a fold every few batches, not every 64 files
         return tables
 
-    got = _run(
+    got, oldest_day = _run(
         tables_of,
         events,
         labels,
@@ -118,3 +118,7 @@ def test_day_tables_equal_compute_over_the_whole_history(spark, tmp_path, histor
     newest = folds[0].removeprefix("upto-")
     for kind in ("counts", "facts"):
         assert all(p.stem > newest for p in (folder / kind).glob("*.parquet"))
+    # Only the days a payment still to come can be of are kept: the last batch's.
+    last_day = features._time_ms(events["event_time"].iloc[-1:])[0] // DAY_MS
+    kept = sorted(int(p.name.split("-")[1]) for p in (folder / "days").iterdir())
+    assert kept == list(range(oldest_day, last_day + 1))
