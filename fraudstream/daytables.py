@@ -93,8 +93,6 @@ class DayTables:
         self.spark = spark
         self.fold_after = FOLD_AFTER
         self._days: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
-        #: Seconds of the last Spark job (0 when every day asked was known).
-        self.computed_s = 0.0
 
     # --- 1. what each micro-batch adds ---------------------------------------------
 
@@ -141,7 +139,6 @@ class DayTables:
         """
         day = np.asarray(day, dtype=np.int64)
         days = sorted({int(d) for d in day})
-        self.computed_s = 0.0
         missing = [d for d in days if not self._known(d)]
         if missing:
             # A day asked now stays known: nothing older than every one of them is forgotten.
@@ -173,14 +170,11 @@ class DayTables:
         return True
 
     def _compute(self, days: list[int], batch_id: int, oldest_day: int) -> None:
-        import time
-
         from pyspark.sql import SparkSession
         from pyspark.sql import functions as F  # noqa: N812
 
         from fraudstream import spark_features
 
-        started = time.perf_counter()
         spark = self.spark or SparkSession.active()
         _, counts, facts = self._records(spark, batch_id)
         merchants, cards = spark_features.values_on_days(counts, facts, days, self.label_delay_days)
@@ -202,7 +196,6 @@ class DayTables:
             # Written last: it marks the day complete.
             self.files.write(f"{folder}/cards.parquet", _write_parquet(pair[1]))
             self._days[day] = pair
-        self.computed_s = time.perf_counter() - started
 
     def _fold(self, batch_id: int, oldest_day: int) -> None:
         """Fold every record up to ``batch_id`` into ``folded/upto-batch-N`` (Spark's
