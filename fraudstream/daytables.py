@@ -125,37 +125,43 @@ class DayTables:
     def lookup(
         self, merchant_id, card_id, day: np.ndarray, batch_id: int, oldest_day: int
     ) -> pd.DataFrame:
-        """:data:`features.DAY_COLUMNS` of payments, row for row.
+        """:data:`features.DAY_COLUMNS` of payments, row for row (:func:`values` of
+        :meth:`tables`).
 
         Parameters
         ----------
         merchant_id, card_id, day : array-like
             Each payment's merchant, card and UTC day (days since the epoch).
+        batch_id, oldest_day : int
+            As for :meth:`tables`.
+        """
+        day = np.asarray(day, dtype=np.int64)
+        merchants, cards = self.tables({int(d) for d in day}, batch_id, oldest_day)
+        return values(merchants, cards, merchant_id, card_id, day)
+
+    def tables(self, days, batch_id: int, oldest_day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The merchant and card values of ``days``: ``merchant_id, day`` with
+        :data:`MERCHANT_COLUMNS`, and ``card_id, day`` with :data:`CARD_COLUMNS` (only
+        cards with a value).
+
+        Parameters
+        ----------
+        days : iterable of int
+            UTC days (days since the epoch).
         batch_id : int
             The micro-batch asking: a day computed now reads the records of the batches
             up to it.
         oldest_day : int
             No payment still to come is of an earlier day (the stream's watermark).
         """
-        day = np.asarray(day, dtype=np.int64)
-        days = sorted({int(d) for d in day})
+        days = sorted({int(d) for d in days})
         missing = [d for d in days if not self._known(d)]
         if missing:
             # A day asked now stays known: nothing older than every one of them is forgotten.
             self._compute(missing, batch_id, min(oldest_day, *days))
-        frame = pd.DataFrame(
-            {
-                "merchant_id": np.asarray(merchant_id, dtype=object),
-                "card_id": np.asarray(card_id, dtype=object),
-                "day": day,
-            }
-        )
         merchants = pd.concat([self._days[d][0] for d in days] or [_empty_merchants()])
         cards = pd.concat([self._days[d][1] for d in days] or [_empty_cards()])
-        found = frame.merge(merchants, on=["merchant_id", "day"], how="left").merge(
-            cards, on=["card_id", "day"], how="left"
-        )
-        return found[features.DAY_COLUMNS].fillna(0.0).astype(np.float64).reset_index(drop=True)
+        return merchants.reset_index(drop=True), cards.reset_index(drop=True)
 
     def _known(self, day: int) -> bool:
         if day in self._days:
@@ -271,6 +277,22 @@ class DayTables:
         for name in self.files.list("days"):
             if int(name.split("-")[1]) < oldest_day:
                 self.files.delete(f"days/{name}")
+
+
+def values(merchants, cards, merchant_id, card_id, day) -> pd.DataFrame:
+    """:data:`features.DAY_COLUMNS` of payments, row for row, from the tables of their
+    days (:meth:`DayTables.tables`); a merchant or card without a row has 0."""
+    frame = pd.DataFrame(
+        {
+            "merchant_id": np.asarray(merchant_id, dtype=object),
+            "card_id": np.asarray(card_id, dtype=object),
+            "day": np.asarray(day, dtype=np.int64),
+        }
+    )
+    found = frame.merge(merchants, on=["merchant_id", "day"], how="left").merge(
+        cards, on=["card_id", "day"], how="left"
+    )
+    return found[features.DAY_COLUMNS].fillna(0.0).astype(np.float64).reset_index(drop=True)
 
 
 def _empty_merchants() -> pd.DataFrame:

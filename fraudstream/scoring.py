@@ -63,6 +63,11 @@ class ScoreConfig:
     def day_tables_folder(self) -> Path | str:
         return storage.join(self.query_checkpoint, "day-tables")
 
+    @property
+    def held_folder(self) -> Path | str:
+        """Payments read but held for a later micro-batch, with their aggregates."""
+        return storage.join(self.query_checkpoint, "held")
+
 
 class ScoreSetupError(RuntimeError):
     """The job cannot start as asked; the message is one sentence for the user."""
@@ -89,8 +94,9 @@ def check_outputs(cfg: ScoreConfig) -> None:
 #: query and the card state keeps merchants and fraud reports (``CardHistory`` version 2);
 #: 3 since the cards' initial states are a third source (:func:`_card_states_source`);
 #: 4 since the merchant features come from per-day tables (``daytables``), not the
-#: driver's snapshots.
-OPERATOR_FORMAT = "4"
+#: driver's snapshots; 5 since the executors score and held payments wait in the
+#: checkpoint (``cardstate.batch``), not in the driver's snapshots.
+OPERATOR_FORMAT = "5"
 #: Where, in the query's checkpoint, the initial-states source looks when the query has
 #: no initial states (a folder never made: Spark needs the same sources on resume).
 NO_INITIAL_STATES = "no-initial-card-states"
@@ -167,6 +173,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
             if cfg.card_state == "operator"
             else None
         ),
+        held_folder=cfg.held_folder if cfg.card_state == "operator" else None,
     )
     payments = kafka_io.read_stream(
         spark,

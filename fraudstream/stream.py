@@ -22,6 +22,11 @@ micro-batch over all cards costs per event instead (see ``bench/README.md``). Th
 price: the state lives in the driver, so one driver holds every card's last 30 days
 (about 4 KB a card; sized in the README).
 
+With ``--card-state operator`` the cards' state is the card operator's, on the
+executors (:mod:`fraudstream.cardstate`), and so is the per-payment work: the driver
+decides from a summary of each micro-batch and writes what the executors scored
+(:meth:`BatchProcessor.process_on_executors`, :mod:`fraudstream.cardstate.batch`).
+
 Guarantees. Spark's checkpoint records each batch's Kafka offsets before it runs and
 commits it after ``foreachBatch`` returns; after a crash the uncommitted batch runs
 again with the same offsets and the state saved after the batch before it. Its
@@ -134,7 +139,9 @@ class StreamState:
         The micro-batch this state is the result of (-1: none yet).
     held : DataFrame
         Payment records read but not yet scored, because another partition has not
-        reached their day yet (:func:`hold_back`).
+        reached their day yet (:func:`hold_back`). With the card operator, only their
+        ``topic, partition, offset, timestamp_ms, event_ms, merchant_id``: the rows
+        themselves wait in the checkpoint.
     next_offsets : dict
         The next payments offset per partition, after the records read so far.
     """
@@ -816,6 +823,21 @@ class BatchResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Decided:
+    """What the driver decided about a micro-batch of the card operator's query."""
+
+    dead_letters: pd.DataFrame
+    #: Event times (ms) of the payments released to be scored now.
+    scored_ms: np.ndarray
+    #: The payments held for a later micro-batch (partition, offset, time, merchant).
+    held: pd.DataFrame
+    release_day: int | None
+    oldest_day: int
+    state: StreamState
+    counts: dict[str, int]
+
+
 class _Clock:
     """Lap times of a micro-batch's stages."""
 
@@ -916,6 +938,15 @@ def _event_days(records: pd.DataFrame) -> np.ndarray:
     return days
 
 
+def _days_of(records: pd.DataFrame) -> np.ndarray:
+    """Each record's event day: from its parsed ``event_ms`` where the records carry one
+    (the card operator's summaries; null: not a payment to score), else off its JSON."""
+    if "event_ms" in records.columns:
+        ms = pd.to_numeric(records["event_ms"], errors="coerce").to_numpy(dtype=float)
+        return np.floor(ms / DAY_MS)
+    return _event_days(records)
+
+
 def hold_back(
     records: pd.DataFrame,
     state: StreamState,
@@ -963,7 +994,7 @@ def hold_back(
         waiting = [p for p, n in next_offsets.items() if n < (ends or {}).get(p, n)]
         release_day = None
         if waiting and len(combined):
-            day = _event_days(combined)
+            day = _days_of(combined)
             frontier = {p: t // DAY_MS for p, t in state.newest_by_partition.items()}
             known = ~np.isnan(day)
             newest = pd.Series(day[known]).groupby(combined["partition"].to_numpy()[known]).max()
@@ -974,7 +1005,7 @@ def hold_back(
             release_day = min(seen) if seen else None
     if release_day is None or not len(combined):
         return combined.reset_index(drop=True), _empty_records(), release_day, next_offsets
-    day = _event_days(combined) if day is None else day
+    day = _days_of(combined) if day is None else day
     # Records whose time cannot be read are released: they become dead letters at once.
     hold = np.nan_to_num(day, nan=-np.inf) > release_day
     return (
@@ -1012,6 +1043,15 @@ def lateness_cutoffs(state: StreamState, settings: Settings) -> dict[int, int]:
     return {int(p): int(ms) - lateness_ms for p, ms in state.newest_by_partition.items()}
 
 
+def _advance(state: StreamState, event_ms: np.ndarray, partition: np.ndarray):
+    """The newest event time, overall and per partition, once ``event_ms`` are scored."""
+    newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
+    newest_by_partition = dict(state.newest_by_partition)
+    for part, latest in pd.Series(event_ms).groupby(partition).max().items():
+        newest_by_partition[int(part)] = max(newest_by_partition.get(int(part), -1), int(latest))
+    return newest_ms, newest_by_partition
+
+
 def _watermark(newest_by_partition: dict[int, int], newest_ms: int, settings: Settings) -> int:
     """The event time that no payment of a later micro-batch can precede.
 
@@ -1033,27 +1073,6 @@ def _carry_aggregates(records: pd.DataFrame) -> bool:
     return "n_30d" in records.columns
 
 
-def _card_aggregates(records: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame | None:
-    """The card operator's aggregates of ``events``, row for row, if ``records`` carry them.
-
-    The scoring query's records carry them (``cardstate.records``); records without
-    them (a replay without Spark, tests) get their card features from the driver's state.
-    """
-    from fraudstream.cardstate.operator import AGGREGATE_COLUMNS
-
-    if not _carry_aggregates(records):
-        return None
-    keys = ["partition", "offset"]
-    found = events[keys].merge(records[[*keys, *AGGREGATE_COLUMNS]], on=keys, how="left")
-    missing = found["n_30d"].isna().to_numpy()
-    if missing.any():
-        raise RuntimeError(
-            f"{int(missing.sum()):,} valid payments came without the card operator's "
-            "aggregates; the executors' parser disagrees with the driver's."
-        )
-    return found[AGGREGATE_COLUMNS]
-
-
 def process_batch(
     records: pd.DataFrame,
     label_records: pd.DataFrame,
@@ -1062,8 +1081,6 @@ def process_batch(
     settings: Settings,
     batch_id: int,
     now_ms: int | None = None,
-    facts: pd.DataFrame | None = None,
-    day_tables=None,
 ) -> tuple[BatchResult, StreamState]:
     """Turn one micro-batch of Kafka records into the job's views and the next state.
 
@@ -1074,14 +1091,9 @@ def process_batch(
         ``topic, partition, offset, timestamp_ms``.
     state : StreamState
         The state after the previous batch; not modified.
-    facts : DataFrame, optional
-        The batch's fraud facts, made by the card operator (:func:`operator_facts`); then
-        the labels are only checked here, and the driver keeps no index of payments.
-        None: the facts come from the labels and the driver's index.
-    day_tables : daytables.DayTables, optional
-        Where the merchant features and the cards' known frauds come from (with the
-        card operator): the batch's counts and ``facts`` are recorded there, and the
-        driver keeps no merchant state. None: the driver's state computes them.
+
+    The card operator's query decides and scores otherwise
+    (:meth:`BatchProcessor.process_on_executors`).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     clock = _Clock()
@@ -1096,26 +1108,14 @@ def process_batch(
     event_ms = features._time_ms(events["event_time"])
     # A copy of a payment already scored says so, however late it comes.
     ids = events["transaction_id"]
-    aggregates = _card_aggregates(records, events)
-    if aggregates is None:
-        known_ids = state.take_ids()
-        known = np.fromiter((i in known_ids for i in ids), dtype=bool, count=len(ids))
-    else:
-        # The card operator holds each card's transaction ids where its state already
-        # is, and flags a copy (of a held payment, or of one earlier in the batch): the
-        # driver keeps no set of ids. A copy older than the card's 30 days is late.
-        known_ids = None
-        known = aggregates["duplicate"].to_numpy(dtype=bool)
+    known_ids = state.take_ids()
+    known = np.fromiter((i in known_ids for i in ids), dtype=bool, count=len(ids))
     duplicate = ids.duplicated().to_numpy() | known
     set_aside = np.where(duplicate, REASON_DUPLICATE, None).astype(object)
     partition = events["partition"].to_numpy()
     cutoffs = lateness_cutoffs(state, settings)
-    # With the card operator, the executors decided lateness by the same cutoffs (those
-    # of the batch the record arrived in) and kept late payments out of the cards' state.
-    flagged = None if aggregates is None else aggregates["late"].to_numpy(dtype=bool)
     for part, newest_ms in state.newest_by_partition.items():
-        here = partition == part
-        late = here & (flagged if flagged is not None else event_ms < cutoffs[part])
+        late = (partition == part) & (event_ms < cutoffs[part])
         newest = schemas.format_time(pd.Timestamp(newest_ms, unit="ms", tz="UTC"))
         set_aside[late & ~duplicate] = REASON_LATE.format(
             hours=settings.max_lateness_hours, newest=newest
@@ -1131,64 +1131,31 @@ def process_batch(
         dead.append(_dead_letters(rows, list(set_aside[aside]), now_ms))
     events = events.loc[~aside].reset_index(drop=True)
     event_ms = event_ms[~aside]
-    if aggregates is not None:
-        aggregates = aggregates.loc[~aside].reset_index(drop=True)
 
     horizon_days = payment_horizon_days(settings.label_delay_days)
-    if facts is None:
-        # The payments index first, so that a label may name a payment of this batch.
-        new_payments = pd.DataFrame(
-            {
-                "transaction_id": events["transaction_id"].astype(object).to_numpy(),
-                "card_id": events["card_id"].astype(object).to_numpy(),
-                "merchant_id": events["merchant_id"].astype(object).to_numpy(),
-                "tx_day": event_ms // DAY_MS,
-                "reported": np.zeros(len(events), dtype=bool),
-            }
-        )
-        transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
-        working = replace(state, transactions=transactions)
-        facts, pending = _resolve_labels(working, label_reports, new_payments)
-    else:
-        transactions, pending = state.transactions, state.pending
-    newest_ms = int(max(state.newest_event_ms, event_ms.max(initial=-1)))
-    newest_by_partition = dict(state.newest_by_partition)
-    if len(events):
-        for part, latest in (
-            pd.Series(event_ms).groupby(events["partition"].to_numpy()).max().items()
-        ):
-            newest_by_partition[int(part)] = max(
-                newest_by_partition.get(int(part), -1), int(latest)
-            )
+    # The payments index first, so that a label may name a payment of this batch.
+    new_payments = pd.DataFrame(
+        {
+            "transaction_id": events["transaction_id"].astype(object).to_numpy(),
+            "card_id": events["card_id"].astype(object).to_numpy(),
+            "merchant_id": events["merchant_id"].astype(object).to_numpy(),
+            "tx_day": event_ms // DAY_MS,
+            "reported": np.zeros(len(events), dtype=bool),
+        }
+    )
+    transactions = pd.concat([state.transactions, new_payments], ignore_index=True)
+    working = replace(state, transactions=transactions)
+    facts, pending = _resolve_labels(working, label_reports, new_payments)
+    newest_ms, newest_by_partition = _advance(state, event_ms, events["partition"].to_numpy())
     watermark_ms = _watermark(newest_by_partition, newest_ms, settings)
     clock.lap("parse")
-    day_values = None
-    if day_tables is not None:
-        day = event_ms // DAY_MS
-        counts = (
-            pd.DataFrame(
-                {"merchant_id": events["merchant_id"].astype(object).to_numpy(), "day": day}
-            )
-            .groupby(["merchant_id", "day"], as_index=False, sort=False)
-            .size()
-            .rename(columns={"size": "tx_count"})
-        )
-        # No payment still to come is older than the watermark; this batch's may be.
-        oldest_day = int(min(watermark_ms // DAY_MS, day.min(initial=watermark_ms // DAY_MS)))
-        day_tables.record(batch_id, counts, facts, oldest_day)
-        day_values = day_tables.lookup(
-            events["merchant_id"], events["card_id"], day, batch_id, oldest_day
-        )
-        clock.lap("days")
     computed, feature_state = features.compute(
         events,
-        None if day_tables is not None else facts,
+        facts,
         state.features,
         label_delay_days=settings.label_delay_days,
         new_only=True,
         watermark_ms=watermark_ms,
-        card_aggregates=aggregates,
-        day_values=day_values,
     )
     clock.lap("features")
     scores = model.score(computed[model.feature_columns])
@@ -1196,9 +1163,8 @@ def process_batch(
     clock.lap("score")
 
     current = (transactions["tx_day"] >= watermark_ms // DAY_MS - horizon_days).to_numpy()
-    if known_ids is not None:
-        known_ids.update(new_payments["transaction_id"])
-        known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
+    known_ids.update(new_payments["transaction_id"])
+    known_ids.difference_update(transactions["transaction_id"].to_numpy()[~current])
     next_state = StreamState(
         features=feature_state,
         transactions=transactions.loc[current].reset_index(drop=True),
@@ -1665,6 +1631,7 @@ class BatchProcessor:
         log=print,
         card_operator: bool = False,
         day_tables=None,
+        held_folder=None,
     ):
         self.card_operator = card_operator
         self.day_tables = day_tables
@@ -1676,8 +1643,11 @@ class BatchProcessor:
         self.outputs = outputs
         self.settings = settings
         self.log = log
+        self.held_folder = held_folder
         self.state: StreamState | None = None
         self.state_bytes = 0
+        self._written_ms = 0.0
+        self._model_sent = None
         self.last_start: float | None = None
         self.batches = 0
 
@@ -1727,33 +1697,13 @@ class BatchProcessor:
 
     def __call__(self, batch_df, batch_id: int) -> None:
         started = time.time()
-        read_started = time.perf_counter()
         if _carry_aggregates(batch_df):
-            from fraudstream.cardstate import records as card_records
-            from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
+            self.process_on_executors(batch_df, batch_id, started)
+            return
+        from fraudstream.kafka_io import record_columns
 
-            # The executors mark late payments before the card operator, by this batch's
-            # cutoffs: published to the batch's tasks as a local property of its one job.
-            self.state = self.state_before(batch_id)
-            context = batch_df.sparkSession.sparkContext
-            cutoffs = lateness_cutoffs(self.state, self.settings)
-            context.setLocalProperty(
-                card_records.CUTOFFS_PROPERTY, card_records.cutoffs_property(cutoffs)
-            )
-            try:
-                columns = [
-                    *card_records.RECORD_COLUMNS,
-                    "card_id",
-                    *AGGREGATE_COLUMNS,
-                    *FACT_COLUMNS,
-                ]
-                records = batch_df.select(*columns).toPandas()
-            finally:
-                context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
-        else:
-            from fraudstream.kafka_io import record_columns
-
-            records = record_columns(batch_df).toPandas()
+        read_started = time.perf_counter()
+        records = record_columns(batch_df).toPandas()
         self.process(records, batch_id, started, read_s=time.perf_counter() - read_started)
 
     def process(
@@ -1763,39 +1713,254 @@ class BatchProcessor:
         started: float | None = None,
         read_s: float = 0.0,
     ) -> BatchResult:
+        """One micro-batch of Kafka records (pandas), with the cards' state in the driver."""
         started = time.time() if started is None else started
         clock = _Clock()
         state = self.state_before(batch_id)
         model = self.models.refresh()
         labels_from = state.label_offsets
-        facts = None
-        if _carry_aggregates(records):
-            # The labels topic is a source of the same query: its records came with the
-            # batch, and the card operator turned their fraud reports into facts.
-            is_label = (records["topic"] == self.labels.topic).to_numpy()
-            facts = operator_facts(records)
-            label_records = records.loc[is_label].reset_index(drop=True)
-            records = records.loc[~is_label].reset_index(drop=True)
-            label_offsets = labels_from
-        else:
-            label_records, label_offsets = self.labels.read(labels_from)
+        label_records, label_offsets = self.labels.read(labels_from)
         state = replace(state, label_offsets=label_offsets)
         clock.lap("labels")
         # Without a payments reader (tests of one batch) nothing is waited for.
         ends = self.payments.end_offsets() if self.payments is not None else None
         released, held, release_day, offsets = hold_back(records, state, ends)
         result, next_state = process_batch(
-            released,
-            label_records,
-            state,
-            model,
-            self.settings,
-            batch_id,
-            facts=facts,
-            day_tables=self.day_tables,
+            released, label_records, state, model, self.settings, batch_id
         )
         next_state = replace(next_state, held=held, next_offsets=offsets)
-        clock.last = time.perf_counter()
+        result.counts["held"] = len(held)
+        result.seconds = {"read": read_s, **clock.laps, **result.seconds}
+        self._commit(batch_id, result, next_state, records, labels_from, release_day)
+        self.log(self._progress(batch_id, result, model, started, time.time(), self._written_ms))
+        self.last_start = started
+        self.batches += 1
+        return result
+
+    def process_on_executors(self, batch_df, batch_id: int, started: float) -> BatchResult:
+        """One micro-batch of the card operator's query (``cardstate.records``): the
+        driver decides, the executors score (:mod:`fraudstream.cardstate.batch`)."""
+        from fraudstream.cardstate import batch as on_executors
+        from fraudstream.cardstate import records as card_records
+        from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
+
+        clock = _Clock()
+        state = self.state_before(batch_id)
+        model = self.models.refresh()
+        settings = self.settings
+        now_ms = int(time.time() * 1000)
+        spark = batch_df.sparkSession
+        context = spark.sparkContext
+        labels_topic = self.labels.topic
+        # The executors mark late payments before the card operator, by this batch's
+        # cutoffs: published to the batch's tasks as a local property of its jobs.
+        cutoffs = lateness_cutoffs(state, settings)
+        context.setLocalProperty(
+            card_records.CUTOFFS_PROPERTY, card_records.cutoffs_property(cutoffs)
+        )
+        # Persisted: both actions read the card operator's output of one run.
+        columns = [*card_records.RECORD_COLUMNS, "card_id", *AGGREGATE_COLUMNS, *FACT_COLUMNS]
+        records = batch_df.select(*columns).persist()
+        tables = None
+        try:
+            summary = on_executors.summary_job(records, labels_topic).toPandas()
+            clock.lap("read")
+            decided = self._decide(summary, state, batch_id, now_ms)
+            clock.lap("decide")
+            released_days = {int(d) for d in decided.scored_ms // DAY_MS}
+            merchants_cards = self.day_tables.tables(released_days, batch_id, decided.oldest_day)
+            clock.lap("days")
+            to_score = records
+            if len(state.held):
+                earlier = spark.read.schema(records.schema).parquet(
+                    str(self._held_path(state.batch_id))
+                )
+                to_score = records.unionByName(earlier)
+            if len(decided.held):
+                self._hold(spark, to_score, decided.held, batch_id)
+            clock.lap("hold")
+            tables = context.broadcast(merchants_cards)
+            chunks = on_executors.score_job(
+                to_score,
+                labels_topic,
+                decided.release_day,
+                self._model_broadcast(context, model),
+                tables,
+                now_ms,
+            ).toPandas()
+            clock.lap("score")
+        finally:
+            context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
+            records.unpersist()
+            if tables is not None:
+                tables.destroy()
+        views = {ALERTS: [], CARD_LOCATIONS: [], SCORED: []}
+        for view, data in zip(chunks["view"], chunks["data"], strict=True):
+            frame = on_executors.read_ipc(data)
+            if len(frame):
+                views[view].append(frame)
+        empty = None
+        for view, frames in views.items():
+            if not frames:
+                empty = empty or on_executors.views_of(
+                    pd.DataFrame({c: [] for c in columns}),
+                    labels_topic,
+                    None,
+                    model,
+                    merchants_cards,
+                    now_ms,
+                )
+                frames.append(empty[view])
+            views[view] = pd.concat(frames, ignore_index=True)
+        alerts = views[ALERTS]
+        alerts["reasons"] = pd.Series([list(r) for r in alerts["reasons"]], dtype=object)
+        counts = dict(decided.counts)
+        counts["scored"] = len(views[SCORED])
+        counts["alerts"] = int(views[SCORED]["alerted"].sum())
+        result = BatchResult(
+            alerts=alerts,
+            card_locations=views[CARD_LOCATIONS],
+            scored=views[SCORED],
+            dead_letters=decided.dead_letters,
+            counts=counts,
+            seconds=clock.laps,
+        )
+        # The executors scored what the driver released: the same decisions, twice made.
+        if counts["scored"] != len(decided.scored_ms):
+            raise RuntimeError(
+                f"micro-batch {batch_id}: the executors scored {counts['scored']:,} payments, "
+                f"the driver released {len(decided.scored_ms):,}"
+            )
+        payments = summary.loc[~summary["is_label"].to_numpy(dtype=bool)]
+        self._commit(
+            batch_id, result, decided.state, payments, state.label_offsets, decided.release_day
+        )
+        self.log(self._progress(batch_id, result, model, started, time.time(), self._written_ms))
+        self.last_start = started
+        self.batches += 1
+        return result
+
+    def _decide(self, summary: pd.DataFrame, state: StreamState, batch_id: int, now_ms: int):
+        """What the driver decides from a micro-batch's summary (``cardstate.batch``):
+        the dead letters, the payments to score now and to hold, the day tables' new
+        records, and the next state."""
+        from fraudstream.cardstate import batch as on_executors
+
+        settings = self.settings
+        is_label = summary["is_label"].to_numpy(dtype=bool)
+        reason = summary["reason"].to_numpy(dtype=object)
+        aside = pd.notna(reason)
+        late = reason == on_executors.LATE
+        duplicate = reason == REASON_DUPLICATE
+        words = reason.copy()
+        partition = summary["partition"].to_numpy()
+        for part, newest_ms in state.newest_by_partition.items():
+            newest = schemas.format_time(pd.Timestamp(newest_ms, unit="ms", tz="UTC"))
+            words[late & (partition == part)] = REASON_LATE.format(
+                hours=settings.max_lateness_hours, newest=newest
+            )
+        dead_letters = _dead_letters(summary.loc[aside], list(words[aside]), now_ms)
+        facts = operator_facts(summary)
+        # The payments, held ones first; one set aside has no time: released at once
+        # (it is a dead letter already) and not scored.
+        kept = ["topic", "partition", "offset", "timestamp_ms", "event_ms", "merchant_id"]
+        payments = summary.loc[~is_label, kept].copy()
+        payments.loc[aside[~is_label], "event_ms"] = None
+        earlier = state.held if "event_ms" in state.held.columns else payments.iloc[:0]
+        ends = self.payments.end_offsets() if self.payments is not None else None
+        released, held, release_day, offsets = hold_back(
+            payments, replace(state, held=earlier[kept]), ends
+        )
+        released = released.loc[released["event_ms"].notna()].reset_index(drop=True)
+        scored_ms = released["event_ms"].to_numpy(dtype=np.int64)
+        newest_ms, newest_by_partition = _advance(
+            state, scored_ms, released["partition"].to_numpy()
+        )
+        watermark_ms = _watermark(newest_by_partition, newest_ms, settings)
+        day = scored_ms // DAY_MS
+        counts = (
+            pd.DataFrame({"merchant_id": released["merchant_id"].astype(object), "day": day})
+            .groupby(["merchant_id", "day"], as_index=False, sort=False)
+            .size()
+            .rename(columns={"size": "tx_count"})
+        )
+        # No payment still to come is older than the watermark; this batch's may be.
+        oldest_day = int(min(watermark_ms // DAY_MS, day.min(initial=watermark_ms // DAY_MS)))
+        self.day_tables.record(batch_id, counts, facts, oldest_day)
+        next_state = StreamState(
+            label_offsets=state.label_offsets,
+            newest_event_ms=newest_ms,
+            newest_by_partition=newest_by_partition,
+            batch_id=batch_id,
+            held=held.astype({"event_ms": np.int64}) if len(held) else payments.iloc[:0],
+            next_offsets=offsets,
+        )
+        return _Decided(
+            dead_letters=dead_letters,
+            scored_ms=scored_ms,
+            held=held,
+            release_day=release_day,
+            oldest_day=oldest_day,
+            state=next_state,
+            counts={
+                "records": int((~is_label).sum()),
+                "labels": int(is_label.sum()),
+                "invalid": int((aside & ~late & ~duplicate).sum()),
+                "duplicates": int(duplicate.sum()),
+                "late": int(late.sum()),
+                "fraud_facts": len(facts),
+                "held": len(held),
+            },
+        )
+
+    def _held_path(self, batch_id: int):
+        return storage.join(self.held_folder, f"batch-{batch_id:012d}")
+
+    def _hold(self, spark, rows, held: pd.DataFrame, batch_id: int) -> None:
+        """Write the held payments' rows (from the batch and the earlier held ones) to
+        the checkpoint, by batch id; forget the held rows no state can still name."""
+        from pyspark.sql import functions as F  # noqa: N812
+        from pyspark.sql import types as T  # noqa: N812
+
+        keys = spark.createDataFrame(
+            held[["topic", "partition", "offset"]].astype(
+                {"topic": object, "partition": np.int32, "offset": np.int64}
+            ),
+            T.StructType(
+                [
+                    T.StructField("topic", T.StringType()),
+                    T.StructField("partition", T.IntegerType()),
+                    T.StructField("offset", T.LongType()),
+                ]
+            ),
+        )
+        rows.join(F.broadcast(keys), ["topic", "partition", "offset"], "left_semi").write.mode(
+            "overwrite"
+        ).parquet(str(self._held_path(batch_id)))
+
+    def _forget_held(self, batch_id: int) -> None:
+        """Delete held rows no restart can need: those of batches before the one whose
+        state a rerun of ``batch_id`` starts from, and of batches after it (a run
+        abandoned with its checkpoint)."""
+        files = storage.files(self.held_folder)
+        for name in files.list():
+            if name.startswith("batch-") and int(name.split("-")[1]) not in (
+                batch_id - 1,
+                batch_id,
+            ):
+                files.delete(name)
+
+    def _model_broadcast(self, context, model: LoadedModel):
+        """The model as a Spark broadcast, made again only when the model changes."""
+        if self._model_sent is None or self._model_sent[0] is not model:
+            if self._model_sent is not None:
+                self._model_sent[1].unpersist()
+            self._model_sent = (model, context.broadcast(model))
+        return self._model_sent[1]
+
+    def _commit(self, batch_id, result, next_state, payments, labels_from, release_day) -> None:
+        """Send and write a micro-batch's outputs, then record it and its state."""
+        clock = _Clock()
         # Alerts first: ops see them one Parquet write sooner. Both happen before the
         # batch commits, so neither guarantee changes.
         if self.outputs is not None:
@@ -1803,31 +1968,28 @@ class BatchProcessor:
         clock.lap("kafka")
         self.views.write(batch_id, result)
         clock.lap("write")
-        written_ms = time.time() * 1000
+        self._written_ms = time.time() * 1000
         if os.environ.get(CRASH_AT_BATCH_ENV) == str(batch_id):
             # Fault injection for the crash test: die at the worst moment, with the
             # batch's outputs written but its offsets not committed.
             os.kill(os.getpid(), 9)
-        ranges = records.groupby("partition")["offset"].agg(["min", "max"])
+        ranges = payments.groupby("partition")["offset"].agg(["min", "max"])
         self.state_store.write_log(
             batch_id,
             {int(p): (row["min"], row["max"]) for p, row in ranges.iterrows()},
             labels_from,
-            label_offsets,
+            next_state.label_offsets,
             release_day,
         )
         # With the card operator, a logged batch cannot be run again on the driver (its
         # aggregates are gone from Spark's state): save the state after every batch.
-        if _carry_aggregates(records) or (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
+        if self.card_operator or (batch_id + 1) % max(self.settings.snapshot_every, 1) == 0:
             self.state_bytes = self.state_store.save(next_state)
+        if self.card_operator:
+            self._forget_held(batch_id)
         self.state = next_state
         clock.lap("state")
-        result.seconds = {"read": read_s, **clock.laps, **result.seconds}
-        finished = time.time()
-        self.log(self._progress(batch_id, result, model, started, finished, written_ms))
-        self.last_start = started
-        self.batches += 1
-        return result
+        result.seconds.update(clock.laps)
 
     def _progress(self, batch_id, result, model, started, finished, written_ms) -> str:
         counts = result.counts
@@ -1842,7 +2004,8 @@ class BatchProcessor:
         return (
             f"batch {batch_id}: {counts['records']:,} records -> {counts['scored']:,} scored, "
             f"{counts['alerts']:,} alerts, {counts['invalid']:,} invalid, "
-            f"{counts['duplicates']:,} duplicates, {counts['late']:,} late; "
+            f"{counts['duplicates']:,} duplicates, {counts['late']:,} late, "
+            f"{counts['held']:,} held back; "
             f"{counts['labels']:,} labels ({counts['fraud_facts']:,} fraud facts) | "
             f"input {counts['records'] / max(since, 1e-3):,.0f}/s, "
             f"processed {counts['records'] / max(duration, 1e-3):,.0f}/s, "
