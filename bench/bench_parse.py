@@ -134,7 +134,7 @@ def main() -> None:
         records = _records(spark, args.data, args.rows, Path(scratch))
         text = F.col("value").cast("string")
         kept = records.select(*card_records.RECORD_COLUMNS)
-        schema = T.StructType(kept.schema.fields + card_records._INPUT_SCHEMA.fields)
+        schema = card_records.inputs_schema(kept.schema)
         candidates = {
             "python (mapInPandas, the contract)": kept.mapInPandas(
                 card_records.operator_inputs, schema

@@ -1759,7 +1759,13 @@ class BatchProcessor:
             card_records.CUTOFFS_PROPERTY, card_records.cutoffs_property(cutoffs)
         )
         # Persisted: both actions read the card operator's output of one run.
-        columns = [*card_records.RECORD_COLUMNS, "card_id", *AGGREGATE_COLUMNS, *FACT_COLUMNS]
+        columns = [
+            *card_records.RECORD_COLUMNS,
+            *card_records.CARRIED_COLUMNS,
+            "card_id",
+            *AGGREGATE_COLUMNS,
+            *FACT_COLUMNS,
+        ]
         records = batch_df.select(*columns).persist()
         tables = None
         try:

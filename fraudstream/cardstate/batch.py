@@ -3,15 +3,16 @@
 The micro-batch (Kafka records with their cards' aggregates, ``records``) is persisted,
 so that the card operator runs once, and read by two Spark actions:
 
-1. :func:`summarise`, on the executors: each record in a few columns (its partition,
-   offset, event time and merchant; why it is set aside, if it is: not a valid payment
-   or label, a duplicate, late; its bytes only then), and the fraud facts the card
-   operator made. From these the driver decides which payments to score now
-   (``stream.hold_back``), records the batch's merchant counts and facts in the day
-   tables and has the values of new days computed.
-2. :func:`score`, on the executors: the payments released are parsed again with the
-   contract (the same parser, the same decisions), and get their features from the
-   operator's aggregates and the day tables, their scores from the model and, if
+1. :func:`summary_job`, a Spark projection: each record in a few columns (its
+   partition, offset, event time and merchant, carried from the parse before the card
+   operator; why it is set aside, if it is: not a valid payment or label, a duplicate,
+   late; its bytes only then), and the fraud facts the card operator made. From these
+   the driver decides which payments to score now (``stream.hold_back``), records the
+   batch's merchant counts and facts in the day tables and has the values of new days
+   computed.
+2. :func:`score_job`, on the executors: the payments released are parsed again with the
+   contract (the same parser, the same decisions, checked), and get their features from
+   the operator's aggregates and the day tables, their scores from the model and, if
    alerted, their reasons. The model and the day tables go to the executors as Spark
    broadcasts. Each task returns its views as Arrow IPC bytes, which the driver writes.
 
@@ -38,26 +39,6 @@ from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 #: partition's newest event time).
 LATE = "late"
 
-SUMMARY_SCHEMA = T.StructType(
-    [
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp_ms", T.LongType()),
-        T.StructField("is_label", T.BooleanType()),
-        T.StructField("event_ms", T.LongType()),
-        T.StructField("merchant_id", T.StringType()),
-        T.StructField("reason", T.StringType()),
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("card_id", T.StringType()),
-        T.StructField("fact_merchant_id", T.StringType()),
-        T.StructField("fact_tx_ms", T.LongType()),
-        T.StructField("fact_report_ms", T.LongType()),
-    ]
-)
-SUMMARY_COLUMNS = [field.name for field in SUMMARY_SCHEMA.fields]
-
 VIEWS_SCHEMA = T.StructType(
     [T.StructField("view", T.StringType()), T.StructField("data", T.BinaryType())]
 )
@@ -68,8 +49,8 @@ def classify(payments: pd.DataFrame):
 
     Returns ``(events, aggregates, bad, reasons, aside)``: the valid payments (in
     record order) with their aggregates row for row; the positions of the invalid
-    records and why; and for each valid payment, why it is set aside (None: scored).
-    The same decisions on the driver's summary and on the executors' scoring pass.
+    records and why; and for each valid payment, why it is set aside (None: scored):
+    the decisions :func:`summary_job` reports, made again in the scoring pass.
     """
     from fraudstream import stream
 
@@ -90,61 +71,6 @@ def classify(payments: pd.DataFrame):
     late = aggregates["late"].to_numpy(dtype=bool)
     aside = np.where(duplicate, stream.REASON_DUPLICATE, np.where(late, LATE, None))
     return events, aggregates, bad, reasons, aside.astype(object)
-
-
-def _empty_summary() -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=object) for name in SUMMARY_COLUMNS})
-
-
-def _summary_of(records: pd.DataFrame, labels_topic: str | None) -> pd.DataFrame:
-    from fraudstream import features, stream
-
-    keys = ["partition", "offset"]
-    columns = ["topic", *keys, "timestamp_ms", "card_id", *FACT_COLUMNS]
-    is_label = (records["topic"] == labels_topic).to_numpy()
-    payments = records.loc[~is_label].reset_index(drop=True)
-    labels = records.loc[is_label].reset_index(drop=True)
-    # One row per payment record; a valid one with its time and merchant.
-    events, _, bad, reasons, aside = classify(payments)
-    decided = pd.DataFrame(
-        {
-            "partition": events["partition"].to_numpy(),
-            "offset": events["offset"].to_numpy(),
-            "event_ms": features._time_ms(events["event_time"]),
-            "merchant_id": events["merchant_id"].astype(object).to_numpy(),
-            "reason": aside,
-        }
-    )
-    out = payments[columns].merge(decided, on=keys, how="left").assign(is_label=False)
-    out["reason"] = out["reason"].astype(object)
-    out.loc[bad, "reason"] = reasons
-    # Labels: only the invalid ones and those that completed a fraud fact.
-    _, bad_labels, label_reasons = stream.parse_labels(labels)
-    label_out = labels[columns].assign(is_label=True, event_ms=None, merchant_id=None, reason=None)
-    label_out.loc[bad_labels, "reason"] = label_reasons
-    label_out = label_out.loc[
-        label_out["reason"].notna().to_numpy() | label_out["fact_report_ms"].notna().to_numpy()
-    ].copy()
-    # The bytes only of what goes to the dead letters.
-    both = [out, label_out]
-    sources = [payments, labels]
-    for frame, source in zip(both, sources, strict=True):
-        dead = frame["reason"].notna().to_numpy()
-        at = frame.index.to_numpy()
-        for name in ("key", "value"):
-            frame[name] = np.where(dead, source[name].to_numpy(dtype=object)[at], None)
-    out = pd.concat(both, ignore_index=True)
-    # The card only where it completes a fact.
-    out.loc[out["fact_report_ms"].isna().to_numpy(), "card_id"] = None
-    for name in ("event_ms", "fact_tx_ms", "fact_report_ms"):
-        out[name] = out[name].astype("Int64")
-    return out[SUMMARY_COLUMNS]
-
-
-def summarise(frames: Iterator[pd.DataFrame], labels_topic: str | None) -> Iterator[pd.DataFrame]:
-    """``mapInPandas``: each partition's records as :data:`SUMMARY_SCHEMA` rows."""
-    for records in frames:
-        yield _summary_of(records, labels_topic)
 
 
 def _ipc(frame: pd.DataFrame) -> bytes:
@@ -218,11 +144,55 @@ def score(
         yield pd.DataFrame({"view": list(views), "data": [_ipc(frame) for frame in views.values()]})
 
 
-def summary_job(batch, labels_topic: str | None):
-    return batch.mapInPandas(partial(summarise, labels_topic=labels_topic), SUMMARY_SCHEMA)
+def _is_label(labels_topic: str | None):
+    from pyspark.sql import functions as F  # noqa: N812
+
+    return F.lit(False) if labels_topic is None else F.col("topic") == labels_topic
 
 
-def score_job(batch, labels_topic, release_day, model, day_tables, now_ms):
+def summary_job(records, labels_topic: str | None):
+    """Each record of the micro-batch in a few columns, from what the parse before the
+    card operator carried (``cardstate.records.CARRIED_COLUMNS``) and the operator's
+    flags: a Spark projection, no Python. A record's bytes only if it is set aside."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from fraudstream import stream
+
+    is_label = _is_label(labels_topic)
+    reason = F.coalesce(
+        F.col("reason"),
+        F.when(F.col("duplicate"), F.lit(stream.REASON_DUPLICATE)).when(F.col("late"), F.lit(LATE)),
+    )
+    aside = reason.isNotNull()
+    fact = F.col("fact_report_ms").isNotNull()
+    return records.select(
+        "topic",
+        "partition",
+        "offset",
+        "timestamp_ms",
+        is_label.alias("is_label"),
+        "event_ms",
+        F.col("event_merchant_id").alias("merchant_id"),
+        reason.alias("reason"),
+        F.when(aside, F.col("key")).alias("key"),
+        F.when(aside, F.col("value")).alias("value"),
+        F.when(fact, F.col("card_id")).alias("card_id"),
+        *FACT_COLUMNS,
+    )
+
+
+def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
+    """The views of the payments released (:func:`score` on the executors); the rows
+    that are not are left out before Python sees them."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    from fraudstream import features
+
+    chosen = (
+        ~_is_label(labels_topic) & F.col("reason").isNull() & ~F.col("duplicate") & ~F.col("late")
+    )
+    if release_day is not None:
+        chosen &= F.col("event_ms") < (release_day + 1) * features.DAY_MS
     function = partial(
         score,
         labels_topic=labels_topic,
@@ -231,4 +201,4 @@ def score_job(batch, labels_topic, release_day, model, day_tables, now_ms):
         day_tables=day_tables,
         now_ms=now_ms,
     )
-    return batch.mapInPandas(function, VIEWS_SCHEMA)
+    return records.where(chosen).mapInPandas(function, VIEWS_SCHEMA)

@@ -51,6 +51,24 @@ _INPUT_SCHEMA = T.StructType(
 _INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6", "report_ms"]
 _INPUTS = [field.name for field in _INPUT_SCHEMA.fields]
 
+#: What the parse found out that the scoring query's driver decides on, carried through
+#: the card operator beside each record: why a record is not a valid payment or label
+#: (null if it is), and a valid payment's event time and merchant.
+CARRIED_SCHEMA = T.StructType(
+    [
+        T.StructField("reason", T.StringType()),
+        T.StructField("event_ms", T.LongType()),
+        T.StructField("event_merchant_id", T.StringType()),
+    ]
+)
+CARRIED_COLUMNS = [field.name for field in CARRIED_SCHEMA.fields]
+
+
+def inputs_schema(records_schema: T.StructType) -> T.StructType:
+    """The schema of :func:`operator_inputs`' rows for records of ``records_schema``."""
+    return T.StructType(records_schema.fields + _INPUT_SCHEMA.fields + CARRIED_SCHEMA.fields)
+
+
 #: Spark local property with ``{partition: cutoff_ms}`` of the micro-batch being run.
 CUTOFFS_PROPERTY = "fraudstream.lateness.cutoffs"
 
@@ -78,10 +96,11 @@ def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) ->
 
 
 def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFrame:
-    """Payment records' operator inputs by ``(partition, offset)``; only valid payments."""
+    """Payment records' operator inputs by ``(partition, offset)``: a valid payment's, or
+    an invalid record's reason."""
     from fraudstream import features, stream
 
-    events, _, _ = stream.parse_payments(records)
+    events, bad, reasons = stream.parse_payments(records)
     rows = features._card_rows(events)
     rows["late"] = late(
         events["partition"].to_numpy(), rows["time_ms"].to_numpy(dtype=np.int64), cutoffs
@@ -90,17 +109,30 @@ def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFr
     rows["report_ms"] = None
     rows["partition"] = events["partition"].to_numpy()
     rows["offset"] = events["offset"].to_numpy()
-    return rows
+    rows["event_ms"] = rows["time_ms"]
+    rows["event_merchant_id"] = rows["merchant_id"]
+    return pd.concat([rows, _invalid(records, bad, reasons)], ignore_index=True)
+
+
+def _invalid(records: pd.DataFrame, bad: list[int], reasons: list[str]) -> pd.DataFrame:
+    """The invalid records among ``records`` (positions ``bad``) with their reasons."""
+    return pd.DataFrame(
+        {
+            "partition": records["partition"].to_numpy()[bad],
+            "offset": records["offset"].to_numpy()[bad],
+            "reason": pd.Series(reasons, dtype=object),
+        }
+    )
 
 
 def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
-    """Label records' operator inputs by ``(partition, offset)``: valid fraud reports only
-    (a genuine verdict never undoes a report, and invalid labels pass through)."""
+    """Label records' operator inputs by ``(partition, offset)``: valid fraud reports (a
+    genuine verdict never undoes a report, and passes through), invalid labels' reasons."""
     from fraudstream import stream
 
-    reports, _, _ = stream.parse_labels(records)
+    reports, bad, reasons = stream.parse_labels(records)
     at = reports["position"].to_numpy()
-    return pd.DataFrame(
+    found = pd.DataFrame(
         {
             "card_id": reports["card_id"].to_numpy(),
             "transaction_id": reports["transaction_id"].to_numpy(),
@@ -109,13 +141,15 @@ def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
             "offset": records["offset"].to_numpy()[at],
         }
     )
+    return pd.concat([found, _invalid(records, bad, reasons)], ignore_index=True)
 
 
 def operator_inputs(
     frames: Iterator[pd.DataFrame], labels_topic: str | None = None
 ) -> Iterator[pd.DataFrame]:
     """Kafka records, each with the operator's input columns: a payment's, a fraud
-    report's (records of ``labels_topic``), or nulls for any other record."""
+    report's (records of ``labels_topic``), or nulls for any other record; and the
+    :data:`CARRIED_COLUMNS`."""
     cutoffs = _cutoffs()
     keys = ["partition", "offset"]
     for records in frames:
@@ -126,14 +160,14 @@ def operator_inputs(
             labels = records.loc[is_label, RECORD_COLUMNS].reset_index(drop=True)
             joined.append(labels.merge(_report_inputs(labels), on=keys, how="left"))
         joined = pd.concat(joined, ignore_index=True) if len(joined) > 1 else joined[0]
-        for name in _INTEGERS:
+        for name in [*_INPUTS, *CARRIED_COLUMNS]:
+            if name not in joined:
+                joined[name] = None
+        for name in [*_INTEGERS, "event_ms"]:
             joined[name] = joined[name].astype("Int64")
         for name in ("located", "late"):
             joined[name] = joined[name].astype("boolean")
-        for name in _INPUTS:
-            if name not in joined:
-                joined[name] = None
-        yield joined[[*RECORD_COLUMNS, *_INPUTS]]
+        yield joined[[*RECORD_COLUMNS, *_INPUTS, *CARRIED_COLUMNS]]
 
 
 def with_card_aggregates(
@@ -142,9 +176,10 @@ def with_card_aggregates(
     keep_days: int = KEEP_DAYS,
     initial_states: DataFrame | None = None,
 ) -> DataFrame:
-    """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` plus, for each
-    valid payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``), and
-    on any row that completes a fraud fact, that fact (``operator.FACT_COLUMNS``).
+    """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` and
+    :data:`CARRIED_COLUMNS` plus, for each valid payment, the card operator's aggregates
+    (``operator.AGGREGATE_COLUMNS``), and on any row that completes a fraud fact, that
+    fact (``operator.FACT_COLUMNS``).
 
     Records of ``labels_topic`` (in the same stream, a union of two Kafka sources) are
     fraud reports for the operator; ``keep_days`` is how long it keeps payments for them.
@@ -152,8 +187,12 @@ def with_card_aggregates(
     (``operator.read_card_states`` of what ``operator.card_states`` wrote).
     """
     records = record_columns(kafka_rows)
-    schema = T.StructType(records.schema.fields + _INPUT_SCHEMA.fields)
-    inputs = records.mapInPandas(partial(operator_inputs, labels_topic=labels_topic), schema)
+    inputs = records.mapInPandas(
+        partial(operator_inputs, labels_topic=labels_topic), inputs_schema(records.schema)
+    )
     return card_aggregates(
-        inputs, passing=RECORD_COLUMNS, keep_days=keep_days, initial_states=initial_states
+        inputs,
+        passing=[*RECORD_COLUMNS, *CARRIED_COLUMNS],
+        keep_days=keep_days,
+        initial_states=initial_states,
     )
