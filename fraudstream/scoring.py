@@ -15,6 +15,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from fraudstream import config, daytables, kafka_io, storage, stream
+from fraudstream.cardstate import outputs
 from fraudstream.cardstate import records as card_records
 
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
@@ -150,15 +151,32 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         f"model: {model.name} version {model.version} from {cfg.model_uri}, "
         f"threshold {model.threshold:.4f}, label delay {model.label_delay_days} days"
     )
+    operator = cfg.card_state == "operator"
+    if operator:
+        # The executors' views are written by Spark: times in milliseconds, as the
+        # driver's writer has always written them.
+        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
+        views = outputs.SparkOutputs(
+            cfg.out,
+            kafka=(
+                kafka_io.spark_options(cfg.bootstrap_servers),
+                cfg.alerts_topic,
+                cfg.dead_letter_topic,
+            )
+            if cfg.kafka_outputs
+            else None,
+        )
+    else:
+        views = stream.ParquetViews(cfg.out)
     processor = stream.BatchProcessor(
         models=models,
-        views=stream.ParquetViews(cfg.out),
+        views=views,
         state_store=stream.StateStore(cfg.state_folder),
         labels=stream.TopicReader(cfg.bootstrap_servers, cfg.labels_topic),
         payments=stream.TopicReader(cfg.bootstrap_servers, cfg.payments_topic),
         outputs=(
             stream.KafkaOutputs(cfg.bootstrap_servers, cfg.alerts_topic, cfg.dead_letter_topic)
-            if cfg.kafka_outputs
+            if cfg.kafka_outputs and not operator
             else None
         ),
         settings=stream.Settings(

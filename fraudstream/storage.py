@@ -120,6 +120,12 @@ class LocalFiles:
         os.replace(staging, target)
         return size
 
+    def move(self, source: str, target: str) -> None:
+        """Move file ``source`` to ``target`` (replacing it) by one rename."""
+        path = self.root / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / source, path)
+
     def read(self, rel: str, reader: Callable[[Path], T]) -> T:
         return reader(self.root / rel)
 
@@ -244,6 +250,15 @@ class HadoopFiles:
         )
         if not copied:
             raise OSError(f"Could not copy {local} to {target}.")
+
+    def move(self, source: str, target: str) -> None:
+        """Move file ``source`` to ``target`` (replacing it) by a rename: atomic on HDFS;
+        on an object store a copy, whose object appears only once whole."""
+        destination = self._path(target)
+        self._fs.mkdirs(destination.getParent())
+        self._fs.delete(destination, False)
+        if not self._fs.rename(self._path(source), destination):
+            raise OSError(f"Could not rename {self._path(source)} to {destination}.")
 
     def read(self, rel: str, reader: Callable[[Path], T]) -> T:
         source = self._path(rel)

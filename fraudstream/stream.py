@@ -1289,53 +1289,71 @@ def _day_name(day: int) -> str:
     return str(np.datetime64(int(day), "D"))
 
 
-def to_tables(result: BatchResult) -> dict[str, tuple[pa.Table, np.ndarray]]:
-    """Each view as an Arrow table in its schema, with the date of each row."""
-    tables = {}
-    alerts = result.alerts
-    alert_table = (
-        pa.table(
-            {
-                **{
-                    c: alerts[c].to_numpy()
-                    for c in schemas.ALERT_COLUMNS
-                    if c not in ("event_time", "scored_time", "reasons")
-                },
-                "event_time": _ms_to_timestamp(alerts["event_time"]),
-                "scored_time": _ms_to_timestamp(alerts["scored_time"]),
-                "reasons": pa.array(list(alerts["reasons"]), type=pa.list_(pa.string())),
-            }
-        )
-        if len(alerts)
-        else schemas.ALERT_ARROW_SCHEMA.empty_table()
+#: The scored view: every payment scored, with its score, its Kafka coordinates and
+#: the model's features.
+SCORED_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("transaction_id", pa.string()),
+        pa.field("card_id", pa.string()),
+        pa.field("event_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("scored_time", pa.timestamp("ms", tz="UTC")),
+        pa.field("score", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        pa.field("alerted", pa.bool_()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("partition", pa.int32()),
+        pa.field("offset", pa.int64()),
+        pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        *(pa.field(name, pa.float64()) for name in features.FEATURE_COLUMNS),
+    ]
+)
+
+
+def alert_table(alerts: pd.DataFrame) -> pa.Table:
+    """The alerts view's rows (``_alerts``) in its schema."""
+    if not len(alerts):
+        return schemas.ALERT_ARROW_SCHEMA.empty_table()
+    table = pa.table(
+        {
+            **{
+                c: alerts[c].to_numpy()
+                for c in schemas.ALERT_COLUMNS
+                if c not in ("event_time", "scored_time", "reasons")
+            },
+            "event_time": _ms_to_timestamp(alerts["event_time"]),
+            "scored_time": _ms_to_timestamp(alerts["scored_time"]),
+            "reasons": pa.array(list(alerts["reasons"]), type=pa.list_(pa.string())),
+        }
     )
-    tables[ALERTS] = (
-        alert_table.select(schemas.ALERT_COLUMNS).cast(schemas.ALERT_ARROW_SCHEMA),
-        _dates(alerts["event_time"]),
-    )
-    locations = result.card_locations
-    location_table = pa.Table.from_pandas(
+    return table.select(schemas.ALERT_COLUMNS).cast(schemas.ALERT_ARROW_SCHEMA)
+
+
+def location_table(locations: pd.DataFrame) -> pa.Table:
+    """The card-location view's rows (``_card_locations``) in its schema."""
+    table = pa.Table.from_pandas(
         locations.assign(event_time=_ms_to_timestamp(locations["event_time"]).to_pandas()),
         preserve_index=False,
     )
-    tables[CARD_LOCATIONS] = (
-        location_table.cast(schemas.CARD_LOCATION_ARROW_SCHEMA),
-        _dates(locations["event_time"]),
-    )
-    scored = result.scored
-    scored_table = pa.Table.from_pandas(
-        scored.drop(columns=["event_time", "scored_time", "kafka_timestamp_ms"]),
-        preserve_index=False,
-    )
-    for position, name, column in (
-        (2, "event_time", "event_time"),
-        (3, "scored_time", "scored_time"),
-        (11, "kafka_timestamp", "kafka_timestamp_ms"),
-    ):
-        scored_table = scored_table.add_column(position, name, _ms_to_timestamp(scored[column]))
-    tables[SCORED] = (scored_table, _dates(scored["event_time"]))
-    dead = result.dead_letters
-    dead_table = pa.table(
+    return table.cast(schemas.CARD_LOCATION_ARROW_SCHEMA)
+
+
+def scored_table(scored: pd.DataFrame) -> pa.Table:
+    """The scored view's rows (``_scored``) in :data:`SCORED_ARROW_SCHEMA`."""
+    columns = {
+        name: (
+            _ms_to_timestamp(scored["kafka_timestamp_ms" if name == "kafka_timestamp" else name])
+            if pa.types.is_timestamp(field.type)
+            else pa.array(scored[name].to_numpy(), type=field.type, from_pandas=True)
+        )
+        for name, field in zip(SCORED_ARROW_SCHEMA.names, SCORED_ARROW_SCHEMA, strict=True)
+    }
+    return pa.table(columns, schema=SCORED_ARROW_SCHEMA)
+
+
+def dead_letter_table(dead: pd.DataFrame) -> pa.Table:
+    """The dead letters' rows (``_dead_letters``) in their schema."""
+    return pa.table(
         {
             "topic": pa.array(dead["topic"], pa.string()),
             "partition": pa.array(dead["partition"], pa.int32()),
@@ -1348,8 +1366,22 @@ def to_tables(result: BatchResult) -> dict[str, tuple[pa.Table, np.ndarray]]:
         },
         schema=schemas.DEAD_LETTER_ARROW_SCHEMA,
     )
-    tables[DEAD_LETTERS] = (dead_table, _dates(dead["kafka_timestamp_ms"]))
-    return tables
+
+
+def to_tables(result: BatchResult) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Each view as an Arrow table in its schema, with the date of each row."""
+    return {
+        ALERTS: (alert_table(result.alerts), _dates(result.alerts["event_time"])),
+        CARD_LOCATIONS: (
+            location_table(result.card_locations),
+            _dates(result.card_locations["event_time"]),
+        ),
+        SCORED: (scored_table(result.scored), _dates(result.scored["event_time"])),
+        DEAD_LETTERS: (
+            dead_letter_table(result.dead_letters),
+            _dates(result.dead_letters["kafka_timestamp_ms"]),
+        ),
+    }
 
 
 class ParquetViews:
@@ -1607,13 +1639,15 @@ class BatchProcessor:
     ----------
     models : ModelSource
         Where the model comes from; refreshed before each batch.
-    views : ParquetViews
+    views : ParquetViews, or cardstate.outputs.SparkOutputs with the card operator
+        (which also sends the alerts and dead letters)
     state_store : StateStore
     labels : TopicReader or StaticTopic
         The labels topic, read from where the previous batch stopped.
     payments : TopicReader or StaticTopic
         The payments topic, to read logged batches again when the state is rebuilt.
     outputs : KafkaOutputs, optional
+        The driver's producer of alerts and dead letters; None with the card operator.
     settings : Settings
     log : callable
         Receives one progress line per micro-batch.
@@ -1739,8 +1773,15 @@ class BatchProcessor:
 
     def process_on_executors(self, batch_df, batch_id: int, started: float) -> BatchResult:
         """One micro-batch of the card operator's query (``cardstate.records``): the
-        driver decides, the executors score (:mod:`fraudstream.cardstate.batch`)."""
+        driver decides, the executors score (:mod:`fraudstream.cardstate.batch`), Spark
+        writes and sends (``self.views``, :mod:`fraudstream.cardstate.outputs`).
+
+        The result's ``scored`` and ``alerts`` hold only each payment's Kafka time and
+        whether it was alerted: the views' rows stay on the executors."""
+        from pyspark.sql import functions as F  # noqa: N812
+
         from fraudstream.cardstate import batch as on_executors
+        from fraudstream.cardstate import outputs
         from fraudstream.cardstate import records as card_records
         from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
@@ -1767,7 +1808,7 @@ class BatchProcessor:
             *FACT_COLUMNS,
         ]
         records = batch_df.select(*columns).persist()
-        tables = None
+        tables = output = None
         try:
             summary = on_executors.summary_job(records, labels_topic).toPandas()
             clock.lap("read")
@@ -1786,60 +1827,70 @@ class BatchProcessor:
                 self._hold(spark, to_score, decided.held, batch_id)
             clock.lap("hold")
             tables = context.broadcast(merchants_cards)
-            chunks = on_executors.score_job(
+            output = on_executors.score_job(
                 to_score,
                 labels_topic,
                 decided.release_day,
                 self._model_broadcast(context, model),
                 tables,
                 now_ms,
-            ).toPandas()
+            ).persist()
+            stats = outputs.batch_stats(output)
             clock.lap("score")
+            # The executors scored what the driver released: the same decisions, twice made.
+            if len(stats) != len(decided.scored_ms):
+                raise RuntimeError(
+                    f"micro-batch {batch_id}: the executors scored {len(stats):,} payments, "
+                    f"the driver released {len(decided.scored_ms):,}"
+                )
+            alerted = stats["alerted"].to_numpy(dtype=bool)
+            # Alerts first: ops see them before the Parquet writes.
+            if alerted.any():
+                self.views.send_alerts(output)
+            dead = self.views.dead_letters(spark, decided.dead_letters)
+            self.views.send_dead_letters(dead)
+            clock.lap("kafka")
+            self.views.write(
+                batch_id,
+                {
+                    SCORED: output.select("date", f"{SCORED}.*"),
+                    CARD_LOCATIONS: output.select("date", f"{CARD_LOCATIONS}.*"),
+                    ALERTS: (
+                        output.where(F.col(ALERTS).isNotNull()).select("date", f"{ALERTS}.*")
+                        if alerted.any()
+                        else None
+                    ),
+                    DEAD_LETTERS: dead,
+                },
+            )
+            clock.lap("write")
         finally:
             context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
             records.unpersist()
+            if output is not None:
+                output.unpersist()
             if tables is not None:
                 tables.destroy()
-        views = {ALERTS: [], CARD_LOCATIONS: [], SCORED: []}
-        for view, data in zip(chunks["view"], chunks["data"], strict=True):
-            frame = on_executors.read_ipc(data)
-            if len(frame):
-                views[view].append(frame)
-        empty = None
-        for view, frames in views.items():
-            if not frames:
-                empty = empty or on_executors.views_of(
-                    pd.DataFrame({c: [] for c in columns}),
-                    labels_topic,
-                    None,
-                    model,
-                    merchants_cards,
-                    now_ms,
-                )
-                frames.append(empty[view])
-            views[view] = pd.concat(frames, ignore_index=True)
-        alerts = views[ALERTS]
-        alerts["reasons"] = pd.Series([list(r) for r in alerts["reasons"]], dtype=object)
         counts = dict(decided.counts)
-        counts["scored"] = len(views[SCORED])
-        counts["alerts"] = int(views[SCORED]["alerted"].sum())
+        counts["scored"] = len(stats)
+        counts["alerts"] = int(alerted.sum())
         result = BatchResult(
-            alerts=alerts,
-            card_locations=views[CARD_LOCATIONS],
-            scored=views[SCORED],
+            alerts=stats.loc[alerted],
+            card_locations=pd.DataFrame(),
+            scored=stats,
             dead_letters=decided.dead_letters,
             counts=counts,
             seconds=clock.laps,
         )
-        # The executors scored what the driver released: the same decisions, twice made.
-        if counts["scored"] != len(decided.scored_ms):
-            raise RuntimeError(
-                f"micro-batch {batch_id}: the executors scored {counts['scored']:,} payments, "
-                f"the driver released {len(decided.scored_ms):,}"
-            )
         payments = summary.loc[~summary["is_label"].to_numpy(dtype=bool)]
         self._commit(
-            batch_id, result, decided.state, payments, state.label_offsets, decided.release_day
+            batch_id,
+            result,
+            decided.state,
+            payments,
+            state.label_offsets,
+            decided.release_day,
+            written=True,
         )
         self.log(self._progress(batch_id, result, model, started, time.time(), self._written_ms))
         self.last_start = started
@@ -1964,16 +2015,20 @@ class BatchProcessor:
             self._model_sent = (model, context.broadcast(model))
         return self._model_sent[1]
 
-    def _commit(self, batch_id, result, next_state, payments, labels_from, release_day) -> None:
-        """Send and write a micro-batch's outputs, then record it and its state."""
+    def _commit(
+        self, batch_id, result, next_state, payments, labels_from, release_day, written=False
+    ) -> None:
+        """Send and write a micro-batch's outputs (unless ``written`` already), then
+        record it and its state."""
         clock = _Clock()
-        # Alerts first: ops see them one Parquet write sooner. Both happen before the
-        # batch commits, so neither guarantee changes.
-        if self.outputs is not None:
-            self.outputs.send(result)
-        clock.lap("kafka")
-        self.views.write(batch_id, result)
-        clock.lap("write")
+        if not written:
+            # Alerts first: ops see them one Parquet write sooner. Both happen before
+            # the batch commits, so neither guarantee changes.
+            if self.outputs is not None:
+                self.outputs.send(result)
+            clock.lap("kafka")
+            self.views.write(batch_id, result)
+            clock.lap("write")
         self._written_ms = time.time() * 1000
         if os.environ.get(CRASH_AT_BATCH_ENV) == str(batch_id):
             # Fault injection for the crash test: die at the worst moment, with the

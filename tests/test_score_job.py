@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fraudstream import (
@@ -24,9 +25,11 @@ from fraudstream import (
     produce,
     schemas,
     scoring,
+    storage,
     stream,
     training,
     verify,
+    viewfiles,
 )
 from jobs import card_states as card_states_job
 from jobs import rebuild as rebuild_job
@@ -137,6 +140,13 @@ def test_score_job_end_to_end(
         days = daytables.DayTables(cfg.day_tables_folder, 7, spark)
         _, _, facts = days._records(spark, state.batch_id)
         assert facts.count() == history["dataset"]["is_fraud"].sum() > 0
+        # Spark wrote the views (the driver never held their rows), under the names the
+        # driver's writer gives them.
+        for view in (stream.SCORED, stream.ALERTS, stream.DEAD_LETTERS):
+            found = storage.files(cfg.out).find(view, ".parquet")
+            assert found and all(viewfiles.batch_range(f.split("/")[-1]) for f in found)
+            footer = pq.read_schema(cfg.out / view / found[0]).metadata
+            assert b"org.apache.spark.version" in footer, view
 
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -48,10 +49,73 @@ def test_files_write_read_list_find_and_delete(place):
     place.write("log/batch-1.json", lambda p: p.write_text(json.dumps({"a": 2})))
     assert json.loads(place.read("log/batch-1.json", storage.Path.read_text)) == {"a": 2}
 
+    # A move into a new folder, and over a file, leaves one file under the new name.
+    place.write("_staging/date=2018-04-03/part-0.parquet", lambda p: pq.write_table(table, p))
+    place.move("_staging/date=2018-04-03/part-0.parquet", "view/date=2018-04-03/batch-3.parquet")
+    place.write("_staging/part-1.parquet", lambda p: pq.write_table(table.slice(1), p))
+    place.move("_staging/part-1.parquet", "view/date=2018-04-03/batch-3.parquet")
+    assert place.list("view/date=2018-04-03") == ["batch-3.parquet"]
+    assert place.read("view/date=2018-04-03/batch-3.parquet", pq.read_table).num_rows == 1
+    assert place.find("_staging", ".parquet") == []
+    place.delete("view/date=2018-04-03")
+
     place.delete("view/date=2018-04-01")
     place.delete("log/batch-9.json")  # missing: nothing happens
     assert place.find("view", ".parquet") == ["date=2018-04-02/batch-2.parquet"]
     assert place.sub("view").list() == ["date=2018-04-02"]
+
+
+def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
+    """The executors' views: Spark writes each view's rows of a batch, one file per date
+    whatever the number of tasks, under the names the views have always had; a rerun of
+    the batch replaces its files and removes those it no longer makes."""
+    from datetime import date
+
+    from fraudstream import stream
+    from fraudstream.cardstate import outputs
+
+    def rows(days, tag):
+        frame = pd.DataFrame(
+            {"date": [date(2018, 4, d) for d in days], "tag": tag, "n": range(len(days))}
+        )
+        return spark.createDataFrame(frame).repartition(3)
+
+    views = outputs.SparkOutputs(tmp_path)
+    written = views.write(
+        7,
+        {
+            stream.SCORED: rows([1, 2, 2, 1, 2], "first"),
+            stream.ALERTS: rows([2], "alert"),
+            stream.CARD_LOCATIONS: rows([1, 2], "x"),
+        },
+    )
+    assert written == {
+        stream.ALERTS: 1,
+        stream.CARD_LOCATIONS: 2,
+        stream.SCORED: 2,
+        stream.DEAD_LETTERS: 0,
+    }
+    files = storage.files(tmp_path)
+    assert files.find(stream.SCORED, ".parquet") == [
+        "date=2018-04-01/batch-000000000007.parquet",
+        "date=2018-04-02/batch-000000000007.parquet",
+    ]
+    assert sorted(stream.read_view(tmp_path, stream.SCORED)["n"]) == [0, 1, 2, 3, 4]
+    # Left by a run that died before moving its files; then the batch run again (the
+    # same payments, so the same dates) by a new champion that alerts on none of them.
+    (tmp_path / outputs.STAGING / "batch-000000000007").mkdir(parents=True)
+    views.write(
+        7,
+        {
+            stream.SCORED: rows([1, 2, 2, 1, 2], "second"),
+            stream.CARD_LOCATIONS: rows([1, 2], "x"),
+        },
+    )
+    scored = stream.read_view(tmp_path, stream.SCORED)
+    assert sorted(scored["n"]) == [0, 1, 2, 3, 4] and set(scored["tag"]) == {"second"}
+    assert len(stream.read_view(tmp_path, stream.CARD_LOCATIONS)) == 2
+    assert stream.read_view(tmp_path, stream.ALERTS).empty
+    assert not (tmp_path / outputs.STAGING).exists()
 
 
 def test_files_writer_failure_leaves_no_file(place):

@@ -14,7 +14,9 @@ so that the card operator runs once, and read by two Spark actions:
    contract (the same parser, the same decisions, checked), and get their features from
    the operator's aggregates and the day tables, their scores from the model and, if
    alerted, their reasons. The model and the day tables go to the executors as Spark
-   broadcasts. Each task returns its views as Arrow IPC bytes, which the driver writes.
+   broadcasts. Each payment scored becomes one row of its views
+   (:data:`fraudstream.cardstate.outputs.OUTPUT_SCHEMA`), which Spark writes and sends
+   (:mod:`fraudstream.cardstate.outputs`): the driver never holds them.
 
 Payments held for a later micro-batch (a catch-up whose partitions stand days apart)
 are written by Spark, with their aggregates, to the checkpoint (``held/batch-N``);
@@ -24,24 +26,18 @@ their partition, offset, event time and merchant.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from functools import partial
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
 #: Marks a payment set aside as late; the driver words the reason (it knows the
 #: partition's newest event time).
 LATE = "late"
-
-VIEWS_SCHEMA = T.StructType(
-    [T.StructField("view", T.StringType()), T.StructField("data", T.BinaryType())]
-)
 
 
 def classify(payments: pd.DataFrame):
@@ -71,19 +67,6 @@ def classify(payments: pd.DataFrame):
     late = aggregates["late"].to_numpy(dtype=bool)
     aside = np.where(duplicate, stream.REASON_DUPLICATE, np.where(late, LATE, None))
     return events, aggregates, bad, reasons, aside.astype(object)
-
-
-def _ipc(frame: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def read_ipc(data: bytes) -> pd.DataFrame:
-    with pa.ipc.open_stream(data) as reader:
-        return reader.read_all().to_pandas()
 
 
 def views_of(
@@ -129,19 +112,25 @@ def views_of(
 
 
 def score(
-    frames: Iterator[pd.DataFrame],
+    batches: Iterator[pa.RecordBatch],
     labels_topic: str | None,
     release_day: int | None,
     model,
     day_tables,
     now_ms: int,
-) -> Iterator[pd.DataFrame]:
-    """``mapInPandas``: each partition's views as Arrow IPC bytes (:data:`VIEWS_SCHEMA`).
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``: the views of each chunk's payments, a row per payment
+    (:data:`~fraudstream.cardstate.outputs.OUTPUT_SCHEMA`).
 
     ``model`` and ``day_tables`` are Spark broadcasts: read once per Python worker."""
-    for records in frames:
-        views = views_of(records, labels_topic, release_day, model.value, day_tables.value, now_ms)
-        yield pd.DataFrame({"view": list(views), "data": [_ipc(frame) for frame in views.values()]})
+    from fraudstream.cardstate import outputs
+
+    for batch in batches:
+        views = views_of(
+            batch.to_pandas(), labels_topic, release_day, model.value, day_tables.value, now_ms
+        )
+        if len(views["scored"]):
+            yield outputs.output_batch(views)
 
 
 def _is_label(labels_topic: str | None):
@@ -182,11 +171,12 @@ def summary_job(records, labels_topic: str | None):
 
 
 def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
-    """The views of the payments released (:func:`score` on the executors); the rows
-    that are not are left out before Python sees them."""
+    """The views of the payments released (:func:`score` on the executors), a row per
+    payment; the rows that are not released are left out before Python sees them."""
     from pyspark.sql import functions as F  # noqa: N812
 
     from fraudstream import features
+    from fraudstream.cardstate import outputs
 
     chosen = (
         ~_is_label(labels_topic) & F.col("reason").isNull() & ~F.col("duplicate") & ~F.col("late")
@@ -201,4 +191,4 @@ def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
         day_tables=day_tables,
         now_ms=now_ms,
     )
-    return records.where(chosen).mapInPandas(function, VIEWS_SCHEMA)
+    return records.where(chosen).mapInArrow(function, outputs.OUTPUT_SCHEMA)
