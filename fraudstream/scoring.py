@@ -24,7 +24,7 @@ QUERY_NAME = "fraudstream-score"
 #: Where the cards' state lives: the driver's Python process, or the card operator on
 #: the executors (Spark's state store).
 CARD_STATES = ("driver", "operator")
-DEFAULT_CARD_STATE = "driver"
+DEFAULT_CARD_STATE = "operator"
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,10 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "--card-state",
         choices=list(CARD_STATES),
         default=DEFAULT_CARD_STATE,
-        help="where the cards' 30-day state lives: in the driver's Python process (default; "
-        "faster on one machine), or in the card operator on Spark's executors (Spark's "
-        "state store; for more cards than a driver holds). A checkpoint keeps the one it "
-        "started with",
+        help="where the cards' 30-day state lives: in the card operator on Spark's executors "
+        "(default: Spark's state store, for more cards than a driver holds), or in the "
+        "driver's Python process (faster on one machine, up to about a million cards). A "
+        "checkpoint keeps the one it started with",
     )
     parser.add_argument(
         "--initial-card-states",
