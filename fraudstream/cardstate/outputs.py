@@ -10,8 +10,7 @@ holds these rows. It has them, persisted once, written and sent by Spark
    Spark's Kafka sink, first, so that ops see an alert before the Parquet writes (at
    least once, like the driver's producer: ``alert_id`` is deterministic);
 2. each view by Spark's DataFrame writer, into ``ROOT/_staging/batch-N/VIEW/date=D/``,
-   one file per date (one task per view, the views' jobs run together from threads of
-   their own); then each file is moved to the name the
+   one file per date (one task per view); then each file is moved to the name the
    views have always had, ``ROOT/VIEW/date=D/batch-N.parquet`` (:mod:`fraudstream.viewfiles`).
    A move is a rename within one file system: atomic on a local disk and on HDFS, a
    copy on an object store, where an object appears only once whole. A batch run again
@@ -23,8 +22,6 @@ summary); they go through the same writer and sink, from a small Spark DataFrame
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -123,30 +120,6 @@ def batch_stats(output) -> pd.DataFrame:
     ).toPandas()
 
 
-def _run_together(jobs: list) -> None:
-    """Run Spark jobs from threads of their own, so that their tasks share the cores
-    (one task a view: run in turn, each leaves a core idle); raise the first failure."""
-    from pyspark import InheritableThread
-
-    failures = []
-
-    def run(job):
-        try:
-            job()
-        except BaseException as error:  # noqa: BLE001 - raised again below, in order
-            failures.append(error)
-
-    # Inheritable: the jobs keep the batch's local properties (the lateness cutoffs),
-    # which a task recomputed after a lost executor reads.
-    threads = [InheritableThread(target=run, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-
-
 class SparkOutputs:
     """The views under one output root, written by Spark; alerts and dead letters sent
     by Spark's Kafka sink (none when ``kafka`` is None: a rebuild).
@@ -215,23 +188,15 @@ class SparkOutputs:
         staging = f"{STAGING}/batch-{batch_id:012d}"
         # Left by a run that died before moving its files: only one batch runs at a time.
         self.files.delete(STAGING)
-        written = [view for view in stream.VIEWS if frames.get(view) is not None]
-        _run_together(
-            [
-                partial(
-                    frames[view]
-                    .coalesce(1)
-                    .write.mode("overwrite")
-                    .partitionBy("date")
-                    .option("compression", "zstd")
-                    .parquet,
-                    self._location(f"{staging}/{view}"),
-                )
-                for view in written
-            ]
-        )
-        placed: dict[str, dict[str, str]] = {view: {} for view in stream.VIEWS}
-        for view in written:
+        placed: dict[str, dict[str, str]] = {}
+        for view in stream.VIEWS:
+            placed[view] = {}
+            frame = frames.get(view)
+            if frame is None:
+                continue
+            frame.coalesce(1).write.mode("overwrite").partitionBy("date").option(
+                "compression", "zstd"
+            ).parquet(self._location(f"{staging}/{view}"))
             for rel in self.files.find(f"{staging}/{view}", ".parquet"):
                 folder, _, _ = rel.rpartition("/")
                 if not folder:
