@@ -4,9 +4,10 @@ The cards' 30-day state is built by a batch query (the ``card_states`` job's cod
 ``operator.card_states``) from a synthetic history: ``--history-per-card`` payments per
 card over the 30 days before the live stream starts, with random merchants, amounts and
 card-present locations. Then ``bench/bench_score.py`` runs as usual (the real score job,
-``--card-state operator``, Kafka in, model, views and alerts out, the producer and the
-broker on the same machine) with ``--initial-card-states``, on live payments of random
-cards of that population. Both data sets are kept under ``var/bench-bank/`` and reused.
+the cards' state in the card operator, Kafka in, model, views and alerts out, the
+producer and the broker on the same machine) with ``--initial-card-states``, on live
+payments of random cards of that population. Both data sets are kept under
+``var/bench-bank/`` and reused.
 
 What it shows: whether the driver's memory and the job's rate depend on the number of
 cards once their state lives in the card operator. It does not model a real bank's
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fraudstream import config, features, lake, schemas, stream  # noqa: E402
+from fraudstream import config, features, lake, schemas  # noqa: E402
+from fraudstream.scoring import state  # noqa: E402
 
 DAY_MS = features.DAY_MS
 START = pd.Timestamp("2026-01-01", tz="UTC")  # the live stream's first day
@@ -63,7 +65,7 @@ def build_states(folder: Path, cards: int, per_card: int) -> float:
     """Write the cards' states after a synthetic 30-day history; return the seconds taken."""
     from pyspark.sql import functions as F  # noqa: N812
 
-    from fraudstream.cardstate import operator
+    from fraudstream.scoring import operator
     from fraudstream.spark import get_session
 
     spark = get_session("fraudstream-bench-bank-states")
@@ -84,7 +86,7 @@ def build_states(folder: Path, cards: int, per_card: int) -> float:
         F.format_string("m%06d", (F.rand(6) * MERCHANTS).cast("int")).alias("merchant_id"),
         F.lit(None).cast("long").alias("report_ms"),
     )
-    horizon = stream.payment_horizon_days(features.DEFAULT_LABEL_DELAY_DAYS)
+    horizon = state.payment_horizon_days(features.DEFAULT_LABEL_DELAY_DAYS)
     operator.card_states(rows, keep_days=horizon).write.mode("overwrite").parquet(str(folder))
     return time.time() - started
 
@@ -154,7 +156,6 @@ def main(argv=None) -> int:
         [
             "--data", str(live),
             "--model", str(args.model),
-            "--card-state", "operator",
             "--initial-card-states", str(states),
             "--baseline-seconds", "0",
             *rest,

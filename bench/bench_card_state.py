@@ -1,18 +1,24 @@
-"""Where the cards' state lives: the score job's driver memory with ``--card-state``
-``driver`` against ``operator``, on one simulated population, side by side in one run.
+"""The score job's memory and the state it leaves, with the cards' state in the card
+operator, on one simulated population.
 
 The simulator makes ``--customers`` customers (one card each) over ``--days`` days; the
 labels and then the payments go into fresh 4-partition topics of the local broker; then
-``./spark-submit.sh score --available-now`` scores the topic from the start, once per
-mode, each on its own checkpoint. While a job runs, the script samples the peak
-resident memory (VmHWM) of the job's Python driver and of its JVM; at the end it reports
-those, the rate over the whole run (start-up included) and the state each mode leaves on
-disk. The producer and the broker share the machine with the job.
+``./spark-submit.sh score --available-now`` scores the topic from the start on a fresh
+checkpoint. While the job runs, the script samples the peak resident memory (VmHWM) of
+the job's Python driver and of its JVM; at the end it reports those, the rate over the
+whole run (start-up included) and the state the job leaves on disk: the card operator's
+state store, the driver's newest snapshot and the day tables. The producer and the broker
+share the machine with the job.
+
+It used to run the job once per ``--card-state`` mode (``driver``, ``operator``) and
+compare the driver's memory side by side; that comparison ended when the driver mode was
+removed (the job keeps the cards' state in the card operator only). Its figures stay in
+``bench/README.md``.
 
 Usage::
 
     .venv/bin/python bench/bench_card_state.py [--customers 50000] [--days 40]
-        [--modes driver,operator] [--max-offsets-per-trigger 200000]
+        [--max-offsets-per-trigger 200000] [--model models/fraudstream]
 """
 
 from __future__ import annotations
@@ -35,12 +41,11 @@ from fraudstream import broker as local_broker  # noqa: E402
 from fraudstream import config, produce, schemas, simulate  # noqa: E402
 
 
-def run_mode(mode: str, args, servers: str, topics: dict, run_dir: Path) -> dict:
-    out = run_dir / mode
-    args = argparse.Namespace(**{**vars(args), "card_state": mode})
-    command = score_command(args, servers, topics, out, "8g", "--available-now")
-    log = out / "job.log"
-    out.mkdir(parents=True)
+def run_score(args, servers: str, topics: dict, run_dir: Path) -> dict:
+    """One ``--available-now`` run into ``run_dir``; its peaks, seconds and state on disk."""
+    command = score_command(args, servers, topics, run_dir, "8g", "--available-now")
+    log = run_dir / "job.log"
+    run_dir.mkdir(parents=True)
     started = time.time()
     with log.open("w") as sink:
         job = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
@@ -51,11 +56,10 @@ def run_mode(mode: str, args, servers: str, topics: dict, run_dir: Path) -> dict
             time.sleep(1.0)
     seconds = time.time() - started
     if job.returncode != 0:
-        raise SystemExit(f"score --card-state {mode} failed; see {log}")
-    checkpoint = out / "checkpoints" / "score"
+        raise SystemExit(f"score failed; see {log}")
+    checkpoint = run_dir / "checkpoints" / "score"
     snapshots = sorted((checkpoint / "feature-state").glob("batch-*/"))
     return {
-        "mode": mode,
         "seconds": seconds,
         **peaks,
         "operator_state_mb": folder_mb(checkpoint / "state"),
@@ -69,7 +73,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--days", type=int, default=40)
-    parser.add_argument("--modes", default="driver,operator")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     parser.add_argument(
         "--model", type=Path, default=config.PROJECT_ROOT / "models" / "fraudstream"
@@ -102,24 +105,23 @@ def main(argv=None) -> int:
         produce.publish(labels, topics["labels"], servers, encode=schemas.encode_labels)
         produce.publish(events, topics["payments"], servers)
         run_dir = config.VAR_DIR / "bench" / f"card-state-{suffix}"
-        results = [run_mode(mode, args, servers, topics, run_dir) for mode in args.modes.split(",")]
+        result = run_score(args, servers, topics, run_dir)
     finally:
         if started_broker is not None:
             local_broker.stop(started_broker)
     print()
-    print(f"{events.num_rows:,} payments, {cards:,} cards; logs under {run_dir}")
+    print(f"{events.num_rows:,} payments, {cards:,} cards; log {run_dir / 'job.log'}")
     print(
-        f"{'card state':>10} {'payments/s':>11} {'seconds':>8} {'batches':>8} "
+        f"{'payments/s':>11} {'seconds':>8} {'batches':>8} "
         f"{'driver Python peak MB':>22} {'JVM peak MB':>12} {'operator state MB':>18} "
         f"{'driver snapshot MB':>19} {'day tables MB':>14}"
     )
-    for r in results:
-        print(
-            f"{r['mode']:>10} {events.num_rows / r['seconds']:>11,.0f} {r['seconds']:>8.0f} "
-            f"{r['batches']:>8} {r.get('driver_python_mb', float('nan')):>22,.0f} "
-            f"{r.get('jvm_mb', float('nan')):>12,.0f} {r['operator_state_mb']:>18,.1f} "
-            f"{r['driver_snapshot_mb']:>19,.1f} {r['day_tables_mb']:>14,.1f}"
-        )
+    print(
+        f"{events.num_rows / result['seconds']:>11,.0f} {result['seconds']:>8.0f} "
+        f"{result['batches']:>8} {result.get('driver_python_mb', float('nan')):>22,.0f} "
+        f"{result.get('jvm_mb', float('nan')):>12,.0f} {result['operator_state_mb']:>18,.1f} "
+        f"{result['driver_snapshot_mb']:>19,.1f} {result['day_tables_mb']:>14,.1f}"
+    )
     return 0
 
 

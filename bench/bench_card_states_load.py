@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
-    from fraudstream.cardstate import operator
+    from fraudstream.scoring import operator
 
     work = config.VAR_DIR / "bench-card-states-load"
     shutil.rmtree(work, ignore_errors=True)

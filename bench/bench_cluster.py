@@ -23,7 +23,7 @@ Usage::
 
     .venv/bin/python bench/bench_cluster.py [--payments 200000] [--runs 3]
         [--master spark://127.0.0.1:7077] [--max-offsets-per-trigger 100000]
-        [--card-state driver|operator] [--executor-cores 2]
+        [--executor-cores 2]
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fraudstream import broker as local_broker  # noqa: E402
-from fraudstream import config, produce, schemas, simulate, stream  # noqa: E402
+from fraudstream import config, produce, schemas, simulate  # noqa: E402
 from fraudstream import spark_cluster as local_cluster  # noqa: E402
+from fraudstream.scoring import views  # noqa: E402
 
 BATCH_LINE = re.compile(r"^batch \d+: ([\d,]+) records .* batch ([\d.]+) s")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -122,7 +123,6 @@ def run_score(
     root: Path,
     env: dict,
     cap: int,
-    card_state: str = "driver",
     cores: int | None = None,
     workers: list[int] = (),
 ) -> dict:
@@ -134,7 +134,7 @@ def run_score(
         "--payments-topic", topics["payments"], "--labels-topic", topics["labels"],
         "--alerts-topic", topics["alerts"], "--dead-letter-topic", topics["dlq"],
         "--out", str(root / "lake"), "--checkpoint", str(root / "checkpoints"),
-        "--max-offsets-per-trigger", str(cap), "--card-state", card_state,
+        "--max-offsets-per-trigger", str(cap),
     ]  # fmt: skip
     driver_before = _reaped_children_cpu()
     workers_before = sum(_tree_cpu_seconds(pid) for pid in workers)
@@ -155,7 +155,7 @@ def run_score(
         for match in map(BATCH_LINE.match, result.stdout.splitlines())
         if match
     ]
-    scored = stream.count_rows(root / "lake", stream.SCORED)
+    scored = views.count_rows(root / "lake", views.SCORED)
     # The first micro-batch also pays for the executors' first Kafka reads (connections,
     # JIT); the later ones show the steady rate.
     later = batches[1:] or batches
@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default=local_cluster.LocalCluster().master_url)
     parser.add_argument("--max-offsets-per-trigger", type=int, default=100_000)
     parser.add_argument("--brokers", default=config.bootstrap_servers())
-    parser.add_argument("--card-state", choices=("driver", "operator"), default="driver")
     parser.add_argument(
         "--executor-cores",
         default="2",
@@ -223,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
                 root,
                 env,
                 args.max_offsets_per_trigger,
-                card_state=args.card_state,
                 cores=cores,
                 workers=workers if cores else [],
             )
@@ -246,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"median of {args.runs} runs, {payments.num_rows:,} payments, --available-now, "
-        f"--max-offsets-per-trigger {args.max_offsets_per_trigger}, --card-state "
-        f"{args.card_state} (payments/s; the driver's share of the job's CPU on the cluster):"
+        f"--max-offsets-per-trigger {args.max_offsets_per_trigger} (payments/s; the driver's "
+        f"share of the job's CPU on the cluster):"
     )
     print(
         f"{'master':<30} {'all batches':>12} {'after the first':>16} {'wall clock':>11} "

@@ -20,7 +20,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from fraudstream import broker as local_broker
-from fraudstream import config, dashboard, kafka_io, schemas, stream
+from fraudstream import config, dashboard, kafka_io, schemas
+from fraudstream.scoring import reasons
 
 
 def alerts(count: int) -> list[dict]:
@@ -30,7 +31,7 @@ def alerts(count: int) -> list[dict]:
         transaction_id = f"tx_bench_{n:07d}"
         rows.append(
             {
-                "alert_id": stream.alert_id(transaction_id, "fraudstream", "7"),
+                "alert_id": reasons.alert_id(transaction_id, "fraudstream", "7"),
                 "transaction_id": transaction_id,
                 "card_id": f"card_{n % 997:04d}",
                 "event_time": start + timedelta(seconds=n),
@@ -39,7 +40,7 @@ def alerts(count: int) -> list[dict]:
                 "threshold": 0.5,
                 "model_name": "fraudstream",
                 "model_version": "7",
-                "reasons": [f"{stream.describe('amount_to_card_mean', 8.2)} (+0.17)"],
+                "reasons": [f"{reasons.describe('amount_to_card_mean', 8.2)} (+0.17)"],
                 "amount": 100.0 + n % 500,
                 "currency": "EUR",
                 "merchant_id": f"m_{n % 50:03d}",

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fraudstream import features, lake, schemas, simulate
-from fraudstream.cardstate import operator
+from fraudstream.scoring import operator
 
 
 def _timed(step) -> tuple[float, object]:

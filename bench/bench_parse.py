@@ -9,8 +9,8 @@ Encodes ``--rows`` payments of ``--data`` (the lake layout; generated if missing
 the producer does, caches them as Kafka-like rows in a ``local[2]`` session, and
 times, each to the ``noop`` sink, side by side:
 
-- ``python``: what the scoring query runs with ``--card-state operator``: the contract's
-  parser in ``mapInPandas`` (``cardstate.records.operator_inputs``);
+- ``python``: what the scoring query runs: the contract's parser in ``mapInPandas``
+  (``scoring.records.operator_inputs``);
 - ``jvm``: a JVM parse that could stand in for it only if it never takes a record the
   contract refuses: ``from_json``, plus the checks that make a record certainly valid
   (a flat JSON object with no escapes, each contract field at most once, strings where
@@ -37,8 +37,8 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream import config, lake, schemas, simulate
-from fraudstream.cardstate import operator
-from fraudstream.cardstate import records as card_records
+from fraudstream.scoring import operator
+from fraudstream.scoring import records as card_records
 from fraudstream.spark import get_session
 
 WS = "[ \\t\\n\\r]*"

@@ -19,8 +19,7 @@ Usage::
     .venv/bin/python bench/bench_score.py [--data data/generated] [--model models/fraudstream]
         [--rates 5000,10000,20000] [--step-seconds 30] [--warmup-rate 5000]
         [--warmup-seconds 30] [--max-offsets-per-trigger 200000] [--baseline-seconds 20]
-        [--card-state driver|operator] [--initial-card-states DIR] [--spark-conf K=V]
-        [--driver-memory 4g]
+        [--initial-card-states DIR] [--spark-conf K=V] [--driver-memory 4g]
 """
 
 from __future__ import annotations
@@ -46,7 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fraudstream import broker as local_broker  # noqa: E402
-from fraudstream import config, features, kafka_io, lake, produce, schemas, stream  # noqa: E402
+from fraudstream import config, features, kafka_io, lake, produce, schemas  # noqa: E402
+from fraudstream.scoring import model as scoring_model  # noqa: E402
+from fraudstream.scoring import processor, views  # noqa: E402
 
 SUSTAIN_CATCH_UP_S = 5.0
 SUSTAIN_P99_S = 5.0
@@ -219,7 +220,6 @@ def score_command(args, servers, topics, run_dir: Path, driver_memory: str, *ext
         "--out", str(run_dir / "lake"),
         "--checkpoint", str(run_dir / "checkpoints"),
         "--max-offsets-per-trigger", str(args.max_offsets_per_trigger),
-        "--card-state", args.card_state,
         *extra,
     ]  # fmt: skip
 
@@ -319,7 +319,7 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
     job.wait(timeout=180)
     output.join(timeout=30)
 
-    scored = stream.read_view(run_dir / "lake", stream.SCORED)
+    scored = views.read_view(run_dir / "lake", views.SCORED)
     # Kafka timestamps are the produce times (CreateTime, set by the producer).
     produced_ms = dict(
         zip(scored["transaction_id"], features._time_ms(scored["kafka_timestamp"]), strict=True)
@@ -341,10 +341,10 @@ def run_job(args, servers, topics, run_dir) -> tuple[list[dict], dict]:
             {
                 "throughput": result["processed_during"] / duration,
                 "alerts": len(alert_lat),
-                "alert_p50_s": stream.percentile(alert_lat, 50),
-                "alert_p99_s": stream.percentile(alert_lat, 99),
-                "scored_p50_s": stream.percentile(scored_lat, 50),
-                "scored_p99_s": stream.percentile(scored_lat, 99),
+                "alert_p50_s": processor.percentile(alert_lat, 50),
+                "alert_p99_s": processor.percentile(alert_lat, 99),
+                "scored_p50_s": processor.percentile(scored_lat, 50),
+                "scored_p99_s": processor.percentile(scored_lat, 99),
             }
         )
         result["sustained"] = bool(
@@ -416,9 +416,6 @@ def main(argv=None) -> int:
     parser.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     parser.add_argument("--baseline-seconds", type=float, default=20)
     parser.add_argument("--brokers", default=None)
-    parser.add_argument(
-        "--card-state", choices=["driver", "operator"], default="driver", help="the job's option"
-    )
     parser.add_argument("--driver-memory", default="4g", help="the job's (default: %(default)s)")
     parser.add_argument(
         "--spark-conf",
@@ -430,16 +427,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--initial-card-states",
         type=Path,
-        help="with --card-state operator: the job starts from these card states "
-        "(bench/bench_bank_scale.py builds them)",
+        help="the job starts from these card states (bench/bench_bank_scale.py builds them)",
     )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",")]
     if not (args.data / "events").is_dir():
         raise SystemExit(f"No events under {args.data}: run ./spark-submit.sh generate first.")
     try:
-        model = stream.load_model(str(args.model))
-    except stream.ModelLoadError as error:
+        model = scoring_model.load_model(str(args.model))
+    except scoring_model.ModelLoadError as error:
         raise SystemExit(
             f"{error} Train one first: ./spark-submit.sh train --data {args.data}"
         ) from None

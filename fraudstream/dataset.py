@@ -3,7 +3,7 @@
 :func:`features_frame` turns payment and label events (Spark DataFrames) into the model's
 features, as of each payment, without bringing the history to the driver:
 
-- the card windows come from the per-card operator (``fraudstream.cardstate``), the Java
+- the card windows come from the per-card operator (``fraudstream.scoring.operator``), the Java
   ``StatefulProcessor`` that keeps each card's state in Spark's state store, run here as
   a batch query over the whole history; its integer aggregates become features through
   ``features.card_features_from_aggregates`` in a pandas UDF;
@@ -31,7 +31,7 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream import features, lake, schemas, spark_features, storage
-from fraudstream.cardstate import operator
+from fraudstream.scoring import operator
 
 _CARD_FEATURES_SCHEMA = T.StructType(
     [T.StructField("transaction_id", T.StringType(), False)]

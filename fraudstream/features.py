@@ -63,7 +63,7 @@ Exactness. Amounts are summed in integer cents and coordinates in integer
 micro-degrees, so a window's sum does not depend on how the history was cut into
 batches; means and distances are then computed from identical integers.
 
-On Spark's executors. The JVM card operator (``fraudstream.cardstate``) keeps the
+On Spark's executors. The JVM card operator (``fraudstream.scoring.operator``) keeps the
 card part of the state in Spark's state store and emits integer aggregates over each
 payment's earlier payments; :func:`card_features_from_aggregates` makes the card
 features from them with this module's formulas, equal to :func:`compute`'s to 1e-9
@@ -534,7 +534,7 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool
 def card_features_from_aggregates(aggregates: pd.DataFrame, own: pd.DataFrame) -> pd.DataFrame:
     """The card features of payments from the card operator's aggregates.
 
-    The JVM card operator (``fraudstream.cardstate.operator``) gives, per payment,
+    The JVM card operator (``fraudstream.scoring.operator``) gives, per payment,
     integer aggregates over the card's earlier payments; this adds the payment itself with
     the same formulas, in the same order of operations, as :func:`compute`, so both give
     the same doubles for the same history.

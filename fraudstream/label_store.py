@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fraudstream import schemas, stream
+from fraudstream import schemas
 from fraudstream.features import DAY_MS
+from fraudstream.scoring import views
 
 LABELS = "labels"
 LABEL_DEAD_LETTERS = "label_dead_letters"
@@ -81,7 +82,7 @@ class LabelStore:
 
     def write(self, records: pd.DataFrame, batch_id: int) -> dict[str, int]:
         tables = split(records)
-        written = stream.write_batch(self.root, batch_id, tables)
+        written = views.write_tables(self.root, batch_id, tables)
         self.log(
             f"batch {batch_id}: {len(records):,} records -> {written[LABELS]:,} labels, "
             f"{written[LABEL_DEAD_LETTERS]:,} dead letters"

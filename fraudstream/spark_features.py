@@ -32,7 +32,6 @@ from operator import or_
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream.cardstate import operator
 from fraudstream.features import (
     CARD_FEATURE_COLUMNS,
     DAY_MS,
@@ -44,6 +43,7 @@ from fraudstream.features import (
     NIGHT_END_HOUR,
     RECENT_WINDOWS_DAYS,
 )
+from fraudstream.scoring import operator
 
 #: 1970-01-01 was a Thursday: Monday-based weekday = (epoch day + 3) mod 7, as pandas counts.
 _EPOCH_WEEKDAY = 3

@@ -20,20 +20,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudstream import config, storage, stream
+from fraudstream import config, storage
+from fraudstream.scoring import views
 
 #: The view names users type, and the folder each is written to.
 VIEW_NAMES = {
-    "alerts": stream.ALERTS,
-    "card-locations": stream.CARD_LOCATIONS,
-    "scored": stream.SCORED,
-    "dead-letters": stream.DEAD_LETTERS,
+    "alerts": views.ALERTS,
+    "card-locations": views.CARD_LOCATIONS,
+    "scored": views.SCORED,
+    "dead-letters": views.DEAD_LETTERS,
 }
 KEYS = {
-    stream.ALERTS: ["transaction_id"],
-    stream.CARD_LOCATIONS: ["transaction_id"],
-    stream.SCORED: ["transaction_id"],
-    stream.DEAD_LETTERS: ["topic", "partition", "offset"],
+    views.ALERTS: ["transaction_id"],
+    views.CARD_LOCATIONS: ["transaction_id"],
+    views.SCORED: ["transaction_id"],
+    views.DEAD_LETTERS: ["topic", "partition", "offset"],
 }
 #: When a row was written: differs in every replay by nature.
 WALL_CLOCK_COLUMNS = {"scored_time", "dead_lettered_time"}
@@ -92,8 +93,8 @@ def _key_text(key) -> str:
 def _offset_ranges(root: Path, payments_topic: str) -> dict[int, int]:
     """The highest payments offset read, per partition, from ``scored`` and dead letters."""
     highest: dict[int, int] = {}
-    frames = [stream.read_view(root, stream.SCORED)]
-    dead = stream.read_view(root, stream.DEAD_LETTERS)
+    frames = [views.read_view(root, views.SCORED)]
+    dead = views.read_view(root, views.DEAD_LETTERS)
     if len(dead):
         frames.append(dead[dead["topic"] == payments_topic])
     for frame in frames:
@@ -112,12 +113,12 @@ def _in_range(frame: pd.DataFrame, limits: dict[int, int]) -> np.ndarray:
 
 def _inside(frame: pd.DataFrame, view: str, root: Path, limits, payments_topic) -> np.ndarray:
     """Which rows of ``view`` come from payments at or below ``limits``."""
-    if view == stream.DEAD_LETTERS:
+    if view == views.DEAD_LETTERS:
         return (frame["topic"] != payments_topic).to_numpy() | _in_range(frame, limits)
-    if view == stream.SCORED:
+    if view == views.SCORED:
         return _in_range(frame, limits)
     # Alerts and card locations: located through the scored row of the same payment.
-    scored = stream.read_view(root, stream.SCORED)
+    scored = views.read_view(root, views.SCORED)
     where = scored.set_index("transaction_id")[["partition", "offset"]]
     located = where.reindex(frame["transaction_id"]).fillna(-1).reset_index(drop=True)
     return _in_range(located, limits) & (located["partition"] >= 0).to_numpy()
@@ -145,7 +146,7 @@ def compare_view(
     common = {p: min(o, rebuilt_limits[p]) for p, o in live_limits.items() if p in rebuilt_limits}
     frames = []
     for root in (live_root, rebuilt_root):
-        frame = stream.read_view(root, view)
+        frame = views.read_view(root, view)
         # The hive partition column (``date``) reads back as a categorical whose
         # categories differ between roots: compare plain values.
         frame = frame.astype(
@@ -198,12 +199,12 @@ def live_models(root: Path) -> list[tuple[str, str, float]]:
 
     columns = ["model_name", "model_version", "threshold"]
     if storage.is_uri(root):
-        scored = stream.read_view(root, stream.SCORED)
+        scored = views.read_view(root, views.SCORED)
         if not len(scored):
             return []
         table = pa.Table.from_pandas(scored[columns], preserve_index=False)
     else:
-        folder = Path(root) / stream.SCORED
+        folder = Path(root) / views.SCORED
         if not folder.is_dir() or not any(folder.rglob("*.parquet")):
             return []
         table = pq.read_table(folder, columns=columns)

@@ -25,9 +25,9 @@ import time
 
 from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream import features, lake, storage, stream
-from fraudstream.cardstate import operator
+from fraudstream import features, lake, storage
 from fraudstream.dataset import read_events, read_labels
+from fraudstream.scoring import operator, state
 from fraudstream.spark import get_session
 
 
@@ -71,7 +71,7 @@ def build(spark, data, label_delay_days: int):
             )
         )
         rows = rows.unionByName(reports, allowMissingColumns=True)
-    return operator.card_states(rows, keep_days=stream.payment_horizon_days(label_delay_days))
+    return operator.card_states(rows, keep_days=state.payment_horizon_days(label_delay_days))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ The score job writes one file per micro-batch and date in each view
 opens. This job merges each day's files before ``--until`` into files of at most
 ``--max-rows`` rows, named by the batches they hold (``batch-A-B.parquet``), and deletes
 the files it merged once they have been superseded for ``--grace-minutes``. Readers that
-go through ``fraudstream`` (``stream.read_view``, ``viewfiles.paths``, rebuild, the
+go through ``fraudstream`` (``views.read_view``, ``viewfiles.paths``, rebuild, the
 notebooks) see every row exactly once throughout, and a reader that listed a day before
 the merge can still open its files; see ``fraudstream/viewfiles.py``. Safe to run while
 the score job writes to the same root, and again at any time: run it daily.
@@ -23,7 +23,8 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from fraudstream import storage, stream, viewfiles
+from fraudstream import storage, viewfiles
+from fraudstream.scoring import views
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--views",
-        default=",".join(stream.VIEWS),
+        default=",".join(views.VIEWS),
         help="comma-separated views to compact (default: %(default)s)",
     )
     parser.add_argument(
@@ -61,11 +62,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.views = tuple(view for view in args.views.split(",") if view)
-    unknown = sorted(set(args.views) - set(stream.VIEWS))
+    unknown = sorted(set(args.views) - set(views.VIEWS))
     if unknown or not args.views:
         parser.error(
-            f"--views: {', '.join(unknown) or 'none given'}; the views are "
-            f"{', '.join(stream.VIEWS)}"
+            f"--views: {', '.join(unknown) or 'none given'}; the views are {', '.join(views.VIEWS)}"
         )
     if args.max_rows < 1:
         parser.error("--max-rows must be 1 or more")

@@ -23,7 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudstream import config, kafka_io, label_store, storage, stream
+from fraudstream import config, kafka_io, label_store, storage
+from fraudstream.scoring import views
 from fraudstream.spark import get_session
 
 QUERY_NAME = "fraudstream-labels"
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labels: {error}", file=sys.stderr)
         return 2
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
-    stored = stream.count_rows(cfg.out, label_store.LABELS)
+    stored = views.count_rows(cfg.out, label_store.LABELS)
     print(f"{storage.join(cfg.out, label_store.LABELS)}: {stored:,} label events")
     return 0
 

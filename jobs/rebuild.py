@@ -29,7 +29,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fraudstream import config, kafka_io, scoring, storage, stream, verify
+from fraudstream import config, kafka_io, storage, verify
+from fraudstream.scoring import model as scoring_model
+from fraudstream.scoring import query, state
 from fraudstream.spark import get_session
 
 AS_LIVE = "as-live"
@@ -37,7 +39,7 @@ AS_LIVE = "as-live"
 
 @dataclass(frozen=True)
 class RebuildConfig:
-    score: scoring.ScoreConfig
+    score: query.ScoreConfig
     live: Path | str
     views: tuple[str, ...]
 
@@ -74,7 +76,7 @@ def _version(used: tuple[str, str, float]) -> int:
 def run(spark, cfg: RebuildConfig, log=print, model=None) -> list[verify.ViewDiff]:
     """Replay into ``cfg.score.out``, then compare each view of ``cfg.views`` with the live one."""
     started = time.time()
-    scoring.run(spark, cfg.score, log=log, model=model)
+    query.run(spark, cfg.score, log=log, model=model)
     log(f"rebuild: replay done in {time.time() - started:.1f} s; comparing with {cfg.live}")
     return [
         verify.compare_view(cfg.live, cfg.score.out, view, cfg.score.payments_topic)
@@ -128,13 +130,13 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
     parser.add_argument(
         "--max-offsets-per-trigger",
         type=int,
-        default=scoring.DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+        default=query.DEFAULT_MAX_OFFSETS_PER_TRIGGER,
         help="records per micro-batch (default: %(default)s; the views do not depend on it)",
     )
     parser.add_argument(
         "--max-lateness-hours",
         type=float,
-        default=stream.DEFAULT_MAX_LATENESS_HOURS,
+        default=state.DEFAULT_MAX_LATENESS_HOURS,
         help="as the live run's --max-lateness-hours (default: %(default)s)",
     )
     kafka_io.add_properties_option(parser)
@@ -144,7 +146,7 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         tuple(verify.VIEW_NAMES.values()) if args.view == "all" else (verify.VIEW_NAMES[args.view],)
     )
     checkpoint = args.checkpoint or config.CHECKPOINT_DIR / f"rebuild-{stamp}"
-    score_cfg = scoring.ScoreConfig(
+    score_cfg = query.ScoreConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         out=storage.location(args.out),
         checkpoint=storage.location(checkpoint),
@@ -178,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         kafka_io.require_topics(
             cfg.score.bootstrap_servers, [cfg.score.payments_topic, cfg.score.labels_topic]
         )
-        scoring.check_outputs(cfg.score)
-        model = stream.load_model(cfg.score.model_uri, cfg.score.threshold)
+        query.check_outputs(cfg.score)
+        model = scoring_model.load_model(cfg.score.model_uri, cfg.score.threshold)
     except (
         RebuildError,
         kafka_io.KafkaSetupError,
-        scoring.ScoreSetupError,
-        stream.ModelLoadError,
+        query.ScoreSetupError,
+        scoring_model.ModelLoadError,
         storage.StorageError,
     ) as error:
         print(f"rebuild: {error}", file=sys.stderr)

@@ -1,10 +1,11 @@
 """Score payments from Kafka as they arrive: alerts, card locations, scored log, dead letters.
 
-One Structured Streaming query: Spark's Kafka source on ``payments``, each micro-batch
-handed to ``fraudstream.stream.BatchProcessor``, which validates the records, computes
-the features with the training job's code and the state of earlier batches, scores
-them with the model the registry alias points at (a new champion is picked up between
-micro-batches), and writes, per micro-batch:
+One Structured Streaming query (``fraudstream.scoring``): Spark's Kafka source on
+``payments`` and ``fraud-labels``; the executors validate the records and keep every
+card's state in the card operator (Spark's state store), the same operator training runs;
+each micro-batch's features are computed and scored on the executors with the model the
+registry alias points at (a new champion is picked up between micro-batches), and Spark
+writes, per micro-batch:
 
 - ``OUT/alerts``: payments scored at or above the threshold, with reasons (and the same
   alerts as JSON on ``fraud-alerts``, keyed by card);
@@ -16,7 +17,7 @@ micro-batches), and writes, per micro-batch:
 
 Parquet views are exactly once across crashes; Kafka alerts at least once, with a
 deterministic ``alert_id``. Progress lives in ``CHECKPOINT/score`` (Spark's offsets and
-the feature state): restart on it to resume; a new checkpoint replays the topic from
+the cards' state): restart on it to resume; a new checkpoint replays the topic from
 ``--starting-offsets``. SIGTERM or Ctrl-C stops after the micro-batch in flight.
 
 Usage::
@@ -28,6 +29,7 @@ Usage::
         [--available-now] [--starting-offsets earliest|latest]
         [--max-lateness-hours 24] [--payments-topic payments] [--labels-topic fraud-labels]
         [--alerts-topic fraud-alerts] [--dead-letter-topic payments-dlq]
+        [--initial-card-states PATH]
 """
 
 from __future__ import annotations
@@ -38,19 +40,19 @@ import sys
 import threading
 from pathlib import Path
 
-from fraudstream import config, kafka_io, storage, stream
-from fraudstream.scoring import (
-    CARD_STATES,
-    DEFAULT_CARD_STATE,
+from fraudstream import config, kafka_io, storage
+from fraudstream.scoring.model import ModelLoadError, load_model
+from fraudstream.scoring.query import (
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     DEFAULT_MODEL_URI,
     ScoreConfig,
     ScoreSetupError,
-    check_card_state,
+    check_checkpoint,
     check_outputs,
     run,
     summarise,
 )
+from fraudstream.scoring.state import DEFAULT_MAX_LATENESS_HOURS
 from fraudstream.spark import get_session
 
 
@@ -116,47 +118,26 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     parser.add_argument(
         "--max-lateness-hours",
         type=float,
-        default=stream.DEFAULT_MAX_LATENESS_HOURS,
+        default=DEFAULT_MAX_LATENESS_HOURS,
         help="a payment older than the newest event of its partition minus this is a dead letter "
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--snapshot-every",
-        type=int,
-        default=stream.DEFAULT_SNAPSHOT_EVERY,
-        help="micro-batches between snapshots of the feature state; a restart reads at most "
-        "this many micro-batches from Kafka again (default: %(default)s; with --card-state "
-        "operator the state is saved after every micro-batch)",
-    )
-    parser.add_argument(
-        "--card-state",
-        choices=list(CARD_STATES),
-        default=DEFAULT_CARD_STATE,
-        help="where the cards' 30-day state lives: in the card operator on Spark's executors "
-        "(default: Spark's state store, for more cards than a driver holds), or in the "
-        "driver's Python process (faster on one machine, up to about a million cards). A "
-        "checkpoint keeps the one it started with",
-    )
-    parser.add_argument(
         "--initial-card-states",
         metavar="PATH",
-        help="with --card-state operator: a new checkpoint starts from these card states "
+        help="a new checkpoint starts from these card states "
         "(Parquet written by the card_states job from a history that is not on the topic); "
         "ignored when resuming a checkpoint",
     )
     kafka_io.add_properties_option(parser)
     args = parser.parse_args(argv)
     kafka_io.use_properties_file(args.kafka_properties)
-    if args.snapshot_every < 1:
-        parser.error("--snapshot-every must be at least 1")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
         parser.error("--max-offsets-per-trigger must be positive")
     initial_states = None
     if args.initial_card_states:
-        if args.card_state != "operator":
-            parser.error("--initial-card-states needs --card-state operator")
         initial_states = storage.location(args.initial_card_states)
         if not storage.is_uri(initial_states) and not Path(initial_states).is_dir():
             parser.error(f"--initial-card-states: no folder {args.initial_card_states}")
@@ -181,8 +162,6 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         trigger_interval=args.trigger_interval,
         available_now=args.available_now,
         max_lateness_hours=args.max_lateness_hours,
-        snapshot_every=args.snapshot_every,
-        card_state=args.card_state,
         initial_card_states=initial_states,
     )
 
@@ -193,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kafka_io.require_topics(cfg.bootstrap_servers, topics)
         # Fail on a missing model before Spark starts, in one sentence.
-        model = stream.load_model(cfg.model_uri, cfg.threshold)
+        model = load_model(cfg.model_uri, cfg.threshold)
         remote = storage.is_uri(cfg.out) or storage.is_uri(cfg.checkpoint)
         if not remote:
             check_outputs(cfg)
-            check_card_state(cfg)
-    except (kafka_io.KafkaSetupError, ScoreSetupError, stream.ModelLoadError) as error:
+            check_checkpoint(cfg)
+    except (kafka_io.KafkaSetupError, ScoreSetupError, ModelLoadError) as error:
         print(f"score: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -214,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         # A Hadoop file system is reached through Spark's JVM.
         try:
             check_outputs(cfg)
-            check_card_state(cfg)
+            check_checkpoint(cfg)
         except (ScoreSetupError, storage.StorageError) as error:
             print(f"score: {error}", file=sys.stderr)
             return 2

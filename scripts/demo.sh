@@ -46,8 +46,9 @@ trap cleanup EXIT INT TERM
 caught_up() {
   .venv/bin/python - <<'PY'
 import sys
-from fraudstream import config, produce, stream
-done = sum(stream.count_rows(config.LAKE_DIR, v) for v in (stream.SCORED, stream.DEAD_LETTERS))
+from fraudstream import config, produce
+from fraudstream.scoring import views
+done = sum(views.count_rows(config.LAKE_DIR, v) for v in (views.SCORED, views.DEAD_LETTERS))
 sys.exit(0 if done >= produce.topic_size(config.bootstrap_servers(), "payments") else 1)
 PY
 }

@@ -9,7 +9,9 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
 
-from fraudstream import config, features, lake, model, schemas, simulate, stream, training
+from fraudstream import config, features, lake, model, schemas, simulate, training
+from fraudstream.scoring import parse, query
+from fraudstream.scoring.model import LoadedModel
 
 #: The toy model's threshold: low enough that the sample raises a few dozen alerts.
 THRESHOLD = 0.3
@@ -51,11 +53,11 @@ def fit(dataset: pd.DataFrame, seed: int = 0, n_estimators: int = 30) -> model.F
     return model.FraudScorer(estimator, columns)
 
 
-def toy_model(dataset: pd.DataFrame) -> stream.LoadedModel:
+def toy_model(dataset: pd.DataFrame) -> LoadedModel:
     """A model fitted on the sample itself, in memory (tests of logic, not of quality)."""
     columns = features.FEATURE_COLUMNS
     reference = training.feature_reference(dataset.assign(y=dataset["is_fraud"]), columns)
-    return stream.LoadedModel("fraudstream", "1", fit(dataset), THRESHOLD, columns, reference, 7)
+    return LoadedModel("fraudstream", "1", fit(dataset), THRESHOLD, columns, reference, 7)
 
 
 def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = True) -> str:
@@ -86,11 +88,11 @@ def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = T
 
 def payment_records(events: pd.DataFrame) -> pd.DataFrame:
     """Payments as the Kafka source hands them over: JSON values on one partition."""
-    return stream.kafka_records(events, schemas.encode_payment, config.TOPIC_PAYMENTS)
+    return parse.kafka_records(events, schemas.encode_payment, config.TOPIC_PAYMENTS)
 
 
 def label_records(labels: pd.DataFrame) -> pd.DataFrame:
-    return stream.kafka_records(labels, schemas.encode_label, config.TOPIC_LABELS)
+    return parse.kafka_records(labels, schemas.encode_label, config.TOPIC_LABELS)
 
 
 def read_topic(bootstrap_servers: str, topic: str) -> list:
@@ -138,8 +140,6 @@ def submit(job: str, args: list[str], env: dict, log_path: Path) -> subprocess.P
 
 def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
     """The score job on a test's own topics and folders, scoring what they hold now."""
-    from fraudstream import scoring
-
     settings = dict(
         bootstrap_servers=kafka_bootstrap,
         out=root / "lake",
@@ -151,4 +151,4 @@ def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
         max_offsets_per_trigger=2000,
         available_now=True,
     )
-    return scoring.ScoreConfig(**(settings | changes))
+    return query.ScoreConfig(**(settings | changes))

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import dashboard, kafka_io, schemas, stream, viewfiles
+from fraudstream import dashboard, kafka_io, schemas, viewfiles
+from fraudstream.scoring import reasons
 from tests.stream_helpers import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -45,7 +46,7 @@ def make_alert(n: int, card_id: str = "card_7f3a9c", **overrides) -> dict:
     transaction_id = f"tx_{n:06d}_{uuid.uuid4().hex[:6]}"
     event_time = PAYMENT_DAY + timedelta(minutes=n)
     alert = {
-        "alert_id": stream.alert_id(transaction_id, "fraudstream", "7"),
+        "alert_id": reasons.alert_id(transaction_id, "fraudstream", "7"),
         "transaction_id": transaction_id,
         "card_id": card_id,
         "event_time": event_time,
@@ -55,9 +56,9 @@ def make_alert(n: int, card_id: str = "card_7f3a9c", **overrides) -> dict:
         "model_name": "fraudstream",
         "model_version": "7",
         "reasons": [
-            f"{stream.describe('speed_kmh_from_prev', 5840.0)} (+0.41)",
-            f"{stream.describe('amount_to_card_mean', 8.2)} (+0.17)",
-            f"{stream.describe('country_changed', 1.0)} (+0.06)",
+            f"{reasons.describe('speed_kmh_from_prev', 5840.0)} (+0.41)",
+            f"{reasons.describe('amount_to_card_mean', 8.2)} (+0.17)",
+            f"{reasons.describe('country_changed', 1.0)} (+0.06)",
         ],
         "amount": 1234.5,
         "currency": "EUR",

@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 from fraudstream import broker as local_broker
-from fraudstream import config, kafka_io, lake, stream
+from fraudstream import config, kafka_io, lake
+from fraudstream.scoring import views
 
 from .stream_helpers import register, sample_history
 
@@ -122,7 +123,7 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
     producer = None
 
     def scored() -> int:
-        return stream.count_rows(out, stream.SCORED)
+        return views.count_rows(out, views.SCORED)
 
     try:
         _wait_for(lambda: "model: fraudstream" in log.read_text() or job.poll() is not None,
@@ -167,8 +168,8 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
     for page in (environment, plans, text):
         assert password not in page
     expected = set(history["events"]["transaction_id"])
-    for view in (stream.SCORED, stream.CARD_LOCATIONS):
-        rows = stream.read_view(out, view)
+    for view in (views.SCORED, views.CARD_LOCATIONS):
+        rows = views.read_view(out, view)
         assert len(rows) == len(expected) and set(rows["transaction_id"]) == expected, view
 
 

@@ -1,6 +1,6 @@
 """The JVM card operator: its aggregates against a plain reference and ``features.compute``.
 
-The operator (``fraudstream.cardstate.operator``) must give, batch or streaming, the same
+The operator (``fraudstream.scoring.operator``) must give, batch or streaming, the same
 card features as ``features.compute`` over the same history: that is what lets training
 and scoring share it without retraining the model.
 """
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraudstream import features, schemas, simulate
-from fraudstream.cardstate import operator
+from fraudstream.scoring import operator
 
 DAY_MS = features.DAY_MS
 HOUR_MS = features.HOUR_MS

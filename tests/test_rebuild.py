@@ -18,11 +18,10 @@ from fraudstream import (
     lake,
     produce,
     schemas,
-    scoring,
-    stream,
     verify,
     viewfiles,
 )
+from fraudstream.scoring import query, views
 from jobs import rebuild as rebuild_job
 
 from .stream_helpers import (
@@ -60,15 +59,15 @@ def test_rebuild_equals_the_live_views_after_a_restart(
     publish_sample(kafka_bootstrap, topics, events.slice(0, half))
     live = score_config(kafka_bootstrap, topics, tmp_path / "live", max_offsets_per_trigger=400)
     lines = []
-    scoring.run(spark, live, log=lines.append)
+    query.run(spark, live, log=lines.append)
     # The compact job between the two runs and after them: the restart writes batches
     # to days already merged, and the comparison reads the views through merged files.
-    merged = viewfiles.compact(live.out, stream.VIEWS, until=date(2100, 1, 1), grace_s=0)
+    merged = viewfiles.compact(live.out, views.VIEWS, until=date(2100, 1, 1), grace_s=0)
     assert merged["files"] > merged["merged"] > 0
     produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
-    scoring.run(spark, live, log=lines.append)
+    query.run(spark, live, log=lines.append)
     assert any(line.startswith("state: restored from the snapshot") for line in lines), lines
-    merged = viewfiles.compact(live.out, stream.VIEWS, until=date(2100, 1, 1), grace_s=0)
+    merged = viewfiles.compact(live.out, views.VIEWS, until=date(2100, 1, 1), grace_s=0)
     assert merged["merged"] > 0 and merged["deleted"] > 0
 
     # The rebuild, as a user runs it: its own process, other micro-batch sizes.
@@ -87,7 +86,7 @@ def test_rebuild_equals_the_live_views_after_a_restart(
     status = job.wait(timeout=600)
     said = log.read_text()
     assert status == 0, said[-3000:]
-    scored = stream.count_rows(live.out, stream.SCORED)
+    scored = views.count_rows(live.out, views.SCORED)
     assert f"scored: identical: {scored:,} rows compared, 0 only live" in said
     for view in ("alerts", "card_locations", "dead_letters"):
         assert f"{view}: identical:" in said
@@ -105,8 +104,8 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         speeds[0] += 1.0
         return table.set_column(table.schema.get_field_index("speed_kmh"), "speed_kmh", [speeds])
 
-    _rewrite_one_file(live.out, stream.CARD_LOCATIONS, faster)
-    diff = verify.compare_view(live.out, rebuilt, stream.CARD_LOCATIONS, topics["payments"])
+    _rewrite_one_file(live.out, views.CARD_LOCATIONS, faster)
+    diff = verify.compare_view(live.out, rebuilt, views.CARD_LOCATIONS, topics["payments"])
     assert not diff.equal and list(diff.changed) == [damaged["transaction_id"]]
     assert list(diff.changed[damaged["transaction_id"]]) == ["speed_kmh"]
 
@@ -116,8 +115,8 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         dropped["transaction_id"] = table["transaction_id"][0].as_py()
         return table.filter(pc.not_equal(table["transaction_id"], dropped["transaction_id"]))
 
-    _rewrite_one_file(live.out, stream.ALERTS, without_first)
-    diff = verify.compare_view(live.out, rebuilt, stream.ALERTS, topics["payments"])
+    _rewrite_one_file(live.out, views.ALERTS, without_first)
+    diff = verify.compare_view(live.out, rebuilt, views.ALERTS, topics["payments"])
     assert diff.only_rebuilt == [dropped["transaction_id"]] and not diff.changed
     assert "only rebuilt: " + dropped["transaction_id"] in "\n".join(diff.report())
 
@@ -130,15 +129,14 @@ def test_rebuild_without_live_views_is_one_sentence(tmp_path, capsys):
     assert "\n" not in error
 
 
-@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
 def test_live_after_a_catch_up_equals_training_and_its_rebuild(
-    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, card_state
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path
 ):
     """The demo's flow, end to end: a history longer than the card windows published over
     several partitions, caught up by the score job in large micro-batches (partitions
     apart in event time within a batch), then payments published live in small batches
-    while the job runs. Every scored feature equals training's, and the rebuild (cards'
-    state in the driver) is identical, wherever the live job kept the cards' state."""
+    while the job runs. Every scored feature equals training's, and the rebuild (other
+    micro-batch cuts) is identical."""
     history = long_history()
     register(history["dataset"], "fraudstream")
     events = history["tables"]["events"]
@@ -161,10 +159,9 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
         max_offsets_per_trigger=live_from // 2 + 1,
         available_now=False,
         trigger_interval="1 second",
-        card_state=card_state,
     )
     stop = threading.Event()
-    job = threading.Thread(target=scoring.run, args=(spark, live, stop, lines.append))
+    job = threading.Thread(target=query.run, args=(spark, live, stop, lines.append))
     job.start()
     try:
         _wait_for_rows(live.out, live_from, job)
@@ -185,7 +182,7 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
     held = [int(line.split(" held back")[0].rsplit(" ", 1)[1].replace(",", "")) for line in batches]
     assert max(held) > 0, batches[:3]
 
-    scored = stream.read_view(live.out, stream.SCORED).set_index("transaction_id")
+    scored = views.read_view(live.out, views.SCORED).set_index("transaction_id")
     expected = history["dataset"].set_index("transaction_id")[features.FEATURE_COLUMNS]
     assert len(scored) == len(expected) and scored.index.is_unique
     got = scored.loc[expected.index, features.FEATURE_COLUMNS].to_numpy()
@@ -198,7 +195,7 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
     assert all(diff.equal for diff in diffs), [line for d in diffs for line in d.report()][:10]
 
 
-def replace_config(live: scoring.ScoreConfig, root) -> scoring.ScoreConfig:
+def replace_config(live: query.ScoreConfig, root) -> query.ScoreConfig:
     """The rebuild's configuration: from the oldest offset, into its own root, no Kafka sinks."""
     from dataclasses import replace
 
@@ -210,16 +207,15 @@ def replace_config(live: scoring.ScoreConfig, root) -> scoring.ScoreConfig:
         available_now=True,
         trigger_interval=None,
         max_offsets_per_trigger=2500,
-        card_state="driver",
     )
 
 
 def _wait_for_rows(out, count, job, timeout_s=240):
     deadline = time.time() + timeout_s
     while time.time() < deadline and job.is_alive():
-        if stream.count_rows(out, stream.SCORED) >= count:
+        if views.count_rows(out, views.SCORED) >= count:
             return
         time.sleep(0.5)
     raise AssertionError(
-        f"the score job wrote {stream.count_rows(out, stream.SCORED)} of {count} payments"
+        f"the score job wrote {views.count_rows(out, views.SCORED)} of {count} payments"
     )

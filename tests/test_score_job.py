@@ -17,20 +17,18 @@ import pytest
 
 from fraudstream import (
     config,
-    daytables,
     features,
     kafka_io,
     lake,
     objectstore,
     produce,
     schemas,
-    scoring,
     storage,
-    stream,
     training,
     verify,
     viewfiles,
 )
+from fraudstream.scoring import daytables, parse, processor, query, state, views
 from jobs import card_states as card_states_job
 from jobs import rebuild as rebuild_job
 from jobs import score as score_job
@@ -60,10 +58,7 @@ def _assert_parity(scored, dataset):
     np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
-def test_score_job_end_to_end(
-    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, card_state
-):
+def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history):
     version = register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     first = history["events"].iloc[0].to_dict()
@@ -88,10 +83,10 @@ def test_score_job_end_to_end(
     producer.close()
 
     lines = []
-    cfg = score_config(kafka_bootstrap, topics, tmp_path, card_state=card_state)
+    cfg = score_config(kafka_bootstrap, topics, tmp_path)
     score_job.run(spark, cfg, log=lines.append)
 
-    scored = stream.read_view(cfg.out, stream.SCORED)
+    scored = views.read_view(cfg.out, views.SCORED)
     assert len(scored) == published + 1 == len(history["events"]) + 1
     _assert_parity(scored.loc[scored["transaction_id"] != "t_after"], history["dataset"])
     with_after = pd.concat([history["events"], pd.DataFrame([after])], ignore_index=True)
@@ -101,7 +96,7 @@ def test_score_job_end_to_end(
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
     assert set(scored["model_version"]) == {version}
 
-    alerts = stream.read_view(cfg.out, stream.ALERTS)
+    alerts = views.read_view(cfg.out, views.ALERTS)
     assert 0 < len(alerts) < len(scored) and alerts["alert_id"].is_unique
     assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
     assert set(alerts.columns) >= set(schemas.ALERT_COLUMNS)
@@ -113,14 +108,14 @@ def test_score_job_end_to_end(
     keyed = read_topic(kafka_bootstrap, topics["alerts"])[0]
     assert keyed.key.decode() == json.loads(keyed.value)["card_id"]
 
-    locations = stream.read_view(cfg.out, stream.CARD_LOCATIONS)
+    locations = views.read_view(cfg.out, views.CARD_LOCATIONS)
     assert len(locations) == published + 1 and locations["transaction_id"].is_unique
 
-    dead = stream.read_view(cfg.out, stream.DEAD_LETTERS).sort_values("offset")
+    dead = views.read_view(cfg.out, views.DEAD_LETTERS).sort_values("offset")
     assert sorted(dead["value"]) == sorted(extras)
     reasons = dict(zip(dead["value"], dead["reason"], strict=True))
     assert reasons[extras[0]].startswith("unparseable")
-    assert reasons[extras[1]] == stream.REASON_DUPLICATE
+    assert reasons[extras[1]] == parse.REASON_DUPLICATE
     assert reasons[extras[2]].startswith("late:")
     assert reasons[extras[3]].startswith("late:")
     dlq = read_topic(kafka_bootstrap, topics["dlq"])
@@ -129,28 +124,26 @@ def test_score_job_end_to_end(
     assert headers == set(reasons.values())
 
     assert any(line.startswith("batch 0:") and "processed" in line for line in lines)
-    if card_state == "operator":
-        # The driver keeps no index of payments and no merchant state: the card operator
-        # turned the labels into fraud facts on the executors, and the facts and the
-        # merchants' counts went to the per-day tables' records in the checkpoint.
-        store = stream.StateStore(cfg.state_folder)
-        state = store.load(store.newest_snapshot(10**9))
-        assert state.batch_id >= 0 and len(state.transactions) == 0
-        assert len(state.features.frauds) == len(state.features.merchant_days) == 0
-        days = daytables.DayTables(cfg.day_tables_folder, 7, spark)
-        _, _, facts = days._records(spark, state.batch_id)
-        assert facts.count() == history["dataset"]["is_fraud"].sum() > 0
-        # Spark wrote the views (the driver never held their rows), under the names the
-        # driver's writer gives them.
-        for view in (stream.SCORED, stream.ALERTS, stream.DEAD_LETTERS):
-            found = storage.files(cfg.out).find(view, ".parquet")
-            assert found and all(viewfiles.batch_range(f.split("/")[-1]) for f in found)
-            footer = pq.read_schema(cfg.out / view / found[0]).metadata
-            assert b"org.apache.spark.version" in footer, view
+    # The driver keeps no index of payments and no merchant state: the card operator
+    # turned the labels into fraud facts on the executors, and the facts and the
+    # merchants' counts went to the per-day tables' records in the checkpoint.
+    store = state.StateStore(cfg.state_folder)
+    after_run = store.load(store.newest_snapshot(10**9))
+    assert after_run.batch_id >= 0 and len(after_run.held) == 0
+    days = daytables.DayTables(cfg.day_tables_folder, 7, spark)
+    _, _, facts = days._records(spark, after_run.batch_id)
+    assert facts.count() == history["dataset"]["is_fraud"].sum() > 0
+    # Spark wrote the views (the driver never held their rows), one file per micro-batch
+    # and date, named by the batch.
+    for view in (views.SCORED, views.ALERTS, views.DEAD_LETTERS):
+        found = storage.files(cfg.out).find(view, ".parquet")
+        assert found and all(viewfiles.batch_range(f.split("/")[-1]) for f in found)
+        footer = pq.read_schema(cfg.out / view / found[0]).metadata
+        assert b"org.apache.spark.version" in footer, view
 
     # Run again on the same checkpoint: nothing new, nothing written twice.
     score_job.run(spark, cfg, log=lines.append)
-    assert len(stream.read_view(cfg.out, stream.SCORED)) == published + 1
+    assert len(views.read_view(cfg.out, views.SCORED)) == published + 1
 
 
 def test_score_job_starts_from_card_states_built_in_batch(
@@ -173,9 +166,7 @@ def test_score_job_starts_from_card_states_built_in_batch(
     # The live payments in two runs on one checkpoint: the second must not read the
     # states again (the operator refuses a state for a card that holds one).
     middle = live["event_time"].min() + (live["event_time"].max() - live["event_time"].min()) / 2
-    cfg = score_config(
-        kafka_bootstrap, topics, tmp_path, card_state="operator", initial_card_states=str(states)
-    )
+    cfg = score_config(kafka_bootstrap, topics, tmp_path, initial_card_states=str(states))
     lines = []
     for run, part in enumerate(
         (live.loc[live["event_time"] < middle], live.loc[live["event_time"] >= middle])
@@ -190,7 +181,7 @@ def test_score_job_starts_from_card_states_built_in_batch(
             shutil.rmtree(states)
         score_job.run(spark, cfg, log=lines.append)
 
-    scored = stream.read_view(cfg.out, stream.SCORED).set_index("transaction_id")
+    scored = views.read_view(cfg.out, views.SCORED).set_index("transaction_id")
     assert set(scored.index) == set(live["transaction_id"])
     expected = history["dataset"].set_index("transaction_id").loc[scored.index]
     columns = features.CARD_FEATURE_COLUMNS
@@ -206,9 +197,8 @@ def test_score_job_starts_from_card_states_built_in_batch(
 
 
 @pytest.mark.s3
-@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
 def test_score_job_keeps_its_views_and_state_on_s3(
-    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_bucket, card_state
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_bucket
 ):
     """Views, the driver's state and Spark's checkpoint on s3a://, across a restart."""
     register(history["dataset"], "fraudstream")
@@ -222,12 +212,10 @@ def test_score_job_keeps_its_views_and_state_on_s3(
         tmp_path,
         out=f"{root}/lake",
         checkpoint=f"{root}/checkpoints",
-        card_state=card_state,
-        snapshot_every=2,
     )
     lines = []
     score_job.run(spark, cfg, log=lines.append)
-    assert len(stream.read_view(cfg.out, stream.SCORED)) == first
+    assert len(views.read_view(cfg.out, views.SCORED)) == first
 
     # The rest of the stream, scored by a new run on the state it finds on S3.
     rest = produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
@@ -235,30 +223,29 @@ def test_score_job_keeps_its_views_and_state_on_s3(
     score_job.run(spark, cfg, log=restarted.append)
     assert any(line.startswith("state: re") for line in restarted), restarted[:5]
 
-    scored = stream.read_view(cfg.out, stream.SCORED)
+    scored = views.read_view(cfg.out, views.SCORED)
     assert len(scored) == first + rest == len(history["events"])
     _assert_parity(scored, history["dataset"])
-    alerts = stream.read_view(cfg.out, stream.ALERTS)
+    alerts = views.read_view(cfg.out, views.ALERTS)
     assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
-    assert stream.count_rows(cfg.out, stream.CARD_LOCATIONS) == len(scored)
+    assert views.count_rows(cfg.out, views.CARD_LOCATIONS) == len(scored)
     assert "score/feature-state/" in "\n".join(_keys(spark, cfg.checkpoint))
     assert not (tmp_path / "lake").exists() and not (tmp_path / "checkpoints").exists()
     # A new checkpoint over these views is refused, as on a local disk.
-    with pytest.raises(scoring.ScoreSetupError, match="already holds"):
-        scoring.check_outputs(replace(cfg, checkpoint=f"{root}/other"))
+    with pytest.raises(query.ScoreSetupError, match="already holds"):
+        query.check_outputs(replace(cfg, checkpoint=f"{root}/other"))
 
     # Verified replay from the bucket into the bucket.
     rebuilt = replace(
         cfg,
         out=f"{root}/rebuilt",
         checkpoint=f"{root}/rebuild-checkpoints",
-        card_state="driver",
         kafka_outputs=False,
     )
-    views = tuple(verify.VIEW_NAMES.values())
-    diffs = rebuild_job.run(spark, rebuild_job.RebuildConfig(rebuilt, cfg.out, views), log=print)
+    compared = tuple(verify.VIEW_NAMES.values())
+    diffs = rebuild_job.run(spark, rebuild_job.RebuildConfig(rebuilt, cfg.out, compared), log=print)
     assert all(diff.equal for diff in diffs), [diff.report() for diff in diffs]
-    assert {diff.view: diff.compared for diff in diffs}[stream.SCORED] == len(scored)
+    assert {diff.view: diff.compared for diff in diffs}[views.SCORED] == len(scored)
 
 
 def _keys(spark, uri: str) -> list[str]:
@@ -267,36 +254,32 @@ def _keys(spark, uri: str) -> list[str]:
     return storage.files(uri, spark).find("", "")
 
 
-def test_score_job_refuses_to_resume_with_the_cards_state_elsewhere(tmp_path):
-    operator = score_config(
-        "127.0.0.1:1",
-        {k: k for k in ("payments", "labels", "alerts", "dlq")},
-        tmp_path,
-        card_state="operator",
+def test_score_job_refuses_to_resume_a_checkpoint_of_another_version(tmp_path):
+    cfg = score_config(
+        "127.0.0.1:1", {k: k for k in ("payments", "labels", "alerts", "dlq")}, tmp_path
     )
-    scoring.check_card_state(operator)
-    scoring.check_card_state(operator)  # the same mode again is fine
-    driver = replace(operator, card_state="driver")
-    with pytest.raises(scoring.ScoreSetupError, match="pass --card-state operator"):
-        scoring.check_card_state(driver)
-    # A checkpoint from before the mode was recorded was started with the driver's.
-    old = replace(driver, checkpoint=tmp_path / "old")
-    (old.query_checkpoint / "offsets").mkdir(parents=True)
-    with pytest.raises(scoring.ScoreSetupError, match="pass --card-state driver"):
-        scoring.check_card_state(replace(old, card_state="operator"))
-    scoring.check_card_state(old)
+    query.check_checkpoint(cfg)
+    (cfg.query_checkpoint / "offsets").mkdir(parents=True)
+    query.check_checkpoint(cfg)  # resuming its own checkpoint is fine
+    # A checkpoint of the job that kept the cards' state in the driver: with the mode
+    # recorded, or from before the mode was recorded.
+    for mode in ("driver\n", None):
+        old = replace(cfg, checkpoint=tmp_path / f"old-{mode is None}")
+        (old.query_checkpoint / "offsets").mkdir(parents=True)
+        if mode:
+            (old.query_checkpoint / query.CARD_STATE_FILE).write_text(mode)
+        with pytest.raises(query.ScoreSetupError, match="kept the cards' state in the driver"):
+            query.check_checkpoint(old)
     # An operator checkpoint made before the operator read the labels is refused.
-    (operator.query_checkpoint / "offsets").mkdir(parents=True)
-    scoring.check_card_state(operator)
-    (operator.query_checkpoint / scoring.OPERATOR_FORMAT_FILE).unlink()
-    with pytest.raises(scoring.ScoreSetupError, match="earlier card operator"):
-        scoring.check_card_state(operator)
+    (cfg.query_checkpoint / query.OPERATOR_FORMAT_FILE).unlink()
+    with pytest.raises(query.ScoreSetupError, match="earlier card operator"):
+        query.check_checkpoint(cfg)
 
 
 def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):
     cfg = score_config(kafka_bootstrap, topics, tmp_path)
-    (cfg.out / stream.SCORED / "date=2018-04-01").mkdir(parents=True)
-    (cfg.out / stream.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
+    (cfg.out / views.SCORED / "date=2018-04-01").mkdir(parents=True)
+    (cfg.out / views.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
     with pytest.raises(score_job.ScoreSetupError, match="already holds scored"):
         score_job.check_outputs(cfg)
 
@@ -342,7 +325,7 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     job = submit("score", args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
 
     def scored_at_least(count):
-        return lambda: stream.count_rows(out, stream.SCORED) >= count or job.poll() is not None
+        return lambda: views.count_rows(out, views.SCORED) >= count or job.poll() is not None
 
     try:
         _wait_for(scored_at_least(half), 240, "the first half to be scored", log)
@@ -355,7 +338,7 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
         status = job.wait(timeout=120)
     said = log.read_text()
     assert status == 0, said[-3000:]
-    scored = stream.read_view(out, stream.SCORED).set_index("transaction_id")
+    scored = views.read_view(out, views.SCORED).set_index("transaction_id")
     assert len(scored) == events.num_rows
     first_half = events.slice(0, half)["transaction_id"].to_pylist()
     second_half = events.slice(half)["transaction_id"].to_pylist()
@@ -366,19 +349,18 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
 
 
 def _batches_written(out) -> set[str]:
-    return {path.name for path in (out / stream.SCORED).rglob("batch-*.parquet")}
+    return {path.name for path in (out / views.SCORED).rglob("batch-*.parquet")}
 
 
-@pytest.mark.parametrize("card_state", scoring.CARD_STATES)
 def test_score_job_is_exactly_once_in_parquet_across_crashes(
-    kafka_bootstrap, topics, mlflow_store, tmp_path, history, card_state
+    kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
     register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     out = tmp_path / "lake"
     args = [
         *_job_args(kafka_bootstrap, topics, tmp_path),
-        *("--max-offsets-per-trigger", "300", "--card-state", card_state),
+        *("--max-offsets-per-trigger", "300"),
     ]
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
     logs = {name: tmp_path / f"{name}.log" for name in ("crash", "kill", "finish", "stop")}
@@ -388,7 +370,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 
     # 1. The driver dies at the worst moment: batch 2's views written, its state not
     # saved and its offsets not committed.
-    crashing = submit("score", args, env | {stream.CRASH_AT_BATCH_ENV: "2"}, logs["crash"])
+    crashing = submit("score", args, env | {processor.CRASH_AT_BATCH_ENV: "2"}, logs["crash"])
     assert crashing.wait(timeout=300) != 0, tail("crash")
     assert any(n.startswith("batch-000000000002") for n in _batches_written(out)), tail("crash")
 
@@ -397,15 +379,15 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     _wait_for(lambda: len(_batches_written(out)) >= 6 or killed.poll() is not None, 300, "batches")
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=60)
-    assert len(stream.read_view(out, stream.SCORED)["transaction_id"].unique()) < published
+    assert len(views.read_view(out, views.SCORED)["transaction_id"].unique()) < published
 
     # 3. Restarted to the end of the topic.
     finishing = submit("score", [*args, "--available-now"], env, logs["finish"])
     assert finishing.wait(timeout=300) == 0, tail("finish")
 
-    scored = stream.read_view(out, stream.SCORED)
-    locations = stream.read_view(out, stream.CARD_LOCATIONS)
-    alerts = stream.read_view(out, stream.ALERTS)
+    scored = views.read_view(out, views.SCORED)
+    locations = views.read_view(out, views.CARD_LOCATIONS)
+    alerts = views.read_view(out, views.ALERTS)
     assert len(scored) == published and scored["transaction_id"].is_unique
     assert len(locations) == published and locations["transaction_id"].is_unique
     assert alerts["transaction_id"].is_unique and alerts["alert_id"].is_unique

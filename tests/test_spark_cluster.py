@@ -17,8 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from fraudstream import config, features, stream
+from fraudstream import config, features
 from fraudstream import spark_cluster as local_cluster
+from fraudstream.scoring import views
 
 from .stream_helpers import publish_sample, register, sample_history
 
@@ -168,20 +169,20 @@ def test_score_on_the_cluster_equals_local(
 
     views = {
         name: {
-            view: stream.read_view(tmp_path / name / "lake", view)
+            view: views.read_view(tmp_path / name / "lake", view)
             .sort_values("transaction_id")
             .reset_index(drop=True)
-            for view in (stream.SCORED, stream.ALERTS)
+            for view in (views.SCORED, views.ALERTS)
         }
         for name in jobs
     }
-    local, remote = views["local"][stream.SCORED], views["cluster"][stream.SCORED]
+    local, remote = views["local"][views.SCORED], views["cluster"][views.SCORED]
     assert len(remote) == published and remote["transaction_id"].is_unique
     assert remote["transaction_id"].tolist() == local["transaction_id"].tolist()
     _assert_parity(remote, history["dataset"])
     np.testing.assert_allclose(remote["score"], local["score"], rtol=0, atol=1e-9)
     assert remote["alerted"].tolist() == local["alerted"].tolist()
-    local_alerts, remote_alerts = views["local"][stream.ALERTS], views["cluster"][stream.ALERTS]
+    local_alerts, remote_alerts = views["local"][views.ALERTS], views["cluster"][views.ALERTS]
     assert len(remote_alerts) > 0
     assert remote_alerts["alert_id"].tolist() == local_alerts["alert_id"].tolist()
     reasons = [[list(r) for r in alerts["reasons"]] for alerts in (remote_alerts, local_alerts)]
@@ -202,19 +203,19 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
     victim = local_cluster.running_pid(cluster, "worker-2")
     try:
         _wait_for(
-            lambda: stream.count_rows(out, stream.SCORED) >= 1500 or job.poll() is not None,
+            lambda: views.count_rows(out, views.SCORED) >= 1500 or job.poll() is not None,
             240,
             "the first micro-batches",
             log,
         )
-        scored_before = stream.count_rows(out, stream.SCORED)
+        scored_before = views.count_rows(out, views.SCORED)
         assert scored_before < published, "the stream ended before the worker was killed"
         os.kill(victim, signal.SIGKILL)
         _wait_for(
             lambda: len(local_cluster.registered_workers(cluster)) == 1, 60, "the master", log
         )
         _wait_for(
-            lambda: stream.count_rows(out, stream.SCORED) >= published or job.poll() is not None,
+            lambda: views.count_rows(out, views.SCORED) >= published or job.poll() is not None,
             240,
             "the rest of the payments to be scored",
             log,
@@ -231,7 +232,7 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
     # Spark saw the executor go, and micro-batches went on after it.
     assert "Lost executor" in said and said.rindex("batch ") > said.index("Lost executor")
     assert "stopped; restart on the same --checkpoint to resume" in said
-    scored = stream.read_view(out, stream.SCORED)
+    scored = views.read_view(out, views.SCORED)
     assert len(scored) == published and scored["transaction_id"].is_unique
     _assert_parity(scored, history["dataset"])
     assert scored_before < published

@@ -71,8 +71,7 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
     the batch replaces its files and removes those it no longer makes."""
     from datetime import date
 
-    from fraudstream import stream
-    from fraudstream.cardstate import outputs
+    from fraudstream.scoring import outputs
 
     def rows(days, tag):
         frame = pd.DataFrame(
@@ -84,37 +83,37 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
     written = views.write(
         7,
         {
-            stream.SCORED: rows([1, 2, 2, 1, 2], "first"),
-            stream.ALERTS: rows([2], "alert"),
-            stream.CARD_LOCATIONS: rows([1, 2], "x"),
+            views.SCORED: rows([1, 2, 2, 1, 2], "first"),
+            views.ALERTS: rows([2], "alert"),
+            views.CARD_LOCATIONS: rows([1, 2], "x"),
         },
     )
     assert written == {
-        stream.ALERTS: 1,
-        stream.CARD_LOCATIONS: 2,
-        stream.SCORED: 2,
-        stream.DEAD_LETTERS: 0,
+        views.ALERTS: 1,
+        views.CARD_LOCATIONS: 2,
+        views.SCORED: 2,
+        views.DEAD_LETTERS: 0,
     }
     files = storage.files(tmp_path)
-    assert files.find(stream.SCORED, ".parquet") == [
+    assert files.find(views.SCORED, ".parquet") == [
         "date=2018-04-01/batch-000000000007.parquet",
         "date=2018-04-02/batch-000000000007.parquet",
     ]
-    assert sorted(stream.read_view(tmp_path, stream.SCORED)["n"]) == [0, 1, 2, 3, 4]
+    assert sorted(views.read_view(tmp_path, views.SCORED)["n"]) == [0, 1, 2, 3, 4]
     # Left by a run that died before moving its files; then the batch run again (the
     # same payments, so the same dates) by a new champion that alerts on none of them.
     (tmp_path / outputs.STAGING / "batch-000000000007").mkdir(parents=True)
     views.write(
         7,
         {
-            stream.SCORED: rows([1, 2, 2, 1, 2], "second"),
-            stream.CARD_LOCATIONS: rows([1, 2], "x"),
+            views.SCORED: rows([1, 2, 2, 1, 2], "second"),
+            views.CARD_LOCATIONS: rows([1, 2], "x"),
         },
     )
-    scored = stream.read_view(tmp_path, stream.SCORED)
+    scored = views.read_view(tmp_path, views.SCORED)
     assert sorted(scored["n"]) == [0, 1, 2, 3, 4] and set(scored["tag"]) == {"second"}
-    assert len(stream.read_view(tmp_path, stream.CARD_LOCATIONS)) == 2
-    assert stream.read_view(tmp_path, stream.ALERTS).empty
+    assert len(views.read_view(tmp_path, views.CARD_LOCATIONS)) == 2
+    assert views.read_view(tmp_path, views.ALERTS).empty
     assert not (tmp_path / outputs.STAGING).exists()
 
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import storage, stream, viewfiles
+from fraudstream import storage, viewfiles
+from fraudstream.scoring import views
 from jobs import compact as compact_job
 
 DAY_1, DAY_2, DAY_3 = "2026-11-01", "2026-11-02", "2026-11-03"
@@ -124,7 +125,7 @@ def test_compact_splits_large_days_and_unifies_schemas(tmp_path):
     _write(files, "scored", DAY_1, 2, rows=3)
     _write(files, "scored", DAY_1, 3, rows=3)
     _write(files, "scored", DAY_1, 4, rows=1)
-    before = stream.read_view(tmp_path / "lake", "scored")
+    before = views.read_view(tmp_path / "lake", "scored")
 
     totals = viewfiles.compact(
         tmp_path / "lake", ("scored",), until=date(2026, 11, 2), max_rows=6, log=lambda _: None
@@ -136,13 +137,13 @@ def test_compact_splits_large_days_and_unifies_schemas(tmp_path):
         f"date={DAY_1}/batch-000000000002-000000000003.parquet",
         f"date={DAY_1}/batch-000000000004.parquet",
     ]
-    after = stream.read_view(tmp_path / "lake", "scored")
+    after = views.read_view(tmp_path / "lake", "scored")
     key = ["batch", "row"]
     pd.testing.assert_frame_equal(
         after.sort_values(key).reset_index(drop=True)[before.columns],
         before.sort_values(key).reset_index(drop=True),
     )
-    assert stream.count_rows(tmp_path / "lake", "scored") == len(before) == 13
+    assert views.count_rows(tmp_path / "lake", "scored") == len(before) == 13
     assert after.loc[after["batch"] == 1, "model_version"].tolist() == ["2"] * 3
     assert after.loc[after["batch"] == 0, "model_version"].isna().all()
 
@@ -155,7 +156,7 @@ def test_compact_job_says_what_it_did_and_refuses_wrong_flags(tmp_path, capsys):
     assert compact_job.main(["--out", str(tmp_path / "lake"), "--until", DAY_2]) == 0
     said = capsys.readouterr().out
     assert "compact: 2 files merged into 1 (4 rows), 0 superseded files deleted" in said
-    assert stream.count_rows(tmp_path / "lake", "dead_letters") == 6
+    assert views.count_rows(tmp_path / "lake", "dead_letters") == 6
 
     for flags, message in (
         (["--views", "scored,alrts"], "--views: alrts; the views are"),

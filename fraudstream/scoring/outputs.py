@@ -1,6 +1,6 @@
 """A micro-batch's outputs when the executors score it: written and sent by Spark.
 
-The scoring pass (:func:`fraudstream.cardstate.batch.score_job`) returns one row per
+The scoring pass (:func:`fraudstream.scoring.batch.score_job`) returns one row per
 payment scored (:data:`OUTPUT_SCHEMA`): its date, its rows of the three views as
 structs (the alert's only if alerted) and its alert's Kafka value. The driver never
 holds these rows. It has them, persisted once, written and sent by Spark
@@ -29,8 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import features, schemas, storage, stream, viewfiles
-from fraudstream.stream import ALERTS, CARD_LOCATIONS, SCORED
+from fraudstream import features, schemas, storage, viewfiles
+from fraudstream.scoring import views as view_rows
+from fraudstream.scoring.views import ALERTS, CARD_LOCATIONS, SCORED, VIEWS
 
 #: The folder, under the output root, where Spark writes a batch's files before they
 #: are moved into the views (hidden: readers skip names that start with ``_``).
@@ -50,7 +51,7 @@ def _spark_struct(schema: pa.Schema) -> T.StructType:
 OUTPUT_SCHEMA = T.StructType(
     [
         T.StructField("date", T.DateType()),
-        T.StructField(SCORED, _spark_struct(stream.SCORED_ARROW_SCHEMA)),
+        T.StructField(SCORED, _spark_struct(view_rows.SCORED_ARROW_SCHEMA)),
         T.StructField(CARD_LOCATIONS, _spark_struct(schemas.CARD_LOCATION_ARROW_SCHEMA)),
         T.StructField(ALERTS, _spark_struct(schemas.ALERT_ARROW_SCHEMA)),
         T.StructField("alert_value", T.BinaryType()),
@@ -94,15 +95,15 @@ def output_batch(views: dict[str, pd.DataFrame]) -> pa.RecordBatch:
     where[alerted] = np.arange(len(alerts))
     where = pa.array(where, mask=~alerted)
     values = pa.array(
-        [schemas.encode_alert(r) for r in stream._records_of(alerts, schemas.ALERT_COLUMNS)],
+        [schemas.encode_alert(r) for r in view_rows.records_of(alerts, schemas.ALERT_COLUMNS)],
         type=pa.binary(),
     )
     return pa.RecordBatch.from_arrays(
         [
             _dates(scored["event_time"]),
-            _struct(stream.scored_table(scored)),
-            _struct(stream.location_table(views[CARD_LOCATIONS])),
-            pc.take(_struct(stream.alert_table(alerts)), where),
+            _struct(view_rows.scored_table(scored)),
+            _struct(view_rows.location_table(views[CARD_LOCATIONS])),
+            pc.take(_struct(view_rows.alert_table(alerts)), where),
             pc.take(values, where),
         ],
         names=OUTPUT_SCHEMA.names,
@@ -152,7 +153,7 @@ class SparkOutputs:
         """The driver's dead letters as a Spark DataFrame (None if there are none)."""
         if not len(dead):
             return None
-        table = _for_spark(stream.dead_letter_table(dead))
+        table = _for_spark(view_rows.dead_letter_table(dead))
         dates = _dates(dead["kafka_timestamp_ms"])
         return spark.createDataFrame(table.add_column(0, "date", dates))
 
@@ -189,7 +190,7 @@ class SparkOutputs:
         # Left by a run that died before moving its files: only one batch runs at a time.
         self.files.delete(STAGING)
         placed: dict[str, dict[str, str]] = {}
-        for view in stream.VIEWS:
+        for view in VIEWS:
             placed[view] = {}
             frame = frames.get(view)
             if frame is None:

@@ -1,7 +1,7 @@
 """The scoring query's Kafka records with their cards' aggregates, computed on executors.
 
 Each payment record is parsed and validated on the executors with the contract's one
-parser (:func:`fraudstream.stream.parse_payments`, the driver's too), turned into the
+parser (:func:`fraudstream.scoring.parse.parse_payments`), turned into the
 operator's input (:func:`fraudstream.features._card_rows`), and sent through the card
 operator, whose state lives in the query's checkpoint. Records that are not valid
 payments go through with null aggregates, so the ``foreachBatch`` function receives every
@@ -27,10 +27,10 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream.cardstate.operator import KEEP_DAYS, card_aggregates
 from fraudstream.kafka_io import record_columns
+from fraudstream.scoring.operator import KEEP_DAYS, card_aggregates
 
-#: The Kafka record columns the micro-batches carry (``stream.process_batch``'s input).
+#: The Kafka record columns the micro-batches carry (what ``parse.parse_payments`` reads).
 RECORD_COLUMNS = ["key", "value", "topic", "partition", "offset", "timestamp_ms"]
 
 _INPUT_SCHEMA = T.StructType(
@@ -98,9 +98,10 @@ def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) ->
 def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFrame:
     """Payment records' operator inputs by ``(partition, offset)``: a valid payment's, or
     an invalid record's reason."""
-    from fraudstream import features, stream
+    from fraudstream import features
+    from fraudstream.scoring import parse
 
-    events, bad, reasons = stream.parse_payments(records)
+    events, bad, reasons = parse.parse_payments(records)
     rows = features._card_rows(events)
     rows["late"] = late(
         events["partition"].to_numpy(), rows["time_ms"].to_numpy(dtype=np.int64), cutoffs
@@ -128,9 +129,9 @@ def _invalid(records: pd.DataFrame, bad: list[int], reasons: list[str]) -> pd.Da
 def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
     """Label records' operator inputs by ``(partition, offset)``: valid fraud reports (a
     genuine verdict never undoes a report, and passes through), invalid labels' reasons."""
-    from fraudstream import stream
+    from fraudstream.scoring import parse
 
-    reports, bad, reasons = stream.parse_labels(records)
+    reports, bad, reasons = parse.parse_labels(records)
     at = reports["position"].to_numpy()
     found = pd.DataFrame(
         {

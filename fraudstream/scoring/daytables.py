@@ -20,7 +20,7 @@ in the driver. Instead:
    watermark's day minus the label delay and the longest window. A day's job reads a
    fold and at most that many small files, whatever the batch rate.
 
-A day's values are final when its first payment is scored: ``stream.hold_back`` holds a
+A day's values are final when its first payment is scored: ``state.hold_back`` holds a
 catch-up's payments of day D until every partition that still has records to read has
 reached D, and live traffic is read to the end of every partition at each micro-batch.
 A payment of day D - 1 that comes after the first payment of day D was scored (within

@@ -7,7 +7,7 @@ so that the card operator runs once, and read by two Spark actions:
    partition, offset, event time and merchant, carried from the parse before the card
    operator; why it is set aside, if it is: not a valid payment or label, a duplicate,
    late; its bytes only then), and the fraud facts the card operator made. From these
-   the driver decides which payments to score now (``stream.hold_back``), records the
+   the driver decides which payments to score now (``state.hold_back``), records the
    batch's merchant counts and facts in the day tables and has the values of new days
    computed.
 2. :func:`score_job`, on the executors: the payments released are parsed again with the
@@ -15,8 +15,8 @@ so that the card operator runs once, and read by two Spark actions:
    the operator's aggregates and the day tables, their scores from the model and, if
    alerted, their reasons. The model and the day tables go to the executors as Spark
    broadcasts. Each payment scored becomes one row of its views
-   (:data:`fraudstream.cardstate.outputs.OUTPUT_SCHEMA`), which Spark writes and sends
-   (:mod:`fraudstream.cardstate.outputs`): the driver never holds them.
+   (:data:`fraudstream.scoring.outputs.OUTPUT_SCHEMA`), which Spark writes and sends
+   (:mod:`fraudstream.scoring.outputs`): the driver never holds them.
 
 Payments held for a later micro-batch (a catch-up whose partitions stand days apart)
 are written by Spark, with their aggregates, to the checkpoint (``held/batch-N``);
@@ -33,11 +33,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fraudstream.cardstate.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
-
-#: Marks a payment set aside as late; the driver words the reason (it knows the
-#: partition's newest event time).
-LATE = "late"
+from fraudstream.scoring import parse
+from fraudstream.scoring.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
 
 def classify(payments: pd.DataFrame):
@@ -48,9 +45,7 @@ def classify(payments: pd.DataFrame):
     records and why; and for each valid payment, why it is set aside (None: scored):
     the decisions :func:`summary_job` reports, made again in the scoring pass.
     """
-    from fraudstream import stream
-
-    events, bad, reasons = stream.parse_payments(payments)
+    events, bad, reasons = parse.parse_payments(payments)
     keys = ["partition", "offset"]
     aggregates = events[keys].merge(payments[[*keys, *AGGREGATE_COLUMNS]], on=keys, how="left")[
         AGGREGATE_COLUMNS
@@ -65,7 +60,7 @@ def classify(payments: pd.DataFrame):
     # (an older copy is late), and marked late payments by the driver's cutoffs.
     duplicate = aggregates["duplicate"].to_numpy(dtype=bool)
     late = aggregates["late"].to_numpy(dtype=bool)
-    aside = np.where(duplicate, stream.REASON_DUPLICATE, np.where(late, LATE, None))
+    aside = np.where(duplicate, parse.REASON_DUPLICATE, np.where(late, parse.LATE, None))
     return events, aggregates, bad, reasons, aside.astype(object)
 
 
@@ -79,7 +74,8 @@ def views_of(
 ) -> dict[str, pd.DataFrame]:
     """The views of the payments among ``records`` that are scored now: valid, neither
     a duplicate nor late, and of a day up to ``release_day`` (None: any day)."""
-    from fraudstream import daytables, features, stream
+    from fraudstream import features
+    from fraudstream.scoring import daytables, views
 
     payments = records.loc[(records["topic"] != labels_topic).to_numpy()].reset_index(drop=True)
     events, aggregates, _, _, aside = classify(payments)
@@ -104,10 +100,11 @@ def views_of(
     )
     scores = model.score(computed[model.feature_columns])
     alerted = scores >= model.threshold
+    rows = (events, event_ms, computed)
     return {
-        stream.ALERTS: stream._alerts(events, event_ms, computed, scores, alerted, model, now_ms),
-        stream.CARD_LOCATIONS: stream._card_locations(events, event_ms, computed),
-        stream.SCORED: stream._scored(events, event_ms, computed, scores, alerted, model, now_ms),
+        views.ALERTS: views.alert_frame(*rows, scores, alerted, model, now_ms),
+        views.CARD_LOCATIONS: views.location_frame(*rows),
+        views.SCORED: views.scored_frame(*rows, scores, alerted, model, now_ms),
     }
 
 
@@ -120,10 +117,10 @@ def score(
     now_ms: int,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``: the views of each chunk's payments, a row per payment
-    (:data:`~fraudstream.cardstate.outputs.OUTPUT_SCHEMA`).
+    (:data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`).
 
     ``model`` and ``day_tables`` are Spark broadcasts: read once per Python worker."""
-    from fraudstream.cardstate import outputs
+    from fraudstream.scoring import outputs
 
     for batch in batches:
         views = views_of(
@@ -141,16 +138,16 @@ def _is_label(labels_topic: str | None):
 
 def summary_job(records, labels_topic: str | None):
     """Each record of the micro-batch in a few columns, from what the parse before the
-    card operator carried (``cardstate.records.CARRIED_COLUMNS``) and the operator's
+    card operator carried (``records.CARRIED_COLUMNS``) and the operator's
     flags: a Spark projection, no Python. A record's bytes only if it is set aside."""
     from pyspark.sql import functions as F  # noqa: N812
-
-    from fraudstream import stream
 
     is_label = _is_label(labels_topic)
     reason = F.coalesce(
         F.col("reason"),
-        F.when(F.col("duplicate"), F.lit(stream.REASON_DUPLICATE)).when(F.col("late"), F.lit(LATE)),
+        F.when(F.col("duplicate"), F.lit(parse.REASON_DUPLICATE)).when(
+            F.col("late"), F.lit(parse.LATE)
+        ),
     )
     aside = reason.isNotNull()
     fact = F.col("fact_report_ms").isNotNull()
@@ -176,7 +173,7 @@ def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
     from pyspark.sql import functions as F  # noqa: N812
 
     from fraudstream import features
-    from fraudstream.cardstate import outputs
+    from fraudstream.scoring import outputs
 
     chosen = (
         ~_is_label(labels_topic) & F.col("reason").isNull() & ~F.col("duplicate") & ~F.col("late")

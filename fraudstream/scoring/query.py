@@ -2,7 +2,8 @@
 
 The job file (``jobs/score.py``) parses options and calls :func:`run`; the rebuild job
 (``jobs/rebuild.py``) calls the same :func:`run` into a new output root, which is why
-this lives in the library. The micro-batch work itself is ``stream.BatchProcessor``.
+this lives in the library. The micro-batch work itself is
+:class:`fraudstream.scoring.processor.BatchProcessor`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fraudstream import config, daytables, kafka_io, storage, stream
-from fraudstream.cardstate import outputs
-from fraudstream.cardstate import records as card_records
+from fraudstream import config, kafka_io, storage
+from fraudstream.scoring import daytables, outputs, views
+from fraudstream.scoring import records as card_records
+from fraudstream.scoring.model import LoadedModel, ModelSource
+from fraudstream.scoring.processor import BatchProcessor, EndOffsets
+from fraudstream.scoring.state import (
+    DEFAULT_MAX_LATENESS_HOURS,
+    Settings,
+    StateStore,
+    payment_horizon_days,
+)
 
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
 QUERY_NAME = "fraudstream-score"
-#: Where the cards' state lives: the driver's Python process, or the card operator on
-#: the executors (Spark's state store).
-CARD_STATES = ("driver", "operator")
-DEFAULT_CARD_STATE = "operator"
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,7 @@ class ScoreConfig:
     max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER
     trigger_interval: str | None = None
     available_now: bool = False
-    max_lateness_hours: float = stream.DEFAULT_MAX_LATENESS_HOURS
-    snapshot_every: int = stream.DEFAULT_SNAPSHOT_EVERY
-    card_state: str = DEFAULT_CARD_STATE
+    max_lateness_hours: float = DEFAULT_MAX_LATENESS_HOURS
     #: Parquet of the cards' states (``card_id, state``) a new operator checkpoint starts
     #: from, built in batch from a history that is not on the topic (``card_states`` job).
     initial_card_states: str | None = None
@@ -83,7 +86,7 @@ def check_outputs(cfg: ScoreConfig) -> None:
     checkpoint.check()
     out.check()
     new_query = not checkpoint.exists("offsets")
-    used = [view for view in stream.VIEWS if out.any_file(view, ".parquet")]
+    used = [view for view in views.VIEWS if out.any_file(view, ".parquet")]
     if new_query and used:
         raise ScoreSetupError(
             f"{cfg.out} already holds {', '.join(used)} from another run, and the checkpoint "
@@ -96,67 +99,65 @@ def check_outputs(cfg: ScoreConfig) -> None:
 #: 3 since the cards' initial states are a third source (:func:`_card_states_source`);
 #: 4 since the merchant features come from per-day tables (``daytables``), not the
 #: driver's snapshots; 5 since the executors score and held payments wait in the
-#: checkpoint (``cardstate.batch``), not in the driver's snapshots.
+#: checkpoint (``scoring.batch``), not in the driver's snapshots.
 OPERATOR_FORMAT = "5"
 #: Where, in the query's checkpoint, the initial-states source looks when the query has
 #: no initial states (a folder never made: Spark needs the same sources on resume).
 NO_INITIAL_STATES = "no-initial-card-states"
 OPERATOR_FORMAT_FILE = "card-operator-format"
+#: Where the checkpoint says where its cards' state is (always ``operator`` now).
+CARD_STATE_FILE = "card-state"
 
 
-def check_card_state(cfg: ScoreConfig) -> None:
-    """Refuse to resume a checkpoint with the cards' state kept elsewhere than it started.
+def check_checkpoint(cfg: ScoreConfig) -> None:
+    """Refuse to resume a checkpoint this version of the job cannot continue.
 
-    The driver's snapshots hold the cards' rows in one mode and none in the other, so a
-    switch would score with empty card histories. A new checkpoint records its mode.
+    Before the card operator, the job kept the cards' state in the driver's snapshots;
+    such a checkpoint (``card-state`` says ``driver``, or it has no such file) has no
+    cards' state in Spark's state store. A new checkpoint records its format.
     """
     checkpoint = storage.files(cfg.query_checkpoint)
-    if checkpoint.exists("card-state"):
-        started = checkpoint.read("card-state", Path.read_text).strip()
-        if started != cfg.card_state:
+    mode = (
+        checkpoint.read(CARD_STATE_FILE, Path.read_text).strip()
+        if checkpoint.exists(CARD_STATE_FILE)
+        else None
+    )
+    made = (
+        checkpoint.read(OPERATOR_FORMAT_FILE, Path.read_text).strip()
+        if checkpoint.exists(OPERATOR_FORMAT_FILE)
+        else None
+    )
+    if checkpoint.exists("offsets"):
+        if mode != "operator":
             raise ScoreSetupError(
-                f"The checkpoint {cfg.query_checkpoint} keeps the cards' state in the "
-                f"{started}, not the {cfg.card_state}: pass --card-state {started}, or a new "
-                "--checkpoint and --out."
+                f"The checkpoint {cfg.query_checkpoint} was made by an earlier version of "
+                "the job, which kept the cards' state in the driver: pass a new --checkpoint "
+                "and --out, or rebuild the views."
             )
-        made = (
-            checkpoint.read(OPERATOR_FORMAT_FILE, Path.read_text).strip()
-            if checkpoint.exists(OPERATOR_FORMAT_FILE)
-            else None
-        )
-        if started == "operator" and checkpoint.exists("offsets") and made != OPERATOR_FORMAT:
+        if made != OPERATOR_FORMAT:
             raise ScoreSetupError(
                 f"The checkpoint {cfg.query_checkpoint} was made by an earlier card operator, "
                 "whose query had other sources: pass a new --checkpoint and --out, or rebuild "
                 "the views."
             )
-        if started == "operator" and made is None:
-            checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
         return
-    if checkpoint.exists("offsets") and cfg.card_state != "driver":
-        raise ScoreSetupError(
-            f"The checkpoint {cfg.query_checkpoint} was started with the cards' state in the "
-            "driver: pass --card-state driver, or a new --checkpoint and --out."
-        )
-    checkpoint.write("card-state", lambda path: path.write_text(cfg.card_state + "\n"))
-    if cfg.card_state == "operator":
-        checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
+    checkpoint.write(CARD_STATE_FILE, lambda path: path.write_text("operator\n"))
+    checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
 
 
 def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     """The processor and the (not yet started) query writer."""
-    models = stream.ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
+    models = ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
     model = models.current
     log(
         f"model: {model.name} version {model.version} from {cfg.model_uri}, "
         f"threshold {model.threshold:.4f}, label delay {model.label_delay_days} days"
     )
-    operator = cfg.card_state == "operator"
-    if operator:
-        # The executors' views are written by Spark: times in milliseconds, as the
-        # driver's writer has always written them.
-        spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
-        views = outputs.SparkOutputs(
+    # The views are written by Spark: times in milliseconds, as they have always been.
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS")
+    processor = BatchProcessor(
+        models=models,
+        views=outputs.SparkOutputs(
             cfg.out,
             kafka=(
                 kafka_io.spark_options(cfg.bootstrap_servers),
@@ -165,34 +166,24 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
             )
             if cfg.kafka_outputs
             else None,
-        )
-    else:
-        views = stream.ParquetViews(cfg.out)
-    processor = stream.BatchProcessor(
-        models=models,
-        views=views,
-        state_store=stream.StateStore(cfg.state_folder),
-        labels=stream.TopicReader(cfg.bootstrap_servers, cfg.labels_topic),
-        payments=stream.TopicReader(cfg.bootstrap_servers, cfg.payments_topic),
-        outputs=(
-            stream.KafkaOutputs(cfg.bootstrap_servers, cfg.alerts_topic, cfg.dead_letter_topic)
-            if cfg.kafka_outputs and not operator
-            else None
         ),
-        settings=stream.Settings(
+        state_store=StateStore(cfg.state_folder),
+        labels_topic=cfg.labels_topic,
+        end_offsets=EndOffsets(cfg.bootstrap_servers, cfg.payments_topic),
+        settings=Settings(
             max_lateness_hours=cfg.max_lateness_hours,
             label_delay_days=model.label_delay_days,
-            snapshot_every=cfg.snapshot_every,
         ),
+        day_tables=daytables.DayTables(cfg.day_tables_folder, model.label_delay_days, spark),
+        held_folder=cfg.held_folder,
         log=log,
-        card_operator=cfg.card_state == "operator",
-        day_tables=(
-            daytables.DayTables(cfg.day_tables_folder, model.label_delay_days, spark)
-            if cfg.card_state == "operator"
-            else None
-        ),
-        held_folder=cfg.held_folder if cfg.card_state == "operator" else None,
     )
+    # The cards' state lives in the card operator, on the executors (in the
+    # checkpoint); foreachBatch gets each record with its card's aggregates.
+    # The labels topic is a second source of the same query, read to its end at
+    # each micro-batch (never rate-limited: a report may come early, never late),
+    # and its fraud reports go to the card operator, which turns them into facts.
+    _size_state(spark, log)
     payments = kafka_io.read_stream(
         spark,
         cfg.bootstrap_servers,
@@ -200,23 +191,15 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         starting_offsets=cfg.starting_offsets,
         max_offsets_per_trigger=cfg.max_offsets_per_trigger,
     )
-    records = payments
-    if cfg.card_state == "operator":
-        # The cards' state lives in the card operator, on the executors (in the
-        # checkpoint); foreachBatch gets each record with its card's aggregates.
-        # The labels topic is a second source of the same query, read to its end at
-        # each micro-batch (never rate-limited: a report may come early, never late),
-        # and its fraud reports go to the card operator, which turns them into facts.
-        _size_state(spark, log)
-        labels = kafka_io.read_stream(
-            spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
-        )
-        records = card_records.with_card_aggregates(
-            payments.unionByName(labels),
-            labels_topic=cfg.labels_topic,
-            keep_days=stream.payment_horizon_days(model.label_delay_days),
-            initial_states=_card_states_source(spark, cfg, log),
-        )
+    labels = kafka_io.read_stream(
+        spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
+    )
+    records = card_records.with_card_aggregates(
+        payments.unionByName(labels),
+        labels_topic=cfg.labels_topic,
+        keep_days=payment_horizon_days(model.label_delay_days),
+        initial_states=_card_states_source(spark, cfg, log),
+    )
     writer = (
         records.writeStream.foreachBatch(processor)
         .option("checkpointLocation", str(cfg.query_checkpoint))
@@ -239,7 +222,7 @@ def _card_states_source(spark: SparkSession, cfg: ScoreConfig, log):
     delete them). The path is a glob, for which Spark neither checks that the folder
     exists nor pins the folder the files of earlier batches were listed under.
     """
-    from fraudstream.cardstate import operator
+    from fraudstream.scoring import operator
 
     started = storage.files(cfg.query_checkpoint).exists("offsets")
     if cfg.initial_card_states and not started:
@@ -280,14 +263,14 @@ def run(
     cfg: ScoreConfig,
     stop: threading.Event | None = None,
     log=print,
-    model: stream.LoadedModel | None = None,
+    model: LoadedModel | None = None,
 ):
     """Run the scoring query until it ends (``--available-now``) or ``stop`` is set.
 
     ``model``: the model ``cfg.model_uri`` points at, if the caller loaded it already.
     """
     check_outputs(cfg)
-    check_card_state(cfg)
+    check_checkpoint(cfg)
     processor, writer = build(spark, cfg, log=log, model=model)
     query = writer.start()
     stop = stop or threading.Event()
@@ -301,10 +284,7 @@ def run(
         if error is not None:
             raise error
     finally:
-        processor.labels.close()
-        processor.payments.close()
-        if processor.outputs is not None:
-            processor.outputs.close()
+        processor.end_offsets.close()
     return processor
 
 
@@ -321,13 +301,13 @@ def _stop_between_batches(query, log, patience_s: float = 120.0) -> None:
 def summarise(cfg: ScoreConfig, examples: int = 3) -> str:
     """What the output root holds: rows per view, and the newest alerts with their reasons."""
     lines = [f"{cfg.out}:"]
-    for view in stream.VIEWS:
-        rows = stream.count_rows(cfg.out, view)
+    for view in views.VIEWS:
+        rows = views.count_rows(cfg.out, view)
         lines.append(f"  {view:<15} {rows:>10,} rows")
     # The newest day's alerts only: the view may hold years of them.
-    alert_folder = storage.join(cfg.out, stream.ALERTS)
+    alert_folder = storage.join(cfg.out, views.ALERTS)
     days = [name for name in storage.files(alert_folder).list() if name.startswith("date=")]
-    alerts = stream.read_view(alert_folder, days[-1]) if days else None
+    alerts = views.read_view(alert_folder, days[-1]) if days else None
     if alerts is not None and len(alerts):
         lines.append("newest alerts:")
         for alert in alerts.sort_values("event_time").tail(examples).itertuples():

@@ -1,0 +1,172 @@
+"""The model the scoring job scores with: loaded from the registry or a folder, and
+followed between micro-batches when its alias moves (hot swap)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudstream import features
+
+
+class ModelLoadError(RuntimeError):
+    """The model cannot be loaded; the message is one sentence for the user."""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model version and what the stream needs to know about it."""
+
+    name: str
+    version: str
+    scorer: object  # fraudstream.model.FraudScorer
+    threshold: float
+    feature_columns: list[str]
+    reference: dict[str, float] | None
+    label_delay_days: int
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        if frame.empty:
+            return np.zeros(0)
+        return np.asarray(self.scorer.predict(None, frame), dtype=float)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
+    """Split a model URI into ``(kind, name or path, alias or version)``."""
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :]
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return "alias", name, alias
+        name, _, version = rest.partition("/")
+        return "version", name, version or None
+    return "path", uri, None
+
+
+def load_model(uri: str, threshold: float | None = None, version: str | None = None) -> LoadedModel:
+    """Load a model by registry alias, registry version, or from a folder.
+
+    Raises
+    ------
+    ModelLoadError
+        With one sentence saying what is missing.
+    """
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    kind, name, ref = parse_model_uri(uri)
+    try:
+        if kind == "path":
+            path = Path(name)
+            if not (path / "MLmodel").is_file():
+                raise ModelLoadError(f"No model at {path} (no MLmodel file there).")
+            meta_file = path / "registered_model_meta"
+            meta = {}
+            if meta_file.is_file():
+                for line in meta_file.read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    meta[key.strip()] = value.strip()
+            model_name = meta.get("model_name", path.name)
+            version = meta.get("model_version", "local")
+            loaded = mlflow.pyfunc.load_model(str(path))
+        else:
+            from fraudstream import tracking
+
+            tracking.use_store()
+            client = MlflowClient()
+            if version is None:
+                if kind == "alias":
+                    version = str(client.get_model_version_by_alias(name, ref).version)
+                else:
+                    version = ref
+            model_name = name
+            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    except ModelLoadError:
+        raise
+    except MlflowException as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"Cannot load model {uri}: {first.rstrip('.')} (train and register one with "
+            "./spark-submit.sh train, or pass --model PATH)."
+        ) from None
+    except (OSError, ValueError, ImportError) as error:
+        raise ModelLoadError(f"Cannot load model {uri}: {error}.") from None
+    metadata = loaded.metadata.metadata or {}
+    chosen = threshold if threshold is not None else metadata.get("threshold")
+    if chosen is None:
+        raise ModelLoadError(f"Model {uri} carries no threshold in its metadata: pass --threshold.")
+    scorer = loaded.unwrap_python_model()
+    return LoadedModel(
+        name=model_name,
+        version=str(version),
+        scorer=scorer,
+        threshold=float(chosen),
+        feature_columns=list(metadata.get("feature_columns") or scorer.feature_columns),
+        reference=metadata.get("feature_reference"),
+        label_delay_days=int(metadata.get("label_delay_days", features.DEFAULT_LABEL_DELAY_DAYS)),
+    )
+
+
+class ModelSource:
+    """The model a URI points at, followed between micro-batches.
+
+    For an alias URI, :meth:`refresh` asks the registry where the alias points (one
+    small query) and loads the new version when it moved; a version that fails to
+    load is reported and the current one kept, so a bad promotion never stops the
+    stream.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        threshold: float | None = None,
+        log: Callable = print,
+        current: LoadedModel | None = None,
+    ):
+        self.uri = uri
+        self.fixed_threshold = threshold
+        self.log = log
+        self.kind, self.name, self.alias = parse_model_uri(uri)
+        # A caller that already loaded the model (to fail fast) hands it over.
+        self.current = current if current is not None else load_model(uri, threshold)
+
+    def refresh(self) -> LoadedModel:
+        if self.kind != "alias":
+            return self.current
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = str(MlflowClient().get_model_version_by_alias(self.name, self.alias).version)
+        except MlflowException as error:
+            self.log(
+                f"model: cannot read alias {self.uri} ({error}); keeping version "
+                f"{self.current.version}"
+            )
+            return self.current
+        if version == self.current.version:
+            return self.current
+        try:
+            candidate = load_model(self.uri, self.fixed_threshold, version=version)
+        except ModelLoadError as error:
+            self.log(f"model: {error} Keeping version {self.current.version}.")
+            return self.current
+        if candidate.label_delay_days != self.current.label_delay_days:
+            self.log(
+                f"model: version {version} expects a label delay of "
+                f"{candidate.label_delay_days} days, the stream's state uses "
+                f"{self.current.label_delay_days}; keeping version {self.current.version} "
+                "(restart on a new checkpoint to change the delay)"
+            )
+            return self.current
+        self.log(
+            f"model: {self.uri} moved from version {self.current.version} to {version}; "
+            f"scoring with version {version} from this micro-batch on"
+        )
+        self.current = candidate
+        return self.current
