@@ -167,7 +167,7 @@ def test_score_on_the_cluster_equals_local(
     said = {name: _finish(job, log) for name, (job, log) in jobs.items()}
     assert FROM_ARCHIVE in said["cluster"]
 
-    views = {
+    frames = {
         name: {
             view: views.read_view(tmp_path / name / "lake", view)
             .sort_values("transaction_id")
@@ -176,13 +176,13 @@ def test_score_on_the_cluster_equals_local(
         }
         for name in jobs
     }
-    local, remote = views["local"][views.SCORED], views["cluster"][views.SCORED]
+    local, remote = frames["local"][views.SCORED], frames["cluster"][views.SCORED]
     assert len(remote) == published and remote["transaction_id"].is_unique
     assert remote["transaction_id"].tolist() == local["transaction_id"].tolist()
     _assert_parity(remote, history["dataset"])
     np.testing.assert_allclose(remote["score"], local["score"], rtol=0, atol=1e-9)
     assert remote["alerted"].tolist() == local["alerted"].tolist()
-    local_alerts, remote_alerts = views["local"][views.ALERTS], views["cluster"][views.ALERTS]
+    local_alerts, remote_alerts = frames["local"][views.ALERTS], frames["cluster"][views.ALERTS]
     assert len(remote_alerts) > 0
     assert remote_alerts["alert_id"].tolist() == local_alerts["alert_id"].tolist()
     reasons = [[list(r) for r in alerts["reasons"]] for alerts in (remote_alerts, local_alerts)]

@@ -71,7 +71,7 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
     the batch replaces its files and removes those it no longer makes."""
     from datetime import date
 
-    from fraudstream.scoring import outputs
+    from fraudstream.scoring import outputs, views
 
     def rows(days, tag):
         frame = pd.DataFrame(
@@ -79,8 +79,8 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
         )
         return spark.createDataFrame(frame).repartition(3)
 
-    views = outputs.SparkOutputs(tmp_path)
-    written = views.write(
+    sink = outputs.SparkOutputs(tmp_path)
+    written = sink.write(
         7,
         {
             views.SCORED: rows([1, 2, 2, 1, 2], "first"),
@@ -103,7 +103,7 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
     # Left by a run that died before moving its files; then the batch run again (the
     # same payments, so the same dates) by a new champion that alerts on none of them.
     (tmp_path / outputs.STAGING / "batch-000000000007").mkdir(parents=True)
-    views.write(
+    sink.write(
         7,
         {
             views.SCORED: rows([1, 2, 2, 1, 2], "second"),
