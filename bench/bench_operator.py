@@ -97,7 +97,7 @@ def main() -> None:
 
         seconds, _ = _timed(card_features)
         runs.setdefault("operator → pandas → card features", []).append(seconds)
-        seconds, _ = _timed(lambda: features.compute(pandas_events, keep_state=False))
+        seconds, _ = _timed(lambda: features.compute(pandas_events))
         runs.setdefault("features.compute (pandas, all features)", []).append(seconds)
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -63,7 +63,7 @@ def main() -> None:
 
     def pandas_run():
         facts = features.fraud_facts(events, labels)
-        return features.compute(events, facts, keep_state=False)[0]
+        return features.compute(events, facts)
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     spark = get_session("bench-spark-features", master=args.master)

@@ -3,10 +3,9 @@
 :func:`compute` turns payment events into model features, as of each payment: a
 payment's features use that payment and earlier ones of the same card or merchant,
 never a later one, and fraud labels only once they were reported. It works on a whole
-history at once (training) or on one micro-batch at a time with the state the previous
-batches left (streaming), and gives the same values either way: that is the parity
-the project promises, and ``tests/test_features.py`` checks it by cutting a history
-into batches at random places.
+history at once: it is the definition, which training uses and against which the
+tests hold the scoring job's executors (the card operator's aggregates through
+:func:`card_features_from_aggregates`, the per-day merchant tables) to 1e-9.
 
 Order and ties. Events are ordered by ``(event_time, transaction_id)``: of two
 payments at the same millisecond, the one with the smaller ``transaction_id`` comes
@@ -48,16 +47,11 @@ amount                             the amount itself
 "Card-present" means channel ``pos`` or ``atm`` with coordinates; web payments carry
 their shop's seat, which says nothing about where the card is.
 
-State and its size. A card needs its payments of the last 30 days (time, id, amount
-in cents, micro-degree coordinates, country): about 60 bytes a payment plus the ids,
-so with 2 payments a day about 4 KB a card in pandas. A merchant needs its payment
-count per day for the last ``label_delay_days + 30`` days (37 by default, 16 bytes
-each) and its reported frauds of those days. State expires by event time: rows older
-than a watermark minus the longest window are dropped. The watermark is an event time
-that no payment of a later batch precedes: by default the newest event time seen, which
-holds when batches are cut in event-time order. A stream whose batches take partitions
-to different event times must pass a lower one (``watermark_ms``), or a card of a
-partition that lags would lose payments still in its windows.
+State and its size, in the scoring job. A card needs its payments of the last 30
+days; the card operator keeps them in Spark's state store, in integer cents and
+micro-degrees. A merchant needs its payment count per day for the last
+``label_delay_days + 30`` days and its reported frauds of those days: the scoring
+query's per-day tables (:mod:`fraudstream.scoring.daytables`).
 
 Exactness. Amounts are summed in integer cents and coordinates in integer
 micro-degrees, so a window's sum does not depend on how the history was cut into
@@ -71,8 +65,6 @@ features from them with this module's formulas, equal to :func:`compute`'s to 1e
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -142,69 +134,6 @@ EVENT_COLUMNS = [
     "lon",
     "country",
 ]
-
-_CARD_STATE_COLUMNS = [
-    "card_id",
-    "time_ms",
-    "transaction_id",
-    "cents",
-    "lat_e6",
-    "lon_e6",
-    "located",
-    "country",
-]
-
-
-@dataclass
-class FeatureState:
-    """What :func:`compute` needs from earlier batches; empty for a first batch.
-
-    Attributes
-    ----------
-    cards : DataFrame
-        The last 30 days of each card's payments (``card_id, time_ms, transaction_id,
-        cents, lat_e6, lon_e6, located, country``).
-    merchant_days : DataFrame
-        ``merchant_id, day, tx_count``: payments per merchant and UTC day.
-    frauds : DataFrame
-        ``card_id, merchant_id, tx_day, report_day``: one row per payment reported as fraud.
-    """
-
-    cards: pd.DataFrame = field(default_factory=lambda: _empty_cards())
-    merchant_days: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(
-            {
-                "merchant_id": pd.Series(dtype=object),
-                "day": pd.Series(dtype=np.int64),
-                "tx_count": pd.Series(dtype=np.int64),
-            }
-        )
-    )
-    frauds: pd.DataFrame = field(default_factory=lambda: _empty_frauds())
-
-    def nbytes(self) -> int:
-        """Memory the state holds, in bytes (deep, strings included)."""
-        return int(
-            sum(
-                frame.memory_usage(deep=True).sum()
-                for frame in (self.cards, self.merchant_days, self.frauds)
-            )
-        )
-
-
-def _empty_cards() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "card_id": pd.Series(dtype=object),
-            "time_ms": pd.Series(dtype=np.int64),
-            "transaction_id": pd.Series(dtype=object),
-            "cents": pd.Series(dtype=np.int64),
-            "lat_e6": pd.Series(dtype=np.int64),
-            "lon_e6": pd.Series(dtype=np.int64),
-            "located": pd.Series(dtype=bool),
-            "country": pd.Series(dtype=object),
-        }
-    )
 
 
 def _empty_frauds() -> pd.DataFrame:
@@ -282,14 +211,11 @@ def fraud_facts(events: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 def compute(
     events: pd.DataFrame,
     frauds: pd.DataFrame | None = None,
-    state: FeatureState | None = None,
     label_delay_days: int = DEFAULT_LABEL_DELAY_DAYS,
-    keep_state: bool = True,
     new_only: bool = False,
-    watermark_ms: int | None = None,
     card_aggregates: pd.DataFrame | None = None,
     day_values: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, FeatureState | None]:
+) -> pd.DataFrame:
     """Compute the features of ``events``, as of each event.
 
     Parameters
@@ -297,63 +223,47 @@ def compute(
     events : DataFrame
         Payment events with at least :data:`EVENT_COLUMNS`.
     frauds : DataFrame, optional
-        New fraud facts (:func:`fraud_facts`) since the state was made.
-    state : FeatureState, optional
-        What earlier batches left; None for the first batch (or a whole history).
+        The fraud facts (:func:`fraud_facts`) of the history.
     label_delay_days : int
         How many whole days back the merchant windows end.
-    keep_state : bool
-        Whether to return the state for the next batch (training does not need it).
     new_only : bool
-        The caller vouches that no event is a copy of another or of one in the state
-        (the stream sets duplicates aside before): skip looking for copies.
-    watermark_ms : int, optional
-        No payment of a later batch will be earlier than this (ms since the epoch); the
-        state keeps what payments from then on need. None: the newest event time seen,
-        right only when batches are cut in event-time order.
+        The caller vouches that no event is a copy of another (the scoring job sets
+        duplicates aside before): skip looking for copies.
     card_aggregates : DataFrame, optional
         The card operator's aggregates of ``events``, row for row (the scoring job's
         operator keeps the cards' state in Spark): the card features come from them
-        (:func:`card_features_from_aggregates`) and the state keeps no card rows.
+        (:func:`card_features_from_aggregates`), and ``events`` may be any payments.
     day_values : DataFrame, optional
         :data:`DAY_COLUMNS` of ``events``, row for row, read from the scoring query's
-        per-day tables (:mod:`fraudstream.daytables`); then the state keeps no merchant
-        days or frauds, and ``frauds`` is not read.
+        per-day tables (:mod:`fraudstream.scoring.daytables`); then ``frauds`` is not read.
 
     Returns
     -------
-    (DataFrame, FeatureState or None)
+    DataFrame
         ``transaction_id`` and :data:`FEATURE_COLUMNS`, one row per event in the input
-        order; and the state for the next batch.
+        order.
     """
-    state = state or FeatureState()
     frauds = _empty_frauds() if frauds is None else frauds
     if len(events) == 0:
-        # A batch of no payments (all set aside, say) changes nothing but the frauds.
-        empty = pd.DataFrame(
+        return pd.DataFrame(
             {"transaction_id": pd.Series(dtype=object)}
             | {name: pd.Series(dtype=np.float64) for name in FEATURE_COLUMNS}
         )
-        if not keep_state:
-            return empty, None
-        merged = pd.concat([state.frauds, frauds], ignore_index=True)
-        return empty, FeatureState(state.cards, state.merchant_days, merged)
     new_rows = _card_rows(events)
     if card_aggregates is None:
-        card_features, cards, repeated = _card_features(new_rows, state.cards, new_only)
+        card_features, repeated = _card_features(new_rows, new_only)
     else:
         from_operator = card_features_from_aggregates(
             card_aggregates.reset_index(drop=True), new_rows
         )
         card_features = {name: from_operator[name].to_numpy() for name in CARD_FEATURE_COLUMNS}
-        cards, repeated = state.cards, np.zeros(len(new_rows), dtype=bool)
+        repeated = np.zeros(len(new_rows), dtype=bool)
     if day_values is None:
-        merchant_features, merchant_days, all_frauds = _merchant_features(
-            events, new_rows["time_ms"], ~repeated, state, frauds, label_delay_days
+        merchant_features = _merchant_features(
+            events, new_rows["time_ms"], ~repeated, frauds, label_delay_days
         )
     else:
         merchant_features = {name: day_values[name].to_numpy() for name in DAY_COLUMNS}
-        merchant_days, all_frauds = state.merchant_days, state.frauds
     time_ms = new_rows["time_ms"].to_numpy()
     channel = events["channel"].astype(object).to_numpy()
     moment = pd.to_datetime(time_ms, unit="ms")
@@ -370,25 +280,7 @@ def compute(
         }
     )[["transaction_id", *FEATURE_COLUMNS]]
     # One dtype for every feature: models and their signatures see plain doubles.
-    features = features.astype(dict.fromkeys(FEATURE_COLUMNS, np.float64))
-    if not keep_state:
-        return features, None
-    newest = int(max(cards["time_ms"].to_numpy().max(initial=0), time_ms.max(initial=0)))
-    horizon = newest if watermark_ms is None else min(int(watermark_ms), newest)
-    next_state = FeatureState(
-        cards=cards.loc[
-            cards["time_ms"] > horizon - HISTORY_DAYS * DAY_MS, _CARD_STATE_COLUMNS
-        ].reset_index(drop=True),
-        merchant_days=merchant_days.loc[
-            merchant_days["day"]
-            >= horizon // DAY_MS - label_delay_days - max(MERCHANT_WINDOWS_DAYS)
-        ].reset_index(drop=True),
-        frauds=all_frauds.loc[
-            all_frauds["tx_day"]
-            >= horizon // DAY_MS - label_delay_days - max(MERCHANT_WINDOWS_DAYS)
-        ].reset_index(drop=True),
-    )
-    return features, next_state
+    return features.astype(dict.fromkeys(FEATURE_COLUMNS, np.float64))
 
 
 def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
@@ -421,27 +313,17 @@ def _event_order(card: np.ndarray, time: np.ndarray, transaction_id: np.ndarray)
     return order
 
 
-def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool = False):
-    """Card windows over the state's history plus the new rows; features of the new rows."""
-    # Only the cards of this batch need their history sorted again; the others' state
-    # passes through untouched (with millions of cards, most of it).
-    touched = history["card_id"].isin(new_rows["card_id"]).to_numpy()
-    untouched, history = history.loc[~touched], history.loc[touched]
+def _card_features(new_rows: pd.DataFrame, new_only: bool = False):
+    """Card windows over the payments; the features of each, and which are repeats."""
     # A payment seen before (a duplicate delivery) is one payment: keep its first copy.
-    # The history holds each payment once; only the new rows need checking, against
-    # themselves and against the history (hashing the smaller side).
     if new_only:
         repeated = np.zeros(len(new_rows), dtype=bool)
     else:
-        new_ids = new_rows["transaction_id"]
-        known = history["transaction_id"]
-        repeated = (
-            new_ids.duplicated().to_numpy() | new_ids.isin(known[known.isin(new_ids)]).to_numpy()
-        )
-    rows = pd.concat([history, new_rows], ignore_index=True)
+        repeated = new_rows["transaction_id"].duplicated().to_numpy()
+    rows = new_rows.copy()
     rows["_position"] = np.arange(len(rows))
     if repeated.any():
-        rows = rows.loc[np.concatenate([np.ones(len(history), dtype=bool), ~repeated])]
+        rows = rows.loc[~repeated]
     # Cards are numbered in order of appearance, not sorted by name: sorting strings is
     # slow, and any order of cards gives the same per-card windows.
     codes = pd.factorize(rows["card_id"], sort=False)[0].astype(np.int64)
@@ -456,13 +338,10 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool
     span = np.int64(time.max(initial=0) - base + 2 * HISTORY_DAYS * DAY_MS + 1)
     key = card * span + (time - base)
 
-    # The rows whose features are asked for: this batch's payments, and for a payment
-    # given twice, its first copy's row (in this batch, or already in the state). The
-    # history's own rows only serve as windows: no feature is computed for them.
-    position = rows.pop("_position").to_numpy() - len(history)
+    # The row of each payment, and for a payment given twice, its first copy's row.
+    position = rows.pop("_position").to_numpy()
     take = np.full(len(new_rows), -1, dtype=np.int64)
-    mine = position >= 0
-    take[position[mine]] = np.flatnonzero(mine)
+    take[position] = np.arange(n)
     copies = np.flatnonzero(take < 0)
     if copies.size:
         first = pd.Series(np.arange(n), index=rows["transaction_id"].to_numpy())
@@ -528,7 +407,7 @@ def _card_features(new_rows: pd.DataFrame, history: pd.DataFrame, new_only: bool
     )
 
     features = {name: np.asarray(values)[back] for name, values in out.items()}
-    return features, pd.concat([untouched, rows], ignore_index=True), repeated
+    return features, repeated
 
 
 def card_features_from_aggregates(aggregates: pd.DataFrame, own: pd.DataFrame) -> pd.DataFrame:
@@ -643,7 +522,7 @@ def _known_frauds(codes, d, fact_codes, fact_tx_day, fact_report_day, n_keys, wi
     return np.cumsum(known, axis=1)[codes, d]
 
 
-def _merchant_features(events, time_ms, unique, state, frauds, label_delay_days):
+def _merchant_features(events, time_ms, unique, frauds, label_delay_days):
     """Merchant and card counts of known frauds over whole-day windows.
 
     ``unique`` marks the payments not seen before: a payment counts once, however often
@@ -651,20 +530,15 @@ def _merchant_features(events, time_ms, unique, state, frauds, label_delay_days)
     """
     day = time_ms.to_numpy() // DAY_MS
     merchant = events["merchant_id"].astype(object).to_numpy()
-    new_days = (
+    merchant_days = (
         pd.DataFrame({"merchant_id": merchant[unique], "day": day[unique]})
         .groupby(["merchant_id", "day"], sort=False)
         .size()
         .rename("tx_count")
         .reset_index()
     )
-    merchant_days = (
-        pd.concat([state.merchant_days, new_days], ignore_index=True)
-        .groupby(["merchant_id", "day"], sort=False)["tx_count"]
-        .sum()
-        .reset_index()
-    )
-    all_frauds = pd.concat([state.frauds, frauds], ignore_index=True)
+    # Facts made by hand may lack a column (a card's, say): it then matches nothing.
+    all_frauds = pd.concat([_empty_frauds(), frauds], ignore_index=True)
 
     longest = max(MERCHANT_WINDOWS_DAYS)
     first_day = (int(day.min()) if day.size else 0) - label_delay_days - longest
@@ -714,4 +588,4 @@ def _merchant_features(events, time_ms, unique, state, frauds, label_delay_days)
     out["card_known_frauds_30d"] = _known_frauds(
         card_codes, d, f_card, f_tx_day, f_report_day, len(card_names), width, 0, HISTORY_DAYS
     )
-    return out, merchant_days, all_frauds
+    return out

@@ -80,7 +80,7 @@ def build_dataset(events: pd.DataFrame, labels: pd.DataFrame, delay_days: int) -
         reported; NaN if none).
     """
     facts = features.fraud_facts(events, labels)
-    computed, _ = features.compute(events, facts, label_delay_days=delay_days, keep_state=False)
+    computed = features.compute(events, facts, label_delay_days=delay_days)
     fraud = labels.loc[labels["label"] == "fraud", ["transaction_id", "reported_time"]]
     reported = (
         fraud.assign(ms=features._time_ms(fraud["reported_time"]))

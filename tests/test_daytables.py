@@ -21,7 +21,7 @@ def history():
     events = payments.to_pandas()
     events = events.sort_values(["event_time", "transaction_id"]).reset_index(drop=True)
     labels = labels.to_pandas()
-    expected, _ = features.compute(events, features.fraud_facts(events, labels), keep_state=False)
+    expected = features.compute(events, features.fraud_facts(events, labels))
     return events, labels, expected
 
 

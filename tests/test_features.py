@@ -1,10 +1,7 @@
-"""The feature definition on hand-made histories, and its parity across batch cuts."""
+"""The feature definition on hand-made histories and simulated ones."""
 
 from __future__ import annotations
 
-import zlib
-
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,7 +32,7 @@ def _events(rows: list[dict]) -> pd.DataFrame:
 
 
 def _compute(rows, frauds=None, **kwargs) -> pd.DataFrame:
-    result, _ = features.compute(_events(rows), frauds, keep_state=False, **kwargs)
+    result = features.compute(_events(rows), frauds, **kwargs)
     return result.set_index("transaction_id")
 
 
@@ -174,51 +171,12 @@ def test_compute_duplicate_payment_counts_once():
     assert (got.loc["a", "card_tx_count_1d"] == 1).all()
 
 
-def _batched(events, labels, cuts):
-    """Feed ``events`` in batches cut at ``cuts``, with each fraud fact once it is reported."""
-    facts = features.fraud_facts(events, labels)
-    given = np.zeros(len(facts), dtype=bool)
-    state, parts, start = None, [], 0
-    for end in [*cuts, len(events)]:
-        batch = events.iloc[start:end]
-        start = end
-        if batch.empty:
-            continue
-        today = int(features._time_ms(batch["event_time"]).max() // features.DAY_MS)
-        new = ~given & (facts["report_day"].to_numpy() <= today)
-        given |= new
-        result, state = features.compute(batch, facts[new], state)
-        parts.append(result)
-    return pd.concat(parts, ignore_index=True), state
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_compute_in_batches_equals_compute_at_once(seed):
-    payments, labels = simulate.simulate(
-        simulate.SimulationConfig(customers=120, terminals=240, days=45, seed=seed)
-    )
-    events, labels = payments.to_pandas(), labels.to_pandas()
-    whole, _ = features.compute(events, features.fraud_facts(events, labels), keep_state=False)
-    rng = np.random.default_rng(seed)
-    cuts = np.sort(rng.choice(len(events), size=30, replace=False))
-    batched, state = _batched(events, labels, cuts)
-    pd.testing.assert_frame_equal(
-        batched.set_index("transaction_id").loc[whole["transaction_id"]].reset_index(),
-        whole,
-        check_exact=False,
-        rtol=0,
-        atol=1e-9,
-    )
-    # State stays bounded: 30 days of card history, not 45.
-    assert state.cards["time_ms"].min() > state.cards["time_ms"].max() - 30 * features.DAY_MS
-
-
 def test_compute_features_never_null_and_columns_as_documented():
     payments, labels = simulate.simulate(
         simulate.SimulationConfig(customers=50, terminals=100, days=20, seed=4)
     )
     events = payments.to_pandas()
-    result, _ = features.compute(events, features.fraud_facts(events, labels.to_pandas()))
+    result = features.compute(events, features.fraud_facts(events, labels.to_pandas()))
     assert list(result.columns) == ["transaction_id", *features.FEATURE_COLUMNS]
     assert result[features.FEATURE_COLUMNS].notna().all().all()
     assert set(features.HANDBOOK_FEATURES) <= set(features.FEATURE_COLUMNS)
@@ -250,50 +208,6 @@ def test_compute_recent_known_frauds_of_card_and_merchant():
     assert got["merchant_recent_fraud_rate_7d"] == pytest.approx(1 / 3)
     # With the delay shift (7 days), none of them is in the window yet.
     assert got["merchant_tx_count_7d"] == 0
-
-
-def test_compute_state_expires_by_the_watermark_not_the_newest_event():
-    """Batches that take two partitions (by card) to event times days apart: a card of
-    the lagging one keeps its windows when the state expires by the lagging partition's
-    newest event time (the watermark), and loses payments when it expires by the newest."""
-    payments, labels = simulate.simulate(
-        simulate.SimulationConfig(customers=120, terminals=240, days=45, seed=4)
-    )
-    events, labels = payments.to_pandas(), labels.to_pandas()
-    facts = features.fraud_facts(events, labels)
-    whole, _ = features.compute(events, facts, keep_state=False)
-    lagging = (events["card_id"].map(lambda card: zlib.crc32(card.encode())) % 2 == 0).to_numpy()
-    time_ms = features._time_ms(events["event_time"])
-    day = (time_ms - time_ms.min()) // features.DAY_MS
-    # Batch k: the lagging cards' day k, the leading cards' day k + 3.
-    leading_first = (~lagging) & (day < 3)
-    batches = [
-        ((lagging & (day == k)) | (~lagging & (day == k + 3)) | (leading_first & (k == 0)))
-        for k in range(int(day.max()) + 1)
-    ]
-
-    def run(watermark: bool) -> pd.DataFrame:
-        state, parts, lagging_newest = None, [], -1
-        for k, chosen in enumerate(batches):
-            if lagging[chosen].any():
-                lagging_newest = max(lagging_newest, int(time_ms[chosen & lagging].max()))
-            result, state = features.compute(
-                events.loc[chosen],
-                facts if k == 0 else None,
-                state,
-                watermark_ms=lagging_newest if watermark else None,
-            )
-            parts.append(result)
-        return pd.concat(parts).set_index("transaction_id").loc[whole["transaction_id"]]
-
-    # Card features only: merchant counts need every partition's days (the stream's
-    # hold-back sees to that), which these batches do not give on purpose.
-    card = [c for c in features.FEATURE_COLUMNS if not c.startswith("merchant_")]
-    expected = whole.set_index("transaction_id")
-    got = run(watermark=True)
-    np.testing.assert_allclose(got[card].to_numpy(), expected[card].to_numpy(), rtol=0, atol=1e-9)
-    lost = run(watermark=False)["card_tx_count_30d"] < expected["card_tx_count_30d"]
-    assert lost.sum() > 10
 
 
 def test_fraud_facts_a_payment_delivered_twice_is_one_fact():

@@ -64,7 +64,7 @@ def _operator_features(aggregates: pd.DataFrame, events: pd.DataFrame) -> pd.Dat
 
 
 def _compute_features(events: pd.DataFrame) -> pd.DataFrame:
-    whole, _ = features.compute(events, keep_state=False)
+    whole = features.compute(events)
     return whole.drop_duplicates("transaction_id").set_index("transaction_id")[
         features.CARD_FEATURE_COLUMNS
     ]

@@ -98,7 +98,7 @@ def _messy_history(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_non_card_features_equal_compute_on_simulated_histories(spark, seed):
     events, labels = _messy_history(seed)
     facts = features.fraud_facts(events, labels)
-    expected, _ = features.compute(events, facts, keep_state=False)
+    expected = features.compute(events, facts)
     expected = expected.drop_duplicates("transaction_id").set_index("transaction_id")
 
     got = sf.non_card_features(

@@ -90,9 +90,8 @@ def views_of(
     day_values = daytables.values(
         merchants, cards, events["merchant_id"], events["card_id"], event_ms // features.DAY_MS
     )
-    computed, _ = features.compute(
+    computed = features.compute(
         events,
-        keep_state=False,
         new_only=True,
         label_delay_days=model.label_delay_days,
         card_aggregates=aggregates,

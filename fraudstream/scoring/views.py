@@ -333,11 +333,10 @@ def score_history(
         timestamp_ms=records["timestamp_ms"].to_numpy()[~copy],
     )
     events = events.reset_index(drop=True)
-    computed, _ = features.compute(
+    computed = features.compute(
         events,
         features.fraud_facts(events, labels),
         label_delay_days=model.label_delay_days,
-        keep_state=False,
         new_only=True,
     )
     event_ms = features._time_ms(events["event_time"])
