@@ -24,7 +24,7 @@ and on object stores there is no rename at all; with this rule
 Readers that list the folders themselves (``spark.read.parquet(view_folder)``, a plain
 ``pyarrow.dataset``) see a day twice during a grace period; give them :func:`paths`
 instead (``spark.read.option("basePath", folder).parquet(*paths)``), as
-:func:`fraudstream.stream.read_view` and the notebooks do.
+:func:`fraudstream.scoring.views.read_view` and the notebooks do.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A batch query runs the card operator's own logic over every payment (and fraud r
 of ``DATA/events`` and ``DATA/labels`` and writes, per card, the state the streaming
 operator would hold after reading that history: Parquet of ``card_id, state``. Then
 
-    ./spark-submit.sh score --card-state operator --initial-card-states OUT ...
+    ./spark-submit.sh score --initial-card-states OUT ...
 
 starts a new checkpoint with the cards' 30-day windows already filled, without pushing
 the history through Kafka: for a bank whose history lives in its warehouse, not on the

@@ -10,11 +10,11 @@ so that the card operator runs once, and read by two Spark actions:
    the driver decides which payments to score now (``state.hold_back``), records the
    batch's merchant counts and facts in the day tables and has the values of new days
    computed.
-2. :func:`score_job`, on the executors: the payments released are parsed again with the
-   contract (the same parser, the same decisions, checked), and get their features from
-   the operator's aggregates and the day tables, their scores from the model and, if
-   alerted, their reasons. The model and the day tables go to the executors as Spark
-   broadcasts. Each payment scored becomes one row of its views
+2. :func:`score_job`, on the executors: the payments released, with the fields the
+   parse before the card operator carried (the records' bytes are not read, nor parsed
+   again), get their features from the operator's aggregates and the day tables, their
+   scores from the model and, if alerted, their reasons. The model and the day tables go
+   to the executors as Spark broadcasts. Each payment scored becomes one row of its views
    (:data:`fraudstream.scoring.outputs.OUTPUT_SCHEMA`), which Spark writes and sends
    (:mod:`fraudstream.scoring.outputs`): the driver never holds them.
 
@@ -37,55 +37,74 @@ from fraudstream.scoring import parse
 from fraudstream.scoring.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
 
-def classify(payments: pd.DataFrame):
-    """Parse payment records with the contract and decide which are set aside.
+def released_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The payments :func:`score_job` chose, as the contract's parser gives them, and their
+    card aggregates, row for row.
 
-    Returns ``(events, aggregates, bad, reasons, aside)``: the valid payments (in
-    record order) with their aggregates row for row; the positions of the invalid
-    records and why; and for each valid payment, why it is set aside (None: scored):
-    the decisions :func:`summary_job` reports, made again in the scoring pass.
+    The fields come from the parse before the card operator (``records.CARRIED_COLUMNS``,
+    and the operator's ``transaction_id`` and ``card_id``): the record is not parsed again.
+    Spark chose the rows by the driver's decisions; a row that is not a valid payment to
+    score now is a bug, and fails the batch.
     """
-    events, bad, reasons = parse.parse_payments(payments)
-    keys = ["partition", "offset"]
-    aggregates = events[keys].merge(payments[[*keys, *AGGREGATE_COLUMNS]], on=keys, how="left")[
-        AGGREGATE_COLUMNS
-    ]
-    missing = aggregates["n_30d"].isna().to_numpy()
-    if missing.any():
+    from fraudstream.scoring.records import CARRIED_FIELDS
+
+    refused = (
+        rows["reason"].notna().to_numpy()
+        | rows["event_ms"].isna().to_numpy()
+        | rows["n_30d"].isna().to_numpy()
+        | rows["duplicate"].fillna(True).to_numpy(dtype=bool)
+        | rows["late"].fillna(True).to_numpy(dtype=bool)
+    )
+    if refused.any():
         raise RuntimeError(
-            f"{int(missing.sum()):,} valid payments came without the card operator's "
-            "aggregates; the executors' parser disagrees with itself."
+            f"{int(refused.sum()):,} payments reached the scoring pass that the driver did "
+            "not release (invalid, without the card operator's aggregates, a duplicate or late)."
         )
-    # The operator flags a copy of a payment its card holds or one earlier in the batch
-    # (an older copy is late), and marked late payments by the driver's cutoffs.
-    duplicate = aggregates["duplicate"].to_numpy(dtype=bool)
-    late = aggregates["late"].to_numpy(dtype=bool)
-    aside = np.where(duplicate, parse.REASON_DUPLICATE, np.where(late, parse.LATE, None))
-    return events, aggregates, bad, reasons, aside.astype(object)
+    events = pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"].astype(object).to_numpy(),
+            "event_time": pd.to_datetime(
+                rows["event_ms"].to_numpy(dtype=np.int64), unit="ms", utc=True
+            ),
+            "card_id": rows["card_id"].astype(object).to_numpy(),
+            "merchant_id": rows["event_merchant_id"].astype(object).to_numpy(),
+            **{name: rows[carried].to_numpy() for carried, name in CARRIED_FIELDS.items()},
+            "partition": rows["partition"].to_numpy(),
+            "offset": rows["offset"].to_numpy(),
+            "timestamp_ms": rows["timestamp_ms"].to_numpy(),
+        }
+    )
+    for name in ("amount", "lat", "lon"):
+        events[name] = events[name].astype(float)
+    return events, rows[AGGREGATE_COLUMNS].reset_index(drop=True)
+
+
+#: The columns the scoring pass reads, beside the card aggregates: never the record's
+#: bytes.
+SCORING_COLUMNS = [
+    "transaction_id",
+    "card_id",
+    "partition",
+    "offset",
+    "timestamp_ms",
+    "reason",
+    "event_ms",
+    "event_merchant_id",
+]
 
 
 def views_of(
-    records: pd.DataFrame,
-    labels_topic: str | None,
-    release_day: int | None,
+    rows: pd.DataFrame,
     model,
     day_tables: tuple[pd.DataFrame, pd.DataFrame],
     now_ms: int,
 ) -> dict[str, pd.DataFrame]:
-    """The views of the payments among ``records`` that are scored now: valid, neither
-    a duplicate nor late, and of a day up to ``release_day`` (None: any day)."""
+    """The views of the payments :func:`score_job` chose (``rows``)."""
     from fraudstream import features
     from fraudstream.scoring import daytables, views
 
-    payments = records.loc[(records["topic"] != labels_topic).to_numpy()].reset_index(drop=True)
-    events, aggregates, _, _, aside = classify(payments)
+    events, aggregates = released_events(rows)
     event_ms = features._time_ms(events["event_time"])
-    chosen = aside == None  # noqa: E711
-    if release_day is not None:
-        chosen &= event_ms // features.DAY_MS <= release_day
-    events = events.loc[chosen].reset_index(drop=True)
-    aggregates = aggregates.loc[chosen].reset_index(drop=True)
-    event_ms = event_ms[chosen]
     merchants, cards = day_tables
     day_values = daytables.values(
         merchants, cards, events["merchant_id"], events["card_id"], event_ms // features.DAY_MS
@@ -108,12 +127,7 @@ def views_of(
 
 
 def score(
-    batches: Iterator[pa.RecordBatch],
-    labels_topic: str | None,
-    release_day: int | None,
-    model,
-    day_tables,
-    now_ms: int,
+    batches: Iterator[pa.RecordBatch], model, day_tables, now_ms: int
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``: the views of each chunk's payments, a row per payment
     (:data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`).
@@ -122,9 +136,7 @@ def score(
     from fraudstream.scoring import outputs
 
     for batch in batches:
-        views = views_of(
-            batch.to_pandas(), labels_topic, release_day, model.value, day_tables.value, now_ms
-        )
+        views = views_of(batch.to_pandas(), model.value, day_tables.value, now_ms)
         if len(views["scored"]):
             yield outputs.output_batch(views)
 
@@ -179,12 +191,8 @@ def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
     )
     if release_day is not None:
         chosen &= F.col("event_ms") < (release_day + 1) * features.DAY_MS
-    function = partial(
-        score,
-        labels_topic=labels_topic,
-        release_day=release_day,
-        model=model,
-        day_tables=day_tables,
-        now_ms=now_ms,
-    )
-    return records.where(chosen).mapInArrow(function, outputs.OUTPUT_SCHEMA)
+    from fraudstream.scoring.records import CARRIED_FIELDS
+
+    function = partial(score, model=model, day_tables=day_tables, now_ms=now_ms)
+    columns = [*SCORING_COLUMNS, *CARRIED_FIELDS, *AGGREGATE_COLUMNS]
+    return records.where(chosen).select(*columns).mapInArrow(function, outputs.OUTPUT_SCHEMA)

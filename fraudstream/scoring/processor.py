@@ -220,6 +220,7 @@ class BatchProcessor:
         columns = [
             *card_records.RECORD_COLUMNS,
             *card_records.CARRIED_COLUMNS,
+            "transaction_id",
             "card_id",
             *AGGREGATE_COLUMNS,
             *FACT_COLUMNS,

@@ -99,8 +99,9 @@ def check_outputs(cfg: ScoreConfig) -> None:
 #: 3 since the cards' initial states are a third source (:func:`_card_states_source`);
 #: 4 since the merchant features come from per-day tables (``daytables``), not the
 #: driver's snapshots; 5 since the executors score and held payments wait in the
-#: checkpoint (``scoring.batch``), not in the driver's snapshots.
-OPERATOR_FORMAT = "5"
+#: checkpoint (``scoring.batch``), not in the driver's snapshots; 6 since the parse
+#: carries the payment's fields through the operator (held rows have them).
+OPERATOR_FORMAT = "6"
 #: Where, in the query's checkpoint, the initial-states source looks when the query has
 #: no initial states (a folder never made: Spark needs the same sources on resume).
 NO_INITIAL_STATES = "no-initial-card-states"

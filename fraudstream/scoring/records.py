@@ -51,16 +51,30 @@ _INPUT_SCHEMA = T.StructType(
 _INTEGERS = ["time_ms", "cents", "lat_e6", "lon_e6", "report_ms"]
 _INPUTS = [field.name for field in _INPUT_SCHEMA.fields]
 
-#: What the parse found out that the scoring query's driver decides on, carried through
-#: the card operator beside each record: why a record is not a valid payment or label
-#: (null if it is), and a valid payment's event time and merchant.
+#: What the parse found out, carried through the card operator beside each record: why
+#: a record is not a valid payment or label (null if it is), which the driver decides
+#: on with a valid payment's event time and merchant; and the rest of a valid payment's
+#: fields, from which the scoring pass makes its features and views without parsing the
+#: record again (the operator gives its ``transaction_id`` and ``card_id``).
 CARRIED_SCHEMA = T.StructType(
     [
         T.StructField("reason", T.StringType()),
         T.StructField("event_ms", T.LongType()),
         T.StructField("event_merchant_id", T.StringType()),
+        T.StructField("event_merchant_category", T.StringType()),
+        T.StructField("event_amount", T.DoubleType()),
+        T.StructField("event_currency", T.StringType()),
+        T.StructField("event_channel", T.StringType()),
+        T.StructField("event_lat", T.DoubleType()),
+        T.StructField("event_lon", T.DoubleType()),
+        T.StructField("event_country", T.StringType()),
     ]
 )
+#: The payment fields among :data:`CARRIED_COLUMNS`, by the contract's name.
+CARRIED_FIELDS = {
+    f"event_{name}": name
+    for name in ("merchant_category", "amount", "currency", "channel", "lat", "lon", "country")
+}
 CARRIED_COLUMNS = [field.name for field in CARRIED_SCHEMA.fields]
 
 
@@ -112,6 +126,8 @@ def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFr
     rows["offset"] = events["offset"].to_numpy()
     rows["event_ms"] = rows["time_ms"]
     rows["event_merchant_id"] = rows["merchant_id"]
+    for carried, name in CARRIED_FIELDS.items():
+        rows[carried] = events[name].to_numpy()
     return pd.concat([rows, _invalid(records, bad, reasons)], ignore_index=True)
 
 
