@@ -19,11 +19,16 @@ spark-submit process tree: its JVM and its Python, as this script's reaped child
 against the executors (the workers' process trees, executors and their Python workers
 included), each as the difference over the run.
 
+``--compare-with DIR`` also runs every setup with the code of another checkout of the
+project (``DIR/spark-submit.sh``, say a worktree of an earlier commit), on the same
+topics and model, taking turns with this one: a change and its baseline side by side,
+under the same load.
+
 Usage::
 
     .venv/bin/python bench/bench_cluster.py [--payments 200000] [--runs 3]
         [--master spark://127.0.0.1:7077] [--max-offsets-per-trigger 100000]
-        [--executor-cores 2]
+        [--executor-cores 2] [--compare-with DIR]
 """
 
 from __future__ import annotations
@@ -125,6 +130,7 @@ def run_score(
     cap: int,
     cores: int | None = None,
     workers: list[int] = (),
+    code: Path = ROOT,
 ) -> dict:
     """One ``--available-now`` run; returns payments, batch seconds, wall seconds and the
     CPU seconds of the driver and of the ``workers``' process trees."""
@@ -140,7 +146,7 @@ def run_score(
     workers_before = sum(_tree_cpu_seconds(pid) for pid in workers)
     began = time.monotonic()
     result = subprocess.run(
-        ["./spark-submit.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        ["./spark-submit.sh", *args], cwd=code, env=env, capture_output=True, text=True
     )
     wall = time.monotonic() - began
     # The worker reaps its executor once the application ends: wait for it.
@@ -181,7 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         default="2",
         help="comma-separated numbers of executor cores for the cluster (spark.cores.max)",
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another checkout of the project: each setup also runs with its code",
+    )
     args = parser.parse_args(argv)
+    if args.compare_with and not (args.compare_with / "spark-submit.sh").is_file():
+        parser.error(f"--compare-with: no spark-submit.sh in {args.compare_with}")
     core_counts = [int(n) for n in args.executor_cores.split(",")]
 
     cluster = local_cluster.LocalCluster()
@@ -208,12 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in cluster.names()[1:]
         if (pid := local_cluster.running_pid(cluster, name)) is not None
     ]
-    setups = {"local[2]": ("local[2]", None)}
+    setups = {"local[2]": ("local[2]", None, ROOT)}
     for cores in core_counts:
-        setups[f"{args.master} x{cores}"] = (args.master, cores)
+        setups[f"{args.master} x{cores}"] = (args.master, cores, ROOT)
+    if args.compare_with:
+        for name, (master, cores, _) in list(setups.items()):
+            setups[f"{name} [{args.compare_with.name}]"] = (master, cores, args.compare_with)
     results: dict[str, list[dict]] = {name: [] for name in setups}
     for run in range(args.runs):
-        for name, (master, cores) in setups.items():
+        for name, (master, cores, code) in setups.items():
             root = work / f"{re.sub(r'[^a-z0-9]+', '-', name)}-{run}"
             result = run_score(
                 master,
@@ -224,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_offsets_per_trigger,
                 cores=cores,
                 workers=workers if cores else [],
+                code=code,
             )
             results[name].append(result)
             cpu = ""
