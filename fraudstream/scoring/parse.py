@@ -218,19 +218,6 @@ def parse_labels(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[s
     return reports, bad, reasons
 
 
-def empty_records() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "key": pd.Series(dtype=object),
-            "value": pd.Series(dtype=object),
-            "topic": pd.Series(dtype=object),
-            "partition": pd.Series(dtype=np.int32),
-            "offset": pd.Series(dtype=np.int64),
-            "timestamp_ms": pd.Series(dtype=np.int64),
-        }
-    )
-
-
 def kafka_records(events: pd.DataFrame, encode, topic: str, timestamp_ms: int | None = None):
     """Events as the Kafka source hands them over: JSON values, one partition, in order."""
     rows = events.to_dict("records")
