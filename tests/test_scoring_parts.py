@@ -208,3 +208,32 @@ def test_parse_payments_keeps_records_aligned_around_empty_and_multiline_values(
     ]  # fmt: skip
     assert list(events.sort_values("offset")["offset"]) == [0, 2, 3, 4, 6]
     assert bad == [1, 5] and all(reason.startswith("unparseable") for reason in reasons)
+
+
+def test_operator_inputs_of_payments_and_labels_together_are_typed_without_a_warning():
+    """A chunk of payments and fraud reports: each row gets its Spark type's pandas type,
+    and pandas does not have to guess a column's type from a part that is all null."""
+    import warnings
+
+    from fraudstream.scoring import records as card_records
+
+    label = schemas.encode_label(
+        {
+            "transaction_id": "t0",
+            "card_id": "card_x",
+            "label": "fraud",
+            "source": "chargeback",
+            "schema_version": 1,
+            "reported_time": schemas.format_time(pd.Timestamp(T0_MS + 7_200_000, unit="ms")),
+        }
+    )
+    frame = _records([json.dumps(_payment("t0", 1)).encode(), label, b"not json"])
+    frame.loc[1, "topic"] = "labels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (rows,) = card_records.operator_inputs(iter([frame]), labels_topic="labels")
+    rows = rows.set_index("offset")
+    assert rows.loc[0, "event_amount"] == 10.0 and rows.loc[0, "cents"] == 1000
+    assert pd.isna(rows.loc[1, "event_amount"]) and rows.loc[1, "report_ms"] == T0_MS + 7_200_000
+    assert rows.loc[2, "reason"].startswith(schemas.REASON_UNPARSEABLE)
+    assert str(rows["event_amount"].dtype) == "float64" and str(rows["cents"].dtype) == "Int64"

@@ -172,19 +172,28 @@ def operator_inputs(
     for records in frames:
         is_label = (records["topic"] == labels_topic).to_numpy()
         payments = records.loc[~is_label, RECORD_COLUMNS].reset_index(drop=True)
-        joined = [payments.merge(_payment_inputs(payments, cutoffs), on=keys, how="left")]
+        joined = [_typed(payments.merge(_payment_inputs(payments, cutoffs), on=keys, how="left"))]
         if is_label.any():
             labels = records.loc[is_label, RECORD_COLUMNS].reset_index(drop=True)
-            joined.append(labels.merge(_report_inputs(labels), on=keys, how="left"))
+            joined.append(_typed(labels.merge(_report_inputs(labels), on=keys, how="left")))
+        # Typed alike first: pandas warns when it has to guess a column's type from parts
+        # of which one is all null (a label has no payment fields).
         joined = pd.concat(joined, ignore_index=True) if len(joined) > 1 else joined[0]
-        for name in [*_INPUTS, *CARRIED_COLUMNS]:
-            if name not in joined:
-                joined[name] = None
-        for name in [*_INTEGERS, "event_ms"]:
-            joined[name] = joined[name].astype("Int64")
-        for name in ("located", "late"):
-            joined[name] = joined[name].astype("boolean")
         yield joined[[*RECORD_COLUMNS, *_INPUTS, *CARRIED_COLUMNS]]
+
+
+def _typed(joined: pd.DataFrame) -> pd.DataFrame:
+    """Records with every input and carried column, each of its Spark type's pandas type."""
+    for name in [*_INPUTS, *CARRIED_COLUMNS]:
+        if name not in joined:
+            joined[name] = None
+    for name in [*_INTEGERS, "event_ms"]:
+        joined[name] = joined[name].astype("Int64")
+    for name in ("located", "late"):
+        joined[name] = joined[name].astype("boolean")
+    for name in ("event_amount", "event_lat", "event_lon"):
+        joined[name] = joined[name].astype(np.float64)
+    return joined
 
 
 def with_card_aggregates(
