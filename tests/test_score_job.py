@@ -124,6 +124,12 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
     assert headers == set(reasons.values())
 
     assert any(line.startswith("batch 0:") and "processed" in line for line in lines)
+    # Each stage's Spark jobs say what they are, in Spark's UI and event log.
+    jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
+    described = {jobs.apply(i).description() for i in range(jobs.length())}
+    described = {d.get() for d in described if d.isDefined()}
+    assert {"fraudstream: batch 0, read", "fraudstream: batch 0, score"} <= described
+    assert "fraudstream: batch 0, write" in described
     # The driver keeps no index of payments and no merchant state: the card operator
     # turned the labels into fraud facts on the executors, and the facts and the
     # merchants' counts went to the per-day tables' records in the checkpoint.

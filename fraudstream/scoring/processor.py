@@ -84,17 +84,43 @@ class _Decided:
     counts: dict[str, int]
 
 
-class _Clock:
-    """Lap times of a micro-batch's stages."""
+#: A micro-batch's stages, in order: the progress line's lap times, and the names its
+#: Spark jobs carry in Spark's UI and event log.
+STAGES = ("read", "decide", "days", "hold", "score", "kafka", "write", "state")
 
-    def __init__(self):
+
+class _Clock:
+    """Lap times of a micro-batch's stages; with ``context``, each stage's Spark jobs are
+    described as ``fraudstream: batch N, STAGE`` (Spark's UI, event log)."""
+
+    def __init__(self, context=None, batch_id: int | None = None):
         self.laps: dict[str, float] = {}
         self.last = time.perf_counter()
+        self.context = context
+        self.batch_id = batch_id
+        self.previous = context.getLocalProperty(JOB_DESCRIPTION) if context else None
+        self._describe(STAGES[0])
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.laps[stage] = self.laps.get(stage, 0.0) + now - self.last
         self.last = now
+        following = STAGES[STAGES.index(stage) + 1 :]
+        self._describe(following[0] if following else None)
+
+    def _describe(self, stage: str | None) -> None:
+        if self.context is None:
+            return
+        text = f"fraudstream: batch {self.batch_id}, {stage}" if stage else self.previous
+        self.context.setLocalProperty(JOB_DESCRIPTION, text)
+
+    def close(self) -> None:
+        """Give the thread's jobs their description from before the batch back."""
+        self._describe(None)
+
+
+#: Spark's local property for a job's description (``SparkContext.setJobDescription``).
+JOB_DESCRIPTION = "spark.job.description"
 
 
 def percentile(values: np.ndarray, q: float) -> float:
@@ -202,13 +228,13 @@ class BatchProcessor:
         from fraudstream.scoring.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
         started = time.time()
-        clock = _Clock()
+        spark = batch_df.sparkSession
+        context = spark.sparkContext
+        clock = _Clock(context, batch_id)
         state = self.state_before(batch_id)
         model = self.models.refresh()
         settings = self.settings
         now_ms = int(time.time() * 1000)
-        spark = batch_df.sparkSession
-        context = spark.sparkContext
         labels_topic = self.labels_topic
         # The executors mark late payments before the card operator, by this batch's
         # cutoffs: published to the batch's tasks as a local property of its jobs.
@@ -284,6 +310,7 @@ class BatchProcessor:
             clock.lap("write")
         finally:
             context.setLocalProperty(card_records.CUTOFFS_PROPERTY, None)
+            clock.close()
             records.unpersist()
             if output is not None:
                 output.unpersist()
