@@ -87,6 +87,8 @@ class _Decided:
 #: A micro-batch's stages, in order: the progress line's lap times, and the names its
 #: Spark jobs carry in Spark's UI and event log.
 STAGES = ("read", "decide", "days", "hold", "score", "kafka", "write", "state")
+#: Spark's local property for a job's description (``SparkContext.setJobDescription``).
+JOB_DESCRIPTION = "spark.job.description"
 
 
 class _Clock:
@@ -117,10 +119,6 @@ class _Clock:
     def close(self) -> None:
         """Give the thread's jobs their description from before the batch back."""
         self._describe(None)
-
-
-#: Spark's local property for a job's description (``SparkContext.setJobDescription``).
-JOB_DESCRIPTION = "spark.job.description"
 
 
 def percentile(values: np.ndarray, q: float) -> float:

@@ -76,6 +76,7 @@ CARRIED_FIELDS = {
     for name in ("merchant_category", "amount", "currency", "channel", "lat", "lon", "country")
 }
 CARRIED_COLUMNS = [field.name for field in CARRIED_SCHEMA.fields]
+_CARRIED_DOUBLES = [f.name for f in CARRIED_SCHEMA.fields if isinstance(f.dataType, T.DoubleType)]
 
 
 def inputs_schema(records_schema: T.StructType) -> T.StructType:
@@ -191,7 +192,7 @@ def _typed(joined: pd.DataFrame) -> pd.DataFrame:
         joined[name] = joined[name].astype("Int64")
     for name in ("located", "late"):
         joined[name] = joined[name].astype("boolean")
-    for name in ("event_amount", "event_lat", "event_lon"):
+    for name in _CARRIED_DOUBLES:
         joined[name] = joined[name].astype(np.float64)
     return joined
 
