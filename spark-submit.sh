@@ -13,7 +13,7 @@
 # s3a:// paths (the class path, from jvm/jars/s3a), and the fraudstream
 # package (--py-files, zipped afresh into build/), and uses the project's .venv.
 # With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
-# environment, packed into build/executor-env.tar.gz (--archives; fraudstream/executor_env.py).
+# environment, packed into build/executor-env.tar.gz (--archives; fraudstream/ops/executor_env.py).
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 
@@ -124,7 +124,7 @@ elif [[ "$master" != local* ]]; then
   # run executors' Python from it. A given --conf spark.pyspark.python (say, a
   # container image's) is used instead.
   if ! $executor_python_given; then
-    archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.executor_env) || exit 2
+    archive=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -m fraudstream.ops.executor_env) || exit 2
     submit_options=(
       --archives "$archive#environment"
       --conf spark.pyspark.python=./environment/bin/python

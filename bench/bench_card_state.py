@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_score import folder_mb, machine, peak_memory, score_command  # noqa: E402
 
-from fraudstream import broker as local_broker  # noqa: E402
-from fraudstream import config, produce, schemas, simulate  # noqa: E402
+from fraudstream import config, schemas  # noqa: E402
+from fraudstream.data import produce, simulate  # noqa: E402
+from fraudstream.ops import broker as local_broker  # noqa: E402
 
 
 def run_score(args, servers: str, topics: dict, run_dir: Path) -> dict:

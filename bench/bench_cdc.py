@@ -29,9 +29,11 @@ import time
 import uuid
 from pathlib import Path
 
-from fraudstream import bank, broker, config
-from fraudstream import connect as local_connect
-from fraudstream import postgres as local_postgres
+from fraudstream import config
+from fraudstream.data import bank
+from fraudstream.ops import broker
+from fraudstream.ops import connect as local_connect
+from fraudstream.ops import postgres as local_postgres
 
 
 def _free_port() -> int:

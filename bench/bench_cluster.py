@@ -49,9 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fraudstream import broker as local_broker  # noqa: E402
-from fraudstream import config, produce, schemas, simulate  # noqa: E402
-from fraudstream import spark_cluster as local_cluster  # noqa: E402
+from fraudstream import config, schemas  # noqa: E402
+from fraudstream.data import produce, simulate  # noqa: E402
+from fraudstream.ops import broker as local_broker  # noqa: E402
+from fraudstream.ops import spark_cluster as local_cluster  # noqa: E402
 from fraudstream.scoring import views  # noqa: E402
 
 BATCH_LINE = re.compile(r"^batch \d+: ([\d,]+) records .* batch ([\d.]+) s")

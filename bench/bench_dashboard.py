@@ -19,9 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from fraudstream import broker as local_broker
-from fraudstream import config, dashboard, kafka_io, schemas
+from fraudstream import config, schemas
+from fraudstream.kafka import clients
+from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import reasons
+from fraudstream.ui import dashboard
 
 
 def alerts(count: int) -> list[dict]:
@@ -69,7 +71,7 @@ def main() -> None:
     servers = config.bootstrap_servers(args.brokers)
     topic = f"bench-alerts-{uuid.uuid4().hex[:8]}"
     local_broker.create_topics(servers, {topic: {}}, partitions=args.partitions)
-    producer = kafka_io.producer(servers)
+    producer = clients.producer(servers)
     for alert in alerts(args.alerts):
         producer.send(topic, key=alert["card_id"].encode(), value=schemas.encode_alert(alert))
     producer.flush()

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fraudstream import lake, simulate
+from fraudstream import lake
+from fraudstream.data import simulate
 
 
 def main() -> None:

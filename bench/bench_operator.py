@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fraudstream import features, lake, schemas, simulate
+from fraudstream import features, lake, schemas
+from fraudstream.data import simulate
 from fraudstream.scoring import operator
 
 

@@ -36,7 +36,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import config, lake, schemas, simulate
+from fraudstream import config, lake, schemas
+from fraudstream.data import simulate
 from fraudstream.scoring import operator
 from fraudstream.scoring import records as card_records
 from fraudstream.spark import get_session

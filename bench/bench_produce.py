@@ -19,7 +19,9 @@ import statistics
 import time
 import uuid
 
-from fraudstream import broker, config, produce, schemas, simulate
+from fraudstream import config, schemas
+from fraudstream.data import produce, simulate
+from fraudstream.ops import broker
 
 
 def _topics(servers: str) -> dict[str, str]:
@@ -65,11 +67,11 @@ def run_fraudstream(plan: produce.Plan, servers: str) -> float:
 
 
 def run_kafka_python(plan: produce.Plan, servers: str, rows: int) -> float:
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
     topics = _topics(servers)
     table = plan.payments.slice(0, rows)
-    producer = kafka_io.producer(servers)
+    producer = clients.producer(servers)
     began = time.perf_counter()
     for batch in table.to_batches(max_chunksize=10_000):
         for row in batch.to_pylist():

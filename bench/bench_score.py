@@ -45,8 +45,10 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fraudstream import broker as local_broker  # noqa: E402
-from fraudstream import config, features, kafka_io, lake, produce, schemas  # noqa: E402
+from fraudstream import config, features, lake, schemas  # noqa: E402
+from fraudstream.data import produce  # noqa: E402
+from fraudstream.kafka import clients  # noqa: E402
+from fraudstream.ops import broker as local_broker  # noqa: E402
 from fraudstream.scoring import model as scoring_model  # noqa: E402
 from fraudstream.scoring import processor, views  # noqa: E402
 
@@ -94,7 +96,7 @@ class AlertConsumer(threading.Thread):
 
     def __init__(self, servers: str, topic: str):
         super().__init__(daemon=True)
-        self.consumer = kafka_io.consumer(servers)
+        self.consumer = clients.consumer(servers)
         self.topic = topic
         self.arrivals: dict[str, float] = {}
         self.stop = threading.Event()
@@ -375,14 +377,14 @@ def run_baseline(args, servers, topics, model) -> dict:
     alert. (Its merchant fraud features see no labels: it reads no label topic.)"""
     if args.baseline_seconds <= 0:
         return {"events": 0, "seconds": 0.0, "rate": 0.0, "alerts": 0}
-    consumer = kafka_io.consumer(servers)
+    consumer = clients.consumer(servers)
     from kafka import TopicPartition
 
     topic = topics["payments"]
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
-    producer = kafka_io.producer(servers)
+    producer = clients.producer(servers)
     recent = pd.DataFrame()
     done, alerts = 0, 0
     start = time.time()

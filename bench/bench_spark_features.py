@@ -30,8 +30,9 @@ from pathlib import Path
 
 from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream import features, lake, schemas, simulate
-from fraudstream import spark_features as sf
+from fraudstream import features, lake, schemas
+from fraudstream.data import simulate
+from fraudstream.ml import spark_features as sf
 from fraudstream.spark import get_session
 
 #: The full-size check compares one payment in this many.

@@ -6,7 +6,7 @@ Usage::
         [--scenarios abc] [--repeat 1] [--engine pandas|spark]
 
 Generates the simulator's default data set into ``--data`` if it is not there (1.7 M
-payments), then runs the training job's steps (``fraudstream.training.run``) with a
+payments), then runs the training job's steps (``fraudstream.ml.training.run``) with a
 throw-away MLflow store and prints the seconds of each stage (median over repeats).
 """
 
@@ -20,7 +20,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-from fraudstream import lake, simulate, training
+from fraudstream import lake
+from fraudstream.data import simulate
+from fraudstream.ml import training
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import types as T  # noqa: N812
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -83,43 +82,55 @@ def _arrow_schema(fields: list[tuple[str, pa.DataType, bool]]) -> pa.Schema:
     )
 
 
-_ARROW_TO_SPARK = {
-    pa.string(): T.StringType(),
-    pa.float64(): T.DoubleType(),
-    pa.int32(): T.IntegerType(),
-    pa.timestamp("ms", tz="UTC"): T.TimestampType(),
-}
-
-
-def _spark_schema(fields: list[tuple[str, pa.DataType, bool]]) -> T.StructType:
-    return T.StructType(
-        [T.StructField(name, _ARROW_TO_SPARK[dtype], nullable=True) for name, dtype, _ in fields]
-    )
-
-
 #: Arrow schemas of the Parquet files the simulator and importers write.
 PAYMENT_ARROW_SCHEMA = _arrow_schema(_PAYMENT_FIELDS)
 LABEL_ARROW_SCHEMA = _arrow_schema(_LABEL_FIELDS)
 
-#: Spark schemas of parsed, valid events. Nullable everywhere, as Spark reads them;
-#: the required fields are enforced by validation, not by the schema.
-PAYMENT_SCHEMA = _spark_schema(_PAYMENT_FIELDS)
-LABEL_SCHEMA = _spark_schema(_LABEL_FIELDS)
+#: The Spark schemas, built on first use (:func:`__getattr__`), so that a command that
+#: never starts Spark does not load pyspark:
+#:
+#: - ``PAYMENT_SCHEMA``, ``LABEL_SCHEMA``: parsed, valid events. Nullable everywhere, as
+#:   Spark reads them; the required fields are enforced by validation, not by the schema.
+#: - ``PAYMENT_JSON_SCHEMA``, ``LABEL_JSON_SCHEMA``: for parsing the JSON value. Timestamps
+#:   arrive as ISO-8601 text and are converted (and checked) after parsing, so a bad
+#:   timestamp gets its own reason.
+_SPARK_SCHEMAS = ("PAYMENT_SCHEMA", "LABEL_SCHEMA", "PAYMENT_JSON_SCHEMA", "LABEL_JSON_SCHEMA")
 
-#: Spark schema for parsing the JSON value: timestamps arrive as ISO-8601 text and are
-#: converted (and checked) after parsing, so a bad timestamp gets its own reason.
-PAYMENT_JSON_SCHEMA = T.StructType(
-    [
-        T.StructField(f.name, T.StringType() if f.name == "event_time" else f.dataType, True)
-        for f in PAYMENT_SCHEMA.fields
-    ]
-)
-LABEL_JSON_SCHEMA = T.StructType(
-    [
-        T.StructField(f.name, T.StringType() if f.name == "reported_time" else f.dataType, True)
-        for f in LABEL_SCHEMA.fields
-    ]
-)
+
+def _spark_schemas() -> dict:
+    from pyspark.sql import types as T  # noqa: N812
+
+    to_spark = {
+        pa.string(): T.StringType(),
+        pa.float64(): T.DoubleType(),
+        pa.int32(): T.IntegerType(),
+        pa.timestamp("ms", tz="UTC"): T.TimestampType(),
+    }
+
+    def spark_schema(fields, text_column=None):
+        return T.StructType(
+            [
+                T.StructField(
+                    name, T.StringType() if name == text_column else to_spark[dtype], True
+                )
+                for name, dtype, _ in fields
+            ]
+        )
+
+    return {
+        "PAYMENT_SCHEMA": spark_schema(_PAYMENT_FIELDS),
+        "LABEL_SCHEMA": spark_schema(_LABEL_FIELDS),
+        "PAYMENT_JSON_SCHEMA": spark_schema(_PAYMENT_FIELDS, "event_time"),
+        "LABEL_JSON_SCHEMA": spark_schema(_LABEL_FIELDS, "reported_time"),
+    }
+
+
+def __getattr__(name: str):
+    if name in _SPARK_SCHEMAS:
+        globals().update(_spark_schemas())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: pandas dtypes of the events read from Parquet (nullable extension types).
 PAYMENT_PANDAS_DTYPES = {

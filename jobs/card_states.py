@@ -26,7 +26,7 @@ import time
 from pyspark.sql import functions as F  # noqa: N812
 
 from fraudstream import features, lake, storage
-from fraudstream.dataset import read_events, read_labels
+from fraudstream.ml.dataset import read_events, read_labels
 from fraudstream.scoring import operator, state
 from fraudstream.spark import get_session
 

@@ -7,7 +7,7 @@ opens. This job merges each day's files before ``--until`` into files of at most
 the files it merged once they have been superseded for ``--grace-minutes``. Readers that
 go through ``fraudstream`` (``views.read_view``, ``viewfiles.paths``, rebuild, the
 notebooks) see every row exactly once throughout, and a reader that listed a day before
-the merge can still open its files; see ``fraudstream/viewfiles.py``. Safe to run while
+the merge can still open its files; see ``fraudstream/scoring/viewfiles.py``. Safe to run while
 the score job writes to the same root, and again at any time: run it daily.
 
 Usage::
@@ -23,8 +23,8 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from fraudstream import storage, viewfiles
-from fraudstream.scoring import views
+from fraudstream import storage
+from fraudstream.scoring import viewfiles, views
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

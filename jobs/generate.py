@@ -4,7 +4,7 @@ Writes ``OUT/events/`` (payment events) and ``OUT/labels/`` (one fraud label eve
 fraudulent payment, reported after a chargeback delay), both partitioned by date. The
 defaults reproduce the scale of the Fraud Detection Handbook's simulator: 5,000
 customers, 10,000 terminals, 183 days from 2018-04-01, about 1.7 million payments.
-See ``fraudstream/simulate.py`` for the model and the fraud scenarios a-e.
+See ``fraudstream/data/simulate.py`` for the model and the fraud scenarios a-e.
 
 Usage::
 
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config, lake, simulate
+from fraudstream import config, lake
+from fraudstream.data import simulate
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def parse_args(argv: list[str]) -> GenerateConfig:
         type=_scenarios,
         default=",".join(sorted(simulate.SCENARIOS)),
         help="fraud scenarios to enable, e.g. a,b,c for the handbook's only "
-        "(default: all of a,b,c,d,e); see fraudstream/simulate.py",
+        "(default: all of a,b,c,d,e); see fraudstream/data/simulate.py",
     )
     args = parser.parse_args(argv)
     try:

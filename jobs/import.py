@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from fraudstream import importers
+from fraudstream.data import importers
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream import config, kafka_io
+from fraudstream import config
+from fraudstream.kafka import clients, propfile, streams
 from fraudstream.spark import get_session
 
 
@@ -40,13 +41,13 @@ class IngestConfig:
 
 def run(spark: SparkSession, cfg: IngestConfig) -> int:
     """Run the landing query; return the number of records the Parquet folder holds."""
-    records = kafka_io.read_stream(
+    records = streams.read_stream(
         spark,
         cfg.bootstrap_servers,
         cfg.topic,
         starting_offsets=cfg.starting_offsets,
         max_offsets_per_trigger=cfg.max_offsets_per_trigger,
-    ).transform(kafka_io.raw_records)
+    ).transform(streams.raw_records)
     writer = (
         records.writeStream.format("parquet")
         .option("path", cfg.out)
@@ -112,9 +113,9 @@ def parse_args(argv: list[str]) -> IngestConfig:
     parser.add_argument(
         "--max-offsets-per-trigger", type=int, help="cap on records per micro-batch"
     )
-    kafka_io.add_properties_option(parser)
+    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
-    kafka_io.use_properties_file(args.kafka_properties)
+    propfile.use_properties_file(args.kafka_properties)
     return IngestConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         topic=args.topic,
@@ -129,8 +130,8 @@ def parse_args(argv: list[str]) -> IngestConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        kafka_io.require_topics(cfg.bootstrap_servers, [cfg.topic])
-    except kafka_io.KafkaSetupError as error:
+        clients.require_topics(cfg.bootstrap_servers, [cfg.topic])
+    except propfile.KafkaSetupError as error:
         print(f"ingest: {error}", file=sys.stderr)
         return 2
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

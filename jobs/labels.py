@@ -23,7 +23,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudstream import config, kafka_io, label_store, storage
+from fraudstream import config, storage
+from fraudstream.data import label_store
+from fraudstream.kafka import clients, propfile, streams
 from fraudstream.scoring import views
 from fraudstream.spark import get_session
 
@@ -43,7 +45,7 @@ class LabelsConfig:
 
 def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print) -> None:
     """Run the query until it ends (``available_now``) or ``stop`` is set."""
-    records = kafka_io.read_stream(
+    records = streams.read_stream(
         spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
     )
     writer = (
@@ -93,9 +95,9 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     parser.add_argument(
         "--available-now", action="store_true", help="store what the topic holds now, then stop"
     )
-    kafka_io.add_properties_option(parser)
+    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
-    kafka_io.use_properties_file(args.kafka_properties)
+    propfile.use_properties_file(args.kafka_properties)
     return LabelsConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         out=storage.location(args.out),
@@ -108,8 +110,8 @@ def parse_args(argv: list[str]) -> LabelsConfig:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        kafka_io.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
-    except kafka_io.KafkaSetupError as error:
+        clients.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
+    except propfile.KafkaSetupError as error:
         print(f"labels: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -29,9 +29,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fraudstream import config, kafka_io, storage, verify
+from fraudstream import config, storage
+from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import model as scoring_model
-from fraudstream.scoring import query, state
+from fraudstream.scoring import query, state, verify
 from fraudstream.spark import get_session
 
 AS_LIVE = "as-live"
@@ -139,9 +140,9 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         default=state.DEFAULT_MAX_LATENESS_HOURS,
         help="as the live run's --max-lateness-hours (default: %(default)s)",
     )
-    kafka_io.add_properties_option(parser)
+    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
-    kafka_io.use_properties_file(args.kafka_properties)
+    propfile.use_properties_file(args.kafka_properties)
     views = (
         tuple(verify.VIEW_NAMES.values()) if args.view == "all" else (verify.VIEW_NAMES[args.view],)
     )
@@ -177,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         model_uri, threshold = resolve_model(cfg.live, cfg.score.model_uri, threshold)
         cfg = replace(cfg, score=replace(cfg.score, model_uri=model_uri, threshold=threshold))
-        kafka_io.require_topics(
+        clients.require_topics(
             cfg.score.bootstrap_servers, [cfg.score.payments_topic, cfg.score.labels_topic]
         )
         query.check_outputs(cfg.score)
         model = scoring_model.load_model(cfg.score.model_uri, cfg.score.threshold)
     except (
         RebuildError,
-        kafka_io.KafkaSetupError,
+        propfile.KafkaSetupError,
         query.ScoreSetupError,
         scoring_model.ModelLoadError,
         storage.StorageError,

@@ -40,7 +40,8 @@ import sys
 import threading
 from pathlib import Path
 
-from fraudstream import config, kafka_io, storage
+from fraudstream import config, storage
+from fraudstream.kafka import clients, propfile
 from fraudstream.scoring.model import ModelLoadError, load_model
 from fraudstream.scoring.query import (
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
@@ -129,9 +130,9 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "(Parquet written by the card_states job from a history that is not on the topic); "
         "ignored when resuming a checkpoint",
     )
-    kafka_io.add_properties_option(parser)
+    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
-    kafka_io.use_properties_file(args.kafka_properties)
+    propfile.use_properties_file(args.kafka_properties)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if args.max_offsets_per_trigger is not None and args.max_offsets_per_trigger <= 0:
@@ -170,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     topics = [cfg.payments_topic, cfg.labels_topic, cfg.alerts_topic, cfg.dead_letter_topic]
     try:
-        kafka_io.require_topics(cfg.bootstrap_servers, topics)
+        clients.require_topics(cfg.bootstrap_servers, topics)
         # Fail on a missing model before Spark starts, in one sentence.
         model = load_model(cfg.model_uri, cfg.threshold)
         remote = storage.is_uri(cfg.out) or storage.is_uri(cfg.checkpoint)
         if not remote:
             check_outputs(cfg)
             check_checkpoint(cfg)
-    except (kafka_io.KafkaSetupError, ScoreSetupError, ModelLoadError) as error:
+    except (propfile.KafkaSetupError, ScoreSetupError, ModelLoadError) as error:
         print(f"score: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -7,7 +7,7 @@ threshold chosen on validation folds before them), logs everything to MLflow, re
 the best model type's newest fold as a version of ``fraudstream``, and moves the alias
 ``champion`` to it only if it beats the champion's average precision on the same test
 window. The champion is exported to ``models/fraudstream`` for use without a tracking
-server. See ``fraudstream/training.py`` and ``fraudstream/evaluate.py``.
+server. See ``fraudstream/ml/training.py`` and ``fraudstream/ml/evaluate.py``.
 
 Usage::
 
@@ -27,7 +27,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config, features, model, storage, training
+from fraudstream import config, features, storage
+from fraudstream.ml import model, training
 
 
 def _models(text: str) -> tuple[str, ...]:

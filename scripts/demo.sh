@@ -46,7 +46,8 @@ trap cleanup EXIT INT TERM
 caught_up() {
   .venv/bin/python - <<'PY'
 import sys
-from fraudstream import config, produce
+from fraudstream import config
+from fraudstream.data import produce
 from fraudstream.scoring import views
 done = sum(views.count_rows(config.LAKE_DIR, v) for v in (views.SCORED, views.DEAD_LETTERS))
 sys.exit(0 if done >= produce.topic_size(config.bootstrap_servers(), "payments") else 1)
@@ -57,9 +58,11 @@ scripts/setup.sh
 if $fraudstream kafka status >/dev/null 2>&1; then
   echo "demo: using the broker this checkout started."
 elif .venv/bin/python -c "
-from fraudstream import broker, config, kafka_io
+from fraudstream import config
+from fraudstream.kafka import clients
+from fraudstream.ops import broker
 assert broker.port_in_use('127.0.0.1', 9092)
-kafka_io.require_topics(config.bootstrap_servers(), list(broker.DESIGN_TOPICS))
+clients.require_topics(config.bootstrap_servers(), list(broker.DESIGN_TOPICS))
 " 2>/dev/null; then
   echo "demo: using the Kafka broker already serving 127.0.0.1:9092 (left running)."
 else

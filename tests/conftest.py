@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from fraudstream import broker as local_broker
-from fraudstream import kafka_io, objectstore, storage
+from fraudstream import objectstore, storage
+from fraudstream.kafka import clients
+from fraudstream.ops import broker as local_broker
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -61,7 +62,7 @@ def kafka_bootstrap() -> str:
     if local_broker.port_in_use(broker.host, broker.port):
         # A broker is already serving the default port (the demo's, or one from another
         # checkout): use it, and leave it running.
-        kafka_io.require_topics(broker.bootstrap_servers, [])
+        clients.require_topics(broker.bootstrap_servers, [])
         yield broker.bootstrap_servers
         return
     pid, started = local_broker.start(broker)
@@ -105,7 +106,7 @@ def mlflow_store(tmp_path, monkeypatch):
     MLflow keeps the active experiment in process-wide state; selecting one in this
     store keeps a test from writing to an experiment of another test's store.
     """
-    from fraudstream import tracking
+    from fraudstream.ml import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -9,7 +9,9 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
 
-from fraudstream import config, features, lake, model, schemas, simulate, training
+from fraudstream import config, features, lake, schemas
+from fraudstream.data import simulate
+from fraudstream.ml import model, training
 from fraudstream.scoring import parse, query
 from fraudstream.scoring.model import LoadedModel
 
@@ -99,9 +101,9 @@ def read_topic(bootstrap_servers: str, topic: str) -> list:
     """Every record a topic holds now, from all partitions."""
     from kafka import TopicPartition
 
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
-    consumer = kafka_io.consumer(bootstrap_servers)
+    consumer = clients.consumer(bootstrap_servers)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
@@ -118,7 +120,7 @@ def read_topic(bootstrap_servers: str, topic: str) -> list:
 
 def publish_sample(kafka_bootstrap: str, topics: dict, events: pa.Table | None = None) -> int:
     """Publish the sample's labels, then its payments (or ``events``); return the payments sent."""
-    from fraudstream import produce
+    from fraudstream.data import produce
 
     labels = lake.read_labels(config.SAMPLE_DIR)
     produce.publish(labels, topics["labels"], kafka_bootstrap, encode=schemas.encode_labels)

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2
 
-from fraudstream import bank, cli, schemas
-from fraudstream import connect as local_connect
-from fraudstream import postgres as local_postgres
+from fraudstream import schemas
+from fraudstream.cli.main import main as cli
+from fraudstream.data import bank
+from fraudstream.ops import connect as local_connect
+from fraudstream.ops import postgres as local_postgres
 
 #: How long to wait for the expected payments, and then for any unexpected extra one.
 DELIVERY_TIMEOUT_S = 30.0

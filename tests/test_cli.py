@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from fraudstream import broker as local_broker
+from fraudstream.ops import broker as local_broker
 
 
 def _fraudstream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

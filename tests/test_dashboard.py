@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import broker as local_broker
-from fraudstream import dashboard, kafka_io, schemas, viewfiles
-from fraudstream.scoring import reasons
+from fraudstream import schemas
+from fraudstream.kafka import clients
+from fraudstream.ops import broker as local_broker
+from fraudstream.scoring import reasons, viewfiles
+from fraudstream.ui import dashboard
 from tests.stream_helpers import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -75,7 +77,7 @@ def make_alert(n: int, card_id: str = "card_7f3a9c", **overrides) -> dict:
 
 def publish(servers: str, topic: str, alerts: list, raw: list[bytes] = ()) -> None:
     """Send alerts (keyed by card, Kafka timestamps 1 ms apart, in list order), then raw values."""
-    producer = kafka_io.producer(servers)
+    producer = clients.producer(servers)
     stamp = int(time.time() * 1000)
     for i, alert in enumerate(alerts):
         producer.send(
@@ -150,7 +152,7 @@ def get_json(address: str) -> dict:
 
 
 def test_alert_window_keeps_the_newest_and_drops_late_repeats():
-    from fraudstream.alert_feed import AlertWindow, parse_alert
+    from fraudstream.ui.alert_feed import AlertWindow, parse_alert
 
     window = AlertWindow(capacity=3)
     alerts = [parse_alert(schemas.encode_alert(make_alert(n))) for n in range(5)]
@@ -165,7 +167,7 @@ def test_alert_window_keeps_the_newest_and_drops_late_repeats():
 
 
 def test_parse_alert_says_why_a_record_is_not_an_alert():
-    from fraudstream.alert_feed import MalformedAlertError, parse_alert
+    from fraudstream.ui.alert_feed import MalformedAlertError, parse_alert
 
     good = json.loads(schemas.encode_alert(make_alert(1)))
     assert parse_alert(json.dumps(good).encode())["event_time"] == "2026-03-14T09:01:00.000Z"

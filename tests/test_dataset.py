@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream import dataset, features, lake, simulate, training
+from fraudstream import features, lake
+from fraudstream.data import simulate
+from fraudstream.ml import dataset, training
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream import features, simulate
+from fraudstream import features
+from fraudstream.data import simulate
 from fraudstream.scoring import daytables
 
 DAY_MS = features.DAY_MS

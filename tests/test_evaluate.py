@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from fraudstream import evaluate
+from fraudstream.ml import evaluate
 
 
 def test_prequential_folds_train_delay_test_and_step_back():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fraudstream import features, simulate
+from fraudstream import features
+from fraudstream.data import simulate
 
 T0 = pd.Timestamp("2018-04-02 12:00:00", tz="UTC")  # a Monday
 

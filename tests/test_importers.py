@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fraudstream import importers, lake, schemas
+from fraudstream import lake, schemas
+from fraudstream.data import importers
 
 import_job = importlib.import_module("jobs.import")  # "import" is a keyword: no import statement
 
@@ -324,7 +325,7 @@ def test_tokenize_depends_on_salt_and_prefix():
 
 def test_from_handbook_maps_rows_and_drops_zero_amounts(caplog):
     frame = pd.concat([HANDBOOK_DAY_1, HANDBOOK_DAY_2])
-    with caplog.at_level(logging.WARNING, logger="fraudstream.importers"):
+    with caplog.at_level(logging.WARNING, logger="fraudstream.data.importers"):
         payments, labels = importers.from_handbook(frame, salt=SALT)
     assert payments.schema == schemas.PAYMENT_ARROW_SCHEMA
     assert labels.schema == schemas.LABEL_ARROW_SCHEMA

@@ -1,6 +1,6 @@
 """A three-node Kafka cluster with SASL/SCRAM over TLS: a broker dies, nothing is lost.
 
-Real processes throughout: three KRaft nodes started by ``fraudstream.broker``, the
+Real processes throughout: three KRaft nodes started by ``fraudstream.ops.broker``, the
 scoring job under ``./spark-submit.sh``, payments from ``fraudstream produce``; every
 client connects through the SASL_SSL listeners with the cluster's properties file.
 """
@@ -19,8 +19,9 @@ import uuid
 
 import pytest
 
-from fraudstream import broker as local_broker
-from fraudstream import config, kafka_io, lake
+from fraudstream import config, lake
+from fraudstream.kafka import clients, propfile
+from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import views
 
 from .stream_helpers import register, sample_history
@@ -60,7 +61,7 @@ def cluster_topics(cluster):
 
 
 def _password(properties_file) -> str:
-    return kafka_io.sasl_credentials(kafka_io.read_properties(properties_file))[1]
+    return propfile.sasl_credentials(propfile.read_properties(properties_file))[1]
 
 
 def _free_port() -> int:
@@ -89,7 +90,7 @@ def _spark_ui(port: int, path: str) -> str:
 
 def _leader_of(cluster, topic: str) -> int:
     """The node leading the topic's partition 0: the one whose loss matters most."""
-    admin = kafka_io.admin(cluster.bootstrap_servers, {})
+    admin = clients.admin(cluster.bootstrap_servers, {})
     try:
         return admin.describe_topics([topic])[0]["partitions"][0]["leader_id"]
     finally:
@@ -107,7 +108,7 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
     topics = cluster_topics
     out, log, ui_port = tmp_path / "lake", tmp_path / "score.log", _free_port()
     env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
-    env.pop(kafka_io.PROPERTIES_ENV, None)
+    env.pop(propfile.PROPERTIES_ENV, None)
     job = subprocess.Popen(
         [
             "./spark-submit.sh", "--conf", f"spark.ui.port={ui_port}", "score",
@@ -137,7 +138,7 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
                 "--brokers", servers, "--topic", topics["payments"],
                 "--labels-topic", topics["labels"], "--state-dir", str(tmp_path / "produce"),
             ],
-            cwd=config.PROJECT_ROOT, env=env | {kafka_io.PROPERTIES_ENV: str(properties)},
+            cwd=config.PROJECT_ROOT, env=env | {propfile.PROPERTIES_ENV: str(properties)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         _wait_for(lambda: scored() >= 1000 or job.poll() is not None, 120,
@@ -180,7 +181,7 @@ def test_wrong_password_is_one_sentence(cluster, tmp_path):
     wrong = tmp_path / "wrong.properties"
     wrong.write_text(properties.read_text().replace(password, "not-" + password[::-1]))
     servers = cluster.secure_bootstrap_servers
-    env = {k: v for k, v in os.environ.items() if k != kafka_io.PROPERTIES_ENV}
+    env = {k: v for k, v in os.environ.items() if k != propfile.PROPERTIES_ENV}
     commands = {
         "produce": [sys.executable, "-m", "fraudstream.cli", "produce", "--brokers", servers,
                     "--kafka-properties", str(wrong), "--limit", "1"],

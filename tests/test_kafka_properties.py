@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fraudstream import kafka_io
+from fraudstream.kafka import propfile, streams
 
 LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required"
 PROPERTIES = f"""\
@@ -22,7 +22,7 @@ ssl.truststore.location=/certs/ca.pem
 def properties(tmp_path):
     path = tmp_path / "client.properties"
     path.write_text(PROPERTIES)
-    return kafka_io.read_properties(path)
+    return propfile.read_properties(path)
 
 
 def test_read_properties_joins_continued_lines_and_skips_comments(properties):
@@ -36,12 +36,12 @@ def test_read_properties_joins_continued_lines_and_skips_comments(properties):
 
 
 def test_read_properties_of_a_missing_file_is_one_sentence(tmp_path):
-    with pytest.raises(kafka_io.KafkaSetupError, match=r"^The Kafka properties file .* not exist"):
-        kafka_io.read_properties(tmp_path / "nope.properties")
+    with pytest.raises(propfile.KafkaSetupError, match=r"^The Kafka properties file .* not exist"):
+        propfile.read_properties(tmp_path / "nope.properties")
 
 
 def test_librdkafka_settings_take_plain_credentials_and_a_pem_ca(properties):
-    assert kafka_io.librdkafka_settings(properties) == {
+    assert propfile.librdkafka_settings(properties) == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanisms": "SCRAM-SHA-512",
         "sasl.username": "fraudstream",
@@ -53,7 +53,7 @@ def test_librdkafka_settings_take_plain_credentials_and_a_pem_ca(properties):
 def test_python_settings_are_kafka_python_keywords(properties):
     from kafka import KafkaConsumer
 
-    assert kafka_io.python_settings(properties, set(KafkaConsumer.DEFAULT_CONFIG)) == {
+    assert propfile.python_settings(properties, set(KafkaConsumer.DEFAULT_CONFIG)) == {
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "fraudstream",
@@ -63,7 +63,7 @@ def test_python_settings_are_kafka_python_keywords(properties):
 
 
 def test_spark_options_pass_java_names_with_the_kafka_prefix(properties):
-    options = kafka_io.spark_options("h:1", properties)
+    options = streams.spark_options("h:1", properties)
     assert options == {"kafka.bootstrap.servers": "h:1"} | {
         f"kafka.{key}": value for key, value in properties.items()
     }
@@ -71,35 +71,35 @@ def test_spark_options_pass_java_names_with_the_kafka_prefix(properties):
 
 def test_a_jks_truststore_is_refused_for_python_clients_in_one_sentence(properties):
     jks = properties | {"ssl.truststore.type": "JKS", "ssl.truststore.location": "/c/t.jks"}
-    with pytest.raises(kafka_io.KafkaSetupError, match="cannot read a JKS truststore"):
-        kafka_io.librdkafka_settings(jks)
-    assert kafka_io.spark_options("h:1", jks)["kafka.ssl.truststore.location"] == "/c/t.jks"
+    with pytest.raises(propfile.KafkaSetupError, match="cannot read a JKS truststore"):
+        propfile.librdkafka_settings(jks)
+    assert streams.spark_options("h:1", jks)["kafka.ssl.truststore.location"] == "/c/t.jks"
 
 
 def test_the_environment_names_the_file_when_no_properties_are_given(tmp_path, monkeypatch):
     path = tmp_path / "client.properties"
     path.write_text(PROPERTIES)
     # Set, then removed: monkeypatch then restores the variable as it was after the test.
-    monkeypatch.setenv(kafka_io.PROPERTIES_ENV, str(path))
-    monkeypatch.delenv(kafka_io.PROPERTIES_ENV)
-    assert kafka_io.resolve_properties() == {}
-    kafka_io.use_properties_file(path)
-    assert kafka_io.resolve_properties()["security.protocol"] == "SASL_SSL"
-    assert kafka_io.resolve_properties({}) == {}
+    monkeypatch.setenv(propfile.PROPERTIES_ENV, str(path))
+    monkeypatch.delenv(propfile.PROPERTIES_ENV)
+    assert propfile.resolve_properties() == {}
+    propfile.use_properties_file(path)
+    assert propfile.resolve_properties()["security.protocol"] == "SASL_SSL"
+    assert propfile.resolve_properties({}) == {}
 
 
 def test_connect_worker_gets_the_client_properties_for_each_of_its_clients(tmp_path, monkeypatch):
     """Kafka Connect configures its worker, producer, consumer and admin clients apart."""
-    from fraudstream import connect
+    from fraudstream.ops import connect
 
     properties = tmp_path / "client.properties"
     properties.write_text("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n")
-    monkeypatch.setenv(kafka_io.PROPERTIES_ENV, str(properties))
+    monkeypatch.setenv(propfile.PROPERTIES_ENV, str(properties))
     worker = connect.worker_properties(connect.LocalConnect(home=tmp_path / "connect"))
     for prefix in ("", "producer.", "consumer.", "admin."):
         assert worker[f"{prefix}security.protocol"] == "SASL_SSL"
         assert worker[f"{prefix}sasl.mechanism"] == "SCRAM-SHA-512"
     assert worker["producer.acks"] == "all"
-    monkeypatch.delenv(kafka_io.PROPERTIES_ENV)
+    monkeypatch.delenv(propfile.PROPERTIES_ENV)
     plain = connect.worker_properties(connect.LocalConnect(home=tmp_path / "connect"))
     assert not any("security.protocol" in key for key in plain)

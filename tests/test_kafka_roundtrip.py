@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fraudstream import kafka_io
+from fraudstream.kafka import clients
 from jobs.ingest import IngestConfig, run
 
 EVENT_COUNT = 1000
@@ -26,7 +26,7 @@ def test_ingest_lands_every_event_once_with_values_intact(
     spark, kafka_bootstrap, fresh_topic, lake
 ):
     events = _events(EVENT_COUNT)
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     for event in events:
         producer.send(
             fresh_topic, key=event["card_id"].encode(), value=json.dumps(event).encode("utf-8")
@@ -64,7 +64,7 @@ def test_ingest_second_run_lands_only_new_events(spark, kafka_bootstrap, fresh_t
         out=str(lake["out"] / "raw"),
         checkpoint=str(lake["checkpoints"] / "raw"),
     )
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     for batch, count in [(0, 10), (1, 5)]:
         for i in range(count):
             producer.send(fresh_topic, value=json.dumps({"batch": batch, "i": i}).encode())

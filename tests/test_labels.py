@@ -8,17 +8,10 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F  # noqa: N812
 
-from fraudstream import (
-    config,
-    dataset,
-    features,
-    kafka_io,
-    label_store,
-    lake,
-    produce,
-    schemas,
-    training,
-)
+from fraudstream import config, features, lake, schemas
+from fraudstream.data import label_store, produce
+from fraudstream.kafka import clients
+from fraudstream.ml import dataset, training
 from jobs import labels as labels_job
 
 
@@ -41,7 +34,7 @@ def test_labels_round_trip_through_kafka_into_the_store(
         "scenario": None,
         "schema_version": 1,
     }
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     producer.send(fresh_topic, key=b"card", value=schemas.encode_label(verdict))
     producer.send(fresh_topic, key=b"card", value=b'{"transaction_id": "t1", "label": "maybe"}')
     producer.flush()
@@ -67,7 +60,7 @@ def test_labels_round_trip_through_kafka_into_the_store(
     # A rerun on the same checkpoint stores nothing twice; a new label is appended once.
     labels_job.run(spark, cfg, log=lines.append)
     assert lake.read_labels(cfg.out).num_rows == stored.num_rows
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     later = verdict | {"label": "fraud", "reported_time": datetime(2018, 5, 3, tzinfo=UTC)}
     producer.send(fresh_topic, key=b"card", value=schemas.encode_label(later))
     producer.flush()

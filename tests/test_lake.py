@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from fraudstream import lake, schemas, simulate
+from fraudstream import lake, schemas
+from fraudstream.data import simulate
 
 
 def test_write_events_then_read_events_round_trips(tmp_path):

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fraudstream import features, schemas, simulate
+from fraudstream import features, schemas
+from fraudstream.data import simulate
 from fraudstream.scoring import operator
 
 DAY_MS = features.DAY_MS

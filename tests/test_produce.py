@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from fraudstream import broker, config, lake, produce, schemas
+from fraudstream import config, lake, schemas
+from fraudstream.data import produce
+from fraudstream.ops import broker
 from tests.stream_helpers import read_topic
 
 
@@ -142,7 +144,8 @@ def test_produce_stops_on_ctrl_c_and_resumes_exactly(kafka_bootstrap, tmp_path):
 
 
 def test_produce_simulates_live(kafka_bootstrap, fresh_topic, tmp_path, capsys):
-    from fraudstream import cli, simulate
+    from fraudstream.cli.main import main as cli
+    from fraudstream.data import simulate
 
     labels_topic = f"{fresh_topic}-labels"
     broker.create_topics(kafka_bootstrap, {labels_topic: {}}, partitions=1)
@@ -169,7 +172,7 @@ def test_produce_simulates_live(kafka_bootstrap, fresh_topic, tmp_path, capsys):
     ],
 )
 def test_produce_wrong_input_is_one_sentence(kafka_bootstrap, fresh_topic, capsys, argv, sentence):
-    from fraudstream import cli
+    from fraudstream.cli.main import main as cli
 
     topics = ["--topic", fresh_topic, "--labels-topic", fresh_topic]
     assert cli.main(["produce", "--brokers", kafka_bootstrap, *topics, *argv]) == 2

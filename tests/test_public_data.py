@@ -7,7 +7,8 @@ import importlib
 import numpy as np
 import pandas as pd
 
-from fraudstream import simulate, training
+from fraudstream.data import simulate
+from fraudstream.ml import training
 from jobs import train as train_job
 
 import_job = importlib.import_module("jobs.import")

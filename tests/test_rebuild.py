@@ -12,16 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import (
-    config,
-    features,
-    lake,
-    produce,
-    schemas,
-    verify,
-    viewfiles,
-)
-from fraudstream.scoring import query, views
+from fraudstream import config, features, lake, schemas
+from fraudstream.data import produce
+from fraudstream.scoring import query, verify, viewfiles, views
 from jobs import rebuild as rebuild_job
 
 from .stream_helpers import (

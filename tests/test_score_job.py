@@ -15,20 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import (
-    config,
-    features,
-    kafka_io,
-    lake,
-    objectstore,
-    produce,
-    schemas,
-    storage,
-    training,
-    verify,
-    viewfiles,
-)
-from fraudstream.scoring import daytables, parse, processor, query, state, views
+from fraudstream import config, features, lake, objectstore, schemas, storage
+from fraudstream.data import produce
+from fraudstream.kafka import clients
+from fraudstream.ml import training
+from fraudstream.scoring import daytables, parse, processor, query, state, verify, viewfiles, views
 from jobs import card_states as card_states_job
 from jobs import rebuild as rebuild_job
 from jobs import score as score_job
@@ -70,7 +61,7 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
     backfill = first | {"transaction_id": "t_backfill", "event_time": end - pd.Timedelta(days=10)}
     after = first | {"transaction_id": "t_after", "event_time": end + pd.Timedelta(minutes=1)}
     assert (card["event_time"] > end - pd.Timedelta(days=30)).any()
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     extras = [
         b"{this is not json",
         schemas.encode_payment(first),  # a duplicate delivery

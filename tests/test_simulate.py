@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fraudstream import schemas, simulate
+from fraudstream import schemas
+from fraudstream.data import simulate
 from jobs import generate
 
 SMALL = simulate.SimulationConfig(customers=400, terminals=800, days=60, seed=7)

@@ -1,6 +1,6 @@
 """The jobs on a real Spark standalone cluster (a master and two 1-core workers on 127.0.0.1).
 
-The module's fixture starts the cluster with ``fraudstream.spark_cluster`` unless one
+The module's fixture starts the cluster with ``fraudstream.ops.spark_cluster`` unless one
 runs already, and stops what it started. The jobs go through ``./spark-submit.sh
 --master spark://...``, which ships the packed Python environment to the executors.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fraudstream import config, features
-from fraudstream import spark_cluster as local_cluster
+from fraudstream.ops import spark_cluster as local_cluster
 from fraudstream.scoring import views
 
 from .stream_helpers import publish_sample, register, sample_history

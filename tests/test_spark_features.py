@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream import features, schemas, simulate
-from fraudstream import spark_features as sf
+from fraudstream import features, schemas
+from fraudstream.data import simulate
+from fraudstream.ml import spark_features as sf
 
 DAY = pd.Timedelta(days=1)
 #: A Monday noon (UTC); its UTC day is the "payment day" D of the hand-made cases.

@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 
-from fraudstream import config, kafka_io
+from fraudstream import config
+from fraudstream.kafka import clients
 
 SCRIPT = str(config.PROJECT_ROOT / "spark-submit.sh")
 
@@ -53,7 +54,7 @@ def test_spark_submit_jobs_resolve_default_paths_in_the_checkout():
 
 
 def test_spark_submit_runs_ingest_from_anywhere(kafka_bootstrap, fresh_topic, tmp_path):
-    producer = kafka_io.producer(kafka_bootstrap)
+    producer = clients.producer(kafka_bootstrap)
     for i in range(20):
         producer.send(fresh_topic, value=json.dumps({"i": i}).encode())
     producer.flush()
@@ -89,7 +90,8 @@ def test_spark_submit_ingest_of_a_missing_topic_is_one_sentence(kafka_bootstrap,
 
 
 def test_spark_submit_runs_train(tmp_path):
-    from fraudstream import lake, simulate
+    from fraudstream import lake
+    from fraudstream.data import simulate
 
     payments, labels = simulate.simulate(
         simulate.SimulationConfig(customers=200, terminals=400, days=50, seed=2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import mlflow
 from mlflow import MlflowClient
 
-from fraudstream import config, tracking
+from fraudstream import config
+from fraudstream.ml import tracking
 
 
 def test_tracking_uri_defaults_to_local_sqlite(monkeypatch):

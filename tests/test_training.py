@@ -13,7 +13,9 @@ from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
-from fraudstream import evaluate, features, lake, model, registry, simulate, training
+from fraudstream import features, lake
+from fraudstream.data import simulate
+from fraudstream.ml import evaluate, model, registry, training
 from jobs import train as train_job
 
 SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fraudstream import storage, viewfiles
-from fraudstream.scoring import views
+from fraudstream import storage
+from fraudstream.scoring import viewfiles, views
 from jobs import compact as compact_job
 
 DAY_1, DAY_2, DAY_3 = "2026-11-01", "2026-11-02", "2026-11-03"

@@ -179,7 +179,7 @@ class DayTables:
         from pyspark.sql import SparkSession
         from pyspark.sql import functions as F  # noqa: N812
 
-        from fraudstream import spark_features
+        from fraudstream.ml import spark_features
 
         spark = self.spark or SparkSession.active()
         _, counts, facts = self._records(spark, batch_id)

@@ -23,7 +23,7 @@ class LoadedModel:
 
     name: str
     version: str
-    scorer: object  # fraudstream.model.FraudScorer
+    scorer: object  # fraudstream.ml.model.FraudScorer
     threshold: float
     feature_columns: list[str]
     reference: dict[str, float] | None
@@ -75,7 +75,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
             version = meta.get("model_version", "local")
             loaded = mlflow.pyfunc.load_model(str(path))
         else:
-            from fraudstream import tracking
+            from fraudstream.ml import tracking
 
             tracking.use_store()
             client = MlflowClient()

@@ -11,7 +11,7 @@ holds these rows. It has them, persisted once, written and sent by Spark
    least once, like the driver's producer: ``alert_id`` is deterministic);
 2. each view by Spark's DataFrame writer, into ``ROOT/_staging/batch-N/VIEW/date=D/``,
    one file per date (one task per view); then each file is moved to the name the
-   views have always had, ``ROOT/VIEW/date=D/batch-N.parquet`` (:mod:`fraudstream.viewfiles`).
+   views have always had, ``ROOT/VIEW/date=D/batch-N.parquet`` (:mod:`.viewfiles`).
    A move is a rename within one file system: atomic on a local disk and on HDFS, a
    copy on an object store, where an object appears only once whole. A batch run again
    after a crash writes the same names and removes any file of its own the new run no
@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import features, schemas, storage, viewfiles
+from fraudstream import features, schemas, storage
+from fraudstream.scoring import viewfiles
 from fraudstream.scoring import views as view_rows
 from fraudstream.scoring.views import ALERTS, CARD_LOCATIONS, SCORED, VIEWS
 
@@ -126,7 +127,7 @@ class SparkOutputs:
     by Spark's Kafka sink (none when ``kafka`` is None: a rebuild).
 
     ``kafka``: ``(options, alerts_topic, dead_letter_topic)``, the options those of
-    ``kafka_io.spark_options``.
+    ``streams.spark_options``.
     """
 
     def __init__(self, root, kafka: tuple[dict, str, str] | None = None):

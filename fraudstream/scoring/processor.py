@@ -130,10 +130,10 @@ class EndOffsets:
     in no group (it reads and commits nothing)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, client_properties=None):
-        from fraudstream import kafka_io
+        from fraudstream.kafka import clients
 
         self.topic = topic
-        self.consumer = kafka_io.consumer(bootstrap_servers, client_properties)
+        self.consumer = clients.consumer(bootstrap_servers, client_properties)
 
     def __call__(self) -> dict[int, int]:
         from kafka import TopicPartition

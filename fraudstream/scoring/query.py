@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from fraudstream import config, kafka_io, storage
+from fraudstream import config, storage
+from fraudstream.kafka import streams
 from fraudstream.scoring import daytables, outputs, views
 from fraudstream.scoring import records as card_records
 from fraudstream.scoring.model import LoadedModel, ModelSource
@@ -161,7 +162,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         views=outputs.SparkOutputs(
             cfg.out,
             kafka=(
-                kafka_io.spark_options(cfg.bootstrap_servers),
+                streams.spark_options(cfg.bootstrap_servers),
                 cfg.alerts_topic,
                 cfg.dead_letter_topic,
             )
@@ -185,14 +186,14 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
     # each micro-batch (never rate-limited: a report may come early, never late),
     # and its fraud reports go to the card operator, which turns them into facts.
     _size_state(spark, log)
-    payments = kafka_io.read_stream(
+    payments = streams.read_stream(
         spark,
         cfg.bootstrap_servers,
         cfg.payments_topic,
         starting_offsets=cfg.starting_offsets,
         max_offsets_per_trigger=cfg.max_offsets_per_trigger,
     )
-    labels = kafka_io.read_stream(
+    labels = streams.read_stream(
         spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
     )
     records = card_records.with_card_aggregates(

@@ -27,7 +27,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream.kafka_io import record_columns
+from fraudstream.kafka.streams import record_columns
 from fraudstream.scoring.operator import KEEP_DAYS, card_aggregates
 
 #: The Kafka record columns the micro-batches carry (what ``parse.parse_payments`` reads).

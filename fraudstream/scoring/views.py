@@ -2,7 +2,7 @@
 they are read back.
 
 Each view is ``ROOT/VIEW/date=D/batch-N.parquet`` (``compact`` merges a finished day
-into ``batch-A-B.parquet``; :mod:`fraudstream.viewfiles` says which files count). The
+into ``batch-A-B.parquet``; :mod:`fraudstream.scoring.viewfiles` says which files count). The
 root is a local folder or any Hadoop file system's URI. The job's executors build the
 rows with the frame functions here (:mod:`fraudstream.scoring.batch`) and Spark writes
 them (:mod:`fraudstream.scoring.outputs`); :func:`score_history` builds the same views
@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from fraudstream import features, schemas, storage, viewfiles
+from fraudstream import features, schemas, storage
 from fraudstream.features import DAY_MS
+from fraudstream.scoring import viewfiles
 from fraudstream.scoring.reasons import alert_id, explain
 
 #: The views the job writes, one folder each under the output root.

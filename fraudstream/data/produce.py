@@ -30,8 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraudstream import config, kafka_io, lake, schemas
+from fraudstream import config, lake, schemas
 from fraudstream.features import DAY_MS
+from fraudstream.kafka import clients
 
 #: Events encoded in one go: large enough for Arrow's kernels, small for memory.
 ENCODE_ROWS = 50_000
@@ -182,11 +183,11 @@ def run(
     acknowledged: the position returned (and saved) is exact, and the interrupt is
     re-raised for the caller to report.
     """
-    producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
+    producer = clients.BulkProducer(bootstrap_servers, client_properties)
     # Labels go through a producer of their own that sends at once: waiting for its
     # acknowledgements costs one round trip, while the payments in flight keep going.
     label_producer = (
-        kafka_io.BulkProducer(bootstrap_servers, client_properties, linger_ms=0)
+        clients.BulkProducer(bootstrap_servers, client_properties, linger_ms=0)
         if plan.labels is not None
         else None
     )
@@ -293,7 +294,7 @@ def publish(
     ``encode`` is ``schemas.encode_payments`` or ``schemas.encode_labels``. Blocks until
     the broker has acknowledged every record; returns the count sent.
     """
-    producer = kafka_io.BulkProducer(bootstrap_servers, client_properties)
+    producer = clients.BulkProducer(bootstrap_servers, client_properties)
     for first in range(0, table.num_rows, ENCODE_ROWS):
         chunk = table.slice(first, ENCODE_ROWS)
         producer.send_all(topic, chunk["card_id"].to_pylist(), encode(chunk).to_pylist())
@@ -305,9 +306,9 @@ def topic_size(bootstrap_servers: str, topic: str) -> int:
     """Return how many records ``topic`` holds (end minus beginning offsets, all partitions)."""
     from kafka import TopicPartition
 
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
-    consumer = kafka_io.consumer(bootstrap_servers)
+    consumer = clients.consumer(bootstrap_servers)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         parts = [TopicPartition(topic, p) for p in partitions]

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraudstream import evaluate, features, lake, model, storage
+from fraudstream import features, lake, storage
+from fraudstream.ml import evaluate, model
 
 MS_PER_DAY = features.DAY_MS
 #: The training job's default of ``--max-train-rows``.
@@ -55,7 +56,7 @@ class TrainConfig:
     model_name: str = "fraudstream"
     seed: int = 0
     #: Where the features are computed: "pandas" (one process, ``features.compute``) or
-    #: "spark" (executors: the card operator and daily tables, ``fraudstream.dataset``).
+    #: "spark" (executors: the card operator and daily tables, ``fraudstream.ml.dataset``).
     engine: str = "pandas"
     #: Most rows a model is fitted on per training window: above it, every known fraud
     #: and a weighted sample of the genuine payments (:func:`sample_genuine`); None: all.
@@ -386,11 +387,11 @@ def gate_on_data(
 
     Returns
     -------
-    fraudstream.registry.Decision
+    fraudstream.ml.registry.Decision
     """
     from mlflow import MlflowClient
 
-    from fraudstream import registry
+    from fraudstream.ml import registry
 
     events = lake.read_events(data, features.EVENT_COLUMNS).to_pandas()
     dataset = build_dataset(events, lake.read_labels(data).to_pandas(), delay_days)
@@ -424,7 +425,7 @@ def log_and_register(
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from fraudstream import registry, tracking
+    from fraudstream.ml import registry, tracking
 
     tracking.use_experiment(cfg.experiment)
     columns = list(cfg.feature_columns)
@@ -528,7 +529,7 @@ def _package_source() -> list[str] | None:
     """
     from fraudstream import config
 
-    for folder in (Path(model.__file__).parent, config.PROJECT_ROOT / "fraudstream"):
+    for folder in (Path(model.__file__).parent.parent, config.PROJECT_ROOT / "fraudstream"):
         if folder.is_dir():
             return [str(folder)]
     return None
@@ -556,8 +557,8 @@ def _report(results, chosen, folds, timings) -> dict:
 
 
 def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, log) -> pd.DataFrame:
-    """The dataset with its features computed by Spark (``fraudstream.dataset``)."""
-    from fraudstream import dataset
+    """The dataset with its features computed by Spark (``fraudstream.ml.dataset``)."""
+    from fraudstream.ml import dataset
     from fraudstream.spark import get_session
 
     spark = get_session("fraudstream-train")

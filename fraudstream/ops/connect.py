@@ -28,9 +28,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraudstream import config, kafka_io, schemas
-from fraudstream.broker import _is_zombie, _java, port_in_use
-from fraudstream.postgres import CDC_ROLE, PUBLICATION, LocalPostgres
+from fraudstream import config, schemas
+from fraudstream.kafka import propfile
+from fraudstream.ops.broker import _is_zombie, _java, port_in_use
+from fraudstream.ops.postgres import CDC_ROLE, PUBLICATION, LocalPostgres
 
 CONNECT_JARS_DIR = config.JARS_DIR / "kafka-connect"
 CONNECT_HEAP = "512m"
@@ -111,7 +112,7 @@ def worker_properties(connect: LocalConnect) -> dict[str, str]:
     apart (``producer.``, ``consumer.``, ``admin.`` prefixes).
     """
     security = {}
-    for key, value in kafka_io.resolve_properties().items():
+    for key, value in propfile.resolve_properties().items():
         for prefix in ("", "producer.", "consumer.", "admin."):
             security[prefix + key] = value
     return security | {

@@ -11,7 +11,7 @@ is built from the project's runtime dependencies (``pyproject.toml``, pinned by
 packed with ``venv-pack``. It is rebuilt only when a stamp (a hash of what went into it)
 changes.
 
-Run ``python -m fraudstream.executor_env`` to build it if needed and print its path.
+Run ``python -m fraudstream.ops.executor_env`` to build it if needed and print its path.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fraudstream import schemas
-from fraudstream.postgres import APP_ROLE, LocalPostgres
+from fraudstream.ops.postgres import APP_ROLE, LocalPostgres
 
 #: The booked columns of ``card_payments``: the payment contract without its version.
 PAYMENT_COLUMNS = [name for name in schemas.PAYMENT_COLUMNS if name != "schema_version"]

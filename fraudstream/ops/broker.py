@@ -406,10 +406,10 @@ def create_topics(
     """
     from kafka.admin import NewTopic
 
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
     topics = DESIGN_TOPICS if topics is None else topics
-    admin = kafka_io.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
+    admin = clients.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
     try:
         missing = [name for name in topics if name not in set(admin.list_topics())]
         if missing:
@@ -437,9 +437,9 @@ def describe_topics(
     """
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
-    admin = kafka_io.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
+    admin = clients.admin(bootstrap_servers, client_properties, request_timeout_ms=15000)
     try:
         topics = {
             topic["name"]: {
@@ -557,13 +557,13 @@ def client_properties_text(user: str, password: str, ca_file: Path) -> str:
 
 def _scram_users(cluster: LocalCluster) -> dict[str, str]:
     """The users' passwords: made once, kept only in the users' properties files (mode 600)."""
-    from fraudstream import kafka_io
+    from fraudstream.kafka import propfile
 
     users = {}
     for user in SCRAM_USERS:
         path = cluster.properties_file(user)
         if path.exists():
-            users[user] = kafka_io.sasl_credentials(kafka_io.read_properties(path))[1]
+            users[user] = propfile.sasl_credentials(propfile.read_properties(path))[1]
             continue
         users[user] = secrets.token_urlsafe(18)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ features, as of each payment, without bringing the history to the driver:
   a batch query over the whole history; its integer aggregates become features through
   ``features.card_features_from_aggregates`` in a pandas UDF;
 - merchant and known-fraud counts come from per-key daily tables
-  (``fraudstream.spark_features``), joined back to the payments;
+  (``fraudstream.ml.spark_features``), joined back to the payments;
 - the time and channel flags are column expressions.
 
 The values equal ``features.compute`` over the same history within 1e-9 (the parity
@@ -30,7 +30,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
-from fraudstream import features, lake, schemas, spark_features, storage
+from fraudstream import features, lake, schemas, storage
+from fraudstream.ml import spark_features
 from fraudstream.scoring import operator
 
 _CARD_FEATURES_SCHEMA = T.StructType(

@@ -289,9 +289,9 @@ def tail(
     on_skip : callable, optional
         Called with one sentence for each record that is not an alert.
     """
-    from fraudstream import kafka_io
+    from fraudstream.kafka import clients
 
-    consumer = kafka_io.consumer(bootstrap_servers, client_properties)
+    consumer = clients.consumer(bootstrap_servers, client_properties)
     seen = SeenIds(100_000)
     shown = 0
     try:

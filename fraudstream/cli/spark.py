@@ -1,7 +1,7 @@
 """The ``fraudstream spark`` subcommands: a local Spark standalone cluster.
 
 Wired into ``fraudstream`` by :func:`add_commands`; the logic lives in
-``fraudstream.spark_cluster``::
+``fraudstream.ops.spark_cluster``::
 
     fraudstream spark start [--workers 2] [--worker-cores 1] [--worker-memory 2g]
     fraudstream spark status
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream import spark_cluster as local_cluster
+from fraudstream.ops import spark_cluster as local_cluster
 
 ERRORS = (local_cluster.ClusterError,)
 

@@ -28,8 +28,9 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from fraudstream import alert_feed, schemas
-from fraudstream.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
+from fraudstream import schemas
+from fraudstream.ui import alert_feed
+from fraudstream.ui.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,9 @@ class AlertReader(threading.Thread):
     def _consume(self) -> None:
         from kafka.errors import KafkaError
 
-        from fraudstream import kafka_io
+        from fraudstream.kafka import clients
 
-        consumer = kafka_io.consumer(
+        consumer = clients.consumer(
             self.settings.bootstrap_servers,
             dict(self.settings.client_properties),
             group_id=self.settings.group,
@@ -242,7 +243,7 @@ def card_trail(
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from fraudstream import viewfiles
+    from fraudstream.scoring import viewfiles
 
     folder = Path(lake) / "card_locations"
     # The files that count: a day merged by the compact job is read once.
@@ -329,11 +330,11 @@ class Dashboard:
         self.app = self._build_app()
 
     def producer(self):
-        from fraudstream import kafka_io
+        from fraudstream.kafka import clients
 
         with self._producer_lock:
             if self._producer is None:
-                self._producer = kafka_io.producer(
+                self._producer = clients.producer(
                     self.settings.bootstrap_servers,
                     dict(self.settings.client_properties),
                     # A verdict the page reports as not sent must not arrive later: the

@@ -1,7 +1,7 @@
 """The ``fraudstream`` subcommands of change data capture from the bank database.
 
 Wired into ``fraudstream`` by :func:`add_commands`; the logic lives in
-``fraudstream.postgres``, ``fraudstream.bank`` and ``fraudstream.connect``::
+``fraudstream.ops.postgres``, ``fraudstream.data.bank`` and ``fraudstream.ops.connect``::
 
     fraudstream postgres start|stop|status [--port 5433]
     fraudstream bank book [--limit N] [--data DIR] [--rollback]
@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fraudstream import config, kafka_io
-from fraudstream import connect as local_connect
-from fraudstream import postgres as local_postgres
+from fraudstream import config
+from fraudstream.kafka import clients, propfile
+from fraudstream.ops import connect as local_connect
+from fraudstream.ops import postgres as local_postgres
 
 #: The errors whose message ``fraudstream`` prints as one sentence, with exit code 2.
 ERRORS = (local_postgres.PostgresError, local_connect.ConnectError)
@@ -59,7 +60,7 @@ def _postgres_status(args: argparse.Namespace) -> int:
 def _bank_book(args: argparse.Namespace) -> int:
     import psycopg
 
-    from fraudstream import bank
+    from fraudstream.data import bank
 
     postgres = local_postgres.LocalPostgres(port=args.port)
     if args.data and not (Path(args.data) / "events").is_dir():
@@ -101,10 +102,9 @@ def _connect_from(args: argparse.Namespace) -> local_connect.LocalConnect:
 
 
 def _connect_start(args: argparse.Namespace) -> int:
-    from fraudstream import kafka_io
 
     connect = _connect_from(args)
-    kafka_io.require_topics(connect.bootstrap_servers, [connect.topic])
+    clients.require_topics(connect.bootstrap_servers, [connect.topic])
     pid, started = local_connect.start(connect)
     verb = "started" if started else "already running"
     print(
@@ -194,7 +194,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
         )
         action.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
-        kafka_io.add_properties_option(action)
+        propfile.add_properties_option(action)
         action.add_argument(
             "--postgres-port", type=int, default=5433, help="bank database port (default: 5433)"
         )

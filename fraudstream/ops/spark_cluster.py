@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream.broker import port_in_use
+from fraudstream.ops.broker import port_in_use
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0

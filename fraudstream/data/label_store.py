@@ -75,7 +75,7 @@ class LabelStore:
         self.log = log
 
     def __call__(self, batch_df, batch_id: int) -> None:
-        from fraudstream.kafka_io import record_columns
+        from fraudstream.kafka.streams import record_columns
 
         records = record_columns(batch_df).toPandas()
         self.write(records, batch_id)

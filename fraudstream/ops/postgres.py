@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream.broker import port_in_use
+from fraudstream.ops.broker import port_in_use
 
 #: The system user that runs the server when we are root (Debian's package creates it).
 SERVER_USER = "postgres"

@@ -30,9 +30,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-from fraudstream import broker as local_broker
-from fraudstream import cdc_cli, config, kafka_io, spark_cluster_cli
-from fraudstream.kafka_io import KafkaSetupError
+from fraudstream import config
+from fraudstream.cli import cdc as cdc_cli
+from fraudstream.cli import spark as spark_cluster_cli
+from fraudstream.kafka import clients, propfile
+from fraudstream.kafka.propfile import KafkaSetupError
+from fraudstream.ops import broker as local_broker
 
 
 class CommandError(RuntimeError):
@@ -142,11 +145,11 @@ def _cluster_status(args: argparse.Namespace) -> int:
     if not running:
         return 1
     # With client properties, ask through the SASL_SSL listeners: it checks the login too.
-    secure = bool(kafka_io.resolve_properties())
+    secure = bool(propfile.resolve_properties())
     servers = ",".join(
         f"{b.host}:{b.secure_port}" if secure else b.bootstrap_servers for b in running
     )
-    kafka_io.require_topics(servers, [])
+    clients.require_topics(servers, [])
     _print_topics(local_broker.describe_topics(servers))
     return 0
 
@@ -165,11 +168,11 @@ def _print_topics(topics: dict[str, dict[str, str]]) -> None:
 
 
 def _produce_plan(args: argparse.Namespace):
-    from fraudstream import produce
+    from fraudstream.data import produce
 
     cut = {"start": args.start, "end": args.end, "limit": args.limit}
     if args.simulate:
-        from fraudstream import simulate
+        from fraudstream.data import simulate
 
         try:
             settings = simulate.SimulationConfig(
@@ -196,13 +199,14 @@ def _produce_plan(args: argparse.Namespace):
 def _produce(args: argparse.Namespace) -> int:
     import signal
 
-    from fraudstream import kafka_io, produce
+    from fraudstream.data import produce
+    from fraudstream.kafka import clients
 
     if args.rate is not None and args.rate <= 0:
         raise CommandError("--rate must be a positive number of payments per second.")
     servers = config.bootstrap_servers(args.brokers)
     topics = [args.topic] if args.no_labels else [args.topic, args.labels_topic]
-    kafka_io.require_topics(servers, topics)
+    clients.require_topics(servers, topics)
     if args.if_empty:
         held = produce.topic_size(servers, args.topic)
         if held:
@@ -258,7 +262,7 @@ def _produce(args: argparse.Namespace) -> int:
 def _model_status(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
-    from fraudstream import registry, tracking
+    from fraudstream.ml import registry, tracking
 
     tracking.use_experiment("fraudstream")
     client = MlflowClient()
@@ -278,7 +282,7 @@ def _model_status(args: argparse.Namespace) -> int:
 
 
 def _model_promote(args: argparse.Namespace) -> int:
-    from fraudstream import tracking, training
+    from fraudstream.ml import tracking, training
 
     tracking.use_experiment("fraudstream")
     data = Path(args.data)
@@ -297,7 +301,8 @@ def _model_promote(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import logging
 
-    from fraudstream import dashboard, kafka_io
+    from fraudstream.kafka import clients, propfile
+    from fraudstream.ui import dashboard
 
     lake = Path(args.lake)
     if not lake.is_dir():
@@ -312,7 +317,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     if local_broker.port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)
-    kafka_io.require_topics(servers, [args.topic, args.labels_topic])
+    clients.require_topics(servers, [args.topic, args.labels_topic])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # kafka-python logs every failed reconnect; while a broker restarts that is noise.
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -326,7 +331,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         port=args.port,
         window=args.window,
         refill_per_partition=args.refill,
-        client_properties=tuple(kafka_io.resolve_properties().items()),
+        client_properties=tuple(propfile.resolve_properties().items()),
     )
     print(f"Dashboard on http://{args.host}:{args.port}/ (alerts from {args.topic} on {servers}).")
     sys.stdout.flush()
@@ -337,10 +342,11 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _alerts_tail(args: argparse.Namespace) -> int:
     import json
 
-    from fraudstream import alert_feed, kafka_io
+    from fraudstream.kafka import clients
+    from fraudstream.ui import alert_feed
 
     servers = config.bootstrap_servers(args.brokers)
-    kafka_io.require_topics(servers, [args.topic])
+    clients.require_topics(servers, [args.topic])
     feed = alert_feed.tail(
         servers,
         args.topic,
@@ -432,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stop":
             action.add_argument("--node", type=int, help="stop only this node (1, 2, ...)")
         if name == "status":
-            kafka_io.add_properties_option(action)
+            propfile.add_properties_option(action)
 
     produce = commands.add_parser(
         "produce",
@@ -485,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--brokers", help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
     )
-    kafka_io.add_properties_option(produce)
+    propfile.add_properties_option(produce)
     produce.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
     produce.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
     produce.add_argument("--no-labels", action="store_true", help="publish payments only")
@@ -528,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(handler=_dashboard)
     board.add_argument("--brokers", help=brokers_help)
-    kafka_io.add_properties_option(board)
+    propfile.add_properties_option(board)
     board.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
     board.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
     board.add_argument(
@@ -561,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail.set_defaults(handler=_alerts_tail)
     tail.add_argument("--brokers", help=brokers_help)
-    kafka_io.add_properties_option(tail)
+    propfile.add_properties_option(tail)
     tail.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument(
@@ -574,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kafka_io.use_properties_file(getattr(args, "kafka_properties", None))
+        propfile.use_properties_file(getattr(args, "kafka_properties", None))
         return args.handler(args)
     except (
         local_broker.BrokerError,
@@ -586,6 +592,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fraudstream: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

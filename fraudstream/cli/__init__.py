@@ -1,0 +1,1 @@
+"""The ``fraudstream`` command: one command group per module."""

@@ -1,0 +1,1 @@
+"""Where events come from: simulator, public data, the bank, producer, label store."""

@@ -1,0 +1,1 @@
+"""The model's life: training dataset, estimators, evaluation, training, registry."""

@@ -1,0 +1,1 @@
+"""Local services for development and tests: brokers, clusters, PostgreSQL, Connect."""

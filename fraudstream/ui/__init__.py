@@ -1,0 +1,1 @@
+"""What fraud-ops teams watch: the alert feed and the ops dashboard."""
