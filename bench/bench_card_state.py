@@ -40,6 +40,7 @@ from bench_score import folder_mb, machine, peak_memory, score_command  # noqa: 
 from fraudstream import config, schemas  # noqa: E402
 from fraudstream.data import produce, simulate  # noqa: E402
 from fraudstream.ops import broker as local_broker  # noqa: E402
+from fraudstream.ops import process  # noqa: E402
 
 
 def run_score(args, servers: str, topics: dict, run_dir: Path) -> dict:
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     started_broker = None
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = local_broker.LocalBroker()
-        if not local_broker.port_in_use(broker.host, broker.port):
+        if not process.port_in_use(broker.host, broker.port):
             local_broker.start(broker)
             started_broker = broker
     try:

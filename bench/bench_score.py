@@ -49,6 +49,7 @@ from fraudstream import config, features, lake, schemas  # noqa: E402
 from fraudstream.data import produce  # noqa: E402
 from fraudstream.kafka import clients  # noqa: E402
 from fraudstream.ops import broker as local_broker  # noqa: E402
+from fraudstream.ops import process  # noqa: E402
 from fraudstream.scoring import model as scoring_model  # noqa: E402
 from fraudstream.scoring import processor, views  # noqa: E402
 
@@ -125,7 +126,7 @@ class Producer:
         log_config = config.VAR_DIR / "kafka" / "log4j2.properties"
         self.process = subprocess.Popen(
             [
-                local_broker._java(),
+                process.java(),
                 "-Xmx512m",
                 "-cp",
                 local_broker._classpath(),
@@ -452,7 +453,7 @@ def main(argv=None) -> int:
     started_broker = None
     if args.brokers is None and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         broker = local_broker.LocalBroker()
-        if not local_broker.port_in_use(broker.host, broker.port):
+        if not process.port_in_use(broker.host, broker.port):
             local_broker.start(broker)
             started_broker = broker
     suffix = uuid.uuid4().hex[:8]

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
+from fraudstream.errors import DataError
+
 #: The region S3A signs requests for when the store has none of its own; most
 #: self-hosted stores (MinIO's default among them) accept it.
 DEFAULT_REGION = "us-east-1"
@@ -68,15 +70,15 @@ def s3a_settings(
 
     Raises
     ------
-    ValueError
+    DataError
         If ``endpoint`` has no ``http`` or ``https`` scheme and host, or only one of the
         two credentials is given.
     """
     url = urlsplit(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ValueError(f"The S3 endpoint {endpoint!r} is not an http:// or https:// URL.")
+        raise DataError(f"The S3 endpoint {endpoint!r} is not an http:// or https:// URL.")
     if (access_key is None) != (secret_key is None):
-        raise ValueError("Give both the S3 access key and the secret key, or neither.")
+        raise DataError("Give both the S3 access key and the secret key, or neither.")
     settings = {
         "fs.s3a.endpoint": endpoint,
         "fs.s3a.endpoint.region": region,

@@ -15,6 +15,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from fraudstream import config
+from fraudstream.errors import FraudstreamError
 
 #: Shuffle partitions for local runs: the default (200) makes stateful queries on two
 #: cores crawl, and the value is frozen into a stateful query's checkpoint.
@@ -25,7 +26,7 @@ LOCAL_SHUFFLE_PARTITIONS = 4
 SHARED_PACKAGES = ("pyspark", "pyarrow", "pandas", "numpy", "scikit-learn")
 
 
-class ExecutorEnvironmentError(RuntimeError):
+class ExecutorEnvironmentError(FraudstreamError):
     """Executors run another Python environment than the driver; one sentence."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from fraudstream.errors import FraudstreamError
+
 T = TypeVar("T")
 
 #: Hadoop file systems whose objects appear only once uploaded whole, and whose rename
@@ -35,7 +37,7 @@ T = TypeVar("T")
 OBJECT_STORE_SCHEMES = frozenset({"s3a", "gs", "abfs", "abfss", "wasb", "wasbs", "oss", "cos"})
 
 
-class StorageError(RuntimeError):
+class StorageError(FraudstreamError):
     """A location cannot be used; the message is one sentence for the user."""
 
 

@@ -26,6 +26,7 @@ import time
 from pyspark.sql import functions as F  # noqa: N812
 
 from fraudstream import features, lake, storage
+from fraudstream.errors import reports_errors
 from fraudstream.ml.dataset import read_events, read_labels
 from fraudstream.scoring import operator, state
 from fraudstream.spark import get_session
@@ -74,6 +75,7 @@ def build(spark, data, label_delay_days: int):
     return operator.card_states(rows, keep_days=state.payment_horizon_days(label_delay_days))
 
 
+@reports_errors("card_states")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = get_session("fraudstream-card-states")

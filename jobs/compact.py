@@ -24,6 +24,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from fraudstream import storage
+from fraudstream.errors import reports_errors
 from fraudstream.scoring import viewfiles, views
 
 
@@ -77,6 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@reports_errors("compact")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if storage.is_uri(args.out):
@@ -85,17 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
         get_session("fraudstream-compact")
     started = time.time()
-    try:
-        totals = viewfiles.compact(
-            args.out,
-            args.views,
-            args.until,
-            max_rows=args.max_rows,
-            grace_s=args.grace_minutes * 60,
-        )
-    except storage.StorageError as error:
-        print(f"compact: {error}", file=sys.stderr)
-        return 1
+    totals = viewfiles.compact(
+        args.out, args.views, args.until, max_rows=args.max_rows, grace_s=args.grace_minutes * 60
+    )
     print(
         f"compact: {totals['files']:,} files merged into {totals['merged']:,} "
         f"({totals['rows']:,} rows), {totals['deleted']:,} superseded files deleted, "

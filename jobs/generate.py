@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fraudstream import config, lake
 from fraudstream.data import simulate
+from fraudstream.errors import reports_errors
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def parse_args(argv: list[str]) -> GenerateConfig:
     return GenerateConfig(simulation=simulation, out=args.out)
 
 
+@reports_errors("generate")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()

@@ -31,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fraudstream.data import importers
+from fraudstream.errors import reports_errors
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,10 @@ def parse_args(argv: list[str]) -> ImportConfig:
     )
 
 
+@reports_errors("import")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        counts = run(cfg)
-    except (FileNotFoundError, importers.InputError) as error:
-        # A wrong path or file is the user's to fix: one sentence, no traceback.
-        print(f"import: {error}", file=sys.stderr)
-        return 2
+    counts = run(cfg)
     print(
         f"Imported {cfg.fmt} data from {cfg.input_path} into {cfg.out}: "
         f"{counts['events']} payment events, {counts['labels']} fraud labels, "

@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F  # noqa: N812
 
 from fraudstream import config
+from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile, streams
 from fraudstream.spark import get_session
 
@@ -127,13 +128,10 @@ def parse_args(argv: list[str]) -> IngestConfig:
     )
 
 
+@reports_errors("ingest")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        clients.require_topics(cfg.bootstrap_servers, [cfg.topic])
-    except propfile.KafkaSetupError as error:
-        print(f"ingest: {error}", file=sys.stderr)
-        return 2
+    clients.require_topics(cfg.bootstrap_servers, [cfg.topic])
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     spark = get_session("fraudstream-ingest")
     run(spark, cfg)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fraudstream import config, storage
 from fraudstream.data import label_store
+from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile, streams
 from fraudstream.scoring import views
 from fraudstream.spark import get_session
@@ -107,23 +108,16 @@ def parse_args(argv: list[str]) -> LabelsConfig:
     )
 
 
+@reports_errors("labels")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        clients.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
-    except propfile.KafkaSetupError as error:
-        print(f"labels: {error}", file=sys.stderr)
-        return 2
+    clients.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     spark = get_session("fraudstream-labels")
-    try:
-        storage.files(cfg.out).check()
-        storage.files(cfg.checkpoint).check()
-    except storage.StorageError as error:
-        print(f"labels: {error}", file=sys.stderr)
-        return 2
+    storage.files(cfg.out).check()
+    storage.files(cfg.checkpoint).check()
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
     stored = views.count_rows(cfg.out, label_store.LABELS)
     print(f"{storage.join(cfg.out, label_store.LABELS)}: {stored:,} label events")

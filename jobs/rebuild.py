@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fraudstream import config, storage
+from fraudstream.errors import FraudstreamError, reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import model as scoring_model
 from fraudstream.scoring import query, state, verify
@@ -45,7 +46,7 @@ class RebuildConfig:
     views: tuple[str, ...]
 
 
-class RebuildError(RuntimeError):
+class RebuildError(FraudstreamError):
     """The rebuild cannot run as asked; the message is one sentence for the user."""
 
 
@@ -165,33 +166,24 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
     return RebuildConfig(score=score_cfg, live=live, views=views), args.threshold
 
 
+@reports_errors("rebuild")
 def main(argv: list[str] | None = None) -> int:
     cfg, threshold = parse_args(sys.argv[1:] if argv is None else argv)
     locations = (cfg.live, cfg.score.out, cfg.score.checkpoint)
     # A Hadoop file system is reached through Spark's JVM: start it first.
     spark = get_session("fraudstream-rebuild") if any(map(storage.is_uri, locations)) else None
-    try:
-        if storage.files(cfg.score.query_checkpoint).exists("offsets"):
-            raise RebuildError(
-                f"{cfg.score.checkpoint} already holds a checkpoint: a rebuild starts from "
-                "the oldest offset, so give it a new --checkpoint."
-            )
-        model_uri, threshold = resolve_model(cfg.live, cfg.score.model_uri, threshold)
-        cfg = replace(cfg, score=replace(cfg.score, model_uri=model_uri, threshold=threshold))
-        clients.require_topics(
-            cfg.score.bootstrap_servers, [cfg.score.payments_topic, cfg.score.labels_topic]
+    if storage.files(cfg.score.query_checkpoint).exists("offsets"):
+        raise RebuildError(
+            f"{cfg.score.checkpoint} already holds a checkpoint: a rebuild starts from "
+            "the oldest offset, so give it a new --checkpoint."
         )
-        query.check_outputs(cfg.score)
-        model = scoring_model.load_model(cfg.score.model_uri, cfg.score.threshold)
-    except (
-        RebuildError,
-        propfile.KafkaSetupError,
-        query.ScoreSetupError,
-        scoring_model.ModelLoadError,
-        storage.StorageError,
-    ) as error:
-        print(f"rebuild: {error}", file=sys.stderr)
-        return 2
+    model_uri, threshold = resolve_model(cfg.live, cfg.score.model_uri, threshold)
+    cfg = replace(cfg, score=replace(cfg.score, model_uri=model_uri, threshold=threshold))
+    clients.require_topics(
+        cfg.score.bootstrap_servers, [cfg.score.payments_topic, cfg.score.labels_topic]
+    )
+    query.check_outputs(cfg.score)
+    model = scoring_model.load_model(cfg.score.model_uri, cfg.score.threshold)
     print(f"rebuild: replaying {cfg.score.payments_topic} into {cfg.score.out}", flush=True)
     spark = spark or get_session("fraudstream-rebuild")
     diffs = run(spark, cfg, log=lambda line: print(line, flush=True), model=model)

@@ -41,13 +41,13 @@ import threading
 from pathlib import Path
 
 from fraudstream import config, storage
+from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
-from fraudstream.scoring.model import ModelLoadError, load_model
+from fraudstream.scoring.model import load_model
 from fraudstream.scoring.query import (
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     DEFAULT_MODEL_URI,
     ScoreConfig,
-    ScoreSetupError,
     check_checkpoint,
     check_outputs,
     run,
@@ -167,20 +167,17 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     )
 
 
+@reports_errors("score")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     topics = [cfg.payments_topic, cfg.labels_topic, cfg.alerts_topic, cfg.dead_letter_topic]
-    try:
-        clients.require_topics(cfg.bootstrap_servers, topics)
-        # Fail on a missing model before Spark starts, in one sentence.
-        model = load_model(cfg.model_uri, cfg.threshold)
-        remote = storage.is_uri(cfg.out) or storage.is_uri(cfg.checkpoint)
-        if not remote:
-            check_outputs(cfg)
-            check_checkpoint(cfg)
-    except (propfile.KafkaSetupError, ScoreSetupError, ModelLoadError) as error:
-        print(f"score: {error}", file=sys.stderr)
-        return 2
+    clients.require_topics(cfg.bootstrap_servers, topics)
+    # Fail on a missing model before Spark starts, in one sentence.
+    model = load_model(cfg.model_uri, cfg.threshold)
+    remote = storage.is_uri(cfg.out) or storage.is_uri(cfg.checkpoint)
+    if not remote:
+        check_outputs(cfg)
+        check_checkpoint(cfg)
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -192,12 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_session("fraudstream-score")
     if remote:
         # A Hadoop file system is reached through Spark's JVM.
-        try:
-            check_outputs(cfg)
-            check_checkpoint(cfg)
-        except (ScoreSetupError, storage.StorageError) as error:
-            print(f"score: {error}", file=sys.stderr)
-            return 2
+        check_outputs(cfg)
+        check_checkpoint(cfg)
     run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True), model=model)
     if cfg.available_now:
         print(summarise(cfg))

@@ -28,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from fraudstream import config, features, storage
+from fraudstream.errors import DataError, reports_errors
 from fraudstream.ml import model, training
 
 
@@ -195,41 +196,29 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     )
 
 
+@reports_errors("train")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     remote = [place for place in (cfg.data, cfg.labels) if storage.is_uri(place)]
     if remote and cfg.engine != "spark":
-        print(
-            f"train: {remote[0]} is read through Hadoop's file systems, which only "
-            "--engine spark does: add --engine spark.",
-            file=sys.stderr,
+        raise DataError(
+            f"{remote[0]} is read through Hadoop's file systems, which only "
+            "--engine spark does: add --engine spark."
         )
-        return 2
-    try:
-        if remote:
-            from fraudstream.spark import get_session
+    if remote:
+        from fraudstream.spark import get_session
 
-            get_session("fraudstream-train")  # Hadoop's file systems are in Spark's JVM
-        data = storage.files(cfg.data)
-        data.check()
-        if not data.exists("events"):
-            print(
-                f"train: No events folder at {storage.join(cfg.data, 'events')}: give --data "
-                "a folder written by ./spark-submit.sh generate or import.",
-                file=sys.stderr,
-            )
-            return 2
-        if cfg.labels is not None and not storage.files(cfg.labels).exists():
-            print(f"train: No label folder at {cfg.labels}.", file=sys.stderr)
-            return 2
-    except storage.StorageError as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
-    try:
-        report = training.run(cfg)
-    except ValueError as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
+        get_session("fraudstream-train")  # Hadoop's file systems are in Spark's JVM
+    data = storage.files(cfg.data)
+    data.check()
+    if not data.exists("events"):
+        raise DataError(
+            f"No events folder at {storage.join(cfg.data, 'events')}: give --data "
+            "a folder written by ./spark-submit.sh generate or import."
+        )
+    if cfg.labels is not None and not storage.files(cfg.labels).exists():
+        raise DataError(f"No label folder at {cfg.labels}.")
+    report = training.run(cfg)
     print(training.summary(report, cfg.k))
     return 0
 

@@ -60,8 +60,8 @@ if $fraudstream kafka status >/dev/null 2>&1; then
 elif .venv/bin/python -c "
 from fraudstream import config
 from fraudstream.kafka import clients
-from fraudstream.ops import broker
-assert broker.port_in_use('127.0.0.1', 9092)
+from fraudstream.ops import broker, process
+assert process.port_in_use('127.0.0.1', 9092)
 clients.require_topics(config.bootstrap_servers(), list(broker.DESIGN_TOPICS))
 " 2>/dev/null; then
   echo "demo: using the Kafka broker already serving 127.0.0.1:9092 (left running)."

@@ -15,6 +15,7 @@ import pytest
 from fraudstream import objectstore, storage
 from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
+from fraudstream.ops import process
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -59,7 +60,7 @@ def kafka_bootstrap() -> str:
         yield servers
         return
     broker = local_broker.LocalBroker()
-    if local_broker.port_in_use(broker.host, broker.port):
+    if process.port_in_use(broker.host, broker.port):
         # A broker is already serving the default port (the demo's, or one from another
         # checkout): use it, and leave it running.
         clients.require_topics(broker.bootstrap_servers, [])

@@ -22,10 +22,11 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from fraudstream import schemas
-from fraudstream.cli.main import main as cli
+from fraudstream.cli import main as cli
 from fraudstream.data import bank
 from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres
+from fraudstream.ops import process
 
 #: How long to wait for the expected payments, and then for any unexpected extra one.
 DELIVERY_TIMEOUT_S = 30.0
@@ -263,7 +264,7 @@ def test_postgres_start_twice_is_harmless_and_stop_stops_only_its_own(capsys):
         assert cli.main(["postgres", "stop", *args]) == 0
         shutil.rmtree(home, ignore_errors=True)
     assert capsys.readouterr().out.splitlines()[-1] == f"PostgreSQL stopped (pid {pid})."
-    assert not local_postgres.port_in_use("127.0.0.1", int(args[-1]))
+    assert not process.port_in_use("127.0.0.1", int(args[-1]))
     assert cli.main(["postgres", "status", *args]) == 1
 
 
@@ -278,7 +279,7 @@ def test_stop_ignores_pid_files_of_another_program(tmp_path, capsys):
         assert cli.main(["postgres", "stop", "--home", str(tmp_path / "pg")]) == 0
         out = capsys.readouterr().out
         assert "No Kafka Connect started from" in out
-        assert "No PostgreSQL of" in out
+        assert "No PostgreSQL started from" in out
         assert other.poll() is None, "stop signalled a process that is not its server"
     finally:
         other.kill()

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from fraudstream.ops import broker as local_broker
+from fraudstream.ops import process
 
 
 def _fraudstream(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -66,7 +66,7 @@ def test_kafka_start_twice_is_harmless_and_stop_stops_only_its_own(tmp_path):
         stopped = _fraudstream("kafka", "stop", *args)
     assert stopped.returncode == 0
     assert stopped.stdout.strip() == f"Kafka broker stopped (pid {pid})."
-    assert not local_broker.port_in_use("127.0.0.1", ports[0])
+    assert not process.port_in_use("127.0.0.1", ports[0])
     assert _fraudstream("kafka", "status", *args).returncode == 1
 
 
@@ -78,7 +78,7 @@ def test_kafka_stop_ignores_a_pid_file_of_another_program(tmp_path):
         (home / "broker.pid").write_text(f"{other.pid}\n")
         result = _fraudstream("kafka", "stop", "--home", str(home))
         assert result.returncode == 0
-        assert "No broker started from" in result.stdout
+        assert "No Kafka broker started from" in result.stdout
         assert other.poll() is None, "stop signalled a process that is not its broker"
     finally:
         other.kill()

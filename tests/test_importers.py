@@ -473,14 +473,14 @@ def test_read_input_handbook_reads_parquet_like_pickles(handbook_dir, tmp_path):
 
 def test_read_input_missing_path_raises_one_sentence(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(importers.InputError) as error:
         importers.read_input(missing, "sparkov")
     assert str(error.value) == f"The sparkov input {missing} does not exist."
 
 
 def test_read_input_folder_without_data_files_raises(tmp_path):
     (tmp_path / "README.md").write_text("not data")
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(importers.InputError) as error:
         importers.read_input(tmp_path, "handbook")
     assert str(error.value) == (
         f"The handbook input folder {tmp_path} holds no .pkl or .parquet files."

@@ -14,47 +14,26 @@ import argparse
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream.kafka import clients, propfile
+from fraudstream.cli.services import Service, add_home, add_service
+from fraudstream.kafka import propfile
 from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres
-
-#: The errors whose message ``fraudstream`` prints as one sentence, with exit code 2.
-ERRORS = (local_postgres.PostgresError, local_connect.ConnectError)
+from fraudstream.ops.process import port_in_use
 
 
 def _postgres_from(args: argparse.Namespace) -> local_postgres.LocalPostgres:
     return local_postgres.LocalPostgres(home=Path(args.home), port=args.port)
 
 
-def _postgres_start(args: argparse.Namespace) -> int:
-    postgres = _postgres_from(args)
-    pid, started = local_postgres.start(postgres)
-    verb = "started" if started else "already running"
-    print(
-        f"PostgreSQL {verb} on {postgres.host}:{postgres.port} (pid {pid}, home {postgres.home}); "
-        f"database {postgres.database} ready."
-    )
-    return 0
-
-
-def _postgres_stop(args: argparse.Namespace) -> int:
-    postgres = _postgres_from(args)
-    pid = local_postgres.stop(postgres)
-    if pid is None:
-        print(f"No PostgreSQL of {postgres.home} is running.")
-    else:
-        print(f"PostgreSQL stopped (pid {pid}).")
-    return 0
-
-
-def _postgres_status(args: argparse.Namespace) -> int:
-    postgres = _postgres_from(args)
-    pid = local_postgres.running_pid(postgres)
-    if pid is None:
-        print(f"No PostgreSQL of {postgres.home} is running.")
-        return 1
-    print(f"PostgreSQL running on {postgres.host}:{postgres.port} (pid {pid}).")
-    return 0
+POSTGRES = Service(
+    title="PostgreSQL",
+    settings=_postgres_from,
+    start=local_postgres.start,
+    stop=local_postgres.stop,
+    running_pid=local_postgres.running_pid,
+    address=lambda postgres: f"{postgres.host}:{postgres.port}",
+    after_start=lambda postgres, _: print(f"Database {postgres.database} ready."),
+)
 
 
 def _bank_book(args: argparse.Namespace) -> int:
@@ -65,7 +44,7 @@ def _bank_book(args: argparse.Namespace) -> int:
     postgres = local_postgres.LocalPostgres(port=args.port)
     if args.data and not (Path(args.data) / "events").is_dir():
         raise local_postgres.PostgresError(f"No events folder at {Path(args.data) / 'events'}.")
-    if not local_postgres.port_in_use(postgres.host, postgres.port):
+    if not port_in_use(postgres.host, postgres.port):
         raise local_postgres.PostgresError(
             f"No PostgreSQL answers on {postgres.host}:{postgres.port}: "
             "run fraudstream postgres start first."
@@ -101,59 +80,47 @@ def _connect_from(args: argparse.Namespace) -> local_connect.LocalConnect:
     )
 
 
-def _connect_start(args: argparse.Namespace) -> int:
-
-    connect = _connect_from(args)
-    clients.require_topics(connect.bootstrap_servers, [connect.topic])
-    pid, started = local_connect.start(connect)
-    verb = "started" if started else "already running"
-    print(
-        f"Kafka Connect {verb} (pid {pid}, REST {connect.rest_url}): {connect.postgres.database} "
-        f"card_payments -> {connect.topic} on {connect.bootstrap_servers}."
-    )
-    return 0
-
-
-def _connect_stop(args: argparse.Namespace) -> int:
-    connect = _connect_from(args)
-    pid = local_connect.stop(connect)
-    if pid is None:
-        print(f"No Kafka Connect started from {connect.home} is running.")
-    else:
-        print(f"Kafka Connect stopped (pid {pid}).")
-    return 0
-
-
-def _connect_status(args: argparse.Namespace) -> int:
-    connect = _connect_from(args)
-    pid = local_connect.running_pid(connect)
-    if pid is None:
-        print(f"No Kafka Connect started from {connect.home} is running.")
-        return 1
+def _connector_status(connect: local_connect.LocalConnect) -> None:
     status = local_connect.connector_status(connect) or {}
     tasks = ", ".join(task["state"] for task in status.get("tasks", [])) or "none"
     state = status.get("connector", {}).get("state", "not answering")
-    print(f"Kafka Connect running (pid {pid}); {connect.connector_name}: {state}, tasks: {tasks}.")
-    return 0
+    print(f"{connect.connector_name}: {state}, tasks: {tasks}.")
+
+
+CONNECT = Service(
+    title="Kafka Connect",
+    settings=_connect_from,
+    start=local_connect.start,
+    stop=local_connect.stop,
+    running_pid=local_connect.running_pid,
+    address=lambda connect: f"REST {connect.rest_url}",
+    after_start=lambda connect, _: print(
+        f"{connect.postgres.database} card_payments -> {connect.topic} "
+        f"on {connect.bootstrap_servers}."
+    ),
+    details=_connector_status,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``postgres``, ``bank`` and ``connect`` to the ``fraudstream`` command's subcommands."""
-    pg = commands.add_parser("postgres", help="start, stop or inspect the local bank database")
-    pg_actions = pg.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, handler, text in [
-        ("start", _postgres_start, "start PostgreSQL (if needed) and create the bank database"),
-        ("stop", _postgres_stop, "stop the PostgreSQL that start started"),
-        ("status", _postgres_status, "say whether PostgreSQL runs"),
-    ]:
-        action = pg_actions.add_parser(name, help=text, description=text)
-        action.set_defaults(handler=handler)
-        action.add_argument(
-            "--home",
-            default=str(config.VAR_DIR / "postgres"),
-            help="folder for the cluster's data and log (default: %(default)s)",
-        )
+
+    def postgres_options(action: argparse.ArgumentParser, _: str) -> None:
+        add_home(action, str(config.VAR_DIR / "postgres"), "the cluster's data and log")
         action.add_argument("--port", type=int, default=5433, help="port (default: 5433)")
+
+    add_service(
+        commands,
+        "postgres",
+        "start, stop or inspect the local bank database",
+        POSTGRES,
+        (
+            "start PostgreSQL (if needed) and create the bank database",
+            "stop the PostgreSQL that start started",
+            "say whether PostgreSQL runs",
+        ),
+        postgres_options,
+    )
 
     bank = commands.add_parser("bank", help="the payments application of the bank database")
     bank_actions = bank.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -172,22 +139,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     book.add_argument("--rollback", action="store_true", help="roll each transaction back")
     book.add_argument("--port", type=int, default=5433, help="PostgreSQL port (default: 5433)")
 
-    connect = commands.add_parser(
-        "connect", help="start, stop or inspect Kafka Connect capturing the bank's payments"
-    )
-    connect_actions = connect.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, handler, text in [
-        ("start", _connect_start, "start Kafka Connect with Debezium (if needed)"),
-        ("stop", _connect_stop, "stop the Kafka Connect that start started"),
-        ("status", _connect_status, "say whether Kafka Connect and its connector run"),
-    ]:
-        action = connect_actions.add_parser(name, help=text, description=text)
-        action.set_defaults(handler=handler)
-        action.add_argument(
-            "--home",
-            default=str(config.VAR_DIR / "connect"),
-            help="folder for config, offsets, log and PID (default: %(default)s)",
-        )
+    def connect_options(action: argparse.ArgumentParser, _: str) -> None:
+        add_home(action, str(config.VAR_DIR / "connect"), "config, offsets, log and PID")
         action.add_argument("--rest-port", type=int, default=8083, help="REST port (default: 8083)")
         action.add_argument(
             "--brokers",
@@ -198,3 +151,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action.add_argument(
             "--postgres-port", type=int, default=5433, help="bank database port (default: 5433)"
         )
+
+    add_service(
+        commands,
+        "connect",
+        "start, stop or inspect Kafka Connect capturing the bank's payments",
+        CONNECT,
+        (
+            "start Kafka Connect with Debezium (if needed)",
+            "stop the Kafka Connect that start started",
+            "say whether Kafka Connect and its connector run",
+        ),
+        connect_options,
+    )

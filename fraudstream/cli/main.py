@@ -33,12 +33,14 @@ from pathlib import Path
 from fraudstream import config
 from fraudstream.cli import cdc as cdc_cli
 from fraudstream.cli import spark as spark_cluster_cli
+from fraudstream.cli.services import Service, add_actions, add_home, add_service
+from fraudstream.errors import FraudstreamError, reports_errors
 from fraudstream.kafka import clients, propfile
-from fraudstream.kafka.propfile import KafkaSetupError
 from fraudstream.ops import broker as local_broker
+from fraudstream.ops.process import port_in_use
 
 
-class CommandError(RuntimeError):
+class CommandError(FraudstreamError):
     """A command cannot run as asked; the message is one sentence for the user."""
 
 
@@ -48,37 +50,23 @@ def _broker_from(args: argparse.Namespace) -> local_broker.LocalBroker:
     )
 
 
-def _kafka_start(args: argparse.Namespace) -> int:
-    broker = _broker_from(args)
-    pid, started = local_broker.start(broker)
-    verb = "started" if started else "already running"
-    print(f"Kafka broker {verb} on {broker.bootstrap_servers} (pid {pid}, home {broker.home}).")
+def _create_topics(broker: local_broker.LocalBroker, args: argparse.Namespace) -> None:
     if not args.no_topics:
         created = local_broker.create_topics(broker.bootstrap_servers, partitions=args.partitions)
         if created:
             print(f"Created topics: {', '.join(created)} ({args.partitions} partitions each).")
-    return 0
 
 
-def _kafka_stop(args: argparse.Namespace) -> int:
-    broker = _broker_from(args)
-    pid = local_broker.stop(broker)
-    if pid is None:
-        print(f"No broker started from {broker.home} is running.")
-    else:
-        print(f"Kafka broker stopped (pid {pid}).")
-    return 0
-
-
-def _kafka_status(args: argparse.Namespace) -> int:
-    broker = _broker_from(args)
-    pid = local_broker.running_pid(broker)
-    if pid is None:
-        print(f"No broker started from {broker.home} is running.")
-        return 1
-    print(f"Kafka broker running on {broker.bootstrap_servers} (pid {pid}).")
-    _print_topics(local_broker.describe_topics(broker.bootstrap_servers))
-    return 0
+BROKER = Service(
+    title="Kafka broker",
+    settings=_broker_from,
+    start=local_broker.start,
+    stop=local_broker.stop,
+    running_pid=local_broker.running_pid,
+    address=lambda broker: broker.bootstrap_servers,
+    after_start=_create_topics,
+    details=lambda broker: _print_topics(local_broker.describe_topics(broker.bootstrap_servers)),
+)
 
 
 def _cluster_from(args: argparse.Namespace) -> local_broker.LocalCluster:
@@ -174,16 +162,13 @@ def _produce_plan(args: argparse.Namespace):
     if args.simulate:
         from fraudstream.data import simulate
 
-        try:
-            settings = simulate.SimulationConfig(
-                customers=args.customers,
-                terminals=args.terminals,
-                days=args.days,
-                start_date=args.simulate_from,
-                seed=args.seed,
-            )
-        except ValueError as error:
-            raise CommandError(str(error)) from None
+        settings = simulate.SimulationConfig(
+            customers=args.customers,
+            terminals=args.terminals,
+            days=args.days,
+            start_date=args.simulate_from,
+            seed=args.seed,
+        )
         payments, labels = simulate.simulate(settings)
         name = f"simulator {settings!r}"
         return produce.make_plan(name, payments, None if args.no_labels else labels, **cut)
@@ -288,12 +273,9 @@ def _model_promote(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not (data / "events").is_dir():
         raise CommandError(f"No events folder at {data / 'events'}.")
-    try:
-        decision = training.gate_on_data(
-            data, str(args.version), args.model_name, args.delay_days, args.train_start
-        )
-    except ValueError as error:
-        raise CommandError(str(error)) from None
+    decision = training.gate_on_data(
+        data, str(args.version), args.model_name, args.delay_days, args.train_start
+    )
     print(f"{'Promoted' if decision.promoted else 'Not promoted'}: {decision.reason}.")
     return 0
 
@@ -314,7 +296,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--window must be at least {dashboard.PAGE_SIZE} and --refill at least 0."
         )
-    if local_broker.port_in_use(args.host, args.port):
+    if port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)
     clients.require_topics(servers, [args.topic, args.labels_topic])
@@ -371,20 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    kafka = commands.add_parser("kafka", help="start, stop or inspect the local Kafka broker")
-    kafka_actions = kafka.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, handler, text in [
-        ("start", _kafka_start, "start the broker (if needed) and create the topics"),
-        ("stop", _kafka_stop, "stop the broker that start started"),
-        ("status", _kafka_status, "say whether the broker runs, and list its topics"),
-    ]:
-        action = kafka_actions.add_parser(name, help=text, description=text)
-        action.set_defaults(handler=handler)
-        action.add_argument(
-            "--home",
-            default=str(config.VAR_DIR / "kafka"),
-            help="folder for the broker's config, data, logs and PID (default: %(default)s)",
-        )
+    def broker_options(action: argparse.ArgumentParser, name: str) -> None:
+        add_home(action, str(config.VAR_DIR / "kafka"), "the broker's config, data, logs and PID")
         action.add_argument("--port", type=int, default=9092, help="client port (default: 9092)")
         action.add_argument(
             "--controller-port", type=int, default=9093, help="KRaft port (default: 9093)"
@@ -400,22 +370,24 @@ def build_parser() -> argparse.ArgumentParser:
                 "--no-topics", action="store_true", help="do not create the design's topics"
             )
 
-    cluster_cmd = commands.add_parser(
-        "kafka-cluster",
-        help="start, stop or inspect a local three-node Kafka cluster (plain and SASL_SSL)",
+    add_service(
+        commands,
+        "kafka",
+        "start, stop or inspect the local Kafka broker",
+        BROKER,
+        (
+            "start the broker (if needed) and create the topics",
+            "stop the broker that start started",
+            "say whether the broker runs, and list its topics",
+        ),
+        broker_options,
     )
-    cluster_actions = cluster_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, handler, text in [
-        ("start", _cluster_start, "start the nodes (if needed) and create replicated topics"),
-        ("stop", _cluster_stop, "stop the nodes that start started (or one of them)"),
-        ("status", _cluster_status, "say which nodes run, and list the topics"),
-    ]:
-        action = cluster_actions.add_parser(name, help=text, description=text)
-        action.set_defaults(handler=handler)
-        action.add_argument(
-            "--home",
-            default=str(config.VAR_DIR / "kafka-cluster"),
-            help="folder of the nodes, certificates and client properties (default: %(default)s)",
+
+    def cluster_options(action: argparse.ArgumentParser, name: str) -> None:
+        add_home(
+            action,
+            str(config.VAR_DIR / "kafka-cluster"),
+            "the nodes, certificates and client properties",
         )
         action.add_argument("--nodes", type=int, default=3, help="nodes (default: %(default)s)")
         action.add_argument(
@@ -439,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
             action.add_argument("--node", type=int, help="stop only this node (1, 2, ...)")
         if name == "status":
             propfile.add_properties_option(action)
+
+    add_actions(
+        commands,
+        "kafka-cluster",
+        "start, stop or inspect a local three-node Kafka cluster (plain and SASL_SSL)",
+        [
+            ("start", _cluster_start, "start the nodes (if needed) and create replicated topics"),
+            ("stop", _cluster_stop, "stop the nodes that start started (or one of them)"),
+            ("status", _cluster_status, "say which nodes run, and list the topics"),
+        ],
+        cluster_options,
+    )
 
     produce = commands.add_parser(
         "produce",
@@ -577,18 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@reports_errors("fraudstream")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        propfile.use_properties_file(getattr(args, "kafka_properties", None))
-        return args.handler(args)
-    except (
-        local_broker.BrokerError,
-        CommandError,
-        KafkaSetupError,
-        *cdc_cli.ERRORS,
-        *spark_cluster_cli.ERRORS,
-    ) as error:
-        print(f"fraudstream: {error}", file=sys.stderr)
-        return 2
-
+    propfile.use_properties_file(getattr(args, "kafka_properties", None))
+    return args.handler(args)

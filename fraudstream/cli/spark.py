@@ -16,9 +16,8 @@ import argparse
 from pathlib import Path
 
 from fraudstream import config
+from fraudstream.cli.services import add_actions, add_home
 from fraudstream.ops import spark_cluster as local_cluster
-
-ERRORS = (local_cluster.ClusterError,)
 
 
 def _cluster_from(args: argparse.Namespace) -> local_cluster.LocalCluster:
@@ -72,23 +71,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``spark start|stop|status`` to the ``fraudstream`` command's subcommands."""
-    spark = commands.add_parser(
-        "spark", help="start, stop or inspect a local Spark standalone cluster"
-    )
-    actions = spark.add_subparsers(dest="action", required=True, metavar="ACTION")
     defaults = local_cluster.LocalCluster()
-    for name, handler, text in [
-        ("start", _start, "start a master and workers on 127.0.0.1; wait until they registered"),
-        ("stop", _stop, "stop the master and workers that start started"),
-        ("status", _status, "say which of them run, and how many workers the master sees"),
-    ]:
-        action = actions.add_parser(name, help=text, description=text)
-        action.set_defaults(handler=handler)
-        action.add_argument(
-            "--home",
-            default=str(config.VAR_DIR / "spark"),
-            help="folder for the cluster's config, logs, scratch space and PIDs "
-            "(default: %(default)s)",
+
+    def options(action: argparse.ArgumentParser, _: str) -> None:
+        add_home(
+            action,
+            str(config.VAR_DIR / "spark"),
+            "the cluster's config, logs, scratch space and PIDs",
         )
         action.add_argument(
             "--master-port", type=int, default=defaults.master_port, help="default: %(default)s"
@@ -120,3 +109,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             default=defaults.worker_memory,
             help="memory each worker offers (default: %(default)s)",
         )
+
+    add_actions(
+        commands,
+        "spark",
+        "start, stop or inspect a local Spark standalone cluster",
+        [
+            ("start", _start, "start a master and workers on 127.0.0.1; wait until registered"),
+            ("stop", _stop, "stop the master and workers that start started"),
+            ("status", _status, "say which of them run, and how many workers the master sees"),
+        ],
+        options,
+    )

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fraudstream import lake, schemas
+from fraudstream.errors import DataError
 
 FORMATS = ("handbook", "sparkov")
 
@@ -74,7 +75,7 @@ SPARKOV_COLUMNS = (
 _LOG = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(DataError):
     """The input is not the data set it was said to be (columns missing, files mixed)."""
 
 
@@ -399,10 +400,10 @@ def read_input(path: str | Path, fmt: str) -> pd.DataFrame:
         If ``fmt`` is not a known format.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"Unknown format {fmt!r}: expected one of {', '.join(FORMATS)}.")
+        raise DataError(f"Unknown format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"The {fmt} input {path} does not exist.")
+        raise InputError(f"The {fmt} input {path} does not exist.")
     suffixes = _SUFFIXES[fmt]
     expected = " or ".join(suffixes)
     if path.is_dir():
@@ -410,7 +411,7 @@ def read_input(path: str | Path, fmt: str) -> pd.DataFrame:
             file for file in path.iterdir() if file.suffix in suffixes and file.is_file()
         )
         if not files:
-            raise FileNotFoundError(f"The {fmt} input folder {path} holds no {expected} files.")
+            raise InputError(f"The {fmt} input folder {path} holds no {expected} files.")
     elif path.suffix not in suffixes:
         raise InputError(f"The {fmt} input {path} is not a {expected} file.")
     else:

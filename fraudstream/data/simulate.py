@@ -51,6 +51,7 @@ import pyarrow as pa
 from scipy.spatial import cKDTree
 
 from fraudstream import lake, schemas
+from fraudstream.errors import DataError
 from fraudstream.features import haversine_km
 
 DAY_MS = 86_400_000
@@ -151,12 +152,12 @@ class SimulationConfig:
     def __post_init__(self):
         unknown = set(self.scenarios) - set(SCENARIOS)
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"Unknown fraud scenario(s) {', '.join(sorted(unknown))}: "
                 "choose from a, b, c, d, e."
             )
         if self.customers < 1 or self.terminals < 10 or self.days < 1:
-            raise ValueError("Need at least 1 customer, 10 terminals and 1 day.")
+            raise DataError("Need at least 1 customer, 10 terminals and 1 day.")
 
 
 @dataclass

@@ -6,8 +6,10 @@ import os
 import re
 from pathlib import Path
 
+from fraudstream.errors import FraudstreamError
 
-class KafkaSetupError(RuntimeError):
+
+class KafkaSetupError(FraudstreamError):
     """Kafka is not there as a command needs it; the message is one sentence for the user."""
 
 

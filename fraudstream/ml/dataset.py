@@ -31,6 +31,7 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream import features, lake, schemas, storage
+from fraudstream.errors import DataError
 from fraudstream.ml import spark_features
 from fraudstream.scoring import operator
 
@@ -131,7 +132,7 @@ def day_range(payments: DataFrame) -> tuple[date, date]:
         F.max(F.unix_millis("event_time")).alias("last"),
     ).first()
     if row is None or row["first"] is None:
-        raise ValueError("The data holds no payments.")
+        raise DataError("The data holds no payments.")
     return tuple(pd.Timestamp(row[name], unit="ms").date() for name in ("first", "last"))
 
 

@@ -20,6 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from fraudstream.errors import DataError
+
 #: Hyper-parameter grids, searched on validation folds (never on a test window).
 #: Class imbalance: the linear model weights classes; the tree ensembles learn from
 #: the imbalanced data, where weighting was measured to cost average precision.
@@ -70,7 +72,7 @@ def make_estimator(kind: str, params: dict[str, Any], seed: int = 0):
             n_iter_no_change=20,
             random_state=seed,
         )
-    raise ValueError(f"Unknown model type {kind!r}: choose from {', '.join(SKLEARN_KINDS)}.")
+    raise DataError(f"Unknown model type {kind!r}: choose from {', '.join(SKLEARN_KINDS)}.")
 
 
 def fraud_probability(estimator, frame: pd.DataFrame) -> np.ndarray:

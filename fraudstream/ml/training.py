@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fraudstream import features, lake, storage
+from fraudstream.errors import DataError
 from fraudstream.ml import evaluate, model
 
 MS_PER_DAY = features.DAY_MS
@@ -181,7 +182,7 @@ def fit_predict(
     """Fit ``kind`` on ``train`` (with sample ``weights``, if given) and return P(fraud)
     for ``test``, and the fitted model."""
     if train["y"].nunique() < 2:
-        raise ValueError(
+        raise DataError(
             f"The training window {train['day'].min()}..{train['day'].max()} has "
             f"{'no' if train['y'].sum() == 0 else 'only'} known frauds: choose other dates."
         )
@@ -401,7 +402,7 @@ def gate_on_data(
     _, test = split(dataset, fold)
     candidate = score_on(test, f"models:/{name}/{version}")
     if candidate is None:
-        raise ValueError(f"Version {version} of {name} could not score {fold.name}.")
+        raise DataError(f"Version {version} of {name} could not score {fold.name}.")
     client = MlflowClient()
     current = registry.champion_version(client, name)
     champion = champion_score_on(test, name) if current not in (None, version) else None
@@ -621,7 +622,7 @@ def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
     valid = evaluate.validation_folds(folds, cfg.delay_days)
     first_day = dataset.attrs.get("first_day", min(dataset["day"]))
     if valid[-1].train_start < first_day:
-        raise ValueError(
+        raise DataError(
             f"The folds need data from {valid[-1].train_start}, but it starts on {first_day}: "
             "use fewer folds or a later --train-start."
         )

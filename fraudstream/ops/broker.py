@@ -16,16 +16,23 @@ storage is formatted; ``client.properties`` beside the nodes holds what a client
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream import config
+from fraudstream.errors import FraudstreamError
+from fraudstream.ops.process import (
+    abandon,
+    java,
+    launch,
+    port_in_use,
+    recorded_pid,
+    require_free_ports,
+    terminate,
+    wait_until_ready,
+)
 
 #: Broker heap: about 1 GB is plenty for a local broker.
 BROKER_HEAP = "1g"
@@ -44,7 +51,7 @@ DESIGN_TOPICS: dict[str, dict[str, str]] = {
 }
 
 
-class BrokerError(RuntimeError):
+class BrokerError(FraudstreamError):
     """A broker command could not do what was asked; the message is one sentence."""
 
 
@@ -98,11 +105,6 @@ class LocalBroker:
         return self.home / "data"
 
 
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    return str(Path(java_home) / "bin" / "java") if java_home else "java"
-
-
 def _classpath() -> str:
     jars_dir = config.KAFKA_BROKER_JARS_DIR
     if not any(jars_dir.glob("kafka_2.13-*.jar")):
@@ -111,13 +113,6 @@ def _classpath() -> str:
             "run scripts/fetch-jars.sh (or scripts/setup.sh) first."
         )
     return str(jars_dir / "*")
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Return True if something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def _security_lines(broker: LocalBroker) -> list[str]:
@@ -206,7 +201,7 @@ def _write_config(broker: LocalBroker) -> None:
 
 def _new_cluster_id() -> str:
     return subprocess.run(
-        [_java(), "-cp", _classpath(), "kafka.tools.StorageTool", "random-uuid"],
+        [java(), "-cp", _classpath(), "kafka.tools.StorageTool", "random-uuid"],
         check=True,
         capture_output=True,
         text=True,
@@ -218,7 +213,7 @@ def _format_storage(
 ) -> None:
     if (broker.data_dir / "meta.properties").exists():
         return
-    command = [_java(), "-cp", _classpath(), "kafka.tools.StorageTool", "format"]
+    command = [java(), "-cp", _classpath(), "kafka.tools.StorageTool", "format"]
     # One node formats a dynamic quorum of itself; several share static voters.
     command += [] if broker.voters else ["--standalone"]
     command += ["-t", cluster_id or _new_cluster_id(), "-c", str(broker.properties_file)]
@@ -234,52 +229,32 @@ def _format_storage(
 
 def running_pid(broker: LocalBroker) -> int | None:
     """Return the PID of the broker that ``start`` recorded, if it is still that broker."""
-    try:
-        pid = int(broker.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # A recycled PID belongs to another program: never signal it.
-    if "kafka.Kafka" in cmdline and str(broker.properties_file) in cmdline:
-        return pid
-    return None
+    return recorded_pid(broker.pid_file, "kafka.Kafka", str(broker.properties_file))
 
 
-def _log_tail(broker: LocalBroker, lines: int = 15) -> str:
-    try:
-        return "\n".join(broker.log_file.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log written)"
-
-
-def _wait_until_ready(broker: LocalBroker, process: subprocess.Popen) -> None:
+def _answers(broker: LocalBroker) -> bool:
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BrokerError(
-                f"The Kafka broker exited with code {process.returncode} while starting; "
-                f"last lines of {broker.log_file}:\n{_log_tail(broker)}"
-            )
-        if port_in_use(broker.host, broker.port):
-            try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=5000
-                )
-                admin.list_topics()
-                admin.close()
-                return
-            except KafkaError:
-                pass
-        time.sleep(0.5)
-    raise BrokerError(
-        f"The Kafka broker did not answer on {broker.bootstrap_servers} within "
-        f"{START_TIMEOUT_S:.0f} s; see {broker.log_file}."
+    if not port_in_use(broker.host, broker.port):
+        return False
+    try:
+        servers = broker.bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000)
+        admin.list_topics()
+        admin.close()
+        return True
+    except KafkaError:
+        return False
+
+
+def _wait_until_ready(broker: LocalBroker, process: subprocess.Popen) -> None:
+    wait_until_ready(
+        lambda: _answers(broker),
+        {"The Kafka broker": (process, broker.log_file)},
+        START_TIMEOUT_S,
+        f"The Kafka broker did not answer on {broker.bootstrap_servers}",
+        BrokerError,
     )
 
 
@@ -308,9 +283,7 @@ def start(broker: LocalBroker) -> tuple[int, bool]:
     try:
         _wait_until_ready(broker, process)
     except BrokerError:
-        if process.poll() is None:
-            process.kill()
-        broker.pid_file.unlink(missing_ok=True)
+        abandon(process, broker.pid_file)
         raise
     return process.pid, True
 
@@ -321,65 +294,39 @@ def _ports(broker: LocalBroker) -> list[int]:
 
 
 def _check_ports(broker: LocalBroker) -> None:
-    for port in _ports(broker):
-        if port_in_use(broker.host, port):
-            raise BrokerError(
-                f"Port {port} on {broker.host} is already in use by another program; "
-                "stop it or choose other ports with --port/--controller-port."
-            )
+    require_free_ports(
+        broker.host,
+        _ports(broker),
+        "stop it or choose other ports with --port/--controller-port.",
+        BrokerError,
+    )
 
 
 def _launch(broker: LocalBroker) -> subprocess.Popen:
     """Start the node's JVM in the background and record its PID; do not wait for it."""
     classpath = _classpath()
     log_config = broker.home / "log4j2.properties"
-    with open(broker.home / "logs" / "stdout.log", "ab") as stdout:
-        process = subprocess.Popen(
-            [
-                _java(),
-                f"-Xmx{BROKER_HEAP}",
-                f"-Xms{BROKER_HEAP}",
-                f"-Dlog4j2.configurationFile={log_config}",
-                f"-Dkafka.logs.dir={broker.home / 'logs'}",
-                "-cp",
-                classpath,
-                "kafka.Kafka",
-                str(broker.properties_file),
-            ],
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own session: Ctrl-C in the shell that started it does not stop it.
-            start_new_session=True,
-        )
-    broker.pid_file.write_text(f"{process.pid}\n")
-    return process
+    command = [
+        java(),
+        f"-Xmx{BROKER_HEAP}",
+        f"-Xms{BROKER_HEAP}",
+        f"-Dlog4j2.configurationFile={log_config}",
+        f"-Dkafka.logs.dir={broker.home / 'logs'}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(broker.properties_file),
+    ]
+    return launch(command, broker.home / "logs" / "stdout.log", broker.pid_file)
 
 
 def stop(broker: LocalBroker) -> int | None:
     """Stop the broker that ``start`` recorded; return its PID, or None if none ran."""
     pid = running_pid(broker)
-    if pid is None:
-        broker.pid_file.unlink(missing_ok=True)
-        return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        if _is_zombie(pid):
-            break
-        time.sleep(0.2)
-    else:
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
+    if pid is not None:
+        terminate(pid, STOP_TIMEOUT_S)
     broker.pid_file.unlink(missing_ok=True)
     return pid
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def create_topics(

@@ -19,19 +19,26 @@ drops a repeated ``transaction_id``).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fraudstream import config, schemas
-from fraudstream.kafka import propfile
-from fraudstream.ops.broker import _is_zombie, _java, port_in_use
+from fraudstream.errors import FraudstreamError
+from fraudstream.kafka import clients, propfile
 from fraudstream.ops.postgres import CDC_ROLE, PUBLICATION, LocalPostgres
+from fraudstream.ops.process import (
+    abandon,
+    java,
+    launch,
+    port_in_use,
+    recorded_pid,
+    require_free_ports,
+    terminate,
+    wait_until_ready,
+)
 
 CONNECT_JARS_DIR = config.JARS_DIR / "kafka-connect"
 CONNECT_HEAP = "512m"
@@ -42,7 +49,7 @@ OFFSET_FLUSH_INTERVAL_MS = 1000
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectStandalone"
 
 
-class ConnectError(RuntimeError):
+class ConnectError(FraudstreamError):
     """A Connect command could not do what was asked; the message is one sentence."""
 
 
@@ -236,25 +243,7 @@ def _classpath() -> str:
 
 def running_pid(connect: LocalConnect) -> int | None:
     """Return the PID of the worker that ``start`` recorded, if it is still that worker."""
-    try:
-        pid = int(connect.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # A recycled PID belongs to another program: never signal it.
-    if MAIN_CLASS in cmdline and str(connect.worker_file) in cmdline and not _is_zombie(pid):
-        return pid
-    return None
-
-
-def _log_tail(connect: LocalConnect, lines: int = 15) -> str:
-    try:
-        return "\n".join(connect.log_file.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log written)"
+    return recorded_pid(connect.pid_file, MAIN_CLASS, str(connect.worker_file))
 
 
 def connector_status(connect: LocalConnect) -> dict | None:
@@ -279,30 +268,28 @@ def slot_active(connect: LocalConnect) -> bool:
     return bool(row and row[0])
 
 
+def _streaming(connect: LocalConnect) -> bool:
+    status = connector_status(connect)
+    if status is None:
+        return False
+    states = [status["connector"]["state"]] + [t["state"] for t in status["tasks"]]
+    if "FAILED" in states:
+        traces = [t.get("trace", "") for t in status["tasks"]] + [
+            status["connector"].get("trace", "")
+        ]
+        first = next((t.splitlines()[0] for t in traces if t), "no trace")
+        raise ConnectError(f"The connector {connect.connector_name} failed: {first}")
+    # RUNNING is reported before Debezium opens the slot: wait for the stream.
+    return bool(status["tasks"]) and set(states) == {"RUNNING"} and slot_active(connect)
+
+
 def _wait_until_streaming(connect: LocalConnect, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ConnectError(
-                f"Kafka Connect exited with code {process.returncode} while starting; "
-                f"last lines of {connect.log_file}:\n{_log_tail(connect)}"
-            )
-        status = connector_status(connect)
-        if status is not None:
-            states = [status["connector"]["state"]] + [t["state"] for t in status["tasks"]]
-            if "FAILED" in states:
-                traces = [t.get("trace", "") for t in status["tasks"]] + [
-                    status["connector"].get("trace", "")
-                ]
-                first = next((t.splitlines()[0] for t in traces if t), "no trace")
-                raise ConnectError(f"The connector {connect.connector_name} failed: {first}")
-            # RUNNING is reported before Debezium opens the slot: wait for the stream.
-            if status["tasks"] and set(states) == {"RUNNING"} and slot_active(connect):
-                return
-        time.sleep(0.5)
-    raise ConnectError(
-        f"The connector {connect.connector_name} was not streaming within "
-        f"{START_TIMEOUT_S:.0f} s; see {connect.log_file}."
+    wait_until_ready(
+        lambda: _streaming(connect),
+        {"Kafka Connect": (process, connect.log_file)},
+        START_TIMEOUT_S,
+        f"The connector {connect.connector_name} was not streaming",
+        ConnectError,
     )
 
 
@@ -319,15 +306,19 @@ def start(connect: LocalConnect) -> tuple[int, bool]:
     ConnectError
         If the REST port is taken by another program, the jars are missing, or the
         connector does not stream.
+    KafkaSetupError
+        If Kafka cannot be reached or the payments topic is missing.
     """
     pid = running_pid(connect)
     if pid is not None:
         return pid, False
-    if port_in_use(connect.host, connect.rest_port):
-        raise ConnectError(
-            f"Port {connect.rest_port} on {connect.host} is already in use by another "
-            "program; stop it or choose another port with --rest-port."
-        )
+    require_free_ports(
+        connect.host,
+        [connect.rest_port],
+        "stop it or choose another port with --rest-port.",
+        ConnectError,
+    )
+    clients.require_topics(connect.bootstrap_servers, [connect.topic])
     if not port_in_use(connect.postgres.host, connect.postgres.port):
         raise ConnectError(
             f"No PostgreSQL answers on {connect.postgres.host}:{connect.postgres.port}: "
@@ -336,32 +327,21 @@ def start(connect: LocalConnect) -> tuple[int, bool]:
     classpath = _classpath()
     connect.home.mkdir(parents=True, exist_ok=True)
     _write_config(connect)
-    with open(connect.home / "logs" / "stdout.log", "ab") as stdout:
-        process = subprocess.Popen(
-            [
-                _java(),
-                f"-Xmx{CONNECT_HEAP}",
-                f"-Dlog4j2.configurationFile={connect.home / 'log4j2.properties'}",
-                "-cp",
-                classpath,
-                MAIN_CLASS,
-                str(connect.worker_file),
-                str(connect.connector_file),
-            ],
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own session: Ctrl-C in the shell that started it does not stop it.
-            start_new_session=True,
-        )
-    connect.pid_file.write_text(f"{process.pid}\n")
+    command = [
+        java(),
+        f"-Xmx{CONNECT_HEAP}",
+        f"-Dlog4j2.configurationFile={connect.home / 'log4j2.properties'}",
+        "-cp",
+        classpath,
+        MAIN_CLASS,
+        str(connect.worker_file),
+        str(connect.connector_file),
+    ]
+    process = launch(command, connect.home / "logs" / "stdout.log", connect.pid_file)
     try:
         _wait_until_streaming(connect, process)
     except ConnectError:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        connect.pid_file.unlink(missing_ok=True)
+        abandon(process, connect.pid_file)
         raise
     return process.pid, True
 
@@ -373,17 +353,7 @@ def stop(connect: LocalConnect) -> int | None:
     so the next start resumes after the last payment published.
     """
     pid = running_pid(connect)
-    if pid is None:
-        connect.pid_file.unlink(missing_ok=True)
-        return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        if _is_zombie(pid):
-            break
-        time.sleep(0.2)
-    else:
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
+    if pid is not None:
+        terminate(pid, STOP_TIMEOUT_S)
     connect.pid_file.unlink(missing_ok=True)
     return pid

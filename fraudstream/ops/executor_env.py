@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path
 
 from fraudstream import config
+from fraudstream.errors import FraudstreamError
 
 BUILD_DIR = config.PROJECT_ROOT / "build"
 ENV_DIR = BUILD_DIR / "executor-env"
@@ -43,7 +44,7 @@ EXCLUDES = (f"{_SITE}/pyspark/jars/*", f"{_SITE}/pyspark/examples/*")
 COMPRESS_LEVEL = 1
 
 
-class EnvironmentArchiveError(RuntimeError):
+class EnvironmentArchiveError(FraudstreamError):
     """The archive could not be built; the message is one sentence."""
 
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream.ops.broker import port_in_use
+from fraudstream.errors import FraudstreamError
+from fraudstream.ops.process import log_tail, recorded_pid, require_free_ports
 
 #: The system user that runs the server when we are root (Debian's package creates it).
 SERVER_USER = "postgres"
@@ -93,7 +94,7 @@ GRANT SELECT ON card_payments TO {CDC_ROLE};
 """
 
 
-class PostgresError(RuntimeError):
+class PostgresError(FraudstreamError):
     """A PostgreSQL command could not do what was asked; the message is one sentence."""
 
 
@@ -230,25 +231,8 @@ def _init_cluster(postgres: LocalPostgres, programs: Path) -> None:
 
 def running_pid(postgres: LocalPostgres) -> int | None:
     """Return the PID of the server running on this cluster's data folder, if any."""
-    try:
-        pid = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
-    except (FileNotFoundError, PermissionError, ValueError, IndexError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
     # A stale postmaster.pid may name a recycled PID: never take it for our server.
-    if "postgres" in cmdline and str(postgres.data_dir) in cmdline:
-        return pid
-    return None
-
-
-def _log_tail(postgres: LocalPostgres, lines: int = 10) -> str:
-    try:
-        return "\n".join(postgres.log_file.read_text(errors="replace").splitlines()[-lines:])
-    except (FileNotFoundError, PermissionError):
-        return "(no log written)"
+    return recorded_pid(postgres.data_dir / "postmaster.pid", "postgres", str(postgres.data_dir))
 
 
 def start(postgres: LocalPostgres) -> tuple[int, bool]:
@@ -268,11 +252,12 @@ def start(postgres: LocalPostgres) -> tuple[int, bool]:
     pid = running_pid(postgres)
     started = False
     if pid is None:
-        if port_in_use(postgres.host, postgres.port):
-            raise PostgresError(
-                f"Port {postgres.port} on {postgres.host} is already in use by another "
-                "program; stop it or choose another port with --port."
-            )
+        require_free_ports(
+            postgres.host,
+            [postgres.port],
+            "stop it or choose another port with --port.",
+            PostgresError,
+        )
         programs = bin_dir()
         _init_cluster(postgres, programs)
         options = f"-c listen_addresses={postgres.host} -p {postgres.port} -k {postgres.socket_dir}"
@@ -300,7 +285,7 @@ def start(postgres: LocalPostgres) -> tuple[int, bool]:
         if result.returncode != 0 or pid is None:
             raise PostgresError(
                 f"PostgreSQL did not start on {postgres.host}:{postgres.port}; last lines of "
-                f"{postgres.log_file}:\n{_log_tail(postgres)}"
+                f"{postgres.log_file}:\n{log_tail(postgres.log_file)}"
             )
         started = True
     create_bank_database(postgres)

@@ -17,16 +17,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream import config
-from fraudstream.ops.broker import port_in_use
+from fraudstream.errors import FraudstreamError
+from fraudstream.ops.process import (
+    abandon,
+    launch,
+    port_in_use,
+    recorded_pid,
+    require_free_ports,
+    terminate,
+    wait_until_ready,
+)
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -45,7 +52,7 @@ CLEANUP_INTERVAL_S = 60
 EXECUTOR_LOGS = ("stdout", "stderr")
 
 
-class ClusterError(RuntimeError):
+class ClusterError(FraudstreamError):
     """A cluster command could not do what was asked; the message is one sentence."""
 
 
@@ -188,20 +195,8 @@ def _write_config(cluster: LocalCluster) -> None:
 
 def running_pid(cluster: LocalCluster, name: str) -> int | None:
     """Return the PID of process ``name`` that ``start`` recorded, if it still runs."""
-    try:
-        pid = int(cluster.pid_file(name).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # A recycled PID belongs to another program: never signal it.
     main_class = MASTER_CLASS if name == "master" else WORKER_CLASS
-    if state != "Z" and main_class in cmdline and str(cluster.properties_file) in cmdline:
-        return pid
-    return None
+    return recorded_pid(cluster.pid_file(name), main_class, str(cluster.properties_file))
 
 
 def registered_workers(cluster: LocalCluster) -> list[dict]:
@@ -223,44 +218,19 @@ def registered_workers(cluster: LocalCluster) -> list[dict]:
     ]
 
 
-def _log_tail(path: Path, lines: int = 10) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log written)"
-
-
 def _launch(cluster: LocalCluster, name: str) -> subprocess.Popen:
-    with open(cluster.log_file(name), "ab") as log:
-        process = subprocess.Popen(
-            _command(cluster, name),
-            env=_environment(cluster),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Its own session: Ctrl-C in the shell that started it does not stop it.
-            start_new_session=True,
-        )
     # spark-class ends by exec-ing java, so this PID is the daemon's JVM.
-    cluster.pid_file(name).write_text(f"{process.pid}\n")
-    return process
+    command = _command(cluster, name)
+    return launch(command, cluster.log_file(name), cluster.pid_file(name), _environment(cluster))
 
 
 def _wait_until_registered(cluster: LocalCluster, launched: dict[str, subprocess.Popen]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for name, process in launched.items():
-            if process.poll() is not None:
-                raise ClusterError(
-                    f"The Spark {name} exited with code {process.returncode} while starting; "
-                    f"last lines of {cluster.log_file(name)}:\n{_log_tail(cluster.log_file(name))}"
-                )
-        if len(registered_workers(cluster)) >= cluster.workers:
-            return
-        time.sleep(0.5)
-    raise ClusterError(
-        f"Only {len(registered_workers(cluster))} of {cluster.workers} Spark workers registered "
-        f"with {cluster.master_url} within {START_TIMEOUT_S:.0f} s; see {cluster.home / 'logs'}."
+    wait_until_ready(
+        lambda: len(registered_workers(cluster)) >= cluster.workers,
+        {f"The Spark {name}": (p, cluster.log_file(name)) for name, p in launched.items()},
+        START_TIMEOUT_S,
+        f"Not all {cluster.workers} Spark workers registered with {cluster.master_url}",
+        ClusterError,
     )
 
 
@@ -288,13 +258,13 @@ def start(cluster: LocalCluster) -> dict[str, tuple[int, bool]]:
         name: [port] for name, port in zip(cluster.names()[1:], cluster.ports()[2:], strict=True)
     }
     for name in missing:
-        for port in ports[name]:
-            if port_in_use(cluster.host, port):
-                raise ClusterError(
-                    f"Port {port} on {cluster.host} is already in use by another program; "
-                    "stop it or choose other ports with --master-port, --master-ui-port "
-                    "and --worker-ui-port."
-                )
+        require_free_ports(
+            cluster.host,
+            ports[name],
+            "stop it or choose other ports with --master-port, --master-ui-port "
+            "and --worker-ui-port.",
+            ClusterError,
+        )
     cluster.home.mkdir(parents=True, exist_ok=True)
     _write_config(cluster)
     launched: dict[str, subprocess.Popen] = {}
@@ -307,9 +277,7 @@ def start(cluster: LocalCluster) -> dict[str, tuple[int, bool]]:
         _wait_until_registered(cluster, launched)
     except ClusterError:
         for name, process in launched.items():
-            if process.poll() is None:
-                process.kill()
-            cluster.pid_file(name).unlink(missing_ok=True)
+            abandon(process, cluster.pid_file(name))
         raise
     return {
         name: (launched[name].pid, True) if name in launched else (running[name], False)
@@ -318,15 +286,12 @@ def start(cluster: LocalCluster) -> dict[str, tuple[int, bool]]:
 
 
 def _wait_for_port(cluster: LocalCluster, master: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and master.poll() is None:
-        if port_in_use(cluster.host, cluster.master_port):
-            return
-        time.sleep(0.3)
-    log = cluster.log_file("master")
-    raise ClusterError(
-        f"The Spark master did not listen on {cluster.master_url}; "
-        f"last lines of {log}:\n{_log_tail(log)}"
+    wait_until_ready(
+        lambda: port_in_use(cluster.host, cluster.master_port),
+        {"The Spark master": (master, cluster.log_file("master"))},
+        START_TIMEOUT_S,
+        f"The Spark master did not listen on {cluster.master_url}",
+        ClusterError,
     )
 
 
@@ -340,7 +305,7 @@ def stop(cluster: LocalCluster) -> dict[str, int]:
     for name in reversed(cluster.names()):
         pid = running_pid(cluster, name)
         if pid is not None:
-            _terminate(pid)
+            terminate(pid, STOP_TIMEOUT_S)
             stopped[name] = pid
         cluster.pid_file(name).unlink(missing_ok=True)
     if not any(running_pid(cluster, name) for name in cluster.names()):
@@ -352,17 +317,3 @@ def stop(cluster: LocalCluster) -> dict[str, int]:
             else:
                 entry.unlink()
     return stopped
-
-
-def _terminate(pid: int) -> None:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except FileNotFoundError:
-            return
-        if state == "Z":
-            return
-        time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)

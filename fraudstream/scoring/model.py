@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from fraudstream import features
+from fraudstream.errors import FraudstreamError
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(FraudstreamError):
     """The model cannot be loaded; the message is one sentence for the user."""
 
 

@@ -56,6 +56,7 @@ from pyspark.sql import functions as F  # noqa: N812
 from pyspark.sql import types as T  # noqa: N812
 
 from fraudstream import config
+from fraudstream.errors import FraudstreamError
 
 DEFAULT_PROVIDER = "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider"
 ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -87,7 +88,7 @@ _CENTS_PER_UNIT = 100.0
 _MICRO = 1e6
 
 
-class OperatorMissingError(RuntimeError):
+class OperatorMissingError(FraudstreamError):
     """The session's JVM does not have the card operator's jar; one sentence."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from fraudstream import config, storage
+from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import streams
 from fraudstream.scoring import daytables, outputs, views
 from fraudstream.scoring import records as card_records
@@ -74,7 +75,7 @@ class ScoreConfig:
         return storage.join(self.query_checkpoint, "held")
 
 
-class ScoreSetupError(RuntimeError):
+class ScoreSetupError(FraudstreamError):
     """The job cannot start as asked; the message is one sentence for the user."""
 
 
