@@ -75,7 +75,7 @@ jars=$(IFS=,; echo "${connector[*]},$root/jvm/jars/card-operator/fraudstream-car
 # Hadoop's S3A connector (s3a:// paths), when fetched, goes on the class path as it is:
 # --jars would copy its 690 MB AWS SDK bundle into every run's temporary folder. Executors
 # of a cluster master look for it at the same path: true of the local standalone cluster
-# (`fraudstream spark start`); elsewhere give them the jars yourself (README, Object stores).
+# (`fraudstream spark start`); elsewhere give them the jars yourself (docs/cluster.md).
 s3a_jars=("$root"/jvm/jars/s3a/*.jar)
 class_path_options=()
 if [ -e "${s3a_jars[0]}" ]; then

@@ -52,7 +52,7 @@ CARD_OPERATOR_JAR = JARS_DIR / "card-operator" / "fraudstream-card-operator.jar"
 #: Kafka bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` or the local broker.
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 
-#: Topics of the design (``../shared/design.md`` section 2).
+#: The four topics, their keys and retention: ``docs/architecture.md``, "Topics".
 TOPIC_PAYMENTS = "payments"
 TOPIC_ALERTS = "fraud-alerts"
 TOPIC_LABELS = "fraud-labels"

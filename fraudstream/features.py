@@ -105,7 +105,7 @@ FEATURE_COLUMNS = [
 CARD_FEATURE_COLUMNS = FEATURE_COLUMNS[: FEATURE_COLUMNS.index("country_changed") + 1]
 
 #: The features that are functions of a merchant (or card) and a UTC day alone: the
-#: merchant windows and the card's known frauds (:mod:`fraudstream.daytables`).
+#: merchant windows and the card's known frauds (:mod:`fraudstream.scoring.daytables`).
 DAY_COLUMNS = FEATURE_COLUMNS[
     FEATURE_COLUMNS.index("merchant_tx_count_1d") : FEATURE_COLUMNS.index("card_known_frauds_30d")
     + 1

@@ -99,7 +99,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         default=training.TrainConfig.models,
         help="model types to compare, comma-separated: "
         f"{', '.join(model.ALL_KINDS)} (default: random_forest, the best by validation "
-        "average precision in the comparison in README)",
+        "average precision in the comparison in docs/training.md)",
     )
     parser.add_argument(
         "--train-start",

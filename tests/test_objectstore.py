@@ -79,9 +79,9 @@ def test_spark_conf_prefixes_the_hadoop_keys():
     }
 
 
-def test_readme_documents_the_library_settings():
-    readme = (config.PROJECT_ROOT / "README.md").read_text()
-    documented = dict(re.findall(r"--conf (spark\.hadoop\.fs\.s3a\.[\w.]+)=(\S+)", readme))
+def test_docs_show_the_library_settings():
+    page = (config.PROJECT_ROOT / "docs" / "cluster.md").read_text()
+    documented = dict(re.findall(r"--conf (spark\.hadoop\.fs\.s3a\.[\w.]+)=(\S+)", page))
 
     expected = objectstore.spark_conf(
         objectstore.s3a_settings(documented["spark.hadoop.fs.s3a.endpoint"])
