@@ -17,6 +17,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 
+# A job's name is its file's in jobs/, but for `import`: a Python keyword cannot name a
+# module that tests import, so that job's file is jobs/import_public.py.
+job_file() { if [ "$1" = import ]; then echo import_public; else echo "$1"; fi; }
+
 list_jobs() {
   shopt -s nullglob
   echo "usage: ./spark-submit.sh [spark-submit options] JOB [job options]"
@@ -25,6 +29,7 @@ list_jobs() {
   for file in "$root"/jobs/*.py; do
     name=$(basename "$file" .py)
     [ "$name" = "__init__" ] && continue
+    [ "$name" = import_public ] && name=import
     # The first line of the job's docstring says what it does.
     summary=$(sed -n '1s/^"""//; 1s/"""$//; 1p' "$file")
     printf '  %-12s %s\n' "$name" "$summary"
@@ -36,8 +41,8 @@ list_jobs() {
 submit_options=()
 job=""
 while [ $# -gt 0 ]; do
-  if [ -f "$root/jobs/$1.py" ] && [ "$1" != "__init__" ]; then
-    job="$1"
+  if [ -f "$root/jobs/$(job_file "$1").py" ] && [ "$1" != "__init__" ]; then
+    job=$(job_file "$1")
     shift
     break
   fi

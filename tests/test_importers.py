@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import logging
 from datetime import UTC, datetime, timedelta
@@ -14,8 +13,7 @@ import pytest
 
 from fraudstream import lake, schemas
 from fraudstream.data import importers
-
-import_job = importlib.import_module("jobs.import")  # "import" is a keyword: no import statement
+from jobs import import_public as import_job
 
 SALT = "test-salt"
 

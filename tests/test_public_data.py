@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 
 from fraudstream.data import simulate
 from fraudstream.ml import training
+from jobs import import_public as import_job
 from jobs import train as train_job
-
-import_job = importlib.import_module("jobs.import")
 
 SCENARIO_NUMBER = {"amount_threshold": 1, "compromised_terminal": 2, "leaked_card": 3}
 
