@@ -23,12 +23,9 @@ import argparse
 import sys
 import time
 
-from pyspark.sql import functions as F  # noqa: N812
-
 from fraudstream import features, lake, storage
 from fraudstream.errors import reports_errors
-from fraudstream.ml.dataset import read_events, read_labels
-from fraudstream.scoring import operator, state
+from fraudstream.ml.dataset import card_states
 from fraudstream.spark import get_session
 
 
@@ -56,31 +53,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def build(spark, data, label_delay_days: int):
-    """The cards' states (``card_id, state``) after the payments and reports of ``data``."""
-    rows = operator.card_rows(read_events(spark, data), keep=["merchant_id"])
-    rows = rows.withColumn("report_ms", F.lit(None).cast("long"))
-    labels_folder = storage.join(data, lake.LABELS)
-    if storage.is_uri(labels_folder) or labels_folder.is_dir():
-        reports = (
-            read_labels(spark, labels_folder)
-            .where(F.col("label") == "fraud")
-            .select(
-                "card_id",
-                "transaction_id",
-                F.unix_millis("reported_time").alias("report_ms"),
-            )
-        )
-        rows = rows.unionByName(reports, allowMissingColumns=True)
-    return operator.card_states(rows, keep_days=state.payment_horizon_days(label_delay_days))
-
-
 @reports_errors("card_states")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = get_session("fraudstream-card-states")
     started = time.time()
-    states = build(spark, args.data, args.label_delay_days)
+    states = card_states(spark, args.data, args.label_delay_days)
     states.write.mode("overwrite").parquet(str(args.out))
     count = spark.read.parquet(str(args.out)).count()
     print(f"card_states: {count:,} cards' states in {args.out} ({time.time() - started:.1f} s)")

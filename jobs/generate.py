@@ -15,43 +15,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
 import time
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config, lake
+from fraudstream import config
 from fraudstream.data import simulate
+from fraudstream.data.simulate import GenerateConfig, run, summary
 from fraudstream.errors import reports_errors
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    simulation: simulate.SimulationConfig
-    out: Path
-
-
-def run(cfg: GenerateConfig) -> dict:
-    """Simulate, write the Parquet folders, and return counts for the summary."""
-    payments, labels = simulate.simulate(cfg.simulation)
-    lake.write_events(payments, cfg.out)
-    lake.write_labels(labels, cfg.out)
-    per_scenario = collections.Counter(labels.column("scenario").to_pylist())
-    return {"events": payments.num_rows, "labels": labels.num_rows, "per_scenario": per_scenario}
-
-
-def summary(cfg: GenerateConfig, counts: dict, seconds: float) -> str:
-    events, frauds = counts["events"], counts["labels"]
-    lines = [
-        f"Wrote {events:,} payment events and {frauds:,} fraud labels to {cfg.out} "
-        f"in {seconds:.1f} s (fraud rate {frauds / max(events, 1):.2%}).",
-    ]
-    for letter, name in simulate.SCENARIOS.items():
-        if letter in cfg.simulation.scenarios:
-            lines.append(f"  {letter} {name:<22} {counts['per_scenario'].get(name, 0):>9,} frauds")
-    return "\n".join(lines)
 
 
 def _scenarios(text: str) -> frozenset[str]:

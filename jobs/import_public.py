@@ -24,38 +24,11 @@ brute force).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import dataclass
-from datetime import timedelta
-from pathlib import Path
 
 from fraudstream.data import importers
+from fraudstream.data.importers import ImportConfig, run_import
 from fraudstream.errors import reports_errors
-
-
-@dataclass(frozen=True)
-class ImportConfig:
-    fmt: str
-    input_path: str
-    out: str
-    label_delay_days: float = importers.DEFAULT_LABEL_DELAY / timedelta(days=1)
-
-
-#: Real card numbers need a secret salt for their tokens; it is read from the
-#: environment so that it never shows in a process list or a shell history.
-SALT_VARIABLE = "FRAUDSTREAM_TOKEN_SALT"
-
-
-def run(cfg: ImportConfig) -> dict[str, int]:
-    """Import the data set; return the events and labels written and the rows dropped."""
-    return importers.import_dataset(
-        cfg.fmt,
-        Path(cfg.input_path),
-        Path(cfg.out),
-        label_delay=timedelta(days=cfg.label_delay_days),
-        salt=os.environ.get(SALT_VARIABLE) or importers.DEFAULT_SALT,
-    )
 
 
 def _days(text: str) -> float:
@@ -103,7 +76,7 @@ def parse_args(argv: list[str]) -> ImportConfig:
 @reports_errors("import")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
-    counts = run(cfg)
+    counts = run_import(cfg)
     print(
         f"Imported {cfg.fmt} data from {cfg.input_path} into {cfg.out}: "
         f"{counts['events']} payment events, {counts['labels']} fraud labels, "

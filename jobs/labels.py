@@ -20,54 +20,14 @@ import argparse
 import signal
 import sys
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 
 from fraudstream import config, storage
 from fraudstream.data import label_store
+from fraudstream.data.label_store import LabelsConfig, run
 from fraudstream.errors import reports_errors
-from fraudstream.kafka import clients, propfile, streams
+from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import views
 from fraudstream.spark import get_session
-
-QUERY_NAME = "fraudstream-labels"
-
-
-@dataclass(frozen=True)
-class LabelsConfig:
-    bootstrap_servers: str
-    #: Local folders or Hadoop URIs (``s3a://bucket/lake``).
-    out: Path | str
-    checkpoint: Path | str
-    labels_topic: str = config.TOPIC_LABELS
-    available_now: bool = False
-    trigger_interval: str = "5 seconds"
-
-
-def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print) -> None:
-    """Run the query until it ends (``available_now``) or ``stop`` is set."""
-    records = streams.read_stream(
-        spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
-    )
-    writer = (
-        records.writeStream.foreachBatch(label_store.LabelStore(cfg.out, log=log))
-        .option("checkpointLocation", str(storage.join(cfg.checkpoint, "labels")))
-        .queryName(QUERY_NAME)
-    )
-    if cfg.available_now:
-        writer = writer.trigger(availableNow=True)
-    else:
-        writer = writer.trigger(processingTime=cfg.trigger_interval)
-    query = writer.start()
-    stop = stop or threading.Event()
-    while query.isActive and not stop.is_set():
-        query.awaitTermination(0.5)
-    if query.isActive:
-        query.stop()
-        log("stopped; restart on the same --checkpoint to resume")
-    error = query.exception()
-    if error is not None:
-        raise error
 
 
 def parse_args(argv: list[str]) -> LabelsConfig:

@@ -26,64 +26,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 from fraudstream import config, storage
-from fraudstream.errors import FraudstreamError, reports_errors
+from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import model as scoring_model
 from fraudstream.scoring import query, state, verify
+from fraudstream.scoring.rebuild import AS_LIVE, RebuildConfig, RebuildError, resolve_model, run
 from fraudstream.spark import get_session
-
-AS_LIVE = "as-live"
-
-
-@dataclass(frozen=True)
-class RebuildConfig:
-    score: query.ScoreConfig
-    live: Path | str
-    views: tuple[str, ...]
-
-
-class RebuildError(FraudstreamError):
-    """The rebuild cannot run as asked; the message is one sentence for the user."""
-
-
-def resolve_model(live: Path, model: str, threshold: float | None) -> tuple[str, float | None]:
-    """The model URI and threshold that scored the live views (``as-live``), or the given one."""
-    if model != AS_LIVE:
-        return model, threshold
-    used = verify.live_models(live)
-    if not used:
-        raise RebuildError(
-            f"{live} holds no scored payments to rebuild and compare: give --live the "
-            "output root of a scoring run (its --out)."
-        )
-    name, version, live_threshold = used[-1] if len(used) == 1 else max(used, key=_version)
-    if len(used) > 1:
-        print(
-            f"rebuild: the live views were scored by {len(used)} model versions; rebuilding "
-            f"with the newest ({name} v{version}); rows of the others are left out of the "
-            "comparison.",
-            flush=True,
-        )
-    return f"models:/{name}/{version}", live_threshold if threshold is None else threshold
-
-
-def _version(used: tuple[str, str, float]) -> int:
-    return int(used[1]) if str(used[1]).isdigit() else -1
-
-
-def run(spark, cfg: RebuildConfig, log=print, model=None) -> list[verify.ViewDiff]:
-    """Replay into ``cfg.score.out``, then compare each view of ``cfg.views`` with the live one."""
-    started = time.time()
-    query.run(spark, cfg.score, log=log, model=model)
-    log(f"rebuild: replay done in {time.time() - started:.1f} s; comparing with {cfg.live}")
-    return [
-        verify.compare_view(cfg.live, cfg.score.out, view, cfg.score.payments_topic)
-        for view in cfg.views
-    ]
 
 
 def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:

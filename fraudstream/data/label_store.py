@@ -14,13 +14,16 @@ directly, as of each micro-batch, so both see the same labels.
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fraudstream import schemas
+from fraudstream import config, schemas, storage
 from fraudstream.features import DAY_MS
 from fraudstream.scoring import views
 
@@ -88,3 +91,47 @@ class LabelStore:
             f"{written[LABEL_DEAD_LETTERS]:,} dead letters"
         )
         return written
+
+
+QUERY_NAME = "fraudstream-labels"
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Where the labels job reads label events and where it keeps the store."""
+
+    bootstrap_servers: str
+    #: Local folders or Hadoop URIs (``s3a://bucket/lake``).
+    out: Path | str
+    checkpoint: Path | str
+    labels_topic: str = config.TOPIC_LABELS
+    available_now: bool = False
+    trigger_interval: str = "5 seconds"
+
+
+def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print) -> None:
+    """Run the labels job's query until it ends (``available_now``) or ``stop`` is set."""
+    from fraudstream.kafka import streams
+
+    records = streams.read_stream(
+        spark, cfg.bootstrap_servers, cfg.labels_topic, starting_offsets="earliest"
+    )
+    writer = (
+        records.writeStream.foreachBatch(LabelStore(cfg.out, log=log))
+        .option("checkpointLocation", str(storage.join(cfg.checkpoint, "labels")))
+        .queryName(QUERY_NAME)
+    )
+    if cfg.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=cfg.trigger_interval)
+    query = writer.start()
+    stop = stop or threading.Event()
+    while query.isActive and not stop.is_set():
+        query.awaitTermination(0.5)
+    if query.isActive:
+        query.stop()
+        log("stopped; restart on the same --checkpoint to resume")
+    error = query.exception()
+    if error is not None:
+        raise error

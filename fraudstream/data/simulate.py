@@ -40,6 +40,7 @@ random stream, so switching a scenario off leaves the genuine traffic unchanged.
 
 from __future__ import annotations
 
+import collections
 import csv
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -714,3 +715,33 @@ def generate(cfg: SimulationConfig, out: Path) -> dict[str, int]:
         "events": lake.write_events(payments, Path(out)),
         "labels": lake.write_labels(labels, Path(out)),
     }
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What the generate job simulates, and the folder it writes events and labels to."""
+
+    simulation: SimulationConfig
+    out: Path
+
+
+def run(cfg: GenerateConfig) -> dict:
+    """Simulate, write the Parquet folders, and return counts for the summary."""
+    payments, labels = simulate(cfg.simulation)
+    lake.write_events(payments, cfg.out)
+    lake.write_labels(labels, cfg.out)
+    per_scenario = collections.Counter(labels.column("scenario").to_pylist())
+    return {"events": payments.num_rows, "labels": labels.num_rows, "per_scenario": per_scenario}
+
+
+def summary(cfg: GenerateConfig, counts: dict, seconds: float) -> str:
+    """The generate job's report: what it wrote, the fraud rate, frauds by scenario."""
+    events, frauds = counts["events"], counts["labels"]
+    lines = [
+        f"Wrote {events:,} payment events and {frauds:,} fraud labels to {cfg.out} "
+        f"in {seconds:.1f} s (fraud rate {frauds / max(events, 1):.2%}).",
+    ]
+    for letter, name in SCENARIOS.items():
+        if letter in cfg.simulation.scenarios:
+            lines.append(f"  {letter} {name:<22} {counts['per_scenario'].get(name, 0):>9,} frauds")
+    return "\n".join(lines)

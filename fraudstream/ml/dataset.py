@@ -33,7 +33,7 @@ from pyspark.sql import types as T  # noqa: N812
 from fraudstream import features, lake, schemas, storage
 from fraudstream.errors import DataError
 from fraudstream.ml import spark_features
-from fraudstream.scoring import operator
+from fraudstream.scoring import operator, state
 
 _CARD_FEATURES_SCHEMA = T.StructType(
     [T.StructField("transaction_id", T.StringType(), False)]
@@ -224,3 +224,26 @@ def build_dataset(
         ]
     ]
     return dataset
+
+
+def card_states(spark: SparkSession, data, label_delay_days: int) -> DataFrame:
+    """The cards' states (``card_id, state``) after the payments and reports of ``data``.
+
+    What the ``card_states`` job writes for ``score --initial-card-states``: the card
+    operator run in batch over a history that is not on the topic.
+    """
+    rows = operator.card_rows(read_events(spark, data), keep=["merchant_id"])
+    rows = rows.withColumn("report_ms", F.lit(None).cast("long"))
+    labels_folder = storage.join(data, lake.LABELS)
+    if storage.is_uri(labels_folder) or labels_folder.is_dir():
+        reports = (
+            read_labels(spark, labels_folder)
+            .where(F.col("label") == "fraud")
+            .select(
+                "card_id",
+                "transaction_id",
+                F.unix_millis("reported_time").alias("report_ms"),
+            )
+        )
+        rows = rows.unionByName(reports, allowMissingColumns=True)
+    return operator.card_states(rows, keep_days=state.payment_horizon_days(label_delay_days))
