@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from fraudstream import config
+from fraudstream.cli import options
 from fraudstream.data.ingest import IngestConfig, run, summarise
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
@@ -31,13 +32,7 @@ def parse_args(argv: list[str]) -> IngestConfig:
         prog="./spark-submit.sh ingest",
         description="Land a Kafka topic in Parquet as it is, with a streaming query.",
     )
-    parser.add_argument(
-        "--brokers",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the local broker)",
-    )
-    parser.add_argument(
-        "--topic", default=config.TOPIC_PAYMENTS, help="topic (default: %(default)s)"
-    )
+    options.add_kafka(parser, "payments", flag="--topic")
     parser.add_argument("--out", help=f"Parquet folder (default: {config.LAKE_DIR}/raw/TOPIC)")
     parser.add_argument(
         "--checkpoint", help=f"checkpoint folder (default: {config.CHECKPOINT_DIR}/raw-TOPIC)"
@@ -56,7 +51,6 @@ def parse_args(argv: list[str]) -> IngestConfig:
     parser.add_argument(
         "--max-offsets-per-trigger", type=int, help="cap on records per micro-batch"
     )
-    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
     propfile.use_properties_file(args.kafka_properties)
     return IngestConfig(

@@ -22,6 +22,7 @@ import sys
 import threading
 
 from fraudstream import config, storage
+from fraudstream.cli import options
 from fraudstream.data import label_store
 from fraudstream.data.label_store import LabelsConfig, run
 from fraudstream.errors import reports_errors
@@ -35,28 +36,11 @@ def parse_args(argv: list[str]) -> LabelsConfig:
         prog="./spark-submit.sh labels",
         description="Append label events from Kafka to the label store (Parquet).",
     )
-    parser.add_argument(
-        "--brokers",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the local broker)",
-    )
-    parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
-    parser.add_argument(
-        "--out",
-        type=storage.location,
-        default=config.LAKE_DIR,
-        help="output root, a folder or a Hadoop URI such as s3a://bucket/lake (default: "
-        "%(default)s)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=storage.location,
-        default=config.CHECKPOINT_DIR,
-        help="checkpoint root; the query's is CHECKPOINT/labels (default: %(default)s)",
-    )
+    options.add_kafka(parser, "labels")
+    options.add_roots(parser, "labels")
     parser.add_argument(
         "--available-now", action="store_true", help="store what the topic holds now, then stop"
     )
-    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
     propfile.use_properties_file(args.kafka_properties)
     return LabelsConfig(

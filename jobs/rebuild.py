@@ -29,6 +29,7 @@ import time
 from dataclasses import replace
 
 from fraudstream import config, storage
+from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import model as scoring_model
@@ -74,12 +75,7 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         "or a registry URI or model folder as in the score job",
     )
     parser.add_argument("--threshold", type=float, help="alert threshold (default: the live one)")
-    parser.add_argument(
-        "--brokers",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the local broker)",
-    )
-    parser.add_argument("--payments-topic", default=config.TOPIC_PAYMENTS)
-    parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
+    options.add_kafka(parser, "payments", "labels")
     parser.add_argument(
         "--max-offsets-per-trigger",
         type=int,
@@ -92,7 +88,6 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         default=state.DEFAULT_MAX_LATENESS_HOURS,
         help="as the live run's --max-lateness-hours (default: %(default)s)",
     )
-    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
     propfile.use_properties_file(args.kafka_properties)
     views = (

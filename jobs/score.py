@@ -41,6 +41,7 @@ import threading
 from pathlib import Path
 
 from fraudstream import config, storage
+from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.scoring.model import load_model
@@ -63,10 +64,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         description="Score payments from Kafka as they arrive; write alerts, card-location "
         "history, scored transactions and dead letters.",
     )
-    parser.add_argument(
-        "--brokers",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the local broker)",
-    )
+    options.add_kafka(parser, "payments", "labels", "alerts", "dead-letter")
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_URI,
@@ -76,24 +74,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     parser.add_argument(
         "--threshold", type=float, help="alert threshold (default: the model's, chosen in training)"
     )
-    parser.add_argument(
-        "--out",
-        type=storage.location,
-        default=config.LAKE_DIR,
-        help="output root: a folder or a Hadoop URI such as s3a://bucket/lake (default: "
-        "%(default)s)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=storage.location,
-        default=config.CHECKPOINT_DIR,
-        help="checkpoint root, a folder or a Hadoop URI; the query's is CHECKPOINT/score "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--payments-topic", default=config.TOPIC_PAYMENTS)
-    parser.add_argument("--labels-topic", default=config.TOPIC_LABELS)
-    parser.add_argument("--alerts-topic", default=config.TOPIC_ALERTS)
-    parser.add_argument("--dead-letter-topic", default=config.TOPIC_DEAD_LETTERS)
+    options.add_roots(parser, "score")
     parser.add_argument(
         "--starting-offsets",
         default="earliest",
@@ -130,7 +111,6 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "(Parquet written by the card_states job from a history that is not on the topic); "
         "ignored when resuming a checkpoint",
     )
-    propfile.add_properties_option(parser)
     args = parser.parse_args(argv)
     propfile.use_properties_file(args.kafka_properties)
     if args.threshold is not None and not 0 <= args.threshold <= 1:

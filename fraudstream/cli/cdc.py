@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from fraudstream import config
+from fraudstream.cli import options
 from fraudstream.cli.services import Service, add_home, add_service
-from fraudstream.kafka import propfile
 from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres
 from fraudstream.ops.process import port_in_use
@@ -142,12 +142,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     def connect_options(action: argparse.ArgumentParser, _: str) -> None:
         add_home(action, str(config.VAR_DIR / "connect"), "config, offsets, log and PID")
         action.add_argument("--rest-port", type=int, default=8083, help="REST port (default: 8083)")
-        action.add_argument(
-            "--brokers",
-            help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
-        )
-        action.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
-        propfile.add_properties_option(action)
+        options.add_kafka(action, "payments", flag="--topic")
         action.add_argument(
             "--postgres-port", type=int, default=5433, help="bank database port (default: 5433)"
         )

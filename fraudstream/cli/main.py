@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fraudstream import config
 from fraudstream.cli import cdc as cdc_cli
+from fraudstream.cli import options
 from fraudstream.cli import spark as spark_cluster_cli
 from fraudstream.cli.services import Service, add_actions, add_home, add_service
 from fraudstream.errors import FraudstreamError, reports_errors
@@ -472,12 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(config.VAR_DIR / "produce"),
         help="where positions are saved for --resume (default: %(default)s)",
     )
-    produce.add_argument(
-        "--brokers", help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
-    )
-    propfile.add_properties_option(produce)
-    produce.add_argument("--topic", default=config.TOPIC_PAYMENTS, help="payments topic")
-    produce.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
+    options.add_kafka(produce, "payments", "labels", flag="--topic")
     produce.add_argument("--no-labels", action="store_true", help="publish payments only")
     produce.add_argument(
         "--if-empty",
@@ -509,7 +505,6 @@ def build_parser() -> argparse.ArgumentParser:
     cdc_cli.add_commands(commands)
     spark_cluster_cli.add_commands(commands)
 
-    brokers_help = "bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)"
     board = commands.add_parser(
         "dashboard",
         help="serve the ops dashboard: live alerts, card trails, analyst verdicts",
@@ -517,10 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic.",
     )
     board.set_defaults(handler=_dashboard)
-    board.add_argument("--brokers", help=brokers_help)
-    propfile.add_properties_option(board)
-    board.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
-    board.add_argument("--labels-topic", default=config.TOPIC_LABELS, help="labels topic")
+    options.add_kafka(board, "alerts", "labels", flag="--topic")
     board.add_argument(
         "--group", default="fraudstream-dashboard", help="consumer group (default: %(default)s)"
     )
@@ -550,9 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         "top reason), each once. Ctrl-C ends it.",
     )
     tail.set_defaults(handler=_alerts_tail)
-    tail.add_argument("--brokers", help=brokers_help)
-    propfile.add_properties_option(tail)
-    tail.add_argument("--topic", default=config.TOPIC_ALERTS, help="alerts topic")
+    options.add_kafka(tail, "alerts", flag="--topic")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest alert, not the newest"
