@@ -169,7 +169,7 @@ def run(
     payments_topic: str = config.TOPIC_PAYMENTS,
     labels_topic: str = config.TOPIC_LABELS,
     rate: float | None = None,
-    start: Position = Position(),  # noqa: B008 (frozen, so one shared default is safe)
+    start: Position = Position(),  # frozen, so one shared default is safe
     progress: Progress | None = None,
     save: Callable[[Position], None] | None = None,
     client_properties: dict[str, str] | None = None,

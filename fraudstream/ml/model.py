@@ -122,7 +122,7 @@ class FraudScorer(mlflow.pyfunc.PythonModel):
         self.estimator = estimator
         self.feature_columns = list(feature_columns)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
         frame = model_input[self.feature_columns].astype(float)
         # The same payment must get the same score, to the last bit, in any replay: a
         # forest predicting on several threads adds its trees' votes in the order the

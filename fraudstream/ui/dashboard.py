@@ -144,7 +144,7 @@ class AlertReader(threading.Thread):
         while not self._stopping.is_set():
             try:
                 self._consume()
-            except Exception as error:  # noqa: BLE001 - the dashboard must outlive any of them
+            except Exception as error:  # the dashboard must outlive any of them
                 log.warning("Alert reader failed (%s: %s); retrying.", type(error).__name__, error)
                 self._stopping.wait(2.0)
 
