@@ -64,6 +64,7 @@ class Plan:
 
     @property
     def total(self) -> Position:
+        """The position after the last payment and label: how much the plan holds."""
         return Position(self.payments.num_rows, 0 if self.labels is None else self.labels.num_rows)
 
 
@@ -132,10 +133,12 @@ class Progress:
         self.first = 0
 
     def begin(self, position: Position) -> None:
+        """Start the clock at ``position``: the rate counts payments sent from here."""
         self.first = position.payments
         self.started = time.monotonic()
 
     def line(self, position: Position) -> str:
+        """The status line at ``position``: payments, labels, rate and ETA."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (position.payments - self.first) / elapsed
         left = self.total - position.payments
@@ -147,6 +150,7 @@ class Progress:
         )
 
     def update(self, position: Position, force: bool = False) -> None:
+        """Show the line at ``position`` if it is time to (always with ``force``)."""
         now = time.monotonic()
         if not force and now - self.shown < self.every:
             return
@@ -158,6 +162,7 @@ class Progress:
         self.stream.flush()
 
     def end(self) -> None:
+        """Finish the line redrawn in place, so that what follows starts a line of its own."""
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
@@ -212,8 +217,10 @@ def run(
     unacknowledged_day = None  # the oldest report day of labels sent but not yet flushed
 
     def until_next_label(offset: int, end: int) -> int:
-        """Send the labels reported up to payment ``i``'s time; return how many payments
-        of ``[offset, end)`` can go before the next label or acknowledgement is due.
+        """Send the labels reported up to payment ``i``'s time.
+
+        Returns how many payments of ``[offset, end)`` can go before the next label or
+        acknowledgement is due.
 
         Two topics give no order between them: a scoring job that read a payment before
         a label reported earlier would count other frauds live than in a replay. Labels
@@ -333,10 +340,12 @@ class PositionStore:
         self.folder = Path(folder)
 
     def path(self, plan: Plan, *topics: str) -> Path:
+        """The file of ``plan`` sent to ``topics``: named by a hash of the plan and topics."""
         key = json.dumps([plan.name, plan.total.payments, plan.total.labels, *topics])
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     def load(self, plan: Plan, *topics: str) -> Position | None:
+        """The saved position of ``plan`` sent to ``topics``, or None if none was saved."""
         path = self.path(plan, *topics)
         if not path.is_file():
             return None
@@ -344,6 +353,7 @@ class PositionStore:
         return Position(saved["payments"], saved["labels"])
 
     def save(self, plan: Plan, position: Position, *topics: str) -> None:
+        """Save ``position``; written aside and renamed, so a crash leaves the old one whole."""
         path = self.path(plan, *topics)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"plan": plan.name, "topics": list(topics), **asdict(position)}

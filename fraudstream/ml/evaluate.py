@@ -41,6 +41,7 @@ class Fold:
 
     @property
     def name(self) -> str:
+        """The fold's name in reports: its test days, first and last."""
         return f"test {self.test_start:%Y-%m-%d}..{self.test_end - timedelta(days=1):%Y-%m-%d}"
 
 

@@ -123,6 +123,20 @@ class FraudScorer(mlflow.pyfunc.PythonModel):
         self.feature_columns = list(feature_columns)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+        """The probability of fraud of each row of ``model_input``.
+
+        Parameters
+        ----------
+        context, params
+            MLflow's, unused: the signature is ``mlflow.pyfunc.PythonModel.predict``'s.
+        model_input : pandas.DataFrame
+            At least the feature columns; other columns are ignored.
+
+        Returns
+        -------
+        pandas.Series
+            ``score``, on ``model_input``'s index.
+        """
         frame = model_input[self.feature_columns].astype(float)
         # The same payment must get the same score, to the last bit, in any replay: a
         # forest predicting on several threads adds its trees' votes in the order the

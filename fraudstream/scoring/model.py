@@ -1,5 +1,8 @@
-"""The model the scoring job scores with: loaded from the registry or a folder, and
-followed between micro-batches when its alias moves (hot swap)."""
+"""The model the scoring job scores with.
+
+It is loaded from the registry or a folder, and followed between micro-batches when its
+alias moves (hot swap).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class LoadedModel:
     label_delay_days: int
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The probability of fraud of each row of ``frame`` (the model's feature columns)."""
         if frame.empty:
             return np.zeros(0)
         return np.asarray(self.scorer.predict(None, frame), dtype=float)
@@ -137,6 +141,10 @@ class ModelSource:
         self.current = current if current is not None else load_model(uri, threshold)
 
     def refresh(self) -> LoadedModel:
+        """The model to score the next micro-batch with.
+
+        A fixed version or folder is never reloaded; an alias is followed as the class says.
+        """
         if self.kind != "alias":
             return self.current
         from mlflow import MlflowClient

@@ -233,8 +233,10 @@ def card_states(payments: DataFrame, keep_days: int = KEEP_DAYS) -> DataFrame:
 
 
 def read_card_states(spark: SparkSession, path) -> DataFrame:
-    """The cards' states in ``path`` (Parquet of :func:`card_states`) as a file stream, for
-    :func:`card_aggregates`' ``initial_states``: read once, at the first micro-batch."""
+    """The cards' states in ``path`` (Parquet of :func:`card_states`) as a file stream.
+
+    It is :func:`card_aggregates`' ``initial_states``: read once, at the first micro-batch.
+    """
     schema = T.StructType(
         [T.StructField("card_id", T.StringType()), T.StructField("state", T.BinaryType())]
     )

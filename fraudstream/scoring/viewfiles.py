@@ -161,8 +161,10 @@ def _merge(folder: storage.Files, names: list[str], schemas: list[pa.Schema]):
 
 
 def _chunks(footers: dict[str, tuple[int, pa.Schema]], max_rows: int) -> list[list[str]]:
-    """Consecutive runs of the files (in ``footers``' order, by batch) of at most
-    ``max_rows`` rows each."""
+    """Consecutive runs of the files of at most ``max_rows`` rows each.
+
+    The files are taken in ``footers``' order, by batch.
+    """
     chunks, chunk, rows = [], [], 0
     for name, (count, _) in footers.items():
         if chunk and rows + count > max_rows:

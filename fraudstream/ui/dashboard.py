@@ -74,12 +74,14 @@ class Hub:
         self._queues: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
 
     def subscribe(self) -> asyncio.Queue:
+        """A new page's queue, fed through the running event loop (call it from the loop)."""
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
             self._queues[queue] = asyncio.get_running_loop()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
+        """Forget a closed page's queue."""
         with self._lock:
             self._queues.pop(queue, None)
 
@@ -138,9 +140,11 @@ class AlertReader(threading.Thread):
         self._committed: dict = {}
 
     def stop(self) -> None:
+        """Ask the thread to stop; it ends after its current poll."""
         self._stopping.set()
 
     def run(self) -> None:
+        """Read until stopped; an error rebuilds the consumer after a pause."""
         while not self._stopping.is_set():
             try:
                 self._consume()
@@ -330,6 +334,7 @@ class Dashboard:
         self.app = self._build_app()
 
     def producer(self):
+        """The producer of analysts' verdicts, made on first use and kept."""
         from fraudstream.kafka import clients
 
         with self._producer_lock:
@@ -348,6 +353,7 @@ class Dashboard:
             return self._producer
 
     def start(self) -> None:
+        """Start the reader and connect the producer; a broker not there yet is not fatal."""
         from kafka.errors import KafkaError
 
         self.reader.start()
