@@ -20,6 +20,7 @@ Readers skip hidden names (``.x``, ``_x``) as Spark and Arrow do.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
@@ -78,7 +79,7 @@ def _visible(name: str) -> bool:
 class LocalFiles:
     """A folder on the local disk (or a mounted one)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
 
     def __str__(self) -> str:
@@ -107,7 +108,7 @@ class LocalFiles:
         folder = self.root / rel
         return folder.is_dir() and any(True for _ in folder.rglob(f"*{suffix}"))
 
-    def find(self, rel: str, suffix: str) -> list[str]:
+    def find(self, rel: str, suffix: str) -> builtins.list[str]:
         """Paths (relative to ``rel``) of the visible files under ``rel`` ending in ``suffix``."""
         folder = self.root / rel
         if not folder.is_dir():
@@ -218,7 +219,7 @@ class HadoopFiles:
                 return True
         return False
 
-    def find(self, rel: str, suffix: str) -> list[str]:
+    def find(self, rel: str, suffix: str) -> builtins.list[str]:
         """Paths (relative to ``rel``) of the visible files under ``rel`` ending in ``suffix``."""
         path = self._path(rel)
         if not self._fs.exists(path):

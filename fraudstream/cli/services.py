@@ -9,7 +9,7 @@ and :func:`add_service` adds the three actions with their shared flags.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +81,7 @@ def add_actions(
     commands: argparse._SubParsersAction,
     name: str,
     help_text: str,
-    actions: list[tuple[str, Callable[[argparse.Namespace], int], str]],
+    actions: Sequence[tuple[str, Callable[[argparse.Namespace], int], str]],
     add_options: Callable[[argparse.ArgumentParser, str], None],
 ) -> None:
     """Add command ``name`` with its ``actions`` (name, handler, help) and their flags.

@@ -211,6 +211,7 @@ def run(
         nonlocal k
         if label_ms is None or k >= until:
             return
+        assert label_producer is not None  # made whenever there are labels
         label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
         k = until
 
@@ -229,6 +230,7 @@ def run(
         the first payment of a later day: one round trip a day, not one a label.
         """
         nonlocal unacknowledged_day
+        assert label_ms is not None and label_producer is not None  # called with labels only
         due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
         if due > k:
             if unacknowledged_day is None:

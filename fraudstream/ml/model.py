@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -108,7 +108,7 @@ def feature_importance(estimator, frame: pd.DataFrame, y: np.ndarray, seed: int 
     return pd.Series(values, index=columns).sort_values(ascending=False)
 
 
-class FraudScorer(mlflow.pyfunc.PythonModel):
+class FraudScorer(PythonModel):
     """The registered model: feature frame in, probability of fraud out.
 
     Parameters

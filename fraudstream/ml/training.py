@@ -243,7 +243,7 @@ def _spark_fit_predict(params, train, test, columns, seed, weights=None) -> np.n
     fitted = gbt.fit(to_spark(train, True))
     scored = (
         fitted.transform(to_spark(test, False))
-        .select("_row", vector_to_array("probability")[1].alias("p"))
+        .select("_row", vector_to_array(F.col("probability"))[1].alias("p"))
         .orderBy(F.col("_row"))
         .toPandas()
     )

@@ -255,8 +255,10 @@ def start(cluster: LocalCluster) -> dict[str, tuple[int, bool]]:
     """
     if cluster.workers < 1 or cluster.worker_cores < 1:
         raise ClusterError("A cluster needs at least one worker with at least one core.")
-    running = {name: running_pid(cluster, name) for name in cluster.names()}
-    missing = [name for name, pid in running.items() if pid is None]
+    running = {
+        name: pid for name in cluster.names() if (pid := running_pid(cluster, name)) is not None
+    }
+    missing = [name for name in cluster.names() if name not in running]
     if not missing:
         return {name: (pid, False) for name, pid in running.items()}
     ports = {"master": cluster.ports()[:2]} | {

@@ -119,11 +119,11 @@ def views_of(
     )
     scores = model.score(computed[model.feature_columns])
     alerted = scores >= model.threshold
-    rows = (events, event_ms, computed)
+    parts = (events, event_ms, computed)
     return {
-        views.ALERTS: views.alert_frame(*rows, scores, alerted, model, now_ms),
-        views.CARD_LOCATIONS: views.location_frame(*rows),
-        views.SCORED: views.scored_frame(*rows, scores, alerted, model, now_ms),
+        views.ALERTS: views.alert_frame(*parts, scores, alerted, model, now_ms),
+        views.CARD_LOCATIONS: views.location_frame(*parts),
+        views.SCORED: views.scored_frame(*parts, scores, alerted, model, now_ms),
     }
 
 

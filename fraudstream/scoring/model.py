@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ class LoadedModel:
 
     name: str
     version: str
-    scorer: object  # fraudstream.ml.model.FraudScorer
+    scorer: Any  # fraudstream.ml.model.FraudScorer
     threshold: float
     feature_columns: list[str]
     reference: dict[str, float] | None
@@ -86,6 +87,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
             client = MlflowClient()
             if version is None:
                 if kind == "alias":
+                    assert ref is not None  # an alias URI names its alias
                     version = str(client.get_model_version_by_alias(name, ref).version)
                 else:
                     version = ref
@@ -147,6 +149,7 @@ class ModelSource:
         """
         if self.kind != "alias":
             return self.current
+        assert self.alias is not None  # an alias URI names its alias
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 

@@ -32,6 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,7 +203,7 @@ class BatchProcessor:
         self.state: StreamState | None = None
         self.state_bytes = 0
         self._written_ms = 0.0
-        self._model_sent = None
+        self._model_sent: tuple[LoadedModel, Any] | None = None
         self.last_start: float | None = None
         self.batches = 0
 

@@ -10,6 +10,7 @@ of a whole history in one process, for notebooks.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,10 @@ def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> 
     return pd.concat([head, computed[features.FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
 
 
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
+
+
 def _ms_to_timestamp(values) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.int64), type=pa.int64()).cast(
         pa.timestamp("ms", tz="UTC")
@@ -256,7 +261,7 @@ def write_tables(
             rows = table.filter(pa.array(dates == day))
             files.write(
                 f"{view}/date={_day_name(day)}/{name}",
-                lambda path, rows=rows: pq.write_table(rows, path, compression="zstd"),
+                functools.partial(_write_parquet, rows),
             )
             keep.add(day)
         for day in dates_seen - keep:
@@ -275,7 +280,9 @@ def count_rows(root, view: str) -> int:
 
         if not paths:
             return 0
-        return SparkSession.getActiveSession().read.parquet(*paths).count()
+        spark = SparkSession.getActiveSession()
+        assert spark is not None  # storage.files needed one to find the paths
+        return spark.read.parquet(*paths).count()
     return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
 
 

@@ -205,6 +205,7 @@ class AlertReader(threading.Thread):
     def _commit(self, consumer) -> None:
         from kafka.structs import OffsetAndMetadata
 
+        assert self._positions is not None  # set before anything is read
         # Never move the group back: the refill reads alerts the group already had.
         ahead = {
             tp: OffsetAndMetadata(offset, "", -1)
