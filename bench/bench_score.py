@@ -146,7 +146,7 @@ class Producer:
                 "linger.ms=5",
                 "--producer-property",
                 "batch.size=262144",
-            ],  # fmt: skip
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

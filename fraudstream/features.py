@@ -177,7 +177,8 @@ def _card_rows(events: pd.DataFrame) -> pd.DataFrame:
             "lat_e6": np.where(located, np.round(np.nan_to_num(lat) * 1e6), 0).astype(np.int64),
             "lon_e6": np.where(located, np.round(np.nan_to_num(lon) * 1e6), 0).astype(np.int64),
             "located": located,
-            "country": np.where(located, events["country"].astype(object).to_numpy(), None),
+            # None is a valid object for np.where; numpy's stubs do not list it.
+            "country": np.where(located, events["country"].astype(object).to_numpy(), None),  # type: ignore[call-overload]
         }
     )
 

@@ -79,7 +79,7 @@ def read_labels(root: Path, columns: list[str] | None = None) -> pa.Table:
     return read_label_folder(Path(root) / LABELS, columns)
 
 
-def read_label_folder(folder: Path, columns: list[str] | None = None) -> pa.Table:
+def read_label_folder(folder: str | Path, columns: list[str] | None = None) -> pa.Table:
     """Read label events from ``folder`` (``DATA/labels``, or the label store ``OUT/labels``)."""
     return _read(Path(folder), schemas.LABEL_ARROW_SCHEMA, "reported_time", columns)
 

@@ -85,7 +85,7 @@ def s3a_settings(
         "fs.s3a.path.style.access": str(path_style_access).lower(),
         "fs.s3a.connection.ssl.enabled": str(url.scheme == "https").lower(),
     }
-    if access_key is not None:
+    if access_key is not None and secret_key is not None:  # both or neither, checked above
         settings["fs.s3a.access.key"] = access_key
         settings["fs.s3a.secret.key"] = secret_key
     return settings

@@ -475,6 +475,7 @@ def encode_alert(alert: dict) -> bytes:
         elif isinstance(value, float) and math.isnan(value):
             value = None
         elif name == "reasons":
+            assert value is not None  # the alert schema's reasons are not nullable
             value = list(value)
         record[name] = value
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

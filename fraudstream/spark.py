@@ -51,8 +51,11 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
     if os.environ.get("SPARK_ENV_LOADED") or os.environ.get("SPARK_SUBMIT_PYFILES"):
         # Launched by spark-submit: its configuration is the whole truth.
         session = SparkSession.builder.appName(app_name).getOrCreate()
-        if not session.sparkContext.master.startswith("local"):
-            print(check_executors(session), flush=True)
+        master = session.sparkContext.master
+        if master is not None and not master.startswith("local"):
+            # Printed, not logged: jobs set up no logging, and the cluster tests read this
+            # line from the job's output (tests/test_spark_cluster.py).
+            print(check_executors(session), flush=True)  # noqa: T201
         return session
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python UDFs run in worker processes: the driver's interpreter (the project's

@@ -20,6 +20,7 @@ Readers skip hidden names (``.x``, ``_x``) as Spark and Arrow do.
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import tempfile
@@ -78,7 +79,7 @@ def _visible(name: str) -> bool:
 class LocalFiles:
     """A folder on the local disk (or a mounted one)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: str | Path):
         self.root = Path(root)
 
     def __str__(self) -> str:
@@ -88,9 +89,11 @@ class LocalFiles:
         """Nothing to check: a local folder is made when first written to."""
 
     def sub(self, rel: str) -> LocalFiles:
+        """The folder ``rel`` inside this one."""
         return LocalFiles(self.root / rel)
 
     def exists(self, rel: str = "") -> bool:
+        """Whether file or folder ``rel`` exists."""
         return (self.root / rel).exists()
 
     def list(self, rel: str = "") -> list[str]:
@@ -101,10 +104,11 @@ class LocalFiles:
         return sorted(p.name for p in folder.iterdir() if _visible(p.name))
 
     def any_file(self, rel: str, suffix: str) -> bool:
+        """Whether any file under ``rel``, at any depth, ends in ``suffix``."""
         folder = self.root / rel
         return folder.is_dir() and any(True for _ in folder.rglob(f"*{suffix}"))
 
-    def find(self, rel: str, suffix: str) -> list[str]:
+    def find(self, rel: str, suffix: str) -> builtins.list[str]:
         """Paths (relative to ``rel``) of the visible files under ``rel`` ending in ``suffix``."""
         folder = self.root / rel
         if not folder.is_dir():
@@ -129,6 +133,7 @@ class LocalFiles:
         os.replace(self.root / source, path)
 
     def read(self, rel: str, reader: Callable[[Path], T]) -> T:
+        """What ``reader`` makes of the local path of file ``rel``."""
         return reader(self.root / rel)
 
     def modified(self, rel: str) -> float:
@@ -185,15 +190,18 @@ class HadoopFiles:
             raise StorageError(f"Cannot reach {self.uri}: {message}") from None
 
     def sub(self, rel: str) -> HadoopFiles:
+        """The folder ``rel`` inside this one."""
         return HadoopFiles(f"{self.uri}/{rel}", self._spark)
 
     def _path(self, rel: str):
         return self._hadoop.Path(f"{self.uri}/{rel}") if rel else self._root
 
     def exists(self, rel: str = "") -> bool:
+        """Whether file or folder ``rel`` exists."""
         return bool(self._fs.exists(self._path(rel)))
 
     def list(self, rel: str = "") -> list[str]:
+        """Names in folder ``rel``, hidden ones left out; empty if it does not exist."""
         path = self._path(rel)
         if not self._fs.exists(path):
             return []
@@ -201,6 +209,7 @@ class HadoopFiles:
         return sorted(name for name in names if _visible(name))
 
     def any_file(self, rel: str, suffix: str) -> bool:
+        """Whether any file under ``rel``, at any depth, ends in ``suffix``."""
         path = self._path(rel)
         if not self._fs.exists(path):
             return False
@@ -210,7 +219,8 @@ class HadoopFiles:
                 return True
         return False
 
-    def find(self, rel: str, suffix: str) -> list[str]:
+    def find(self, rel: str, suffix: str) -> builtins.list[str]:
+        """Paths (relative to ``rel``) of the visible files under ``rel`` ending in ``suffix``."""
         path = self._path(rel)
         if not self._fs.exists(path):
             return []
@@ -223,6 +233,11 @@ class HadoopFiles:
         return sorted(names)
 
     def write(self, rel: str, writer: Callable[[Path], object]) -> int:
+        """Have ``writer`` write a local file, then copy it to ``rel``; return its size.
+
+        On an object store the upload is the one write (an object appears only once whole);
+        elsewhere the copy goes to a hidden name and is renamed.
+        """
         target = self._path(rel)
         with tempfile.TemporaryDirectory(prefix="fraudstream-") as scratch:
             local = Path(scratch) / target.getName()
@@ -254,8 +269,11 @@ class HadoopFiles:
             raise OSError(f"Could not copy {local} to {target}.")
 
     def move(self, source: str, target: str) -> None:
-        """Move file ``source`` to ``target`` (replacing it) by a rename: atomic on HDFS;
-        on an object store a copy, whose object appears only once whole."""
+        """Move file ``source`` to ``target`` (replacing it) by a rename.
+
+        A rename is atomic on HDFS; on an object store it is a copy, whose object appears
+        only once whole.
+        """
         destination = self._path(target)
         self._fs.mkdirs(destination.getParent())
         self._fs.delete(destination, False)
@@ -263,6 +281,7 @@ class HadoopFiles:
             raise OSError(f"Could not rename {self._path(source)} to {destination}.")
 
     def read(self, rel: str, reader: Callable[[Path], T]) -> T:
+        """What ``reader`` makes of a local copy of file ``rel`` (deleted afterwards)."""
         source = self._path(rel)
         with tempfile.TemporaryDirectory(prefix="fraudstream-") as scratch:
             local = Path(scratch) / source.getName()
@@ -271,9 +290,11 @@ class HadoopFiles:
             return reader(local)
 
     def modified(self, rel: str) -> float:
+        """When file ``rel`` was last written, in seconds since the epoch."""
         return self._fs.getFileStatus(self._path(rel)).getModificationTime() / 1000
 
     def delete(self, rel: str) -> None:
+        """Delete file or folder ``rel`` with what it holds; nothing if it does not exist."""
         self._fs.delete(self._path(rel), True)
 
 

@@ -66,7 +66,7 @@ def kafka_bootstrap() -> str:
         clients.require_topics(broker.bootstrap_servers, [])
         yield broker.bootstrap_servers
         return
-    pid, started = local_broker.start(broker)
+    _pid, started = local_broker.start(broker)
     yield broker.bootstrap_servers
     if started:
         local_broker.stop(broker)

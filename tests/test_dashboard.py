@@ -616,9 +616,9 @@ def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
         f"fraudstream: No lake folder at {tmp_path / 'no'}: give --lake the output root of the "
         "score job (it reads card locations from LAKE/card_locations)."
     )
+    too_small = ["--window", "5"]
     small = subprocess.run(
-        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path)]
-        + ["--window", "5"],
+        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path), *too_small],
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,6 +3,8 @@ whole history, whatever the micro-batches, a batch run twice, or a restart."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +54,7 @@ def _batches(events, labels, seed: int, n: int):
     rng = np.random.default_rng(seed)
     cuts = np.sort(rng.choice(time_ms[1:-1], size=n - 1, replace=False))
     edges = [time_ms[0], *cuts, time_ms[-1] + 1]
-    for first, end in zip(edges[:-1], edges[1:], strict=True):
+    for first, end in itertools.pairwise(edges):
         rows = (time_ms >= first) & (time_ms < end)
         made_now = (facts["made_ms"] >= first) & (facts["made_ms"] < end)
         yield rows, facts.loc[made_now, daytables.FACT_COLUMNS]

@@ -7,6 +7,7 @@ and scoring share it without retraining the model.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -405,7 +406,7 @@ def _batches_with_a_lagging_card(events: pd.DataFrame, seed: int) -> list[pd.Dat
         delivery.sort_values(["delivery", "transaction_id"], kind="stable").index
     ].reset_index(drop=True)
     cuts = [0, *np.sort(rng.choice(np.arange(1, len(events)), size=11, replace=False)), None]
-    return [events.iloc[start:end] for start, end in zip(cuts[:-1], cuts[1:], strict=True)]
+    return [events.iloc[start:end] for start, end in itertools.pairwise(cuts)]
 
 
 def _write_batches(batches: list[pd.DataFrame], folder, first_index: int) -> None:
@@ -491,7 +492,7 @@ def test_card_aggregates_stream_from_states_built_in_batch_equals_batch(spark, t
     # checkpoint must not hand the states over a second time.
     source, out, checkpoint = tmp_path / "in", tmp_path / "out", tmp_path / "checkpoint"
     cuts = np.linspace(0, len(live), 5).astype(int)
-    batches = [live.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    batches = [live.iloc[a:b] for a, b in itertools.pairwise(cuts)]
 
     _write_batches(batches[:2], source, 0)
     _run_stream(spark, source, out, checkpoint, initial_states=states)

@@ -126,7 +126,7 @@ def test_produce_stops_on_ctrl_c_and_resumes_exactly(kafka_bootstrap, tmp_path):
     first = read_topic(kafka_bootstrap, topics[0])
     assert 0 < len(first) < 6148
 
-    resumed = subprocess.run(command[:-2] + ["--resume"], env=env, capture_output=True, text=True)
+    resumed = subprocess.run([*command[:-2], "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming after {len(first):,} payments" in resumed.stdout
 
@@ -150,10 +150,8 @@ def test_produce_simulates_live(kafka_bootstrap, fresh_topic, tmp_path, capsys):
     labels_topic = f"{fresh_topic}-labels"
     broker.create_topics(kafka_bootstrap, {labels_topic: {}}, partitions=1)
     args = ["--customers", "40", "--terminals", "50", "--days", "5", "--seed", "3"]
-    status = cli.main(
-        ["produce", "--simulate", *args, "--brokers", kafka_bootstrap, "--topic", fresh_topic]
-        + ["--labels-topic", labels_topic, "--state-dir", str(tmp_path)]
-    )
+    topics = ["--brokers", kafka_bootstrap, "--topic", fresh_topic, "--labels-topic", labels_topic]
+    status = cli.main(["produce", "--simulate", *args, *topics, "--state-dir", str(tmp_path)])
     assert status == 0
     payments, labels = simulate.simulate(
         simulate.SimulationConfig(customers=40, terminals=50, days=5, seed=3)

@@ -73,7 +73,7 @@ def test_payment_invalid_reason_accepts_the_valid_event_and_null_coordinates():
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe", b"[1, 2]"])
 def test_decode_payment_unparseable_is_reported(raw):
-    with pytest.raises(ValueError, match="^unparseable"):
+    with pytest.raises(ValueError, match=r"^unparseable"):
         schemas.decode_payment(raw)
 
 

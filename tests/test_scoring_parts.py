@@ -5,6 +5,7 @@ test_score_job.py, test_rebuild.py)."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,7 @@ def test_state_store_snapshot_of_an_abandoned_run_is_not_mistaken_for_ours(tmp_p
 
 def test_explain_names_the_feature_that_drives_the_score():
     class SpeedOnly:
-        feature_columns = ["amount", "speed_kmh_from_prev"]
+        feature_columns: ClassVar[list[str]] = ["amount", "speed_kmh_from_prev"]
 
         def predict(self, context, frame, params=None):
             return (frame["speed_kmh_from_prev"] > 1000).astype(float) * 0.9

@@ -347,6 +347,11 @@ def _alerts_tail(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fraudstream`` command line: one subcommand per service or tool.
+
+    Each subcommand's parser sets ``handler``, the function :func:`main` calls with the
+    parsed flags.
+    """
     parser = argparse.ArgumentParser(
         prog="fraudstream",
         description="Local services and tools of the fraudstream pipeline. "
@@ -553,6 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 @reports_errors("fraudstream")
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``fraudstream`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program's name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit status; a user-facing error exits with 2 (:func:`reports_errors`).
+    """
     args = build_parser().parse_args(argv)
     propfile.use_properties_file(getattr(args, "kafka_properties", None))
     return args.handler(args)

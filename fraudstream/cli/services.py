@@ -9,7 +9,7 @@ and :func:`add_service` adds the three actions with their shared flags.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ class Service:
     details: Callable[[Any], None] | None = None
 
     def do_start(self, args: argparse.Namespace) -> int:
+        """``start``: start the service unless it runs, and say where it serves."""
         settings = self.settings(args)
         pid, started = self.start(settings)
         verb = "started" if started else "already running"
@@ -54,6 +55,7 @@ class Service:
         return 0
 
     def do_stop(self, args: argparse.Namespace) -> int:
+        """``stop``: stop the service started from the home folder, if it runs."""
         settings = self.settings(args)
         pid = self.stop(settings)
         if pid is None:
@@ -63,6 +65,7 @@ class Service:
         return 0
 
     def do_status(self, args: argparse.Namespace) -> int:
+        """``status``: whether the service runs; exit status 1 if it does not."""
         settings = self.settings(args)
         pid = self.running_pid(settings)
         if pid is None:
@@ -78,7 +81,7 @@ def add_actions(
     commands: argparse._SubParsersAction,
     name: str,
     help_text: str,
-    actions: list[tuple[str, Callable[[argparse.Namespace], int], str]],
+    actions: Sequence[tuple[str, Callable[[argparse.Namespace], int], str]],
     add_options: Callable[[argparse.ArgumentParser, str], None],
 ) -> None:
     """Add command ``name`` with its ``actions`` (name, handler, help) and their flags.

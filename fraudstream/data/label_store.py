@@ -78,12 +78,27 @@ class LabelStore:
         self.log = log
 
     def __call__(self, batch_df, batch_id: int) -> None:
+        """Store one micro-batch of Spark's Kafka rows (on the driver, as pandas)."""
         from fraudstream.kafka.streams import record_columns
 
         records = record_columns(batch_df).toPandas()
         self.write(records, batch_id)
 
     def write(self, records: pd.DataFrame, batch_id: int) -> dict[str, int]:
+        """Write the labels and dead letters of one micro-batch's Kafka records.
+
+        Parameters
+        ----------
+        records : pandas.DataFrame
+            The batch's records (``fraudstream.kafka.streams.record_columns``).
+        batch_id : int
+            The micro-batch, which names the files written.
+
+        Returns
+        -------
+        dict of str to int
+            Rows written per table (:data:`LABELS`, :data:`LABEL_DEAD_LETTERS`).
+        """
         tables = split(records)
         written = views.write_tables(self.root, batch_id, tables)
         self.log(

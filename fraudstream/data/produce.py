@@ -64,6 +64,7 @@ class Plan:
 
     @property
     def total(self) -> Position:
+        """The position after the last payment and label: how much the plan holds."""
         return Position(self.payments.num_rows, 0 if self.labels is None else self.labels.num_rows)
 
 
@@ -132,10 +133,12 @@ class Progress:
         self.first = 0
 
     def begin(self, position: Position) -> None:
+        """Start the clock at ``position``: the rate counts payments sent from here."""
         self.first = position.payments
         self.started = time.monotonic()
 
     def line(self, position: Position) -> str:
+        """The status line at ``position``: payments, labels, rate and ETA."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (position.payments - self.first) / elapsed
         left = self.total - position.payments
@@ -147,6 +150,7 @@ class Progress:
         )
 
     def update(self, position: Position, force: bool = False) -> None:
+        """Show the line at ``position`` if it is time to (always with ``force``)."""
         now = time.monotonic()
         if not force and now - self.shown < self.every:
             return
@@ -158,6 +162,7 @@ class Progress:
         self.stream.flush()
 
     def end(self) -> None:
+        """Finish the line redrawn in place, so that what follows starts a line of its own."""
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
@@ -169,7 +174,7 @@ def run(
     payments_topic: str = config.TOPIC_PAYMENTS,
     labels_topic: str = config.TOPIC_LABELS,
     rate: float | None = None,
-    start: Position = Position(),  # noqa: B008 (frozen, so one shared default is safe)
+    start: Position = Position(),  # frozen, so one shared default is safe
     progress: Progress | None = None,
     save: Callable[[Position], None] | None = None,
     client_properties: dict[str, str] | None = None,
@@ -206,14 +211,17 @@ def run(
         nonlocal k
         if label_ms is None or k >= until:
             return
+        assert label_producer is not None  # made whenever there are labels
         label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
         k = until
 
     unacknowledged_day = None  # the oldest report day of labels sent but not yet flushed
 
     def until_next_label(offset: int, end: int) -> int:
-        """Send the labels reported up to payment ``i``'s time; return how many payments
-        of ``[offset, end)`` can go before the next label or acknowledgement is due.
+        """Send the labels reported up to payment ``i``'s time.
+
+        Returns how many payments of ``[offset, end)`` can go before the next label or
+        acknowledgement is due.
 
         Two topics give no order between them: a scoring job that read a payment before
         a label reported earlier would count other frauds live than in a replay. Labels
@@ -222,6 +230,7 @@ def run(
         the first payment of a later day: one round trip a day, not one a label.
         """
         nonlocal unacknowledged_day
+        assert label_ms is not None and label_producer is not None  # called with labels only
         due = int(np.searchsorted(label_ms, event_ms[i], side="right"))
         if due > k:
             if unacknowledged_day is None:
@@ -333,10 +342,12 @@ class PositionStore:
         self.folder = Path(folder)
 
     def path(self, plan: Plan, *topics: str) -> Path:
+        """The file of ``plan`` sent to ``topics``: named by a hash of the plan and topics."""
         key = json.dumps([plan.name, plan.total.payments, plan.total.labels, *topics])
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     def load(self, plan: Plan, *topics: str) -> Position | None:
+        """The saved position of ``plan`` sent to ``topics``, or None if none was saved."""
         path = self.path(plan, *topics)
         if not path.is_file():
             return None
@@ -344,6 +355,7 @@ class PositionStore:
         return Position(saved["payments"], saved["labels"])
 
     def save(self, plan: Plan, position: Position, *topics: str) -> None:
+        """Save ``position``; written aside and renamed, so a crash leaves the old one whole."""
         path = self.path(plan, *topics)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"plan": plan.name, "topics": list(topics), **asdict(position)}

@@ -656,7 +656,8 @@ def _tables(cfg, world, tx, scenario, rng) -> tuple[pa.Table, pa.Table]:
     customer = tx["customer"][order]
     terminal = tx["terminal"][order]
     scenario = scenario[order]
-    start_ms = int(datetime(*cfg.start_date.timetuple()[:3], tzinfo=UTC).timestamp() * 1000)
+    start = cfg.start_date
+    start_ms = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
     event_ms = start_ms + tx["time_ms"][order]
     city = world.terminal_city[terminal]
     channels = np.array(schemas.CHANNELS, dtype=object)

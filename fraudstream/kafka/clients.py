@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 from fraudstream.kafka.propfile import (
@@ -31,7 +32,7 @@ def admin(bootstrap_servers: str, client_properties: dict[str, str] | None = Non
 
 
 def describe_failure(
-    bootstrap_servers: str, error: Exception, log: list[str] = (), sasl: bool = False
+    bootstrap_servers: str, error: Exception, log: Sequence[str] = (), sasl: bool = False
 ) -> str:
     """One sentence for a client that could not connect, naming the cause users can fix.
 
@@ -41,7 +42,7 @@ def describe_failure(
         What the client was given.
     error : Exception
         What the client raised.
-    log : list of str
+    log : sequence of str
         The client's log messages meanwhile, which may name the cause.
     sasl : bool
         Whether the client logged in with SASL.

@@ -57,8 +57,10 @@ def kafka_timestamp_date() -> Column:
 
 
 def record_columns(kafka_rows: DataFrame) -> DataFrame:
-    """Rows of Spark's Kafka source as the columns the jobs' batch functions take:
-    ``key, value`` (bytes), ``topic, partition, offset`` and ``timestamp_ms``."""
+    """Rows of Spark's Kafka source as the columns the jobs' batch functions take.
+
+    Those are ``key, value`` (bytes), ``topic, partition, offset`` and ``timestamp_ms``.
+    """
     return kafka_rows.select(
         "key",
         "value",

@@ -139,7 +139,9 @@ def day_range(payments: DataFrame) -> tuple[date, date]:
 def _result_limit(spark: SparkSession) -> int:
     """``spark.driver.maxResultSize`` in bytes (0: no limit)."""
     text = spark.sparkContext.getConf().get("spark.driver.maxResultSize", "1g")
-    return int(spark._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(text))
+    jvm = spark._jvm
+    assert jvm is not None  # a classic (not Spark Connect) session
+    return int(jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(text))
 
 
 def to_pandas(frame: DataFrame, row_bytes: int, limit: int | None = None) -> pd.DataFrame:

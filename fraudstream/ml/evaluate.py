@@ -41,6 +41,7 @@ class Fold:
 
     @property
     def name(self) -> str:
+        """The fold's name in reports: its test days, first and last."""
         return f"test {self.test_start:%Y-%m-%d}..{self.test_end - timedelta(days=1):%Y-%m-%d}"
 
 
@@ -138,7 +139,7 @@ def card_precision_at_k(day, card_id, y_true, score, k: int = DEFAULT_K) -> tupl
 def threshold_for_budget(score, n_days: int, alerts_per_day: float) -> float:
     """The score threshold that raises about ``alerts_per_day`` alerts a day on these scores."""
     score = np.sort(np.asarray(score, dtype=float))[::-1]
-    alerts = int(round(alerts_per_day * n_days))
+    alerts = round(alerts_per_day * n_days)
     if alerts <= 0 or score.size == 0:
         return float("inf")
     return float(score[min(alerts, score.size) - 1])

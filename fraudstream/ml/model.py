@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -108,7 +108,7 @@ def feature_importance(estimator, frame: pd.DataFrame, y: np.ndarray, seed: int 
     return pd.Series(values, index=columns).sort_values(ascending=False)
 
 
-class FraudScorer(mlflow.pyfunc.PythonModel):
+class FraudScorer(PythonModel):
     """The registered model: feature frame in, probability of fraud out.
 
     Parameters
@@ -122,7 +122,21 @@ class FraudScorer(mlflow.pyfunc.PythonModel):
         self.estimator = estimator
         self.feature_columns = list(feature_columns)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:  # noqa: ARG002
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+        """The probability of fraud of each row of ``model_input``.
+
+        Parameters
+        ----------
+        context, params
+            MLflow's, unused: the signature is ``mlflow.pyfunc.PythonModel.predict``'s.
+        model_input : pandas.DataFrame
+            At least the feature columns; other columns are ignored.
+
+        Returns
+        -------
+        pandas.Series
+            ``score``, on ``model_input``'s index.
+        """
         frame = model_input[self.feature_columns].astype(float)
         # The same payment must get the same score, to the last bit, in any replay: a
         # forest predicting on several threads adds its trees' votes in the order the

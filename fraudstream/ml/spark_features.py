@@ -13,7 +13,7 @@ computed in two steps that a stream can later reuse as a stream-static join:
 1. :func:`daily_tables`: one row per key and day, holding the day's payment count and
    the fraud "deltas": a fraud of day ``x`` reported on day ``r`` counts for the
    payment days ``D`` with ``x + shift < D <= x + shift + w`` and ``r < D``, that is a
-   +1 from ``max(x + shift, r) + 1`` and a −1 after ``x + shift + w``.
+   +1 from ``max(x + shift, r) + 1`` and a -1 after ``x + shift + w``.
 2. :func:`lookup`: window functions over days per key (a ``rangeBetween`` frame for
    counts, a running sum of the deltas for fraud counts), joined back to the payments.
 
@@ -179,11 +179,11 @@ def fraud_facts(payments: DataFrame, labels: DataFrame) -> DataFrame:
 
 
 def _deltas(facts: DataFrame, key: str, windows: list[tuple[str, int, int]]) -> DataFrame:
-    """``key, day, <delta columns>``: +1/−1 steps of each fraud window, summed per day.
+    """``key, day, <delta columns>``: +1/-1 steps of each fraud window, summed per day.
 
-    Each fact gives, per window, +1 on the first payment day it counts for and −1 on
+    Each fact gives, per window, +1 on the first payment day it counts for and -1 on
     the day after the last; a fact reported too late for any day of a window gives
-    nothing for it (the +1 would come after the −1).
+    nothing for it (the +1 would come after the -1).
     """
     steps = []
     for name, shift, width in windows:

@@ -136,7 +136,8 @@ def split(dataset: pd.DataFrame, fold: evaluate.Fold) -> tuple[pd.DataFrame, pd.
 def default_train_start(dataset: pd.DataFrame | date, cfg: TrainConfig) -> date:
     """The latest fold 0 that fits: its test window ends on the data's last whole day.
 
-    ``dataset``: the dataset, or the day of its last payment."""
+    ``dataset``: the dataset, or the day of its last payment.
+    """
     last_day = dataset if isinstance(dataset, date) else max(dataset["day"])
     return (
         last_day
@@ -179,8 +180,10 @@ def fit_predict(
     seed: int,
     weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Any]:
-    """Fit ``kind`` on ``train`` (with sample ``weights``, if given) and return P(fraud)
-    for ``test``, and the fitted model."""
+    """Fit ``kind`` on ``train`` and return P(fraud) for ``test``, and the fitted model.
+
+    ``weights``, if given, are the training rows' sample weights.
+    """
     if train["y"].nunique() < 2:
         raise DataError(
             f"The training window {train['day'].min()}..{train['day'].max()} has "
@@ -200,8 +203,10 @@ def fit_predict(
 
 
 def _fit_window(kind, params, train, test, cfg: TrainConfig):
-    """:func:`fit_predict` on the window's rows within ``cfg.max_train_rows``; also the
-    number of rows fitted on."""
+    """:func:`fit_predict` on the window's rows within ``cfg.max_train_rows``.
+
+    Also returns the number of rows fitted on.
+    """
     fitted, weights = sample_genuine(train, cfg.max_train_rows, cfg.seed)
     p, estimator = fit_predict(
         kind, params, fitted, test, list(cfg.feature_columns), cfg.seed, weights
@@ -238,7 +243,7 @@ def _spark_fit_predict(params, train, test, columns, seed, weights=None) -> np.n
     fitted = gbt.fit(to_spark(train, True))
     scored = (
         fitted.transform(to_spark(test, False))
-        .select("_row", vector_to_array("probability")[1].alias("p"))
+        .select("_row", vector_to_array(F.col("probability"))[1].alias("p"))
         .orderBy(F.col("_row"))
         .toPandas()
     )
@@ -364,7 +369,7 @@ def score_on(test: pd.DataFrame, model_uri: str) -> float | None:
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)
         scores = loaded.predict(test)
-    except Exception:  # noqa: BLE001 - any failure means "not comparable"
+    except Exception:  # any failure means "not comparable"
         return None
     return evaluate.average_precision(test["y"], np.asarray(scores, dtype=float))
 
@@ -382,9 +387,10 @@ def gate_on_data(
     train_start: date | None = None,
     models_dir: Path | None = None,
 ):
-    """The promotion gate as a step of its own: score a version and the champion on the
-    newest test window of ``data`` (as the training job would cut it) and move the alias
-    if the version is better.
+    """The promotion gate as a step of its own.
+
+    Score a version and the champion on the newest test window of ``data`` (as the
+    training job would cut it) and move the alias if the version is better.
 
     Returns
     -------

@@ -86,22 +86,27 @@ class LocalBroker:
 
     @property
     def bootstrap_servers(self) -> str:
+        """The broker's plain listener, ``host:port``."""
         return f"{self.host}:{self.port}"
 
     @property
     def pid_file(self) -> Path:
+        """Where ``start`` records the broker's PID."""
         return self.home / "broker.pid"
 
     @property
     def log_file(self) -> Path:
+        """The broker's own log (log4j2)."""
         return self.home / "logs" / "server.log"
 
     @property
     def properties_file(self) -> Path:
+        """The broker's ``server.properties``, written by ``start``."""
         return self.home / "server.properties"
 
     @property
     def data_dir(self) -> Path:
+        """The broker's ``log.dirs``: topics and the metadata log."""
         return self.home / "data"
 
 
@@ -440,10 +445,12 @@ class LocalCluster:
 
     @property
     def certs(self) -> Path:
+        """The TLS material of ``scripts/make-certs.sh``, shared by all nodes."""
         return self.home / "certs"
 
     @property
     def brokers(self) -> list[LocalBroker]:
+        """The nodes, node 1 first, each a broker and a voter of the KRaft quorum."""
         voters = ",".join(
             f"{i}@{self.host}:{self.controller_port + i - 1}" for i in range(1, self.nodes + 1)
         )

@@ -83,31 +83,38 @@ class LocalConnect:
 
     @property
     def pid_file(self) -> Path:
+        """Where ``start`` records the worker's PID."""
         return self.home / "connect.pid"
 
     @property
     def log_file(self) -> Path:
+        """The worker's log."""
         return self.home / "logs" / "connect.log"
 
     @property
     def worker_file(self) -> Path:
+        """The standalone worker's properties (:func:`worker_properties`)."""
         return self.home / "worker.properties"
 
     @property
     def connector_file(self) -> Path:
+        """The connector's properties (:func:`connector_properties`)."""
         return self.home / f"{self.connector_name}.properties"
 
     @property
     def offsets_file(self) -> Path:
+        """Where the standalone worker keeps the connector's source offsets."""
         return self.home / "offsets.dat"
 
     @property
     def slot_name(self) -> str:
+        """The connector's PostgreSQL replication slot, named after the connector."""
         # Replication slot names allow lower-case letters, digits and underscores only.
         return self.connector_name.lower().replace("-", "_")
 
     @property
     def rest_url(self) -> str:
+        """The base URL of Connect's REST API."""
         return f"http://{self.host}:{self.rest_port}"
 
 

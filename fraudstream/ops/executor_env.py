@@ -121,11 +121,11 @@ def ensure_archive(log=print) -> Path:
         )
     partial = ARCHIVE.with_name(ARCHIVE.name + ".partial")
     excludes = [option for pattern in EXCLUDES for option in ("--exclude", pattern)]
-    _run(
-        [str(venv_pack), "-p", str(ENV_DIR), "-o", str(partial), "--format", "tar.gz"]
-        + ["--compress-level", str(COMPRESS_LEVEL), "--force", "--quiet", *excludes],
-        "Packing the executors' environment with venv-pack",
-    )
+    pack = [
+        str(venv_pack), "-p", str(ENV_DIR), "-o", str(partial), "--format", "tar.gz",
+        "--compress-level", str(COMPRESS_LEVEL), "--force", "--quiet", *excludes,
+    ]  # fmt: skip
+    _run(pack, "Packing the executors' environment with venv-pack")
     partial.replace(ARCHIVE)
     STAMP.write_text(wanted + "\n")
     log(f"Packed {ARCHIVE} ({ARCHIVE.stat().st_size / 1e6:,.0f} MB).")
@@ -133,12 +133,22 @@ def ensure_archive(log=print) -> Path:
 
 
 def main() -> int:
+    """Build the archive if needed and print its path; progress and errors go to stderr.
+
+    ``spark-submit.sh`` runs this module and reads the archive's path from its stdout, so
+    this command-line entry point prints rather than logs.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 if the archive could not be built.
+    """
     try:
-        archive = ensure_archive(log=lambda line: print(line, file=sys.stderr, flush=True))
+        archive = ensure_archive(log=lambda line: print(line, file=sys.stderr, flush=True))  # noqa: T201
     except EnvironmentArchiveError as error:
-        print(f"executor_env: {error}", file=sys.stderr)
+        print(f"executor_env: {error}", file=sys.stderr)  # noqa: T201
         return 2
-    print(archive)
+    print(archive)  # noqa: T201 - spark-submit.sh reads the archive's path from stdout
     return 0
 
 

@@ -119,14 +119,17 @@ class LocalPostgres:
 
     @property
     def data_dir(self) -> Path:
+        """The cluster's data folder (``initdb``'s ``-D``)."""
         return self.home / "data"
 
     @property
     def log_file(self) -> Path:
+        """The server's log."""
         return self.home / "logs" / "postgres.log"
 
     @property
     def socket_dir(self) -> Path:
+        """The folder of the server's Unix socket, inside ``home``."""
         return self.home / "run"
 
     def conninfo(self, user: str = APP_ROLE, database: str | None = None) -> str:

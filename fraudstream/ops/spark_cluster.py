@@ -89,14 +89,17 @@ class LocalCluster:
 
     @property
     def master_url(self) -> str:
+        """What applications give as ``--master``: ``spark://host:port``."""
         return f"spark://{self.host}:{self.master_port}"
 
     @property
     def status_url(self) -> str:
+        """The master's state as JSON (workers, applications)."""
         return f"http://{self.host}:{self.master_ui_port}/json/"
 
     @property
     def properties_file(self) -> Path:
+        """The ``spark-defaults.conf`` the master and workers are started with."""
         return self.home / "spark-defaults.conf"
 
     def names(self) -> list[str]:
@@ -104,9 +107,11 @@ class LocalCluster:
         return ["master", *(f"worker-{n}" for n in range(1, self.workers + 1))]
 
     def pid_file(self, name: str) -> Path:
+        """Where ``start`` records the PID of process ``name`` (see :meth:`names`)."""
         return self.home / f"{name}.pid"
 
     def log_file(self, name: str) -> Path:
+        """The log of process ``name`` (see :meth:`names`)."""
         return self.home / "logs" / f"{name}.log"
 
     def ports(self) -> list[int]:
@@ -250,8 +255,10 @@ def start(cluster: LocalCluster) -> dict[str, tuple[int, bool]]:
     """
     if cluster.workers < 1 or cluster.worker_cores < 1:
         raise ClusterError("A cluster needs at least one worker with at least one core.")
-    running = {name: running_pid(cluster, name) for name in cluster.names()}
-    missing = [name for name, pid in running.items() if pid is None]
+    running = {
+        name: pid for name in cluster.names() if (pid := running_pid(cluster, name)) is not None
+    }
+    missing = [name for name in cluster.names() if name not in running]
     if not missing:
         return {name: (pid, False) for name, pid in running.items()}
     ports = {"master": cluster.ports()[:2]} | {

@@ -38,8 +38,9 @@ from fraudstream.scoring.operator import AGGREGATE_COLUMNS, FACT_COLUMNS
 
 
 def released_events(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The payments :func:`score_job` chose, as the contract's parser gives them, and their
-    card aggregates, row for row.
+    """The payments :func:`score_job` chose, and their card aggregates, row for row.
+
+    The payments are as the contract's parser gives them.
 
     The fields come from the parse before the card operator (``records.CARRIED_COLUMNS``,
     and the operator's ``transaction_id`` and ``card_id``): the record is not parsed again.
@@ -118,21 +119,22 @@ def views_of(
     )
     scores = model.score(computed[model.feature_columns])
     alerted = scores >= model.threshold
-    rows = (events, event_ms, computed)
+    parts = (events, event_ms, computed)
     return {
-        views.ALERTS: views.alert_frame(*rows, scores, alerted, model, now_ms),
-        views.CARD_LOCATIONS: views.location_frame(*rows),
-        views.SCORED: views.scored_frame(*rows, scores, alerted, model, now_ms),
+        views.ALERTS: views.alert_frame(*parts, scores, alerted, model, now_ms),
+        views.CARD_LOCATIONS: views.location_frame(*parts),
+        views.SCORED: views.scored_frame(*parts, scores, alerted, model, now_ms),
     }
 
 
 def score(
     batches: Iterator[pa.RecordBatch], model, day_tables, now_ms: int
 ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow``: the views of each chunk's payments, a row per payment
-    (:data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`).
+    """``mapInArrow``: the views of each chunk's payments, a row per payment.
 
-    ``model`` and ``day_tables`` are Spark broadcasts: read once per Python worker."""
+    The rows are of :data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`. ``model`` and
+    ``day_tables`` are Spark broadcasts: read once per Python worker.
+    """
     from fraudstream.scoring import outputs
 
     for batch in batches:
@@ -148,9 +150,12 @@ def _is_label(labels_topic: str | None):
 
 
 def summary_job(records, labels_topic: str | None):
-    """Each record of the micro-batch in a few columns, from what the parse before the
-    card operator carried (``records.CARRIED_COLUMNS``) and the operator's
-    flags: a Spark projection, no Python. A record's bytes only if it is set aside."""
+    """Each record of the micro-batch in a few columns: a Spark projection, no Python.
+
+    The columns come from what the parse before the card operator carried
+    (``records.CARRIED_COLUMNS``) and the operator's flags. A record's bytes only if it
+    is set aside.
+    """
     from pyspark.sql import functions as F  # noqa: N812
 
     is_label = _is_label(labels_topic)
@@ -179,8 +184,10 @@ def summary_job(records, labels_topic: str | None):
 
 
 def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
-    """The views of the payments released (:func:`score` on the executors), a row per
-    payment; the rows that are not released are left out before Python sees them."""
+    """The views of the payments released (:func:`score` on the executors), a row each.
+
+    The rows that are not released are left out before Python sees them.
+    """
     from pyspark.sql import functions as F  # noqa: N812
 
     from fraudstream import features

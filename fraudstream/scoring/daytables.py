@@ -99,10 +99,13 @@ class DayTables:
     def record(
         self, batch_id: int, counts: pd.DataFrame, facts: pd.DataFrame, oldest_day: int
     ) -> None:
-        """Keep a micro-batch's payment counts (:data:`COUNT_COLUMNS`) and fraud facts
-        (:data:`FACT_COLUMNS`); empty ones leave no file. Every :data:`FOLD_AFTER`
-        batch records, Spark folds them into one. The values of days before
-        ``oldest_day`` (no payment still to come is of an earlier one) are forgotten."""
+        """Keep a micro-batch's payment counts and fraud facts.
+
+        Those are :data:`COUNT_COLUMNS` and :data:`FACT_COLUMNS`; empty ones leave no
+        file. Every :data:`FOLD_AFTER` batch records, Spark folds them into one. The values
+        of days before ``oldest_day`` (no payment still to come is of an earlier one) are
+        forgotten.
+        """
         for kind, frame in (("counts", counts), ("facts", facts)):
             if len(frame):
                 frame = frame[_KINDS[kind]].astype(
@@ -125,8 +128,9 @@ class DayTables:
     def lookup(
         self, merchant_id, card_id, day: np.ndarray, batch_id: int, oldest_day: int
     ) -> pd.DataFrame:
-        """:data:`features.DAY_COLUMNS` of payments, row for row (:func:`values` of
-        :meth:`tables`).
+        """:data:`features.DAY_COLUMNS` of payments, row for row.
+
+        They are :func:`values` of :meth:`tables`.
 
         Parameters
         ----------
@@ -140,9 +144,10 @@ class DayTables:
         return values(merchants, cards, merchant_id, card_id, day)
 
     def tables(self, days, batch_id: int, oldest_day: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The merchant and card values of ``days``: ``merchant_id, day`` with
-        :data:`MERCHANT_COLUMNS`, and ``card_id, day`` with :data:`CARD_COLUMNS` (only
-        cards with a value).
+        """The merchant and card values of ``days``.
+
+        That is ``merchant_id, day`` with :data:`MERCHANT_COLUMNS`, and ``card_id, day``
+        with :data:`CARD_COLUMNS` (only cards with a value).
 
         Parameters
         ----------
@@ -204,9 +209,11 @@ class DayTables:
             self._days[day] = pair
 
     def _fold(self, batch_id: int, oldest_day: int) -> None:
-        """Fold every record up to ``batch_id`` into ``folded/upto-batch-N`` (Spark's
-        writer), keeping what a day from ``oldest_day`` on can still read; then delete
-        what the fold holds."""
+        """Fold every record up to ``batch_id`` into ``folded/upto-batch-N``.
+
+        Spark's writer does it, keeping what a day from ``oldest_day`` on can still read;
+        then the records the fold holds are deleted.
+        """
         from pyspark.sql import SparkSession
         from pyspark.sql import functions as F  # noqa: N812
 
@@ -238,8 +245,11 @@ class DayTables:
         return f"folded/{folds[-1]}" if folds else None
 
     def _records(self, spark, batch_id: int):
-        """The newest complete fold at or before ``batch_id`` (None if there is none), and
-        everything recorded up to the batch: counts and facts as Spark frames."""
+        """The newest complete fold at or before ``batch_id``, and what was recorded since.
+
+        The fold is None if there is none; the records up to the batch are counts and
+        facts as Spark frames.
+        """
         folded = self._newest_fold(batch_id)
         after = folded.split("upto-")[1] if folded else ""
         frames = []
@@ -280,8 +290,10 @@ class DayTables:
 
 
 def values(merchants, cards, merchant_id, card_id, day) -> pd.DataFrame:
-    """:data:`features.DAY_COLUMNS` of payments, row for row, from the tables of their
-    days (:meth:`DayTables.tables`); a merchant or card without a row has 0."""
+    """:data:`features.DAY_COLUMNS` of payments, row for row, from their days' tables.
+
+    The tables are those of :meth:`DayTables.tables`; a merchant or card without a row has 0.
+    """
     frame = pd.DataFrame(
         {
             "merchant_id": np.asarray(merchant_id, dtype=object),

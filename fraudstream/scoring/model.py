@@ -1,11 +1,15 @@
-"""The model the scoring job scores with: loaded from the registry or a folder, and
-followed between micro-batches when its alias moves (hot swap)."""
+"""The model the scoring job scores with.
+
+It is loaded from the registry or a folder, and followed between micro-batches when its
+alias moves (hot swap).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,13 +28,14 @@ class LoadedModel:
 
     name: str
     version: str
-    scorer: object  # fraudstream.ml.model.FraudScorer
+    scorer: Any  # fraudstream.ml.model.FraudScorer
     threshold: float
     feature_columns: list[str]
     reference: dict[str, float] | None
     label_delay_days: int
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The probability of fraud of each row of ``frame`` (the model's feature columns)."""
         if frame.empty:
             return np.zeros(0)
         return np.asarray(self.scorer.predict(None, frame), dtype=float)
@@ -82,6 +87,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
             client = MlflowClient()
             if version is None:
                 if kind == "alias":
+                    assert ref is not None  # an alias URI names its alias
                     version = str(client.get_model_version_by_alias(name, ref).version)
                 else:
                     version = ref
@@ -137,8 +143,13 @@ class ModelSource:
         self.current = current if current is not None else load_model(uri, threshold)
 
     def refresh(self) -> LoadedModel:
+        """The model to score the next micro-batch with.
+
+        A fixed version or folder is never reloaded; an alias is followed as the class says.
+        """
         if self.kind != "alias":
             return self.current
+        assert self.alias is not None  # an alias URI names its alias
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 

@@ -160,7 +160,9 @@ def require_state_store(spark: SparkSession) -> None:
 
 
 def _operator_class(spark: SparkSession) -> JavaClass:
-    operator = spark.sparkContext._jvm.fraudstream.CardAggregates
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a classic (not Spark Connect) session
+    operator = jvm.fraudstream.CardAggregates
     # py4j answers a class it cannot load with a package object, not an error.
     if not isinstance(operator, JavaClass):
         raise OperatorMissingError(
@@ -212,7 +214,9 @@ def card_aggregates(
     spark = payments.sparkSession
     require_state_store(spark)
     operator = _operator_class(spark)
-    names = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.String, len(passing))
+    context = spark.sparkContext
+    assert context._gateway is not None and context._jvm is not None  # a classic session
+    names = context._gateway.new_array(context._jvm.String, len(passing))
     for i, name in enumerate(passing):
         names[i] = name
     initial = None if initial_states is None else initial_states._jdf
@@ -233,8 +237,10 @@ def card_states(payments: DataFrame, keep_days: int = KEEP_DAYS) -> DataFrame:
 
 
 def read_card_states(spark: SparkSession, path) -> DataFrame:
-    """The cards' states in ``path`` (Parquet of :func:`card_states`) as a file stream, for
-    :func:`card_aggregates`' ``initial_states``: read once, at the first micro-batch."""
+    """The cards' states in ``path`` (Parquet of :func:`card_states`) as a file stream.
+
+    It is :func:`card_aggregates`' ``initial_states``: read once, at the first micro-batch.
+    """
     schema = T.StructType(
         [T.StructField("card_id", T.StringType()), T.StructField("state", T.BinaryType())]
     )

@@ -112,8 +112,10 @@ def output_batch(views: dict[str, pd.DataFrame]) -> pa.RecordBatch:
 
 
 def batch_stats(output) -> pd.DataFrame:
-    """Each payment scored: its Kafka time (ms) and whether it was alerted; for the
-    driver's checks and progress line, a few bytes a payment."""
+    """Each payment scored: its Kafka time (ms) and whether it was alerted.
+
+    For the driver's checks and progress line, a few bytes a payment.
+    """
     from pyspark.sql import functions as F  # noqa: N812
 
     return output.select(
@@ -123,8 +125,10 @@ def batch_stats(output) -> pd.DataFrame:
 
 
 class SparkOutputs:
-    """The views under one output root, written by Spark; alerts and dead letters sent
-    by Spark's Kafka sink (none when ``kafka`` is None: a rebuild).
+    """The views under one output root, written by Spark.
+
+    Alerts and dead letters are sent by Spark's Kafka sink (none when ``kafka`` is None:
+    a rebuild).
 
     ``kafka``: ``(options, alerts_topic, dead_letter_topic)``, the options those of
     ``streams.spark_options``.
@@ -140,6 +144,7 @@ class SparkOutputs:
         return place if isinstance(place, str) else place.as_uri()
 
     def send_alerts(self, output) -> None:
+        """Send the alerts of one micro-batch's ``output`` to the alerts topic, keyed by card."""
         from pyspark.sql import functions as F  # noqa: N812
 
         if self.kafka is None:
@@ -159,8 +164,10 @@ class SparkOutputs:
         return spark.createDataFrame(table.add_column(0, "date", dates))
 
     def send_dead_letters(self, dead) -> None:
-        """Each record as it came, where it came from and why in headers (Kafka
-        Connect's dead-letter convention)."""
+        """Send each dead letter as it came, where it came from and why in headers.
+
+        The headers follow Kafka Connect's dead-letter convention.
+        """
         from pyspark.sql import functions as F  # noqa: N812
 
         if self.kafka is None or dead is None:
@@ -183,10 +190,11 @@ class SparkOutputs:
         ).write.format("kafka").options(**options).option("topic", dead_letter_topic).save()
 
     def write(self, batch_id: int, frames: dict) -> dict[str, int]:
-        """Write one micro-batch's views (``frames``: each view's Spark rows with a
-        ``date`` column, or None for no rows) as ``VIEW/date=D/batch-N.parquet``.
+        """Write one micro-batch's views as ``VIEW/date=D/batch-N.parquet``.
 
-        Returns the files placed per view."""
+        ``frames`` holds each view's Spark rows with a ``date`` column, or None for no
+        rows. Returns the files placed per view.
+        """
         staging = f"{STAGING}/batch-{batch_id:012d}"
         # Left by a run that died before moving its files: only one batch runs at a time.
         self.files.delete(STAGING)

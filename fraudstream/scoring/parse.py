@@ -144,7 +144,10 @@ def parse_payments(records: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list
     """
     values = records["value"].to_numpy(dtype=object)
     pieces, piece_positions = [], []
-    slow_valid, slow_good, bad, reasons = [], [], [], []
+    slow_valid: list[dict] = []
+    slow_good: list[int] = []
+    bad: list[int] = []
+    reasons: list[str] = []
     for start in range(0, len(values), PARSE_CHUNK):
         chunk = list(values[start : start + PARSE_CHUNK])
         positions = np.arange(start, start + len(chunk))

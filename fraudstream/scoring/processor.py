@@ -1,5 +1,6 @@
-"""The scoring query's ``foreachBatch``: one micro-batch, decided on the driver, done
-by Spark.
+"""The scoring query's ``foreachBatch``: one micro-batch, decided on the driver.
+
+Spark does the work.
 
 The query (:mod:`fraudstream.scoring.query`) reads ``payments`` and ``fraud-labels``
 with Spark's Kafka source, parses them on the executors and sends them through the
@@ -31,6 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,8 +94,11 @@ JOB_DESCRIPTION = "spark.job.description"
 
 
 class _Clock:
-    """Lap times of a micro-batch's stages; with ``context``, each stage's Spark jobs are
-    described as ``fraudstream: batch N, STAGE`` (Spark's UI, event log)."""
+    """Lap times of a micro-batch's stages.
+
+    With ``context``, each stage's Spark jobs are described as
+    ``fraudstream: batch N, STAGE`` (Spark's UI, event log).
+    """
 
     def __init__(self, context=None, batch_id: int | None = None):
         self.laps: dict[str, float] = {}
@@ -122,12 +127,15 @@ class _Clock:
 
 
 def percentile(values: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile of ``values``; NaN if there are none."""
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
 class EndOffsets:
-    """The end offset of each partition of one topic now, asked of Kafka by a consumer
-    in no group (it reads and commits nothing)."""
+    """The end offset of each partition of one topic now.
+
+    A consumer in no group asks Kafka (it reads and commits nothing).
+    """
 
     def __init__(self, bootstrap_servers: str, topic: str, client_properties=None):
         from fraudstream.kafka import clients
@@ -136,6 +144,7 @@ class EndOffsets:
         self.consumer = clients.consumer(bootstrap_servers, client_properties)
 
     def __call__(self) -> dict[int, int]:
+        """Partition number -> its end offset (the offset the next record will get)."""
         from kafka import TopicPartition
 
         partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
@@ -143,6 +152,7 @@ class EndOffsets:
         return {tp.partition: offset for tp, offset in self.consumer.end_offsets(parts).items()}
 
     def close(self) -> None:
+        """Close the consumer."""
         self.consumer.close()
 
 
@@ -193,7 +203,7 @@ class BatchProcessor:
         self.state: StreamState | None = None
         self.state_bytes = 0
         self._written_ms = 0.0
-        self._model_sent = None
+        self._model_sent: tuple[LoadedModel, Any] | None = None
         self.last_start: float | None = None
         self.batches = 0
 
@@ -217,7 +227,8 @@ class BatchProcessor:
         """One micro-batch of the card operator's query (:mod:`fraudstream.scoring.records`).
 
         The result's ``scored`` and ``alerts`` hold only each payment's Kafka time and
-        whether it was alerted: the views' rows stay on the executors."""
+        whether it was alerted: the views' rows stay on the executors.
+        """
         from pyspark.sql import functions as F  # noqa: N812
 
         from fraudstream.scoring import batch as on_executors
@@ -332,9 +343,11 @@ class BatchProcessor:
         return result
 
     def _decide(self, summary: pd.DataFrame, state: StreamState, batch_id: int, now_ms: int):
-        """What the driver decides from a micro-batch's summary (``scoring.batch``):
-        the dead letters, the payments to score now and to hold, the day tables' new
-        records, and the next state."""
+        """What the driver decides from a micro-batch's summary (``scoring.batch``).
+
+        That is the dead letters, the payments to score now and to hold, the day tables'
+        new records, and the next state.
+        """
         settings = self.settings
         is_label = summary["is_label"].to_numpy(dtype=bool)
         reason = summary["reason"].to_numpy(dtype=object)
@@ -400,8 +413,11 @@ class BatchProcessor:
         return storage.join(self.held_folder, f"batch-{batch_id:012d}")
 
     def _hold(self, spark, rows, held: pd.DataFrame, batch_id: int) -> None:
-        """Write the held payments' rows (from the batch and the earlier held ones) to
-        the checkpoint, by batch id; forget the held rows no state can still name."""
+        """Write the held payments' rows to the checkpoint, by batch id.
+
+        The rows are from the batch and the earlier held ones; the held rows no state can
+        still name are forgotten.
+        """
         from pyspark.sql import functions as F  # noqa: N812
         from pyspark.sql import types as T  # noqa: N812
 
@@ -422,9 +438,11 @@ class BatchProcessor:
         ).parquet(str(self._held_path(batch_id)))
 
     def _forget_held(self, batch_id: int) -> None:
-        """Delete held rows no restart can need: those of batches before the one whose
-        state a rerun of ``batch_id`` starts from, and of batches after it (a run
-        abandoned with its checkpoint)."""
+        """Delete held rows no restart can need.
+
+        Those are the rows of batches before the one whose state a rerun of ``batch_id``
+        starts from, and of batches after it (a run abandoned with its checkpoint).
+        """
         files = storage.files(self.held_folder)
         for name in files.list():
             if name.startswith("batch-") and int(name.split("-")[1]) not in (

@@ -36,6 +36,12 @@ QUERY_NAME = "fraudstream-score"
 
 @dataclass(frozen=True)
 class ScoreConfig:
+    """What a scoring query reads, writes and scores with (the score and rebuild jobs).
+
+    The checkpoint root holds the Spark query's checkpoint, and inside that the driver's
+    state, the day tables and the held payments.
+    """
+
     bootstrap_servers: str
     #: Output root and checkpoint root: local folders or Hadoop URIs (``s3a://b/lake``).
     out: Path | str
@@ -59,14 +65,17 @@ class ScoreConfig:
 
     @property
     def query_checkpoint(self) -> Path | str:
+        """The Spark query's checkpoint; what the job keeps of its own lives inside it."""
         return storage.join(self.checkpoint, "score")
 
     @property
     def state_folder(self) -> Path | str:
+        """The driver's state, one snapshot per micro-batch (``scoring.state``)."""
         return storage.join(self.query_checkpoint, "feature-state")
 
     @property
     def day_tables_folder(self) -> Path | str:
+        """The merchant and card day tables' records (``scoring.daytables``)."""
         return storage.join(self.query_checkpoint, "day-tables")
 
     @property
@@ -204,7 +213,8 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
         initial_states=_card_states_source(spark, cfg, log),
     )
     writer = (
-        records.writeStream.foreachBatch(processor)
+        # Spark ignores what the function returns; the job and the tests read it.
+        records.writeStream.foreachBatch(processor)  # type: ignore[arg-type]
         .option("checkpointLocation", str(cfg.query_checkpoint))
         .queryName(QUERY_NAME)
     )

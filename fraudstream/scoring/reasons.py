@@ -70,8 +70,9 @@ def describe(
 def explain(
     model, rows: pd.DataFrame, scores: np.ndarray, reference: dict[str, float]
 ) -> list[list[str]]:
-    """The top contributing features of each row, in words (``model``: a
-    :class:`~fraudstream.scoring.model.LoadedModel`).
+    """The top contributing features of each row, in words.
+
+    ``model`` is a :class:`~fraudstream.scoring.model.LoadedModel`.
 
     A feature's contribution is how much the score drops when that feature alone is
     set to its reference value (the typical genuine payment's, from training): the

@@ -111,8 +111,10 @@ def late(partition: np.ndarray, time_ms: np.ndarray, cutoffs: dict[int, int]) ->
 
 
 def _payment_inputs(records: pd.DataFrame, cutoffs: dict[int, int]) -> pd.DataFrame:
-    """Payment records' operator inputs by ``(partition, offset)``: a valid payment's, or
-    an invalid record's reason."""
+    """Payment records' operator inputs by ``(partition, offset)``.
+
+    That is a valid payment's inputs, or an invalid record's reason.
+    """
     from fraudstream import features
     from fraudstream.scoring import parse
 
@@ -144,8 +146,11 @@ def _invalid(records: pd.DataFrame, bad: list[int], reasons: list[str]) -> pd.Da
 
 
 def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
-    """Label records' operator inputs by ``(partition, offset)``: valid fraud reports (a
-    genuine verdict never undoes a report, and passes through), invalid labels' reasons."""
+    """Label records' operator inputs by ``(partition, offset)``.
+
+    That is valid fraud reports (a genuine verdict never undoes a report, and passes
+    through), and invalid labels' reasons.
+    """
     from fraudstream.scoring import parse
 
     reports, bad, reasons = parse.parse_labels(records)
@@ -165,9 +170,11 @@ def _report_inputs(records: pd.DataFrame) -> pd.DataFrame:
 def operator_inputs(
     frames: Iterator[pd.DataFrame], labels_topic: str | None = None
 ) -> Iterator[pd.DataFrame]:
-    """Kafka records, each with the operator's input columns: a payment's, a fraud
-    report's (records of ``labels_topic``), or nulls for any other record; and the
-    :data:`CARRIED_COLUMNS`."""
+    """Kafka records, each with the operator's input columns and :data:`CARRIED_COLUMNS`.
+
+    The input columns are a payment's, a fraud report's (records of ``labels_topic``), or
+    nulls for any other record.
+    """
     cutoffs = _cutoffs()
     keys = ["partition", "offset"]
     for records in frames:
@@ -203,10 +210,11 @@ def with_card_aggregates(
     keep_days: int = KEEP_DAYS,
     initial_states: DataFrame | None = None,
 ) -> DataFrame:
-    """Spark's Kafka rows (batch or streaming) as :data:`RECORD_COLUMNS` and
-    :data:`CARRIED_COLUMNS` plus, for each valid payment, the card operator's aggregates
-    (``operator.AGGREGATE_COLUMNS``), and on any row that completes a fraud fact, that
-    fact (``operator.FACT_COLUMNS``).
+    """Spark's Kafka rows (batch or streaming) with the card operator's aggregates.
+
+    The rows are :data:`RECORD_COLUMNS` and :data:`CARRIED_COLUMNS` plus, for each valid
+    payment, the card operator's aggregates (``operator.AGGREGATE_COLUMNS``), and on any
+    row that completes a fraud fact, that fact (``operator.FACT_COLUMNS``).
 
     Records of ``labels_topic`` (in the same stream, a union of two Kafka sources) are
     fraud reports for the operator; ``keep_days`` is how long it keeps payments for them.

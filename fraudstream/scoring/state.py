@@ -72,6 +72,7 @@ HELD_COLUMNS = ["topic", "partition", "offset", "timestamp_ms", "event_ms", "mer
 
 
 def empty_held() -> pd.DataFrame:
+    """No held payments, in the dtypes of :data:`HELD_COLUMNS`."""
     return pd.DataFrame(
         {
             "topic": pd.Series(dtype=object),
@@ -239,14 +240,19 @@ def hold_back(
 
 
 def payment_horizon_days(label_delay_days: int) -> int:
-    """How long a payment can still take a fraud label that a feature reads: the label
-    delay plus the longest merchant window, in days."""
+    """How long a payment can still take a fraud label that a feature reads, in days.
+
+    That is the label delay plus the longest merchant window.
+    """
     return label_delay_days + max(features.MERCHANT_WINDOWS_DAYS)
 
 
 def operator_facts(records: pd.DataFrame) -> pd.DataFrame:
-    """The fraud facts the card operator made in a micro-batch (``operator.FACT_COLUMNS``
-    on payment and label rows), as :func:`features.fraud_facts` makes them."""
+    """The fraud facts the card operator made in a micro-batch.
+
+    They are ``operator.FACT_COLUMNS`` on payment and label rows, in the form
+    :func:`features.fraud_facts` makes them.
+    """
     made = records.loc[records["fact_report_ms"].notna()]
     return pd.DataFrame(
         {
@@ -259,8 +265,10 @@ def operator_facts(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def lateness_cutoffs(state: StreamState, settings: Settings) -> dict[int, int]:
-    """Per partition, the event time (ms) before which a payment of the next batch is late:
-    the partition's newest event time so far minus the allowed lateness."""
+    """Per partition, the event time (ms) before which a payment of the next batch is late.
+
+    That is the partition's newest event time so far minus the allowed lateness.
+    """
     lateness_ms = int(settings.max_lateness_hours * 3_600_000)
     return {int(p): int(ms) - lateness_ms for p, ms in state.newest_by_partition.items()}
 

@@ -58,6 +58,7 @@ class ViewDiff:
 
     @property
     def equal(self) -> bool:
+        """Whether the two runs wrote the same rows with the same values."""
         return not (self.only_live or self.only_rebuilt or self.changed)
 
     def report(self, examples: int = 5) -> list[str]:

@@ -70,8 +70,7 @@ def batch_range(name: str) -> tuple[int, int] | None:
 
 def superseded(names: list[str]) -> dict[str, str]:
     """Files of one folder that another file covers, each with a file that covers it."""
-    ranges = {name: batch_range(name) for name in names}
-    ranges = {name: span for name, span in ranges.items() if span is not None}
+    ranges = {name: span for name in names if (span := batch_range(name)) is not None}
     covered = {}
     for name, (first, last) in ranges.items():
         for other, (lo, hi) in ranges.items():
@@ -161,9 +160,13 @@ def _merge(folder: storage.Files, names: list[str], schemas: list[pa.Schema]):
 
 
 def _chunks(footers: dict[str, tuple[int, pa.Schema]], max_rows: int) -> list[list[str]]:
-    """Consecutive runs of the files (in ``footers``' order, by batch) of at most
-    ``max_rows`` rows each."""
-    chunks, chunk, rows = [], [], 0
+    """Consecutive runs of the files of at most ``max_rows`` rows each.
+
+    The files are taken in ``footers``' order, by batch.
+    """
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    rows = 0
     for name, (count, _) in footers.items():
         if chunk and rows + count > max_rows:
             chunks.append(chunk)
@@ -244,18 +247,20 @@ def compact(
                 if now - folder.modified(cover) >= grace_s:
                     folder.delete(name)
                     totals["deleted"] += 1
-            ready = sorted(
-                (name for name in current(folder.list()) if batch_range(name) is not None),
-                key=batch_range,
-            )
+            spans = {
+                name: span
+                for name in current(folder.list())
+                if (span := batch_range(name)) is not None
+            }
             # The newest batch may run again after a crash and rewrite its file.
-            ready = [name for name in ready if batch_range(name)[1] < newest]
+            ready = sorted(spans, key=spans.__getitem__)
+            ready = [name for name in ready if spans[name][1] < newest]
             # Each file's row count and schema from its footer, read once.
             footers = {name: folder.read(name, _footer) for name in ready}
             for chunk in _chunks(footers, max_rows):
                 if len(chunk) < 2:
                     continue
-                name = batch_file(batch_range(chunk[0])[0], batch_range(chunk[-1])[1])
+                name = batch_file(spans[chunk[0]][0], spans[chunk[-1]][1])
                 write, counted = _merge(folder, chunk, [footers[n][1] for n in chunk])
                 folder.write(name, write)
                 totals["merged"] += 1

@@ -1,5 +1,4 @@
-"""The scoring job's views: what one row of each holds, their Arrow schemas, and how
-they are read back.
+"""The scoring job's views: what a row of each holds, their Arrow schemas, how to read them.
 
 Each view is ``ROOT/VIEW/date=D/batch-N.parquet`` (``compact`` merges a finished day
 into ``batch-A-B.parquet``; :mod:`fraudstream.scoring.viewfiles` says which files count). The
@@ -11,6 +10,7 @@ of a whole history in one process, for notebooks.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,25 @@ VIEWS = (ALERTS, CARD_LOCATIONS, SCORED, DEAD_LETTERS)
 
 
 def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
+    """The alerts view's rows: one per alerted payment, with the reasons in words.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        The payments scored, with their Kafka ``partition``, ``offset`` and ``timestamp_ms``.
+    event_ms : numpy.ndarray
+        Their event times, in ms since the epoch.
+    computed : pandas.DataFrame
+        Their features (``features.compute``), row for row.
+    scores : numpy.ndarray
+        Their probabilities of fraud.
+    alerted : numpy.ndarray of bool
+        Which of them reach the model's threshold.
+    model : LoadedModel
+        The model that scored them, named in each row.
+    now_ms : int
+        The time written as ``scored_time``.
+    """
     rows = events.loc[alerted].reset_index(drop=True)
     chosen = computed.loc[alerted].reset_index(drop=True)
     reference = model.reference or computed[model.feature_columns].median().to_dict()
@@ -72,6 +91,11 @@ def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> p
 
 
 def location_frame(events, event_ms, computed) -> pd.DataFrame:
+    """The card-location view's rows: where each payment was and how fast the card moved.
+
+    The arguments are :func:`alert_frame`'s. ``card_present`` marks point-of-sale and ATM
+    payments with a known place.
+    """
     channel = events["channel"].astype(object).to_numpy()
     lat, lon = events["lat"].to_numpy(dtype=float), events["lon"].to_numpy(dtype=float)
     present = np.isin(channel, ["pos", "atm"]) & np.isfinite(lat) & np.isfinite(lon)
@@ -94,6 +118,10 @@ def location_frame(events, event_ms, computed) -> pd.DataFrame:
 
 
 def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
+    """The scored view's rows: every payment with its score, Kafka place and features.
+
+    The arguments are :func:`alert_frame`'s.
+    """
     head = pd.DataFrame(
         {
             "transaction_id": events["transaction_id"].astype(object).to_numpy(),
@@ -111,6 +139,10 @@ def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> 
         }
     )
     return pd.concat([head, computed[features.FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
 
 
 def _ms_to_timestamp(values) -> pa.Array:
@@ -229,7 +261,7 @@ def write_tables(
             rows = table.filter(pa.array(dates == day))
             files.write(
                 f"{view}/date={_day_name(day)}/{name}",
-                lambda path, rows=rows: pq.write_table(rows, path, compression="zstd"),
+                functools.partial(_write_parquet, rows),
             )
             keep.add(day)
         for day in dates_seen - keep:
@@ -248,7 +280,9 @@ def count_rows(root, view: str) -> int:
 
         if not paths:
             return 0
-        return SparkSession.getActiveSession().read.parquet(*paths).count()
+        spark = SparkSession.getActiveSession()
+        assert spark is not None  # storage.files needed one to find the paths
+        return spark.read.parquet(*paths).count()
     return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
 
 

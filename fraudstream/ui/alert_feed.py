@@ -202,6 +202,7 @@ class AlertWindow:
             return [dict(self._by_cursor[c]) for c in reversed(chosen)]
 
     def get(self, alert_id: str) -> dict | None:
+        """A copy of alert ``alert_id``, or None if the window does not hold it."""
         with self._lock:
             alert = self._by_id.get(alert_id)
             return dict(alert) if alert else None

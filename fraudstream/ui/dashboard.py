@@ -74,12 +74,14 @@ class Hub:
         self._queues: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
 
     def subscribe(self) -> asyncio.Queue:
+        """A new page's queue, fed through the running event loop (call it from the loop)."""
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
             self._queues[queue] = asyncio.get_running_loop()
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue) -> None:
+        """Forget a closed page's queue."""
         with self._lock:
             self._queues.pop(queue, None)
 
@@ -138,13 +140,15 @@ class AlertReader(threading.Thread):
         self._committed: dict = {}
 
     def stop(self) -> None:
+        """Ask the thread to stop; it ends after its current poll."""
         self._stopping.set()
 
     def run(self) -> None:
+        """Read until stopped; an error rebuilds the consumer after a pause."""
         while not self._stopping.is_set():
             try:
                 self._consume()
-            except Exception as error:  # noqa: BLE001 - the dashboard must outlive any of them
+            except Exception as error:  # the dashboard must outlive any of them
                 log.warning("Alert reader failed (%s: %s); retrying.", type(error).__name__, error)
                 self._stopping.wait(2.0)
 
@@ -201,6 +205,7 @@ class AlertReader(threading.Thread):
     def _commit(self, consumer) -> None:
         from kafka.structs import OffsetAndMetadata
 
+        assert self._positions is not None  # set before anything is read
         # Never move the group back: the refill reads alerts the group already had.
         ahead = {
             tp: OffsetAndMetadata(offset, "", -1)
@@ -330,6 +335,7 @@ class Dashboard:
         self.app = self._build_app()
 
     def producer(self):
+        """The producer of analysts' verdicts, made on first use and kept."""
         from fraudstream.kafka import clients
 
         with self._producer_lock:
@@ -348,6 +354,7 @@ class Dashboard:
             return self._producer
 
     def start(self) -> None:
+        """Start the reader and connect the producer; a broker not there yet is not fatal."""
         from kafka.errors import KafkaError
 
         self.reader.start()
