@@ -143,7 +143,7 @@ def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print
     query = writer.start()
     stop = stop or threading.Event()
     while query.isActive and not stop.is_set():
-        query.awaitTermination(0.5)
+        query.awaitTermination(0.5)  # type: ignore[arg-type]  # seconds; a float works
     if query.isActive:
         query.stop()
         log("stopped; restart on the same --checkpoint to resume")

@@ -237,7 +237,7 @@ def card_states(spark: SparkSession, data, label_delay_days: int) -> DataFrame:
     rows = operator.card_rows(read_events(spark, data), keep=["merchant_id"])
     rows = rows.withColumn("report_ms", F.lit(None).cast("long"))
     labels_folder = storage.join(data, lake.LABELS)
-    if storage.is_uri(labels_folder) or labels_folder.is_dir():
+    if storage.is_uri(labels_folder) or Path(labels_folder).is_dir():
         reports = (
             read_labels(spark, labels_folder)
             .where(F.col("label") == "fraud")

@@ -91,7 +91,7 @@ def _key_text(key) -> str:
     return "/".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
 
 
-def _offset_ranges(root: Path, payments_topic: str) -> dict[int, int]:
+def _offset_ranges(root: Path | str, payments_topic: str) -> dict[int, int]:
     """The highest payments offset read, per partition, from ``scored`` and dead letters."""
     highest: dict[int, int] = {}
     frames = [views.read_view(root, views.SCORED)]
@@ -112,7 +112,7 @@ def _in_range(frame: pd.DataFrame, limits: dict[int, int]) -> np.ndarray:
     return frame["offset"].astype(np.int64).to_numpy() <= limit
 
 
-def _inside(frame: pd.DataFrame, view: str, root: Path, limits, payments_topic) -> np.ndarray:
+def _inside(frame: pd.DataFrame, view: str, root: Path | str, limits, payments_topic) -> np.ndarray:
     """Which rows of ``view`` come from payments at or below ``limits``."""
     if view == views.DEAD_LETTERS:
         return (frame["topic"] != payments_topic).to_numpy() | _in_range(frame, limits)
@@ -137,7 +137,10 @@ def _differs(live: pd.Series, rebuilt: pd.Series) -> np.ndarray:
 
 
 def compare_view(
-    live_root: Path, rebuilt_root: Path, view: str, payments_topic: str = config.TOPIC_PAYMENTS
+    live_root: Path | str,
+    rebuilt_root: Path | str,
+    view: str,
+    payments_topic: str = config.TOPIC_PAYMENTS,
 ) -> ViewDiff:
     """Compare ``view`` of two output roots, over the payments both runs have read."""
     diff = ViewDiff(view)
