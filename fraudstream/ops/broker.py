@@ -122,7 +122,9 @@ def _classpath() -> str:
 
 def _security_lines(broker: LocalBroker) -> list[str]:
     """The SASL_SSL listener's settings: SCRAM users from the metadata log, TLS from certs."""
-    store_password = (broker.certs / "store.password").read_text().strip()
+    certs = broker.certs
+    assert certs is not None, "a node with a SASL_SSL listener has the cluster's certificates"
+    store_password = (certs / "store.password").read_text().strip()
     return [
         "sasl.enabled.mechanisms=SCRAM-SHA-512",
         # Brokers talk to each other on the plain listener, so the SASL_SSL one only
@@ -130,7 +132,7 @@ def _security_lines(broker: LocalBroker) -> list[str]:
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
         "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         "ssl.keystore.type=PKCS12",
-        f"ssl.keystore.location={broker.certs / 'broker.p12'}",
+        f"ssl.keystore.location={certs / 'broker.p12'}",
         f"ssl.keystore.password={store_password}",
         f"ssl.key.password={store_password}",
     ]
@@ -517,7 +519,14 @@ def _scram_users(cluster: LocalCluster) -> dict[str, str]:
     for user in SCRAM_USERS:
         path = cluster.properties_file(user)
         if path.exists():
-            users[user] = propfile.sasl_credentials(propfile.read_properties(path))[1]
+            password = propfile.sasl_credentials(propfile.read_properties(path))[1]
+            if password is None:
+                # The nodes were formatted with this user's password: it cannot be remade.
+                raise BrokerError(
+                    f"{path} holds no password for {user}; stop the cluster and delete "
+                    f"{cluster.home} to start it afresh with new users."
+                )
+            users[user] = password
             continue
         users[user] = secrets.token_urlsafe(18)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -543,7 +552,7 @@ def start_cluster(cluster: LocalCluster) -> tuple[list[int], bool]:
     brokers = cluster.brokers
     stopped = [broker for broker in brokers if running_pid(broker) is None]
     if not stopped:
-        return [running_pid(broker) for broker in brokers], False
+        return _running_pids(brokers), False
     for broker in stopped:
         _check_ports(broker)
     _make_certs(cluster)
@@ -565,11 +574,13 @@ def start_cluster(cluster: LocalCluster) -> tuple[list[int], bool]:
     except (BrokerError, KeyboardInterrupt):
         # Interrupted or failed, the start leaves no node behind.
         for broker, process in launched:
-            if process.poll() is None:
-                process.kill()
-            broker.pid_file.unlink(missing_ok=True)
+            abandon(process, broker.pid_file)
         raise
-    return [running_pid(broker) for broker in brokers], True
+    return _running_pids(brokers), True
+
+
+def _running_pids(brokers: list[LocalBroker]) -> list[int]:
+    return [pid for broker in brokers if (pid := running_pid(broker)) is not None]
 
 
 def stop_cluster(cluster: LocalCluster, node: int | None = None) -> list[int]:
