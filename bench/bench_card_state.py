@@ -67,7 +67,11 @@ def run_score(args, servers: str, topics: dict, run_dir: Path) -> dict:
         "operator_state_mb": folder_mb(checkpoint / "state"),
         "driver_snapshot_mb": folder_mb(snapshots[-1]) if snapshots else 0.0,
         "day_tables_mb": folder_mb(checkpoint / "day-tables"),
-        "batches": sum(1 for line in log.read_text().splitlines() if line.startswith("batch ")),
+        "batches": sum(
+            1
+            for line in log.read_text().splitlines()
+            if " batch " in f" {line}" and " records -> " in line
+        ),
     }
 
 

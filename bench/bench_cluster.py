@@ -55,7 +55,7 @@ from fraudstream.ops import broker as local_broker  # noqa: E402
 from fraudstream.ops import spark_cluster as local_cluster  # noqa: E402
 from fraudstream.scoring import views  # noqa: E402
 
-BATCH_LINE = re.compile(r"^batch \d+: ([\d,]+) records .* batch ([\d.]+) s")
+BATCH_LINE = re.compile(r"\bbatch \d+: ([\d,]+) records .* batch ([\d.]+) s")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,7 +159,7 @@ def run_score(
         raise SystemExit(f"bench_cluster: the score job failed on {master}; see {root / 'job.log'}")
     batches = [
         (int(match.group(1).replace(",", "")), float(match.group(2)))
-        for match in map(BATCH_LINE.match, result.stdout.splitlines())
+        for match in map(BATCH_LINE.search, (result.stdout + result.stderr).splitlines())
         if match
     ]
     scored = views.count_rows(root / "lake", views.SCORED)

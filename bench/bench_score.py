@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.platform()}"
 
 
+#: A micro-batch's log line: its records and its duration.
+BATCH_LINE = re.compile(r"\bbatch \d+: ([\d,]+) records -> .* batch ([\d.]+) s")
+
+
 class JobOutput(threading.Thread):
     """Reads the job's output; keeps the micro-batch lines with the time they were seen."""
 
@@ -83,9 +88,10 @@ class JobOutput(threading.Thread):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log.write(line + "\n")
                 self.lines.append(line)
-                if line.startswith("batch ") and " records -> " in line:
-                    records = int(line.split(": ", 1)[1].split(" records", 1)[0].replace(",", ""))
-                    duration = float(line.split("batch ")[2].split(" s", 1)[0])
+                batch = BATCH_LINE.search(line)
+                if batch:
+                    records = int(batch.group(1).replace(",", ""))
+                    duration = float(batch.group(2))
                     self.batches.append((time.time(), records, duration))
 
     def processed(self) -> int:

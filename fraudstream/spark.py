@@ -9,6 +9,7 @@ settings that suit a small local machine.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -16,6 +17,8 @@ from pyspark.sql import SparkSession
 
 from fraudstream import config
 from fraudstream.errors import FraudstreamError
+
+_LOG = logging.getLogger(__name__)
 
 #: Shuffle partitions for local runs: the default (200) makes stateful queries on two
 #: cores crawl, and the value is frozen into a stateful query's checkpoint.
@@ -53,9 +56,7 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
         session = SparkSession.builder.appName(app_name).getOrCreate()
         master = session.sparkContext.master
         if master is not None and not master.startswith("local"):
-            # Printed, not logged: jobs set up no logging, and the cluster tests read this
-            # line from the job's output (tests/test_spark_cluster.py).
-            print(check_executors(session), flush=True)  # noqa: T201
+            _LOG.info(check_executors(session))
         return session
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python UDFs run in worker processes: the driver's interpreter (the project's

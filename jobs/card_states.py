@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 
-from fraudstream import features, lake, storage
+from fraudstream import features, lake, logs, storage
 from fraudstream.errors import reports_errors
 from fraudstream.ml.dataset import card_states
 from fraudstream.spark import get_session
@@ -55,6 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @reports_errors("card_states")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     spark = get_session("fraudstream-card-states")
     started = time.time()

@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from fraudstream import storage
+from fraudstream import logs, storage
 from fraudstream.errors import reports_errors
 from fraudstream.scoring import viewfiles, views
 
@@ -80,6 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @reports_errors("compact")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if storage.is_uri(args.out):
         # Hadoop file systems are reached through Spark's JVM.

@@ -20,7 +20,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config
+from fraudstream import config, logs
 from fraudstream.data import simulate
 from fraudstream.data.simulate import GenerateConfig, run, summary
 from fraudstream.errors import reports_errors
@@ -81,6 +81,7 @@ def parse_args(argv: list[str]) -> GenerateConfig:
 
 @reports_errors("generate")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     counts = run(cfg)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fraudstream import logs
 from fraudstream.data import importers
 from fraudstream.data.importers import ImportConfig, run_import
 from fraudstream.errors import reports_errors
@@ -75,6 +76,7 @@ def parse_args(argv: list[str]) -> ImportConfig:
 
 @reports_errors("import")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     counts = run_import(cfg)
     print(

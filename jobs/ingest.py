@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fraudstream import config
+from fraudstream import config, logs
 from fraudstream.cli import options
 from fraudstream.data.ingest import IngestConfig, run, summarise
 from fraudstream.errors import reports_errors
@@ -66,6 +66,7 @@ def parse_args(argv: list[str]) -> IngestConfig:
 
 @reports_errors("ingest")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     clients.require_topics(cfg.bootstrap_servers, [cfg.topic])
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from fraudstream import config, storage
+from fraudstream import config, logs, storage
 from fraudstream.cli import options
 from fraudstream.data import label_store
 from fraudstream.data.label_store import LabelsConfig, run
@@ -54,6 +54,7 @@ def parse_args(argv: list[str]) -> LabelsConfig:
 
 @reports_errors("labels")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     clients.require_topics(cfg.bootstrap_servers, [cfg.labels_topic])
     stop = threading.Event()
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_session("fraudstream-labels")
     storage.files(cfg.out).check()
     storage.files(cfg.checkpoint).check()
-    run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True))
+    run(spark, cfg, stop=stop)
     stored = views.count_rows(cfg.out, label_store.LABELS)
     print(f"{storage.join(cfg.out, label_store.LABELS)}: {stored:,} label events")
     return 0

@@ -24,11 +24,12 @@ rebuild cannot run (no live views, a missing topic, an output root in use).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import replace
 
-from fraudstream import config, storage
+from fraudstream import config, logs, storage
 from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
@@ -36,6 +37,8 @@ from fraudstream.scoring import model as scoring_model
 from fraudstream.scoring import query, state, verify
 from fraudstream.scoring.rebuild import AS_LIVE, RebuildConfig, RebuildError, resolve_model, run
 from fraudstream.spark import get_session
+
+_LOG = logging.getLogger("fraudstream.jobs.rebuild")
 
 
 def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
@@ -114,6 +117,7 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
 
 @reports_errors("rebuild")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg, threshold = parse_args(sys.argv[1:] if argv is None else argv)
     locations = (cfg.live, cfg.score.out, cfg.score.checkpoint)
     # A Hadoop file system is reached through Spark's JVM: start it first.
@@ -130,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     query.check_outputs(cfg.score)
     model = scoring_model.load_model(cfg.score.model_uri, cfg.score.threshold)
-    print(f"rebuild: replaying {cfg.score.payments_topic} into {cfg.score.out}", flush=True)
+    _LOG.info(f"replaying {cfg.score.payments_topic} into {cfg.score.out}")
     spark = spark or get_session("fraudstream-rebuild")
-    diffs = run(spark, cfg, log=lambda line: print(line, flush=True), model=model)
+    diffs = run(spark, cfg, model=model)
     for diff in diffs:
         print("\n".join(diff.report()))
     # A replay that read none of the live run's payments proves nothing.

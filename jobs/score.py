@@ -35,12 +35,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from fraudstream import config, storage
+from fraudstream import config, logs, storage
 from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
@@ -56,6 +57,8 @@ from fraudstream.scoring.query import (
 )
 from fraudstream.scoring.state import DEFAULT_MAX_LATENESS_HOURS
 from fraudstream.spark import get_session
+
+_LOG = logging.getLogger("fraudstream.jobs.score")
 
 
 def parse_args(argv: list[str]) -> ScoreConfig:
@@ -149,6 +152,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
 
 @reports_errors("score")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     topics = [cfg.payments_topic, cfg.labels_topic, cfg.alerts_topic, cfg.dead_letter_topic]
     clients.require_topics(cfg.bootstrap_servers, topics)
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def request_stop(signum, _frame):
-        print(f"score: {signal.Signals(signum).name} received", flush=True)
+        _LOG.info(f"{signal.Signals(signum).name} received")
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         # A Hadoop file system is reached through Spark's JVM.
         check_outputs(cfg)
         check_checkpoint(cfg)
-    run(spark, cfg, stop=stop, log=lambda line: print(line, flush=True), model=model)
+    run(spark, cfg, stop=stop, model=model)
     if cfg.available_now:
         print(summarise(cfg))
     return 0

@@ -27,7 +27,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from fraudstream import config, features, storage
+from fraudstream import config, features, logs, storage
 from fraudstream.errors import DataError, reports_errors
 from fraudstream.ml import model, training
 
@@ -198,6 +198,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
 
 @reports_errors("train")
 def main(argv: list[str] | None = None) -> int:
+    logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
     remote = [place for place in (cfg.data, cfg.labels) if storage.is_uri(place)]
     if remote and cfg.engine != "spark":

@@ -284,6 +284,7 @@ def _model_promote(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     import logging
 
+    from fraudstream import logs
     from fraudstream.kafka import clients, propfile
     from fraudstream.ui import dashboard
 
@@ -301,7 +302,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)
     clients.require_topics(servers, [args.topic, args.labels_topic])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure()
     # kafka-python logs every failed reconnect; while a broker restarts that is noise.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     settings = dashboard.Settings(

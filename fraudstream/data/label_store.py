@@ -14,6 +14,7 @@ directly, as of each micro-batch, so both see the same labels.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import pyarrow as pa
 from fraudstream import config, schemas, storage
 from fraudstream.features import DAY_MS
 from fraudstream.scoring import views
+
+_LOG = logging.getLogger(__name__)
 
 LABELS = "labels"
 LABEL_DEAD_LETTERS = "label_dead_letters"
@@ -72,7 +75,7 @@ def split(
 class LabelStore:
     """The ``foreachBatch`` function of the labels job: one micro-batch into the store."""
 
-    def __init__(self, root, log=print):
+    def __init__(self, root, log=_LOG.info):
         # A local folder or a Hadoop URI (``fraudstream.storage``).
         self.root = root
         self.log = log
@@ -124,7 +127,7 @@ class LabelsConfig:
     trigger_interval: str = "5 seconds"
 
 
-def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=print) -> None:
+def run(spark, cfg: LabelsConfig, stop: threading.Event | None = None, log=_LOG.info) -> None:
     """Run the labels job's query until it ends (``available_now``) or ``stop`` is set."""
     from fraudstream.kafka import streams
 

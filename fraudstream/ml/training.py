@@ -15,6 +15,7 @@ The steps of ``./spark-submit.sh train``, each a function a notebook can call:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ import pandas as pd
 from fraudstream import features, lake, storage
 from fraudstream.errors import DataError
 from fraudstream.ml import evaluate, model
+
+_LOG = logging.getLogger(__name__)
 
 MS_PER_DAY = features.DAY_MS
 #: The training job's default of ``--max-train-rows``.
@@ -596,7 +599,7 @@ def fold_span(train_start: date, cfg: TrainConfig) -> tuple[date, date]:
     return min(f.train_start for f in every), max(f.test_end for f in every)
 
 
-def run(cfg: TrainConfig, log=print) -> dict[str, Any]:
+def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
     """Train, evaluate, log and register as ``cfg`` says; return the report as a dict."""
     timings: dict[str, float] = {}
     labels_folder = cfg.labels or storage.join(cfg.data, lake.LABELS)

@@ -17,6 +17,7 @@ Run ``python -m fraudstream.ops.executor_env`` to build it if needed and print i
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 import sys
 import tomllib
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from fraudstream import config
 from fraudstream.errors import FraudstreamError
+
+_LOG = logging.getLogger(__name__)
 
 BUILD_DIR = config.PROJECT_ROOT / "build"
 ENV_DIR = BUILD_DIR / "executor-env"
@@ -86,7 +89,7 @@ def _run(command: list[str], what: str) -> None:
         raise EnvironmentArchiveError(f"{what} failed: {last[0]}")
 
 
-def ensure_archive(log=print) -> Path:
+def ensure_archive(log=_LOG.info) -> Path:
     """Build and pack the executors' environment unless the archive is up to date.
 
     Parameters

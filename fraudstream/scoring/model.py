@@ -6,6 +6,7 @@ alias moves (hot swap).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import pandas as pd
 
 from fraudstream import features
 from fraudstream.errors import FraudstreamError
+
+_LOG = logging.getLogger(__name__)
 
 
 class ModelLoadError(FraudstreamError):
@@ -132,7 +135,7 @@ class ModelSource:
         self,
         uri: str,
         threshold: float | None = None,
-        log: Callable = print,
+        log: Callable = _LOG.info,
         current: LoadedModel | None = None,
     ):
         self.uri = uri

@@ -28,6 +28,7 @@ deterministic so consumers drop duplicates.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -53,6 +54,8 @@ from fraudstream.scoring.state import (
     operator_facts,
 )
 from fraudstream.scoring.views import ALERTS, CARD_LOCATIONS, DEAD_LETTERS, SCORED
+
+_LOG = logging.getLogger(__name__)
 
 #: Set to a batch id to kill the driver after that batch's outputs are written (tests).
 CRASH_AT_BATCH_ENV = "FRAUDSTREAM_CRASH_AT_BATCH"
@@ -189,7 +192,7 @@ class BatchProcessor:
         settings: Settings,
         day_tables,
         held_folder,
-        log=print,
+        log=_LOG.info,
     ):
         self.models = models
         self.views = views

@@ -8,6 +8,7 @@ this lives in the library. The micro-batch work itself is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from fraudstream.scoring.state import (
     StateStore,
     payment_horizon_days,
 )
+
+_LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
@@ -157,7 +160,7 @@ def check_checkpoint(cfg: ScoreConfig) -> None:
     checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
 
 
-def build(spark: SparkSession, cfg: ScoreConfig, log=print, model=None):
+def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
     """The processor and the (not yet started) query writer."""
     models = ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
     model = models.current
@@ -275,7 +278,7 @@ def run(
     spark: SparkSession,
     cfg: ScoreConfig,
     stop: threading.Event | None = None,
-    log=print,
+    log=_LOG.info,
     model: LoadedModel | None = None,
 ):
     """Run the scoring query until it ends (``--available-now``) or ``stop`` is set.

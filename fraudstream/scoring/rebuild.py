@@ -7,12 +7,15 @@ compares each view with the live one key by key (:mod:`.verify`).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fraudstream.errors import FraudstreamError
 from fraudstream.scoring import query, verify
+
+_LOG = logging.getLogger(__name__)
 
 AS_LIVE = "as-live"
 
@@ -31,7 +34,7 @@ class RebuildError(FraudstreamError):
 
 
 def resolve_model(
-    live: Path, model: str, threshold: float | None, log=print
+    live: Path, model: str, threshold: float | None, log=_LOG.info
 ) -> tuple[str, float | None]:
     """The model URI and threshold that scored the live views (``as-live``), or the given one."""
     if model != AS_LIVE:
@@ -56,7 +59,7 @@ def _version(used: tuple[str, str, float]) -> int:
     return int(used[1]) if str(used[1]).isdigit() else -1
 
 
-def run(spark, cfg: RebuildConfig, log=print, model=None) -> list[verify.ViewDiff]:
+def run(spark, cfg: RebuildConfig, log=_LOG.info, model=None) -> list[verify.ViewDiff]:
     """Replay into ``cfg.score.out``, then compare each view of ``cfg.views`` with the live one."""
     started = time.time()
     query.run(spark, cfg.score, log=log, model=model)

@@ -29,6 +29,7 @@ instead (``spark.read.option("basePath", folder).parquet(*paths)``), as
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections import defaultdict
@@ -40,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudstream import storage
+
+_LOG = logging.getLogger(__name__)
 
 #: ``batch-N.parquet`` (one micro-batch) or ``batch-A-B.parquet`` (batches A..B merged).
 BATCH_FILE = re.compile(r"^batch-(\d+)(?:-(\d+))?\.parquet$")
@@ -206,7 +209,7 @@ def compact(
     max_rows: int = DEFAULT_MAX_ROWS,
     grace_s: float = 3600.0,
     now: float | None = None,
-    log=print,
+    log=_LOG.info,
 ) -> dict[str, int]:
     """Merge the batch files of every day before ``until``; delete files superseded long ago.
 
