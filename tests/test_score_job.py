@@ -277,7 +277,7 @@ def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, to
     cfg = score_config(kafka_bootstrap, topics, tmp_path)
     (cfg.out / views.SCORED / "date=2018-04-01").mkdir(parents=True)
     (cfg.out / views.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
-    with pytest.raises(score_job.ScoreSetupError, match="already holds scored"):
+    with pytest.raises(query.ScoreSetupError, match="already holds scored"):
         score_job.check_outputs(cfg)
 
 
