@@ -15,14 +15,12 @@ from pathlib import Path
 
 from fraudstream import config
 from fraudstream.cli import options
-from fraudstream.cli.services import Service, add_home, add_service
+from fraudstream.cli.services import Service, add_home, add_service, from_flags
 from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres
 from fraudstream.ops.process import port_in_use
 
-
-def _postgres_from(args: argparse.Namespace) -> local_postgres.LocalPostgres:
-    return local_postgres.LocalPostgres(home=Path(args.home), port=args.port)
+_postgres_from = from_flags(local_postgres.LocalPostgres)
 
 
 POSTGRES = Service(

@@ -34,7 +34,7 @@ from fraudstream import config
 from fraudstream.cli import cdc as cdc_cli
 from fraudstream.cli import options
 from fraudstream.cli import spark as spark_cluster_cli
-from fraudstream.cli.services import Service, add_actions, add_home, add_service
+from fraudstream.cli.services import Service, add_actions, add_home, add_service, from_flags
 from fraudstream.errors import FraudstreamError, reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.ops import broker as local_broker
@@ -45,10 +45,7 @@ class CommandError(FraudstreamError):
     """A command cannot run as asked; the message is one sentence for the user."""
 
 
-def _broker_from(args: argparse.Namespace) -> local_broker.LocalBroker:
-    return local_broker.LocalBroker(
-        home=Path(args.home), port=args.port, controller_port=args.controller_port
-    )
+_broker_from = from_flags(local_broker.LocalBroker)
 
 
 def _create_topics(broker: local_broker.LocalBroker, args: argparse.Namespace) -> None:
@@ -70,14 +67,7 @@ BROKER = Service(
 )
 
 
-def _cluster_from(args: argparse.Namespace) -> local_broker.LocalCluster:
-    return local_broker.LocalCluster(
-        home=Path(args.home),
-        nodes=args.nodes,
-        port=args.port,
-        secure_port=args.secure_port,
-        controller_port=args.controller_port,
-    )
+_cluster_from = from_flags(local_broker.LocalCluster)
 
 
 def _cluster_start(args: argparse.Namespace) -> int:

@@ -9,9 +9,30 @@ and :func:`add_service` adds the three actions with their shared flags.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+
+def from_flags(settings: type) -> Callable[[argparse.Namespace], Any]:
+    """Make a service's settings (a dataclass) from the flags named as its fields.
+
+    A flag that was not given (``None``) leaves the field's default; ``home`` becomes a
+    ``Path``.
+    """
+    names = [field.name for field in dataclasses.fields(settings) if field.init]
+
+    def build(args: argparse.Namespace) -> Any:
+        given: dict[str, Any] = {
+            name: getattr(args, name) for name in names if getattr(args, name, None) is not None
+        }
+        if "home" in given:
+            given["home"] = Path(given["home"])
+        return settings(**given)
+
+    return build
 
 
 @dataclass(frozen=True)

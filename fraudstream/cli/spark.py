@@ -13,23 +13,12 @@ Jobs then run on it with ``./spark-submit.sh --master spark://127.0.0.1:7077 JOB
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fraudstream import config
-from fraudstream.cli.services import add_actions, add_home
+from fraudstream.cli.services import add_actions, add_home, from_flags
 from fraudstream.ops import spark_cluster as local_cluster
 
-
-def _cluster_from(args: argparse.Namespace) -> local_cluster.LocalCluster:
-    return local_cluster.LocalCluster(
-        home=Path(args.home),
-        master_port=args.master_port,
-        master_ui_port=args.master_ui_port,
-        worker_ui_port=args.worker_ui_port,
-        workers=args.workers,
-        worker_cores=args.worker_cores,
-        worker_memory=args.worker_memory,
-    )
+_cluster_from = from_flags(local_cluster.LocalCluster)
 
 
 def _start(args: argparse.Namespace) -> int:
