@@ -591,4 +591,3 @@ def main(argv: list[str] | None = None) -> int:
     ) as error:
         print(f"fraudstream: {error}", file=sys.stderr)
         return 2
-
