@@ -22,7 +22,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from fraudstream import schemas
-from fraudstream.cli.main import main as cli
+from fraudstream.cli import main as cli
 from fraudstream.data import bank
 from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres

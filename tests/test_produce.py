@@ -144,7 +144,7 @@ def test_produce_stops_on_ctrl_c_and_resumes_exactly(kafka_bootstrap, tmp_path):
 
 
 def test_produce_simulates_live(kafka_bootstrap, fresh_topic, tmp_path, capsys):
-    from fraudstream.cli.main import main as cli
+    from fraudstream.cli import main as cli
     from fraudstream.data import simulate
 
     labels_topic = f"{fresh_topic}-labels"
@@ -172,7 +172,7 @@ def test_produce_simulates_live(kafka_bootstrap, fresh_topic, tmp_path, capsys):
     ],
 )
 def test_produce_wrong_input_is_one_sentence(kafka_bootstrap, fresh_topic, capsys, argv, sentence):
-    from fraudstream.cli.main import main as cli
+    from fraudstream.cli import main as cli
 
     topics = ["--topic", fresh_topic, "--labels-topic", fresh_topic]
     assert cli.main(["produce", "--brokers", kafka_bootstrap, *topics, *argv]) == 2
