@@ -1,9 +1,9 @@
-"""Shared fixtures: one local SparkSession, a real Kafka broker and a local S3 server."""
+"""Shared fixtures: one local SparkSession, a real Kafka broker and a local S3 server;
+the markers they give the tests that use them."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +16,65 @@ from fraudstream import objectstore, storage
 from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
 
+from .helpers import free_port, read_sample_history
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+#: The markers a test gets from a fixture it uses, directly or through another fixture,
+#: so that ``-m "not kafka and not spark"`` leaves out every test that needs a broker or
+#: a JVM. A test that starts such a service itself (a subprocess, no fixture) carries
+#: the marker explicitly; ``services_only_when_marked`` catches one that does not.
+FIXTURE_MARKERS = {
+    "spark": ("spark",),
+    "kafka_bootstrap": ("kafka",),
+    "s3_endpoint": ("s3",),
+    "browser": ("browser",),
+    "kafka_cluster": ("cluster", "kafka"),
+    "spark_cluster": ("cluster", "spark"),
+}
+
+#: The markers under which a test may start a JVM (Spark, a broker, Connect) or reach
+#: a broker.
+SERVICE_MARKERS = {"kafka", "spark", "cluster"}
+
+#: JAVA_HOME and the default broker for every other test: a JVM it starts, in the test
+#: process or in a subprocess, fails at once naming the cause, and so does a client of
+#: the default broker (rather than passing in the full suite, where a broker runs, and
+#: failing or hanging in the fast lane).
+NO_JAVA_HOME = "/nonexistent/java-of-a-test-not-marked-spark-or-kafka"
+NO_BROKER = "127.0.0.1:1"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark each test with the markers of its fixtures, before ``-m`` selects by them."""
+    for item in items:
+        for fixture in item.fixturenames:
+            for name in FIXTURE_MARKERS.get(fixture, ()):
+                if item.get_closest_marker(name) is None:
+                    item.add_marker(name)
+
+
+@pytest.fixture(autouse=True)
+def services_only_when_marked(request, monkeypatch):
+    """A test without a service marker cannot start Java or Spark, nor reach the default broker."""
+    if SERVICE_MARKERS & {marker.name for marker in request.node.iter_markers()}:
+        return
+    monkeypatch.setenv("JAVA_HOME", NO_JAVA_HOME)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", NO_BROKER)
+    if "pyspark.sql" in sys.modules:
+        # A session of an earlier test would otherwise serve this one in the full suite.
+        from pyspark.sql import SparkSession
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(
+                f"{request.node.nodeid} starts Spark but is not marked spark: "
+                "use the spark fixture, or mark it @pytest.mark.spark."
+            )
+
+        monkeypatch.setattr(SparkSession.Builder, "getOrCreate", refuse)
+        monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+
 
 #: Credentials for the local S3 server, which accepts any.
 S3_ACCESS_KEY = S3_SECRET_KEY = "testing"
@@ -93,6 +151,12 @@ def topics(kafka_bootstrap):
     return names
 
 
+@pytest.fixture(scope="session")
+def history() -> dict:
+    """The committed sample: events, labels (pandas) and the training job's features."""
+    return read_sample_history()
+
+
 @pytest.fixture()
 def lake(tmp_path):
     """An output root and a checkpoint root of the test's own."""
@@ -114,19 +178,13 @@ def mlflow_store(tmp_path, monkeypatch):
     return uri
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> str:
     """URL of a local S3 server (moto's ``moto_server``), started for the session.
 
     Its request log goes to a file (a pipe nobody reads would fill and stall it).
     """
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("s3") / "moto_server.log"
     with log_path.open("wb") as log:
@@ -192,7 +250,14 @@ def s3a_bucket(spark, s3_client, s3a_settings) -> str:
     return name
 
 
-@pytest.fixture(params=["local", "hadoop-file", pytest.param("s3a", marks=pytest.mark.s3)])
+@pytest.fixture(
+    params=[
+        "local",
+        # Requested below with getfixturevalue, which the markers' hook does not see.
+        pytest.param("hadoop-file", marks=pytest.mark.spark),
+        pytest.param("s3a", marks=[pytest.mark.spark, pytest.mark.s3]),
+    ]
+)
 def place(request, tmp_path):
     """One empty folder of each kind, as ``storage.files`` gives it: a local folder,
     Hadoop's own local file system (the rename path that HDFS takes too), and S3."""

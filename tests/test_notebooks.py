@@ -13,6 +13,12 @@ from fraudstream import config
 NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
 
+def _marked(path: Path):
+    """A notebook that starts Spark runs under the spark marker, out of the fast lane."""
+    uses_spark = "get_session" in path.read_text()
+    return pytest.param(path, marks=[pytest.mark.spark] if uses_spark else [], id=path.name)
+
+
 def test_notebooks_are_committed_without_outputs():
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
@@ -21,7 +27,7 @@ def test_notebooks_are_committed_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [_marked(path) for path in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom_twice(path: Path, mlflow_store):
     for _ in range(2):
         notebook = nbformat.read(path, as_version=4)

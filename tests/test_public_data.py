@@ -11,6 +11,8 @@ from fraudstream.data import simulate
 from fraudstream.ml import training
 from jobs import train as train_job
 
+from .helpers import train_args
+
 import_job = importlib.import_module("jobs.import")
 
 SCENARIO_NUMBER = {"amount_threshold": 1, "compromised_terminal": 2, "leaked_card": 3}
@@ -61,21 +63,7 @@ def test_handbook_format_imports_and_trains(tmp_path, mlflow_store):
         )
         == 0
     )
-    cfg = train_job.parse_args(
-        [
-            "--data",
-            str(out),
-            "--models",
-            "logistic",
-            "--folds",
-            "1",
-            "--k",
-            "5",
-            "--param",
-            "logistic.C=1.0",
-            "--no-register",
-        ]
-    )
+    cfg = train_job.parse_args(train_args(out, "--param", "logistic.C=1.0", "--no-register"))
     report = training.run(cfg, log=lambda line: None)
     (fold,) = report["models"]["logistic"]["folds"]
     assert fold["test_rows"] > 0 and fold["test_frauds"] > 0

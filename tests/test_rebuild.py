@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import date
@@ -10,19 +9,18 @@ from datetime import date
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 
 from fraudstream import config, features, lake, schemas
 from fraudstream.data import produce
 from fraudstream.scoring import query, verify, viewfiles, views
 from jobs import rebuild as rebuild_job
 
-from .stream_helpers import (
+from .helpers import (
+    job_env,
     long_history,
     publish_sample,
     read_topic,
     register,
-    sample_history,
     score_config,
     submit,
 )
@@ -33,11 +31,6 @@ def _rewrite_one_file(root, view, change):
     path = viewfiles.paths(root, view)[0]
     pq.write_table(change(pq.read_table(path)), path)
     return path
-
-
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
 
 
 def test_rebuild_equals_the_live_views_after_a_restart(
@@ -75,7 +68,7 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         "--max-offsets-per-trigger", "2500",
     ]  # fmt: skip
     alerts_sent = len(read_topic(kafka_bootstrap, topics["alerts"]))
-    job = submit("rebuild", args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
+    job = submit("rebuild", args, job_env(mlflow_store), log)
     status = job.wait(timeout=600)
     said = log.read_text()
     assert status == 0, said[-3000:]

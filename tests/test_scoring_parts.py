@@ -14,14 +14,9 @@ from fraudstream import features, schemas
 from fraudstream.scoring import parse, reasons, state, views
 from fraudstream.scoring.model import LoadedModel, ModelLoadError, load_model
 
-from .stream_helpers import sample_history, toy_model
+from .helpers import toy_model
 
 T0_MS = 1_522_540_800_000  # 2018-04-01T00:00:00Z
-
-
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
 
 
 @pytest.fixture(scope="module")
