@@ -13,10 +13,9 @@ import uuid
 import pytest
 
 from fraudstream import objectstore, storage
-from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
 
-from .helpers import free_port, read_sample_history
+from .helpers import free_port, free_ports, read_sample_history
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -106,26 +105,28 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    """Bootstrap servers of a real broker: the one running, else the project's local one.
+def kafka_bootstrap(tmp_path_factory) -> str:
+    """Bootstrap servers of a real broker: $KAFKA_BOOTSTRAP_SERVERS, else one of the session's own.
 
-    A broker this fixture starts is stopped at the end of the session; one that was
-    already running is left as it was.
+    The session's broker lives in a temporary folder and listens on free ports, so the
+    project's local broker (``var/kafka``, port 9092), running or not, keeps its topics,
+    groups and data as they were. Its address is exported as $KAFKA_BOOTSTRAP_SERVERS for
+    the commands tests run in subprocesses; it is stopped at the end of the session.
     """
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if servers:
         yield servers
         return
-    broker = local_broker.LocalBroker()
-    if local_broker.port_in_use(broker.host, broker.port):
-        # A broker is already serving the default port (the demo's, or one from another
-        # checkout): use it, and leave it running.
-        clients.require_topics(broker.bootstrap_servers, [])
+    port, controller_port = free_ports(2)
+    broker = local_broker.LocalBroker(
+        home=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
+    )
+    local_broker.start(broker)
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    try:
         yield broker.bootstrap_servers
-        return
-    pid, started = local_broker.start(broker)
-    yield broker.bootstrap_servers
-    if started:
+    finally:
+        os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         local_broker.stop(broker)
 
 
