@@ -175,9 +175,11 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
     np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
 
     rebuilt = replace_config(live, tmp_path / "rebuilt")
-    diffs = rebuild_job.run(
-        spark, rebuild_job.RebuildConfig(rebuilt, live.out, tuple(verify.VIEW_NAMES.values()))
-    )
+    compared = tuple(verify.VIEW_NAMES.values())
+    diffs = rebuild_job.run(spark, rebuild_job.RebuildConfig(rebuilt, live.out, compared))
+    # Every view compared, over every scored payment: no diff (or an empty one) is not equal.
+    rows = {diff.view: diff.compared for diff in diffs}
+    assert sorted(rows) == sorted(compared) and rows[views.SCORED] == len(scored), rows
     assert all(diff.equal for diff in diffs), [line for d in diffs for line in d.report()][:10]
 
 

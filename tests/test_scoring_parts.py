@@ -202,7 +202,8 @@ def test_parse_payments_keeps_records_aligned_around_empty_and_multiline_values(
         "t0", "t1", "pretty", "t2", "t3",
     ]  # fmt: skip
     assert list(events.sort_values("offset")["offset"]) == [0, 2, 3, 4, 6]
-    assert bad == [1, 5] and all(reason.startswith("unparseable") for reason in reasons)
+    assert bad == [1, 5] and len(reasons) == len(bad)
+    assert all(reason.startswith("unparseable") for reason in reasons)
 
 
 def test_operator_inputs_of_payments_and_labels_together_are_typed_without_a_warning():

@@ -196,4 +196,3 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
     scored = views.read_view(out, views.SCORED)
     assert len(scored) == published and scored["transaction_id"].is_unique
     assert_features_equal_training(scored, history["dataset"])
-    assert scored_before < published
