@@ -46,8 +46,11 @@ NO_BROKER = "127.0.0.1:1"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Mark each test with the markers of its fixtures, before ``-m`` selects by them."""
+    """Mark each test with the markers of its fixtures, and a test named ``..._smoke``
+    with ``smoke``, before ``-m`` selects by them."""
     for item in items:
+        if item.originalname.endswith("_smoke"):
+            item.add_marker("smoke")
         for fixture in item.fixturenames:
             for name in FIXTURE_MARKERS.get(fixture, ()):
                 if item.get_closest_marker(name) is None:

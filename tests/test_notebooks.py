@@ -29,7 +29,7 @@ def test_notebooks_are_committed_without_outputs():
 
 
 @pytest.mark.parametrize("path", [_marked(path) for path in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom_twice(path: Path, mlflow_store):
+def test_notebook_runs_top_to_bottom_twice_smoke(path: Path, mlflow_store):
     for _ in range(2):
         notebook = nbformat.read(path, as_version=4)
         # Raises CellExecutionError, with the cell and its traceback, at the first cell

@@ -49,7 +49,7 @@ def _write_handbook_days(folder, config: simulate.SimulationConfig) -> int:
     return len(handbook)
 
 
-def test_handbook_format_imports_and_trains(tmp_path, mlflow_store):
+def test_handbook_format_imports_and_trains_smoke(tmp_path, mlflow_store):
     rows = _write_handbook_days(
         tmp_path / "handbook",
         simulate.SimulationConfig(

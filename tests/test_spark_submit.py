@@ -96,7 +96,7 @@ def test_spark_submit_ingest_of_a_missing_topic_is_one_sentence(kafka_bootstrap,
 
 
 @pytest.mark.spark  # the driver runs under spark-submit's JVM
-def test_spark_submit_runs_train(tmp_path):
+def test_spark_submit_runs_train_smoke(tmp_path):
     from fraudstream import lake
     from fraudstream.data import simulate
 
