@@ -21,6 +21,26 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET = ("py4j", "kafka", "urllib3", "alembic")
 
 
+class _StandardError(logging.StreamHandler):
+    """A handler that writes to ``sys.stderr`` as it is at each record.
+
+    Test runners (and notebooks) replace ``sys.stderr``; a handler that kept the stream
+    it was made with would write to one that is gone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure(level: int = logging.INFO) -> None:
     """Log ``level`` and above of every logger to standard error, one line each.
 
@@ -28,7 +48,7 @@ def configure(level: int = logging.INFO) -> None:
     """
     root = logging.getLogger()
     if not any(getattr(handler, "fraudstream", False) for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StandardError()
         handler.setFormatter(logging.Formatter(FORMAT))
         handler.fraudstream = True  # type: ignore[attr-defined]
         root.addHandler(handler)

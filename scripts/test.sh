@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart, part 2: set up everything and run the test suite.
-# The tests start the local Kafka broker themselves if none is running (and stop it
-# again), or use $KAFKA_BOOTSTRAP_SERVERS. Extra arguments go to pytest.
+# The tests start a Kafka broker of their own (in a temporary folder, on free ports) and
+# stop it again, or use $KAFKA_BOOTSTRAP_SERVERS. Extra arguments go to pytest, e.g.
+# -m "not kafka and not spark" for the tests that need neither a broker nor a JVM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,9 +1,9 @@
-"""Shared fixtures: one local SparkSession, a real Kafka broker and a local S3 server."""
+"""Shared fixtures: one local SparkSession, a real Kafka broker and a local S3 server;
+the markers they give the tests that use them."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +13,70 @@ import uuid
 import pytest
 
 from fraudstream import objectstore, storage
-from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
-from fraudstream.ops import process
+
+from .helpers import free_port, free_ports, read_sample_history
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+#: The markers a test gets from a fixture it uses, directly or through another fixture,
+#: so that ``-m "not kafka and not spark"`` leaves out every test that needs a broker or
+#: a JVM. A test that starts such a service itself (a subprocess, no fixture) carries
+#: the marker explicitly; ``services_only_when_marked`` catches one that does not.
+FIXTURE_MARKERS = {
+    "spark": ("spark",),
+    "kafka_bootstrap": ("kafka",),
+    "s3_endpoint": ("s3",),
+    "browser": ("browser",),
+    "kafka_cluster": ("cluster", "kafka"),
+    "spark_cluster": ("cluster", "spark"),
+}
+
+#: The markers under which a test may start a JVM (Spark, a broker, Connect) or reach
+#: a broker.
+SERVICE_MARKERS = {"kafka", "spark", "cluster"}
+
+#: JAVA_HOME and the default broker for every other test: a JVM it starts, in the test
+#: process or in a subprocess, fails at once naming the cause, and so does a client of
+#: the default broker (rather than passing in the full suite, where a broker runs, and
+#: failing or hanging in the fast lane).
+NO_JAVA_HOME = "/nonexistent/java-of-a-test-not-marked-spark-or-kafka"
+NO_BROKER = "127.0.0.1:1"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark each test with the markers of its fixtures, and a test named ``..._smoke``
+    with ``smoke``, before ``-m`` selects by them."""
+    for item in items:
+        if item.originalname.endswith("_smoke"):
+            item.add_marker("smoke")
+        for fixture in item.fixturenames:
+            for name in FIXTURE_MARKERS.get(fixture, ()):
+                if item.get_closest_marker(name) is None:
+                    item.add_marker(name)
+
+
+@pytest.fixture(autouse=True)
+def services_only_when_marked(request, monkeypatch):
+    """A test without a service marker cannot start Java or Spark, nor reach the default broker."""
+    if SERVICE_MARKERS & {marker.name for marker in request.node.iter_markers()}:
+        return
+    monkeypatch.setenv("JAVA_HOME", NO_JAVA_HOME)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", NO_BROKER)
+    if "pyspark.sql" in sys.modules:
+        # A session of an earlier test would otherwise serve this one in the full suite.
+        from pyspark.sql import SparkSession
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(
+                f"{request.node.nodeid} starts Spark but is not marked spark: "
+                "use the spark fixture, or mark it @pytest.mark.spark."
+            )
+
+        monkeypatch.setattr(SparkSession.Builder, "getOrCreate", refuse)
+        monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+
 
 #: Credentials for the local S3 server, which accepts any.
 S3_ACCESS_KEY = S3_SECRET_KEY = "testing"
@@ -49,26 +108,28 @@ def spark():
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    """Bootstrap servers of a real broker: the one running, else the project's local one.
+def kafka_bootstrap(tmp_path_factory) -> str:
+    """Bootstrap servers of a real broker: $KAFKA_BOOTSTRAP_SERVERS, else one of the session's own.
 
-    A broker this fixture starts is stopped at the end of the session; one that was
-    already running is left as it was.
+    The session's broker lives in a temporary folder and listens on free ports, so the
+    project's local broker (``var/kafka``, port 9092), running or not, keeps its topics,
+    groups and data as they were. Its address is exported as $KAFKA_BOOTSTRAP_SERVERS for
+    the commands tests run in subprocesses; it is stopped at the end of the session.
     """
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if servers:
         yield servers
         return
-    broker = local_broker.LocalBroker()
-    if process.port_in_use(broker.host, broker.port):
-        # A broker is already serving the default port (the demo's, or one from another
-        # checkout): use it, and leave it running.
-        clients.require_topics(broker.bootstrap_servers, [])
+    port, controller_port = free_ports(2)
+    broker = local_broker.LocalBroker(
+        home=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
+    )
+    local_broker.start(broker)
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    try:
         yield broker.bootstrap_servers
-        return
-    _pid, started = local_broker.start(broker)
-    yield broker.bootstrap_servers
-    if started:
+    finally:
+        os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         local_broker.stop(broker)
 
 
@@ -94,6 +155,12 @@ def topics(kafka_bootstrap):
     return names
 
 
+@pytest.fixture(scope="session")
+def history() -> dict:
+    """The committed sample: events, labels (pandas) and the training job's features."""
+    return read_sample_history()
+
+
 @pytest.fixture()
 def lake(tmp_path):
     """An output root and a checkpoint root of the test's own."""
@@ -115,19 +182,13 @@ def mlflow_store(tmp_path, monkeypatch):
     return uri
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> str:
     """URL of a local S3 server (moto's ``moto_server``), started for the session.
 
     Its request log goes to a file (a pipe nobody reads would fill and stall it).
     """
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("s3") / "moto_server.log"
     with log_path.open("wb") as log:
@@ -193,7 +254,14 @@ def s3a_bucket(spark, s3_client, s3a_settings) -> str:
     return name
 
 
-@pytest.fixture(params=["local", "hadoop-file", pytest.param("s3a", marks=pytest.mark.s3)])
+@pytest.fixture(
+    params=[
+        "local",
+        # Requested below with getfixturevalue, which the markers' hook does not see.
+        pytest.param("hadoop-file", marks=pytest.mark.spark),
+        pytest.param("s3a", marks=[pytest.mark.spark, pytest.mark.s3]),
+    ]
+)
 def place(request, tmp_path):
     """One empty folder of each kind, as ``storage.files`` gives it: a local folder,
     Hadoop's own local file system (the rename path that HDFS takes too), and S3."""

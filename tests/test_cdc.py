@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,15 +27,11 @@ from fraudstream.ops import connect as local_connect
 from fraudstream.ops import postgres as local_postgres
 from fraudstream.ops import process
 
+from .helpers import busy_port, free_port
+
 #: How long to wait for the expected payments, and then for any unexpected extra one.
 DELIVERY_TIMEOUT_S = 30.0
 QUIET_PERIOD_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +40,7 @@ def postgres_cluster():
     # Not pytest's tmp_path: its folders are private to us, and as root the server runs
     # as the postgres user, which must reach the cluster's folder.
     home = Path(tempfile.mkdtemp(prefix="fraudstream-pg-"))
-    cluster = local_postgres.LocalPostgres(home=home, port=_free_port())
+    cluster = local_postgres.LocalPostgres(home=home, port=free_port())
     started_at = time.monotonic()
     local_postgres.start(cluster)
     print(f"PostgreSQL started in {time.monotonic() - started_at:.1f} s")
@@ -71,7 +66,7 @@ def capture(bank_db, kafka_bootstrap, fresh_topic, tmp_path):
     """A Connect worker capturing ``bank_db`` into ``fresh_topic``; stopped after the test."""
     worker = local_connect.LocalConnect(
         home=tmp_path / "connect",
-        rest_port=_free_port(),
+        rest_port=free_port(),
         bootstrap_servers=kafka_bootstrap,
         topic=fresh_topic,
         postgres=bank_db,
@@ -119,7 +114,6 @@ def _started(worker) -> float:
     return seconds
 
 
-@pytest.mark.kafka
 def test_connect_delivers_each_committed_payment_once_across_a_restart(capture, bank_db):
     import psycopg
 
@@ -201,10 +195,7 @@ def _one_sentence_exit(argv: list[str], capsys) -> str:
 
 
 def test_postgres_start_busy_port_exits_with_one_sentence(tmp_path, capsys):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         err = _one_sentence_exit(
             ["postgres", "start", "--home", str(tmp_path / "pg"), "--port", str(port)], capsys
         )
@@ -216,20 +207,16 @@ def test_postgres_start_without_install_exits_with_one_sentence(tmp_path, capsys
     monkeypatch.setattr(local_postgres, "DEBIAN_LIB_DIR", tmp_path / "no-postgresql")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     err = _one_sentence_exit(
-        ["postgres", "start", "--home", str(tmp_path / "pg"), "--port", str(_free_port())],
+        ["postgres", "start", "--home", str(tmp_path / "pg"), "--port", str(free_port())],
         capsys,
     )
     assert "PostgreSQL is not installed" in err
 
 
-@pytest.mark.kafka
 def test_connect_start_busy_rest_port_exits_with_one_sentence(
     postgres_cluster, kafka_bootstrap, fresh_topic, tmp_path, capsys
 ):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         err = _one_sentence_exit(
             [
                 "connect",
@@ -252,7 +239,7 @@ def test_connect_start_busy_rest_port_exits_with_one_sentence(
 
 def test_postgres_start_twice_is_harmless_and_stop_stops_only_its_own(capsys):
     home = Path(tempfile.mkdtemp(prefix="fraudstream-pg-"))
-    args = ["--home", str(home), "--port", str(_free_port())]
+    args = ["--home", str(home), "--port", str(free_port())]
     try:
         assert cli.main(["postgres", "start", *args]) == 0
         pid = local_postgres.running_pid(local_postgres.LocalPostgres(home=home))

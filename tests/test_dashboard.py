@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,9 +29,8 @@ from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import reasons, viewfiles
 from fraudstream.ui import dashboard
-from tests.stream_helpers import read_topic
 
-pytestmark = pytest.mark.kafka
+from .helpers import free_port, free_ports, read_topic
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -90,21 +88,6 @@ def publish(servers: str, topic: str, alerts: list, raw: list[bytes] = ()) -> No
         producer.send(topic, key=b"card_7f3a9c", value=value)
     producer.flush()
     producer.close()
-
-
-@pytest.fixture()
-def topics(kafka_bootstrap):
-    """A fresh alerts topic (3 partitions) and labels topic for one test."""
-    name = f"test-alerts-{uuid.uuid4().hex[:10]}"
-    names = {"alerts": name, "labels": f"{name}-labels"}
-    local_broker.create_topics(kafka_bootstrap, {n: {} for n in names.values()}, partitions=3)
-    return names
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def settings_for(servers, topics, lake: Path, **overrides) -> dashboard.Settings:
@@ -558,11 +541,12 @@ def test_service_restart_resumes_from_committed_offsets_and_refills_the_page(
         stop(service)
 
 
+@pytest.mark.kafka  # a broker of its own, started here
 def test_dashboard_outlives_a_broker_restart(tmp_path, page):
     from playwright.sync_api import expect
 
     # A broker of this test's own: the shared one must never be stopped.
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     broker = local_broker.LocalBroker(
         home=tmp_path / "kafka", port=ports[0], controller_port=ports[1]
     )

@@ -14,7 +14,7 @@ from fraudstream.ml import dataset, training
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory):
+def lake_history(tmp_path_factory):
     """A simulated history longer than the card windows, written in the lake's layout."""
     root = tmp_path_factory.mktemp("history")
     payments, labels = simulate.simulate(
@@ -25,14 +25,14 @@ def history(tmp_path_factory):
     return root
 
 
-def test_build_dataset_with_spark_equals_the_pandas_definition(spark, history):
-    events = lake.read_events(history).to_pandas()
-    labels = lake.read_labels(history).to_pandas()
+def test_build_dataset_with_spark_equals_the_pandas_definition(spark, lake_history):
+    events = lake.read_events(lake_history).to_pandas()
+    labels = lake.read_labels(lake_history).to_pandas()
     expected = training.build_dataset(events[features.EVENT_COLUMNS], labels, 7)
 
     got = dataset.build_dataset(
-        dataset.read_events(spark, history),
-        dataset.read_labels(spark, history / lake.LABELS),
+        dataset.read_events(spark, lake_history),
+        dataset.read_labels(spark, lake_history / lake.LABELS),
         7,
     )
     assert list(got.columns) == list(expected.columns)
@@ -54,18 +54,18 @@ def test_build_dataset_with_spark_equals_the_pandas_definition(spark, history):
     assert (expected["card_known_frauds_30d"] > 0).sum() > 5
 
 
-def test_read_events_until_keeps_the_days_before(spark, history):
-    events = lake.read_events(history).to_pandas()
+def test_read_events_until_keeps_the_days_before(spark, lake_history):
+    events = lake.read_events(lake_history).to_pandas()
     cut = events["event_time"].iloc[len(events) // 2].date()
-    got = dataset.read_events(spark, history, until=cut).count()
+    got = dataset.read_events(spark, lake_history, until=cut).count()
     assert got == int((events["event_time"] < pd.Timestamp(cut, tz="UTC")).sum()) > 0
 
 
 def test_build_dataset_brings_only_the_days_asked_for_in_parts_under_the_result_limit(
-    spark, history
+    spark, lake_history
 ):
-    payments = dataset.read_events(spark, history)
-    labels = dataset.read_labels(spark, history / lake.LABELS)
+    payments = dataset.read_events(spark, lake_history)
+    labels = dataset.read_labels(spark, lake_history / lake.LABELS)
     whole = dataset.build_dataset(payments, labels, 7)
     first, last = dataset.day_range(payments)
     assert (first, last) == (min(whole["day"]), max(whole["day"]))

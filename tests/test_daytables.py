@@ -17,7 +17,7 @@ DAY_MS = features.DAY_MS
 
 
 @pytest.fixture(scope="module")
-def history():
+def simulated_history():
     payments, labels = simulate.simulate(
         simulate.SimulationConfig(customers=150, terminals=300, days=40, seed=5)
     )
@@ -88,8 +88,8 @@ def _run(tables_of, events, labels, seed, n, rerun=(), restart_at=None):
     return pd.concat(got).loc[events.index], int(day.min())
 
 
-def test_day_tables_equal_compute_over_the_whole_history(spark, tmp_path, history):
-    events, labels, expected = history
+def test_day_tables_equal_compute_over_the_whole_history(spark, tmp_path, simulated_history):
+    events, labels, expected = simulated_history
 
     def tables_of():
         tables = daytables.DayTables(tmp_path / "days", 7, spark)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,11 @@ from fraudstream.kafka import clients, propfile
 from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import views
 
-from .stream_helpers import register, sample_history
+from .helpers import free_port, job_env, register, score_args, submit, wait_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
+#: The cluster and kafka markers come from the kafka_cluster fixture; the jobs run under
+#: spark-submit.sh, which no fixture says.
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(420)]
 
 #: Ports of the test's own cluster, apart from a development cluster's (19092...).
 TEST_PORTS = {"port": 19292, "secure_port": 19295, "controller_port": 19392}
@@ -35,7 +36,7 @@ RATE = 200
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def kafka_cluster(tmp_path_factory):
     """Three nodes of the test's own, stopped at the end of the module."""
     cluster = local_broker.LocalCluster(home=tmp_path_factory.mktemp("cluster"), **TEST_PORTS)
     began = time.monotonic()
@@ -46,12 +47,12 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture()
-def cluster_topics(cluster):
+def cluster_topics(kafka_cluster):
     """Fresh topics, three replicas each, two of which must acknowledge a write."""
     suffix = uuid.uuid4().hex[:8]
     names = {kind: f"{kind}-{suffix}" for kind in ("payments", "labels", "alerts", "dlq")}
     local_broker.create_topics(
-        cluster.bootstrap_servers,
+        kafka_cluster.bootstrap_servers,
         {name: {"min.insync.replicas": "2"} for name in names.values()},
         partitions=3,
         replication_factor=3,
@@ -62,21 +63,6 @@ def cluster_topics(cluster):
 
 def _password(properties_file) -> str:
     return propfile.sasl_credentials(propfile.read_properties(properties_file))[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(predicate, timeout_s: float, what: str, log) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; the job said:\n{log.read_text()[-3000:]}")
 
 
 def _spark_ui(port: int, path: str) -> str:
@@ -98,36 +84,28 @@ def _leader_of(cluster, topic: str) -> int:
 
 
 def test_cluster_scores_every_payment_once_when_a_broker_dies(
-    cluster, cluster_topics, mlflow_store, tmp_path
+    kafka_cluster, cluster_topics, mlflow_store, tmp_path, history
 ):
-    history = sample_history()
     register(history["dataset"], "fraudstream")
-    properties = cluster.properties_file()
+    properties = kafka_cluster.properties_file()
     password = _password(properties)
-    servers = cluster.secure_bootstrap_servers
+    servers = kafka_cluster.secure_bootstrap_servers
     topics = cluster_topics
-    out, log, ui_port = tmp_path / "lake", tmp_path / "score.log", _free_port()
-    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
+    out, log, ui_port = tmp_path / "lake", tmp_path / "score.log", free_port()
+    env = job_env(mlflow_store)
     env.pop(propfile.PROPERTIES_ENV, None)
-    job = subprocess.Popen(
-        [
-            "./spark-submit.sh", "--conf", f"spark.ui.port={ui_port}", "score",
-            "--brokers", servers, "--kafka-properties", str(properties),
-            "--payments-topic", topics["payments"], "--labels-topic", topics["labels"],
-            "--alerts-topic", topics["alerts"], "--dead-letter-topic", topics["dlq"],
-            "--out", str(out), "--checkpoint", str(tmp_path / "checkpoints"),
-            "--trigger-interval", "1 second",
-        ],
-        cwd=config.PROJECT_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
+    args = score_args(
+        servers, topics, tmp_path,
+        "--kafka-properties", str(properties), "--trigger-interval", "1 second",
     )  # fmt: skip
+    job = submit("score", args, env, log, ["--conf", f"spark.ui.port={ui_port}"])
     producer = None
 
     def scored() -> int:
         return views.count_rows(out, views.SCORED)
 
     try:
-        _wait_for(lambda: "model: fraudstream" in log.read_text() or job.poll() is not None,
+        wait_for(lambda: "model: fraudstream" in log.read_text() or job.poll() is not None,
                   180, "the job to start", log)  # fmt: skip
         assert job.poll() is None, log.read_text()[-3000:]
         # The producer reads the same file through the environment variable.
@@ -141,10 +119,10 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
             cwd=config.PROJECT_ROOT, env=env | {propfile.PROPERTIES_ENV: str(properties)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        _wait_for(lambda: scored() >= 1000 or job.poll() is not None, 120,
+        wait_for(lambda: scored() >= 1000 or job.poll() is not None, 120,
                   "a thousand payments scored", log)  # fmt: skip
-        victim = _leader_of(cluster, topics["payments"])
-        pid = local_broker.running_pid(cluster.brokers[victim - 1])
+        victim = _leader_of(kafka_cluster, topics["payments"])
+        pid = local_broker.running_pid(kafka_cluster.brokers[victim - 1])
         os.kill(pid, signal.SIGKILL)
         killed_at = scored()
         # Meanwhile: the Spark UI shows neither the password nor the JAAS line.
@@ -153,7 +131,7 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
         said, _ = producer.communicate(timeout=120)
         assert producer.returncode == 0, said
         published = lake.read_events(config.SAMPLE_DIR).num_rows
-        _wait_for(lambda: scored() >= published or job.poll() is not None,
+        wait_for(lambda: scored() >= published or job.poll() is not None,
                   180, "every payment to be scored", log)  # fmt: skip
         assert job.poll() is None, log.read_text()[-3000:]
     finally:
@@ -174,13 +152,13 @@ def test_cluster_scores_every_payment_once_when_a_broker_dies(
         assert len(rows) == len(expected) and set(rows["transaction_id"]) == expected, view
 
 
-def test_wrong_password_is_one_sentence(cluster, tmp_path):
+def test_wrong_password_is_one_sentence(kafka_cluster, tmp_path):
     """A command and a Spark job refuse a wrong password in one line, exit status 2."""
-    properties = cluster.properties_file()
+    properties = kafka_cluster.properties_file()
     password = _password(properties)
     wrong = tmp_path / "wrong.properties"
     wrong.write_text(properties.read_text().replace(password, "not-" + password[::-1]))
-    servers = cluster.secure_bootstrap_servers
+    servers = kafka_cluster.secure_bootstrap_servers
     env = {k: v for k, v in os.environ.items() if k != propfile.PROPERTIES_ENV}
     commands = {
         "produce": [sys.executable, "-m", "fraudstream.cli", "produce", "--brokers", servers,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
-import pytest
 from pyspark.sql import functions as F  # noqa: N812
 
 from fraudstream import config, features, lake, schemas
@@ -70,7 +69,6 @@ def test_labels_round_trip_through_kafka_into_the_store(
     assert any("dead letters" in line for line in lines)
 
 
-@pytest.mark.s3
 def test_labels_job_keeps_the_store_on_s3(spark, kafka_bootstrap, fresh_topic, s3a_bucket):
     sample = lake.read_labels(config.SAMPLE_DIR)
     produce.publish(sample, fresh_topic, kafka_bootstrap, encode=schemas.encode_labels)

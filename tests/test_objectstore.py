@@ -94,7 +94,6 @@ def _object_keys(s3_client, bucket: str, prefix: str) -> set[str]:
     return {item["Key"] for item in listing.get("Contents", [])}
 
 
-@pytest.mark.s3
 def test_partitioned_parquet_on_s3a_reads_back_as_written(spark, s3a_bucket, s3_client):
     payments = spark.createDataFrame(
         [
@@ -147,7 +146,6 @@ def _count_cards_once(spark, source: str, checkpoint: str) -> dict[int, set[tupl
     return updates
 
 
-@pytest.mark.s3
 def test_stateful_stream_resumes_from_an_s3a_checkpoint(spark, s3a_bucket, s3_client):
     source = f"s3a://{s3a_bucket}/payments"
     checkpoint = f"s3a://{s3a_bucket}/checkpoints/card-counts"
@@ -166,7 +164,6 @@ def test_stateful_stream_resumes_from_an_s3a_checkpoint(spark, s3a_bucket, s3_cl
     assert any(key.startswith("checkpoints/card-counts/state/0/") for key in keys)
 
 
-@pytest.mark.s3
 def test_missing_bucket_is_named_in_the_error(spark, s3a_settings, s3_client):
     bucket = f"missing-{uuid.uuid4().hex[:12]}"
     objectstore.configure(spark, objectstore.for_bucket(s3a_settings, bucket))

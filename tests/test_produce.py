@@ -16,7 +16,8 @@ import pytest
 from fraudstream import config, lake, schemas
 from fraudstream.data import produce
 from fraudstream.ops import broker
-from tests.stream_helpers import read_topic
+
+from .helpers import read_topic
 
 
 def _odd_payments() -> pa.Table:

@@ -10,6 +10,8 @@ from fraudstream.ml import training
 from jobs import import_public as import_job
 from jobs import train as train_job
 
+from .helpers import train_args
+
 SCENARIO_NUMBER = {"amount_threshold": 1, "compromised_terminal": 2, "leaked_card": 3}
 
 
@@ -44,7 +46,7 @@ def _write_handbook_days(folder, config: simulate.SimulationConfig) -> int:
     return len(handbook)
 
 
-def test_handbook_format_imports_and_trains(tmp_path, mlflow_store):
+def test_handbook_format_imports_and_trains_smoke(tmp_path, mlflow_store):
     rows = _write_handbook_days(
         tmp_path / "handbook",
         simulate.SimulationConfig(
@@ -58,21 +60,7 @@ def test_handbook_format_imports_and_trains(tmp_path, mlflow_store):
         )
         == 0
     )
-    cfg = train_job.parse_args(
-        [
-            "--data",
-            str(out),
-            "--models",
-            "logistic",
-            "--folds",
-            "1",
-            "--k",
-            "5",
-            "--param",
-            "logistic.C=1.0",
-            "--no-register",
-        ]
-    )
+    cfg = train_job.parse_args(train_args(out, "--param", "logistic.C=1.0", "--no-register"))
     report = training.run(cfg, log=lambda line: None)
     (fold,) = report["models"]["logistic"]["folds"]
     assert fold["test_rows"] > 0 and fold["test_frauds"] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import date
@@ -10,19 +9,18 @@ from datetime import date
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 
 from fraudstream import config, features, lake, schemas
 from fraudstream.data import produce
 from fraudstream.scoring import query, verify, viewfiles, views
 from jobs import rebuild as rebuild_job
 
-from .stream_helpers import (
+from .helpers import (
+    job_env,
     long_history,
     publish_sample,
     read_topic,
     register,
-    sample_history,
     score_config,
     submit,
 )
@@ -33,11 +31,6 @@ def _rewrite_one_file(root, view, change):
     path = viewfiles.paths(root, view)[0]
     pq.write_table(change(pq.read_table(path)), path)
     return path
-
-
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
 
 
 def test_rebuild_equals_the_live_views_after_a_restart(
@@ -75,7 +68,7 @@ def test_rebuild_equals_the_live_views_after_a_restart(
         "--max-offsets-per-trigger", "2500",
     ]  # fmt: skip
     alerts_sent = len(read_topic(kafka_bootstrap, topics["alerts"]))
-    job = submit("rebuild", args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
+    job = submit("rebuild", args, job_env(mlflow_store), log)
     status = job.wait(timeout=600)
     said = log.read_text()
     assert status == 0, said[-3000:]
@@ -182,9 +175,11 @@ def test_live_after_a_catch_up_equals_training_and_its_rebuild(
     np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
 
     rebuilt = replace_config(live, tmp_path / "rebuilt")
-    diffs = rebuild_job.run(
-        spark, rebuild_job.RebuildConfig(rebuilt, live.out, tuple(verify.VIEW_NAMES.values()))
-    )
+    compared = tuple(verify.VIEW_NAMES.values())
+    diffs = rebuild_job.run(spark, rebuild_job.RebuildConfig(rebuilt, live.out, compared))
+    # Every view compared, over every scored payment: no diff (or an empty one) is not equal.
+    rows = {diff.view: diff.compared for diff in diffs}
+    assert sorted(rows) == sorted(compared) and rows[views.SCORED] == len(scored), rows
     assert all(diff.equal for diff in diffs), [line for d in diffs for line in d.report()][:10]
 
 

@@ -24,29 +24,17 @@ from jobs import card_states as card_states_job
 from jobs import rebuild as rebuild_job
 from jobs import score as score_job
 
-from .stream_helpers import (
+from .helpers import (
+    assert_features_equal_training,
+    job_env,
     publish_sample,
     read_topic,
     register,
-    sample_history,
+    score_args,
     score_config,
     submit,
+    wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
-
-
-def _assert_parity(scored, dataset):
-    """Every feature of every payment equals the training job's, within 1e-9."""
-    scored = scored.set_index("transaction_id")
-    assert scored.index.is_unique
-    expected = dataset.set_index("transaction_id")[features.FEATURE_COLUMNS]
-    assert set(scored.index) == set(expected.index)
-    got = scored.loc[expected.index, features.FEATURE_COLUMNS].to_numpy()
-    np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
 
 
 def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history):
@@ -79,7 +67,9 @@ def test_score_job_end_to_end(spark, kafka_bootstrap, topics, mlflow_store, tmp_
 
     scored = views.read_view(cfg.out, views.SCORED)
     assert len(scored) == published + 1 == len(history["events"]) + 1
-    _assert_parity(scored.loc[scored["transaction_id"] != "t_after"], history["dataset"])
+    assert_features_equal_training(
+        scored.loc[scored["transaction_id"] != "t_after"], history["dataset"]
+    )
     with_after = pd.concat([history["events"], pd.DataFrame([after])], ignore_index=True)
     expected = training.build_dataset(with_after[features.EVENT_COLUMNS], history["labels"], 7)
     expected = expected.set_index("transaction_id").loc[["t_after"], features.FEATURE_COLUMNS]
@@ -193,7 +183,6 @@ def test_score_job_starts_from_card_states_built_in_batch(
     assert sum("not read: the checkpoint has the cards' states" in line for line in lines) == 1
 
 
-@pytest.mark.s3
 def test_score_job_keeps_its_views_and_state_on_s3(
     spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_bucket
 ):
@@ -222,7 +211,7 @@ def test_score_job_keeps_its_views_and_state_on_s3(
 
     scored = views.read_view(cfg.out, views.SCORED)
     assert len(scored) == first + rest == len(history["events"])
-    _assert_parity(scored, history["dataset"])
+    assert_features_equal_training(scored, history["dataset"])
     alerts = views.read_view(cfg.out, views.ALERTS)
     assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
     assert views.count_rows(cfg.out, views.CARD_LOCATIONS) == len(scored)
@@ -273,39 +262,17 @@ def test_score_job_refuses_to_resume_a_checkpoint_of_another_version(tmp_path):
         query.check_checkpoint(cfg)
 
 
-def test_score_job_refuses_a_new_checkpoint_over_old_outputs(kafka_bootstrap, topics, tmp_path):
-    cfg = score_config(kafka_bootstrap, topics, tmp_path)
+def test_score_job_refuses_a_new_checkpoint_over_old_outputs(tmp_path):
+    cfg = score_config(
+        "127.0.0.1:1", {k: k for k in ("payments", "labels", "alerts", "dlq")}, tmp_path
+    )
     (cfg.out / views.SCORED / "date=2018-04-01").mkdir(parents=True)
     (cfg.out / views.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")
     with pytest.raises(query.ScoreSetupError, match="already holds scored"):
         score_job.check_outputs(cfg)
 
 
-def _wait_for(predicate, timeout_s: float, what: str, log=None) -> None:
-    """Wait until ``predicate()``; on a timeout, fail with the end of the job's log."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    seen = log.read_text()[-3000:] if log is not None else ""
-    raise AssertionError(
-        f"timed out after {timeout_s:.0f} s waiting for {what}; the job said:\n{seen}"
-    )
-
-
-def _job_args(kafka_bootstrap, topics, root) -> list[str]:
-    return [
-        "--brokers", kafka_bootstrap,
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(root / "lake"),
-        "--checkpoint", str(root / "checkpoints"),
-    ]  # fmt: skip
-
-
+@pytest.mark.spark  # spark-submit.sh, not the spark fixture
 def test_score_job_picks_up_a_new_champion_without_restarting(
     kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
@@ -318,18 +285,18 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     publish_sample(kafka_bootstrap, topics, events.slice(0, half))
     out = tmp_path / "lake"
     log = tmp_path / "job.log"
-    args = [*_job_args(kafka_bootstrap, topics, tmp_path), "--trigger-interval", "1 second"]
-    job = submit("score", args, os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}, log)
+    args = [*score_args(kafka_bootstrap, topics, tmp_path), "--trigger-interval", "1 second"]
+    job = submit("score", args, job_env(mlflow_store), log)
 
     def scored_at_least(count):
         return lambda: views.count_rows(out, views.SCORED) >= count or job.poll() is not None
 
     try:
-        _wait_for(scored_at_least(half), 240, "the first half to be scored", log)
+        wait_for(scored_at_least(half), 240, "the first half to be scored", log)
         second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
         MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
         produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
-        _wait_for(scored_at_least(events.num_rows), 240, "the second half to be scored", log)
+        wait_for(scored_at_least(events.num_rows), 240, "the second half to be scored", log)
     finally:
         job.send_signal(signal.SIGTERM)
         status = job.wait(timeout=120)
@@ -349,6 +316,7 @@ def _batches_written(out) -> set[str]:
     return {path.name for path in (out / views.SCORED).rglob("batch-*.parquet")}
 
 
+@pytest.mark.spark  # spark-submit.sh, not the spark fixture
 def test_score_job_is_exactly_once_in_parquet_across_crashes(
     kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
@@ -356,10 +324,10 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     published = publish_sample(kafka_bootstrap, topics)
     out = tmp_path / "lake"
     args = [
-        *_job_args(kafka_bootstrap, topics, tmp_path),
+        *score_args(kafka_bootstrap, topics, tmp_path),
         *("--max-offsets-per-trigger", "300"),
     ]
-    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_store}
+    env = job_env(mlflow_store)
     logs = {name: tmp_path / f"{name}.log" for name in ("crash", "kill", "finish", "stop")}
 
     def tail(name):
@@ -373,7 +341,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 
     # 2. Restarted, then killed with SIGKILL wherever it happens to be.
     killed = submit("score", args, env, logs["kill"])
-    _wait_for(lambda: len(_batches_written(out)) >= 6 or killed.poll() is not None, 300, "batches")
+    wait_for(lambda: len(_batches_written(out)) >= 6 or killed.poll() is not None, 300, "batches")
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait(timeout=60)
     assert len(views.read_view(out, views.SCORED)["transaction_id"].unique()) < published
@@ -390,7 +358,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
     assert alerts["transaction_id"].is_unique and alerts["alert_id"].is_unique
     assert set(alerts["transaction_id"]) == set(scored.loc[scored["alerted"], "transaction_id"])
     # The state restored after each crash was the right one: features still equal training's.
-    _assert_parity(scored, history["dataset"])
+    assert_features_equal_training(scored, history["dataset"])
     # Kafka alerts are at least once: every alert is on the topic, duplicates share an id.
     on_topic = {
         schemas.decode_alert(r.value)["alert_id"]
@@ -400,7 +368,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 
     # 4. SIGTERM stops the job between micro-batches, with exit status 0.
     running = submit("score", args, env, logs["stop"])
-    _wait_for(lambda: "model: fraudstream version" in logs["stop"].read_text(), 180, "start")
+    wait_for(lambda: "model: fraudstream version" in logs["stop"].read_text(), 180, "start")
     time.sleep(5)
     running.send_signal(signal.SIGTERM)
     assert running.wait(timeout=120) == 0, tail("stop")
@@ -410,7 +378,7 @@ def test_score_job_is_exactly_once_in_parquet_across_crashes(
 def test_score_job_without_a_model_stops_at_start_with_one_sentence(
     kafka_bootstrap, topics, mlflow_store, tmp_path, capsys
 ):
-    args = _job_args(kafka_bootstrap, topics, tmp_path)
+    args = score_args(kafka_bootstrap, topics, tmp_path)
     assert score_job.main(args) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("score: Cannot load model models:/fraudstream@champion")
@@ -418,12 +386,11 @@ def test_score_job_without_a_model_stops_at_start_with_one_sentence(
     assert not (tmp_path / "lake").exists()
 
 
-@pytest.mark.s3
 def test_score_job_on_a_location_it_cannot_use_stops_with_one_sentence(
     spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history, s3a_settings, capsys
 ):
     register(history["dataset"], "fraudstream")
-    args = _job_args(kafka_bootstrap, topics, tmp_path)
+    args = score_args(kafka_bootstrap, topics, tmp_path)
     # A bucket that does not exist, with the local server's settings.
     missing = "test-no-such-bucket"
     objectstore.configure(spark, objectstore.for_bucket(s3a_settings, missing))

@@ -15,14 +15,9 @@ from fraudstream import features, schemas
 from fraudstream.scoring import parse, reasons, state, views
 from fraudstream.scoring.model import LoadedModel, ModelLoadError, load_model
 
-from .stream_helpers import sample_history, toy_model
+from .helpers import toy_model
 
 T0_MS = 1_522_540_800_000  # 2018-04-01T00:00:00Z
-
-
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +203,8 @@ def test_parse_payments_keeps_records_aligned_around_empty_and_multiline_values(
         "t0", "t1", "pretty", "t2", "t3",
     ]  # fmt: skip
     assert list(events.sort_values("offset")["offset"]) == [0, 2, 3, 4, 6]
-    assert bad == [1, 5] and all(reason.startswith("unparseable") for reason in reasons)
+    assert bad == [1, 5] and len(reasons) == len(bad)
+    assert all(reason.startswith("unparseable") for reason in reasons)
 
 
 def test_operator_inputs_of_payments_and_labels_together_are_typed_without_a_warning():

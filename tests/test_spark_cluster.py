@@ -12,25 +12,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from fraudstream import config, features
+from fraudstream import config
 from fraudstream.ops import spark_cluster as local_cluster
 from fraudstream.scoring import views
 
-from .stream_helpers import publish_sample, register, sample_history
-
-pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
+from .helpers import (
+    assert_features_equal_training,
+    job_env,
+    publish_sample,
+    register,
+    run_cli,
+    score_args,
+    submit,
+    wait_for,
+)
 
 #: The executors' Python comes from the archive unpacked in the worker's scratch folder.
 FROM_ARCHIVE = "/environment/bin/python"
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def spark_cluster():
     cluster = local_cluster.LocalCluster()
     started = local_cluster.start(cluster)
     yield cluster
@@ -38,13 +44,8 @@ def cluster():
         local_cluster.stop(cluster)
 
 
-@pytest.fixture(scope="module")
-def history():
-    return sample_history()
-
-
 def _env(mlflow_store: str) -> dict:
-    return os.environ | {"MLFLOW_TRACKING_URI": mlflow_store, "SPARK_LOCAL_IP": "127.0.0.1"}
+    return job_env(mlflow_store, SPARK_LOCAL_IP="127.0.0.1")
 
 
 def _finish(job: subprocess.Popen, log, timeout: float = 300) -> str:
@@ -54,33 +55,22 @@ def _finish(job: subprocess.Popen, log, timeout: float = 300) -> str:
     return said
 
 
-def _wait_for(predicate, timeout_s: float, what: str, log) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; the job said:\n{log.read_text()[-3000:]}")
-
-
-def test_spark_cluster_start_twice_is_harmless_and_a_busy_port_is_one_sentence(cluster, tmp_path):
-    again = local_cluster.start(cluster)
+def test_spark_cluster_start_twice_is_harmless_and_a_busy_port_is_one_sentence(
+    spark_cluster, tmp_path
+):
+    again = local_cluster.start(spark_cluster)
     assert list(again) == ["master", "worker-1", "worker-2"]
     assert not any(new for _, new in again.values())
-    assert len(local_cluster.registered_workers(cluster)) == 2
+    assert len(local_cluster.registered_workers(spark_cluster)) == 2
 
-    def fraudstream(*args):
-        command = [sys.executable, "-m", "fraudstream.cli", "spark", *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-    status = fraudstream("status")
+    status = run_cli("spark", "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    assert f"{cluster.master_url}: 2 workers alive, 2 cores." in status.stdout
+    assert f"{spark_cluster.master_url}: 2 workers alive, 2 cores." in status.stdout
     # Another cluster (its own home) on the same master port: refused, nothing started.
-    other = fraudstream("start", "--home", str(tmp_path / "other"))
+    other = run_cli("spark", "start", "--home", str(tmp_path / "other"))
     assert other.returncode == 2
     assert other.stderr == (
-        f"fraudstream: Port {cluster.master_port} on 127.0.0.1 is already in use by another "
+        f"fraudstream: Port {spark_cluster.master_port} on 127.0.0.1 is already in use by another "
         "program; stop it or choose other ports with --master-port, --master-ui-port and "
         "--worker-ui-port.\n"
     )
@@ -102,14 +92,14 @@ def _train_args(report) -> list[str]:
     ]  # fmt: skip
 
 
-def test_train_on_the_cluster_equals_local(cluster, mlflow_store, tmp_path):
+def test_train_on_the_cluster_equals_local(spark_cluster, mlflow_store, tmp_path):
     """Spark ML's GBT fits on the executors; its metrics equal a local run's."""
     jobs = {}
-    for name, master in [("local", "local[2]"), ("cluster", cluster.master_url)]:
+    for name, master in [("local", "local[2]"), ("cluster", spark_cluster.master_url)]:
         args = [*_train_args(tmp_path / f"{name}.json"), "--models-dir", str(tmp_path / name)]
         log = tmp_path / f"train-{name}.log"
         # Both at once: most of a short GBT fit is scheduling latency, not CPU.
-        jobs[name] = (submit_on(master, "train", args, _env(mlflow_store), log), log)
+        jobs[name] = (submit("train", args, _env(mlflow_store), log, ["--master", master]), log)
     said = {name: _finish(job, log) for name, (job, log) in jobs.items()}
     assert f"executors: Python {sys.version.split()[0]} from " in said["cluster"]
     assert FROM_ARCHIVE in said["cluster"] and "executors:" not in said["local"]
@@ -120,50 +110,21 @@ def test_train_on_the_cluster_equals_local(cluster, mlflow_store, tmp_path):
             assert remote["models"][kind]["mean"][metric] == pytest.approx(value, abs=1e-9)
 
 
-def submit_on(master: str, job: str, args: list[str], env: dict, log) -> subprocess.Popen:
-    """``./spark-submit.sh --master MASTER JOB ARGS`` in its own process group."""
-    return subprocess.Popen(
-        ["./spark-submit.sh", "--master", master, job, *args],
-        cwd=config.PROJECT_ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _score_args(kafka_bootstrap, topics, root) -> list[str]:
-    return [
-        "--brokers", kafka_bootstrap,
-        "--payments-topic", topics["payments"],
-        "--labels-topic", topics["labels"],
-        "--alerts-topic", topics["alerts"],
-        "--dead-letter-topic", topics["dlq"],
-        "--out", str(root / "lake"),
-        "--checkpoint", str(root / "checkpoints"),
-        "--max-offsets-per-trigger", "2000",
-    ]  # fmt: skip
-
-
-def _assert_parity(scored, dataset):
-    """Every feature of every payment equals the training job's, within 1e-9."""
-    scored = scored.set_index("transaction_id")
-    expected = dataset.set_index("transaction_id")[features.FEATURE_COLUMNS]
-    assert scored.index.is_unique and set(scored.index) == set(expected.index)
-    got = scored.loc[expected.index, features.FEATURE_COLUMNS].to_numpy()
-    np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
-
-
 def test_score_on_the_cluster_equals_local(
-    cluster, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+    spark_cluster, kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
     register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     jobs = {}
-    for name, master in [("local", "local[2]"), ("cluster", cluster.master_url)]:
-        args = [*_score_args(kafka_bootstrap, topics, tmp_path / name), "--available-now"]
+    for name, master in [("local", "local[2]"), ("cluster", spark_cluster.master_url)]:
+        args = [
+            *score_args(
+                kafka_bootstrap, topics, tmp_path / name, "--max-offsets-per-trigger", "2000"
+            ),
+            "--available-now",
+        ]
         log = tmp_path / f"score-{name}.log"
-        jobs[name] = (submit_on(master, "score", args, _env(mlflow_store), log), log)
+        jobs[name] = (submit("score", args, _env(mlflow_store), log, ["--master", master]), log)
     said = {name: _finish(job, log) for name, (job, log) in jobs.items()}
     assert FROM_ARCHIVE in said["cluster"]
 
@@ -179,7 +140,7 @@ def test_score_on_the_cluster_equals_local(
     local, remote = frames["local"][views.SCORED], frames["cluster"][views.SCORED]
     assert len(remote) == published and remote["transaction_id"].is_unique
     assert remote["transaction_id"].tolist() == local["transaction_id"].tolist()
-    _assert_parity(remote, history["dataset"])
+    assert_features_equal_training(remote, history["dataset"])
     np.testing.assert_allclose(remote["score"], local["score"], rtol=0, atol=1e-9)
     assert remote["alerted"].tolist() == local["alerted"].tolist()
     local_alerts, remote_alerts = frames["local"][views.ALERTS], frames["cluster"][views.ALERTS]
@@ -190,19 +151,19 @@ def test_score_on_the_cluster_equals_local(
 
 
 def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
-    cluster, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+    spark_cluster, kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
     """SIGKILL one worker mid-stream: the job goes on with the other; each payment once."""
     register(history["dataset"], "fraudstream")
     published = publish_sample(kafka_bootstrap, topics)
     out = tmp_path / "lake"
-    args = [*_score_args(kafka_bootstrap, topics, tmp_path), "--max-offsets-per-trigger", "300"]
+    args = score_args(kafka_bootstrap, topics, tmp_path, "--max-offsets-per-trigger", "300")
     args += ["--trigger-interval", "1 second"]
     log = tmp_path / "score.log"
-    job = submit_on(cluster.master_url, "score", args, _env(mlflow_store), log)
-    victim = local_cluster.running_pid(cluster, "worker-2")
+    job = submit("score", args, _env(mlflow_store), log, ["--master", spark_cluster.master_url])
+    victim = local_cluster.running_pid(spark_cluster, "worker-2")
     try:
-        _wait_for(
+        wait_for(
             lambda: views.count_rows(out, views.SCORED) >= 1500 or job.poll() is not None,
             240,
             "the first micro-batches",
@@ -211,10 +172,10 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
         scored_before = views.count_rows(out, views.SCORED)
         assert scored_before < published, "the stream ended before the worker was killed"
         os.kill(victim, signal.SIGKILL)
-        _wait_for(
-            lambda: len(local_cluster.registered_workers(cluster)) == 1, 60, "the master", log
+        wait_for(
+            lambda: len(local_cluster.registered_workers(spark_cluster)) == 1, 60, "the master", log
         )
-        _wait_for(
+        wait_for(
             lambda: views.count_rows(out, views.SCORED) >= published or job.poll() is not None,
             240,
             "the rest of the payments to be scored",
@@ -224,9 +185,9 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
         job.send_signal(signal.SIGTERM)
         status = job.wait(timeout=120)
         # The next test (or the user) gets a whole cluster again: start restarts the dead one.
-        restarted = local_cluster.start(cluster)
+        restarted = local_cluster.start(spark_cluster)
     assert [name for name, (_, new) in restarted.items() if new] == ["worker-2"]
-    assert len(local_cluster.registered_workers(cluster)) == 2
+    assert len(local_cluster.registered_workers(spark_cluster)) == 2
     said = log.read_text()
     assert status == 0, said[-3000:]
     # Spark saw the executor go, and micro-batches went on after it.
@@ -234,5 +195,4 @@ def test_score_on_the_cluster_keeps_scoring_when_a_worker_dies(
     assert "stopped; restart on the same --checkpoint to resume" in said
     scored = views.read_view(out, views.SCORED)
     assert len(scored) == published and scored["transaction_id"].is_unique
-    _assert_parity(scored, history["dataset"])
-    assert scored_before < published
+    assert_features_equal_training(scored, history["dataset"])

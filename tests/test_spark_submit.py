@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+
+import pytest
 
 from fraudstream import config
 from fraudstream.kafka import clients
+
+from .helpers import job_env, train_args
 
 SCRIPT = str(config.PROJECT_ROOT / "spark-submit.sh")
 
@@ -43,6 +46,7 @@ def test_spark_submit_unknown_job_says_so():
     assert "no job named 'scroe' in jobs/." in result.stderr
 
 
+@pytest.mark.spark  # the driver runs under spark-submit's JVM
 def test_spark_submit_jobs_resolve_default_paths_in_the_checkout():
     # Under spark-submit the package is imported from a zip; defaults must still point
     # into the checkout, whatever the working directory.
@@ -53,6 +57,7 @@ def test_spark_submit_jobs_resolve_default_paths_in_the_checkout():
     assert "".join(expected.split()) in "".join(result.stdout.split())
 
 
+@pytest.mark.spark  # the driver runs under spark-submit's JVM
 def test_spark_submit_runs_ingest_from_anywhere(kafka_bootstrap, fresh_topic, tmp_path):
     producer = clients.producer(kafka_bootstrap)
     for i in range(20):
@@ -77,6 +82,7 @@ def test_spark_submit_runs_ingest_from_anywhere(kafka_bootstrap, fresh_topic, tm
     assert f"{out}: 20 records of topic {fresh_topic}" in result.stdout
 
 
+@pytest.mark.spark  # the driver runs under spark-submit's JVM
 def test_spark_submit_ingest_of_a_missing_topic_is_one_sentence(kafka_bootstrap, tmp_path):
     result = _submit("ingest", "--brokers", kafka_bootstrap, "--topic", "no-such-topic")
     # spark-submit runs the Python driver with its stderr merged into stdout.
@@ -89,7 +95,8 @@ def test_spark_submit_ingest_of_a_missing_topic_is_one_sentence(kafka_bootstrap,
     assert "Traceback" not in output
 
 
-def test_spark_submit_runs_train(tmp_path):
+@pytest.mark.spark  # the driver runs under spark-submit's JVM
+def test_spark_submit_runs_train_smoke(tmp_path):
     from fraudstream import lake
     from fraudstream.data import simulate
 
@@ -98,10 +105,9 @@ def test_spark_submit_runs_train(tmp_path):
     )
     lake.write_events(payments, tmp_path / "data")
     lake.write_labels(labels, tmp_path / "data")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    args = f"--data {tmp_path / 'data'} --models logistic --folds 1 --k 5 --param logistic.C=1.0"
-    args += f" --model-name submitted --models-dir {tmp_path / 'models'}"
-    result = _submit("train", *args.split(), env=env)
+    env = job_env(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = train_args(tmp_path / "data", "--param", "logistic.C=1.0", "--model-name", "submitted")
+    result = _submit("train", *args, "--models-dir", str(tmp_path / "models"), env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Registered submitted version 1: version 1 is the first champion." in result.stdout
     assert (tmp_path / "models" / "submitted" / "MLmodel").is_file()

@@ -18,6 +18,8 @@ from fraudstream.data import simulate
 from fraudstream.ml import evaluate, model, registry, training
 from jobs import train as train_job
 
+from .helpers import run_cli, train_args
+
 SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)
 
 
@@ -180,15 +182,16 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
 def test_train_job_until_trains_as_of_a_day(small_data, mlflow_store, tmp_path, capsys):
     """``--until``: payments before the day, labels reported before it; the folds end there."""
     report_path = tmp_path / "report.json"
-    args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+    args = train_args(small_data)
     args += ["--until", "2018-06-01", "--no-register", "--report", str(report_path)]
     assert train_job.main(args) == 0
     saved = json.loads(report_path.read_text())
     assert [f["name"] for f in saved["test_folds"]] == ["test 2018-05-25..2018-05-31"]
     labels = lake.read_labels(small_data).to_pandas()
     known = int((labels["reported_time"] < pd.Timestamp("2018-06-01", tz="UTC")).sum())
+    # A progress line: logged, on standard error.
     assert f"{known:,} labels from {small_data / 'labels'} before 2018-06-01" in (
-        capsys.readouterr().out
+        capsys.readouterr().err
     )
 
 
@@ -223,24 +226,9 @@ def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):
 def test_model_promote_command_keeps_champion_against_a_worse_version(
     small_data, mlflow_store, tmp_path
 ):
-    import subprocess
-    import sys
-
+    models_dir = str(tmp_path / "models")
     cfg = train_job.parse_args(
-        [
-            "--data",
-            str(small_data),
-            "--models",
-            "logistic",
-            "--folds",
-            "1",
-            "--k",
-            "5",
-            "--param",
-            "logistic.C=1.0",
-            "--models-dir",
-            str(tmp_path / "models"),
-        ]
+        train_args(small_data, "--param", "logistic.C=1.0", "--models-dir", models_dir)
     )
     assert training.run(cfg, log=lambda line: None)["registered_version"] == "1"
     columns = list(features.FEATURE_COLUMNS)
@@ -248,18 +236,10 @@ def test_model_promote_command_keeps_champion_against_a_worse_version(
     worse = _register(DummyClassifier(strategy="prior").fit(frame, [0, 1]), columns)
     assert worse == "2"
 
-    def fraudstream(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "fraudstream.cli", "model", *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    result = fraudstream("promote", "--version", "2", "--data", str(small_data))
+    result = run_cli("model", "promote", "--version", "2", "--data", str(small_data), timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Not promoted: version 2 does not beat champion version 1")
-    status = fraudstream("status")
+    status = run_cli("model", "status", timeout=300)
     assert "fraudstream v1: logistic" in status.stdout and "<- champion" in status.stdout
     assert "fraudstream v2" in status.stdout
     assert registry.champion_version(MlflowClient()) == "1"
@@ -277,7 +257,7 @@ def test_train_job_with_spark_features_reports_what_pandas_does(
     reports = {}
     for engine in ("pandas", "spark"):
         path = tmp_path / f"{engine}.json"
-        args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+        args = train_args(small_data)
         args += ["--until", "2018-06-01", "--no-register", "--engine", engine]
         assert train_job.main([*args, "--report", str(path)]) == 0
         reports[engine] = json.loads(path.read_text())["models"]["logistic"]
@@ -286,7 +266,6 @@ def test_train_job_with_spark_features_reports_what_pandas_does(
         assert reports["spark"]["mean"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
 
-@pytest.mark.s3
 def test_train_job_reads_its_history_from_s3(
     spark, small_data, mlflow_store, tmp_path, s3_client, s3a_bucket, capsys
 ):
@@ -345,10 +324,10 @@ def test_train_job_fits_on_a_sample_above_max_train_rows(
     small_data, mlflow_store, tmp_path, capsys
 ):
     report_path = tmp_path / "report.json"
-    args = ["--data", str(small_data), "--models", "logistic", "--folds", "1", "--k", "5"]
+    args = train_args(small_data)
     args += ["--train-start", "2018-05-20", "--no-register", "--report", str(report_path)]
     assert train_job.main([*args, "--max-train-rows", "1000"]) == 0
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
     fold = json.loads(report_path.read_text())["models"]["logistic"]["folds"][0]
     assert fold["fitted_rows"] == 1000 < fold["train_rows"]
     note = (
@@ -357,7 +336,7 @@ def test_train_job_fits_on_a_sample_above_max_train_rows(
         f"payments (1,000 to 1,000 of {fold['train_rows']:,} to {fold['train_rows']:,} rows), "
         "and tested on every payment."
     )
-    assert out.count(note) == 2  # in the log, and in the summary
+    assert said.err.count(note) == 1 and said.out.count(note) == 1  # the log, the summary
     # Tested on every payment either way; without the limit, fitted on every one.
     assert train_job.main([*args, "--max-train-rows", "0"]) == 0
     assert "--max-train-rows" not in capsys.readouterr().out

@@ -1,10 +1,18 @@
-"""Data and models shared by the stream tests: the sample history, a small fitted model."""
+"""What several test modules share: the sample history, a small fitted model, the score
+job's arguments and process, free ports and waiting for a condition."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
@@ -19,7 +27,7 @@ from fraudstream.scoring.model import LoadedModel
 THRESHOLD = 0.3
 
 
-def sample_history() -> dict:
+def read_sample_history() -> dict:
     """The committed sample: events, labels (pandas) and the training job's features."""
     events = lake.read_events(config.SAMPLE_DIR).to_pandas()
     labels = lake.read_labels(config.SAMPLE_DIR).to_pandas()
@@ -128,10 +136,13 @@ def publish_sample(kafka_bootstrap: str, topics: dict, events: pa.Table | None =
     return produce.publish(events, topics["payments"], kafka_bootstrap)
 
 
-def submit(job: str, args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """Start ``./spark-submit.sh JOB`` in its own process group, output to ``log_path``."""
+def submit(
+    job: str, args: list[str], env: dict, log_path: Path, spark_options: list[str] = ()
+) -> subprocess.Popen:
+    """Start ``./spark-submit.sh [SPARK_OPTIONS] JOB ARGS`` in its own process group,
+    output to ``log_path``."""
     return subprocess.Popen(
-        ["./spark-submit.sh", job, *args],
+        ["./spark-submit.sh", *spark_options, job, *args],
         cwd=config.PROJECT_ROOT,
         env=env,
         stdout=log_path.open("w"),
@@ -154,3 +165,88 @@ def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
         available_now=True,
     )
     return query.ScoreConfig(**(settings | changes))
+
+
+def score_args(kafka_bootstrap: str, topics: dict, root: Path, *extra: str) -> list[str]:
+    """The score job's command-line arguments for a test's own topics and folders."""
+    return [
+        "--brokers", kafka_bootstrap,
+        "--payments-topic", topics["payments"],
+        "--labels-topic", topics["labels"],
+        "--alerts-topic", topics["alerts"],
+        "--dead-letter-topic", topics["dlq"],
+        "--out", str(root / "lake"),
+        "--checkpoint", str(root / "checkpoints"),
+        *extra,
+    ]  # fmt: skip
+
+
+def job_env(mlflow_store: str, **extra: str) -> dict:
+    """The test's environment for a job in a subprocess, with the test's MLflow store."""
+    return os.environ | {"MLFLOW_TRACKING_URI": mlflow_store, **extra}
+
+
+def assert_features_equal_training(scored: pd.DataFrame, dataset: pd.DataFrame) -> None:
+    """Every payment scored once, and each feature equal to the training job's within 1e-9."""
+    scored = scored.set_index("transaction_id")
+    expected = dataset.set_index("transaction_id")[features.FEATURE_COLUMNS]
+    assert scored.index.is_unique and set(scored.index) == set(expected.index)
+    got = scored.loc[expected.index, features.FEATURE_COLUMNS].to_numpy()
+    np.testing.assert_allclose(got, expected.to_numpy(), rtol=0, atol=1e-9)
+
+
+def wait_for(
+    predicate: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None
+) -> None:
+    """Wait until ``predicate()``; on a timeout, fail with the end of the job's log."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    seen = log.read_text()[-3000:] if log is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}; the job said:\n{seen}"
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, distinct (all are held until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now."""
+    return free_ports(1)[0]
+
+
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that another program listens on, while the block runs."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        yield squatter.getsockname()[1]
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m fraudstream.cli ARGS`` as a user runs it, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def train_args(data: Path | str, *extra: str) -> list[str]:
+    """The train job's arguments for a quick run on ``data``: one logistic model, one fold."""
+    return ["--data", str(data), "--models", "logistic", "--folds", "1", "--k", "5", *extra]
