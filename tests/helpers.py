@@ -26,6 +26,10 @@ from fraudstream.scoring.model import LoadedModel
 #: The toy model's threshold: low enough that the sample raises a few dozen alerts.
 THRESHOLD = 0.3
 
+#: The requirements of the models the tests log, given rather than inferred: MLflow infers
+#: them by loading the model in a subprocess, about 10 s a model.
+MODEL_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
+
 
 def read_sample_history() -> dict:
     """The committed sample: events, labels (pandas) and the training job's features."""
@@ -81,6 +85,7 @@ def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = T
             name="model",
             python_model=fit(dataset, seed=seed),
             registered_model_name=name,
+            pip_requirements=MODEL_REQUIREMENTS,
             metadata={
                 "threshold": THRESHOLD,
                 "feature_columns": columns,

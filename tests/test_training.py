@@ -18,7 +18,7 @@ from fraudstream.data import simulate
 from fraudstream.ml import evaluate, model, registry, training
 from jobs import train as train_job
 
-from .helpers import run_cli, train_args
+from .helpers import MODEL_REQUIREMENTS, run_cli, train_args
 
 SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)
 
@@ -75,6 +75,7 @@ def _register(estimator, columns, name="fraudstream") -> str:
             name="model",
             python_model=model.FraudScorer(estimator, columns),
             registered_model_name=name,
+            pip_requirements=MODEL_REQUIREMENTS,
         )
     return str(info.registered_model_version)
 
