@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date
 
 import mlflow
@@ -114,6 +115,27 @@ def test_fraud_scorer_returns_the_fraud_class_probability():
     scores = model.FraudScorer(estimator, ["x"]).predict(None, frame)
     assert np.allclose(scores, estimator.predict_proba(frame)[:, 1])
     assert scores.iloc[3] > 0.5 > scores.iloc[0]
+
+
+def test_a_model_pickled_before_the_package_moved_still_loads(tmp_path, monkeypatch):
+    # Models registered before fraudstream was arranged by role pickled their scorer as
+    # fraudstream.model.FraudScorer; the score job must still load a champion like that.
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    estimator = LogisticRegression().fit(frame, [0, 1, 0, 1])
+    with monkeypatch.context() as former:
+        former.setitem(sys.modules, "fraudstream.model", model)
+        former.setattr(model.FraudScorer, "__module__", "fraudstream.model")
+        mlflow.pyfunc.save_model(
+            tmp_path / "old",
+            python_model=model.FraudScorer(estimator, ["a", "b"]),
+            pip_requirements=MODEL_REQUIREMENTS,
+        )
+    assert "fraudstream.model" not in sys.modules
+    assert b"fraudstream.model" in (tmp_path / "old" / "python_model.pkl").read_bytes()
+    with pytest.raises(ModuleNotFoundError, match=r"fraudstream\.model"):
+        mlflow.pyfunc.load_model(str(tmp_path / "old"))
+    loaded = model.load(str(tmp_path / "old"))
+    assert np.allclose(loaded.predict(frame), estimator.predict_proba(frame)[:, 1])
 
 
 def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):

@@ -10,6 +10,7 @@ is inside.
 from __future__ import annotations
 
 import itertools
+import sys
 from typing import Any
 
 import numpy as np
@@ -146,3 +147,28 @@ class FraudScorer(PythonModel):
         return pd.Series(
             fraud_probability(self.estimator, frame), index=model_input.index, name="score"
         )
+
+
+#: Where the scorer lived before the package was arranged by role: models registered
+#: then pickled it as ``fraudstream.model.FraudScorer``.
+_FORMER_MODULE = "fraudstream.model"
+
+
+def load(model_uri: str):
+    """Load a registered or exported model with MLflow, whenever it was registered.
+
+    Parameters
+    ----------
+    model_uri : str
+        ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or a model folder.
+
+    Returns
+    -------
+    mlflow.pyfunc.PyFuncModel
+        The model; models registered before the package was arranged by role load too,
+        their scorer's former module name pointing at this one.
+    """
+    import mlflow.pyfunc
+
+    sys.modules.setdefault(_FORMER_MODULE, sys.modules[__name__])
+    return mlflow.pyfunc.load_model(model_uri)

@@ -367,10 +367,8 @@ def _plots(result: dict, columns: list[str], k: int, out_dir: Path) -> list[Path
 
 def score_on(test: pd.DataFrame, model_uri: str) -> float | None:
     """A registered model's average precision on ``test``, or None if it cannot score it."""
-    import mlflow.pyfunc
-
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        loaded = model.load(model_uri)
         scores = loaded.predict(test)
     except Exception:  # any failure means "not comparable"
         return None

@@ -17,6 +17,7 @@ import pandas as pd
 
 from fraudstream import features
 from fraudstream.errors import FraudstreamError
+from fraudstream.ml import model as ml_model
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
     ModelLoadError
         With one sentence saying what is missing.
     """
-    import mlflow.pyfunc
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -82,7 +82,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
                     meta[key.strip()] = value.strip()
             model_name = meta.get("model_name", path.name)
             version = meta.get("model_version", "local")
-            loaded = mlflow.pyfunc.load_model(str(path))
+            loaded = ml_model.load(str(path))
         else:
             from fraudstream.ml import tracking
 
@@ -95,7 +95,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
                 else:
                     version = ref
             model_name = name
-            loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            loaded = ml_model.load(f"models:/{name}/{version}")
     except ModelLoadError:
         raise
     except MlflowException as error:
