@@ -122,6 +122,8 @@ def test_a_model_pickled_before_the_package_moved_still_loads(tmp_path, monkeypa
     # fraudstream.model.FraudScorer; the score job must still load a champion like that.
     frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
     estimator = LogisticRegression().fit(frame, [0, 1, 0, 1])
+    # An earlier load in this process may have named the former module already.
+    monkeypatch.delitem(sys.modules, "fraudstream.model", raising=False)
     with monkeypatch.context() as former:
         former.setitem(sys.modules, "fraudstream.model", model)
         former.setattr(model.FraudScorer, "__module__", "fraudstream.model")
