@@ -52,11 +52,16 @@ CARD_OPERATOR_JAR = JARS_DIR / "card-operator" / "fraudstream-card-operator.jar"
 #: Kafka bootstrap servers: ``KAFKA_BOOTSTRAP_SERVERS`` or the local broker.
 DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
 
-#: The four topics, their keys and retention: ``docs/architecture.md``, "Topics".
+#: The design's topics, their keys and retention: ``docs/architecture.md``, "Topics".
 TOPIC_PAYMENTS = "payments"
 TOPIC_ALERTS = "fraud-alerts"
 TOPIC_LABELS = "fraud-labels"
 TOPIC_DEAD_LETTERS = "payments-dlq"
+#: Fraud-ops rules, compacted by rule id (``fraudstream.scoring.rules``).
+TOPIC_RULES = "fraud-rules"
+
+#: The model scoring uses unless told: the registry's champion.
+DEFAULT_MODEL_URI = "models:/fraudstream@champion"
 
 #: The MLflow store used when ``MLFLOW_TRACKING_URI`` is not set.
 MLFLOW_DB = VAR_DIR / "mlflow" / "mlflow.db"

@@ -33,7 +33,9 @@ class ExecutorEnvironmentError(FraudstreamError):
     """Executors run another Python environment than the driver; one sentence."""
 
 
-def get_session(app_name: str = "fraudstream", master: str | None = None) -> SparkSession:
+def get_session(
+    app_name: str = "fraudstream", master: str | None = None, settings: dict | None = None
+) -> SparkSession:
     """Return the active SparkSession, or build one for local use.
 
     Parameters
@@ -43,6 +45,8 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
     master : str, optional
         Master URL for a session built here; ``local[*]`` by default. Ignored when a
         session already exists (for example under ``spark-submit``).
+    settings : dict, optional
+        More Spark settings for a session built here.
 
     Returns
     -------
@@ -75,6 +79,8 @@ def get_session(app_name: str = "fraudstream", master: str | None = None) -> Spa
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.host", "127.0.0.1")
     )
+    for key, value in (settings or {}).items():
+        builder = builder.config(key, value)
     s3a_jars = config.s3a_jars()
     if s3a_jars:
         # On the class path as they are, not in spark.jars: Spark copies every spark.jars

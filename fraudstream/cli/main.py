@@ -17,6 +17,7 @@ what is not a Spark job::
     fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
     fraudstream dashboard                     # the alert topic on a live web page
     fraudstream alerts tail                   # the alert topic in the terminal
+    fraudstream rules add|list|show|disable|enable|columns|backtest   # fraud-ops rules
 
 Commands that talk to Kafka take ``--kafka-properties FILE`` (or
 ``$FRAUDSTREAM_KAFKA_PROPERTIES``): Java-style client properties, for SASL and TLS.
@@ -33,6 +34,7 @@ from pathlib import Path
 from fraudstream import config
 from fraudstream.cli import cdc as cdc_cli
 from fraudstream.cli import options
+from fraudstream.cli import rules as rules_cli
 from fraudstream.cli import spark as spark_cluster_cli
 from fraudstream.cli.services import Service, add_actions, add_home, add_service, from_flags
 from fraudstream.errors import FraudstreamError, reports_errors
@@ -139,6 +141,8 @@ def _print_topics(topics: dict[str, dict[str, str]]) -> None:
         kept = {"-1": "kept forever", None: "broker's default retention"}.get(
             retention, f"retention.ms={retention}"
         )
+        if details.get("cleanup.policy") == "compact":
+            kept = "compacted (each key's newest record)"
         copies = details.get("replicas", "1")
         replicas = f", {copies} replicas" if copies != "1" else ""
         isr = details.get("min.insync.replicas")
@@ -499,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (status, promote):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
+    rules_cli.add_commands(commands)
     spark_cluster_cli.add_commands(commands)
 
     board = commands.add_parser(

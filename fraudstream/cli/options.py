@@ -13,6 +13,7 @@ TOPICS = {
     "labels": (config.TOPIC_LABELS, "labels topic"),
     "alerts": (config.TOPIC_ALERTS, "alerts topic"),
     "dead-letter": (config.TOPIC_DEAD_LETTERS, "dead-letter topic"),
+    "rules": (config.TOPIC_RULES, "rules topic"),
 }
 
 

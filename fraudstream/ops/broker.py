@@ -41,13 +41,14 @@ STOP_TIMEOUT_S = 30.0
 
 #: Topics kept forever: the stream is the system of record, and so are the labels
 #: and the dead letters (nothing is lost). Alerts keep Kafka's default retention:
-#: they are a view, rebuilt by replay.
+#: they are a view, rebuilt by replay. Rules are compacted: each rule's newest version.
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 DESIGN_TOPICS: dict[str, dict[str, str]] = {
     config.TOPIC_PAYMENTS: KEEP_FOREVER,
     config.TOPIC_LABELS: KEEP_FOREVER,
     config.TOPIC_DEAD_LETTERS: KEEP_FOREVER,
     config.TOPIC_ALERTS: {},
+    config.TOPIC_RULES: {"cleanup.policy": "compact"},
 }
 
 
@@ -408,13 +409,13 @@ def describe_topics(
                 ConfigResource(
                     ConfigResourceType.TOPIC,
                     name,
-                    {"retention.ms": None, "min.insync.replicas": None},
+                    {"retention.ms": None, "min.insync.replicas": None, "cleanup.policy": None},
                 )
                 for name in topics
             ]
             for name, configs in admin.describe_configs(resources)["topic"].items():
                 # A topic on the broker's default retention reports no value here.
-                for key in ("retention.ms", "min.insync.replicas"):
+                for key in ("retention.ms", "min.insync.replicas", "cleanup.policy"):
                     if key in configs:
                         topics[name][key] = configs[key]["value"]
         return topics

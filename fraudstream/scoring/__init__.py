@@ -17,5 +17,7 @@ One module per stage, in the order a payment goes through them:
   payments held in a catch-up);
 - ``processor``: the ``foreachBatch`` function that runs one micro-batch;
 - ``query``: the query's configuration, wiring and run loop (``jobs/score.py``,
-  ``jobs/rebuild.py``).
+  ``jobs/rebuild.py``);
+- ``rules``: fraud-ops rules, Spark SQL conditions published on the rules topic, and
+  their backtest over a history.
 """

@@ -32,7 +32,7 @@ from fraudstream.scoring.state import (
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_MODEL_URI = "models:/fraudstream@champion"
+DEFAULT_MODEL_URI = config.DEFAULT_MODEL_URI
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 100_000
 QUERY_NAME = "fraudstream-score"
 
