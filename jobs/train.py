@@ -53,6 +53,16 @@ def _rows(text: str) -> int:
     return rows
 
 
+def _precision(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a precision in (0, 1]")
+    return value
+
+
 def _param(text: str) -> tuple[str, str, object]:
     try:
         name, value = text.split("=", 1)
@@ -125,6 +135,13 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         "the alert threshold (default: 100)",
     )
     parser.add_argument(
+        "--decline-precision",
+        type=_precision,
+        default=0.9,
+        help="precision the decline band must reach on the validation folds; the review "
+        "band is the --k alerts a day below it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--features",
         choices=["all", "handbook"],
         default="all",
@@ -183,6 +200,7 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         delay_days=args.delay_days,
         test_days=args.test_days,
         k=args.k,
+        decline_precision=args.decline_precision,
         feature_columns=tuple(columns),
         params=params,
         experiment=args.experiment,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,6 +87,32 @@ def test_threshold_for_budget_and_alert_stats():
         "recall_at_threshold": 2 / 3,
         "precision_at_threshold": 2 / 3,
     }
+
+
+def test_threshold_for_precision_takes_whole_ties_and_the_lowest_reaching_score():
+    scores = [0.9, 0.8, 0.8, 0.7, 0.6, 0.5]
+    truth = [1, 1, 0, 1, 0, 0]
+    # At or above 0.9: 1/1; 0.8: 2/3 (both tied scores); 0.7: 3/4; 0.6: 3/5; 0.5: 3/6.
+    assert evaluate.threshold_for_precision(truth, scores, 0.7) == 0.7
+    assert evaluate.threshold_for_precision(truth, scores, 0.76) == 0.9
+    assert evaluate.threshold_for_precision(truth, scores, 0.5) == 0.5
+    assert evaluate.threshold_for_precision([0] * 6, scores, 0.1) == float("inf")
+    assert evaluate.threshold_for_precision([], [], 0.9) == float("inf")
+
+
+def test_threshold_for_precision_agrees_with_trying_every_score():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        scores = rng.integers(0, 30, 200) / 30  # many ties
+        truth = rng.random(200) < scores**2
+        target = rng.uniform(0.3, 0.95)
+        reaching = [t for t in np.unique(scores) if truth[scores >= t].mean() >= target]
+        expected = min(reaching) if reaching else float("inf")
+        assert evaluate.threshold_for_precision(truth, scores, target) == expected
+        got = evaluate.decline_stats(truth, scores, expected, n_days=4)
+        if reaching:
+            assert got["decline_precision"] >= target
+            assert got["declines_per_day"] == (scores >= expected).sum() / 4
 
 
 def test_evaluate_scores_gathers_every_metric():

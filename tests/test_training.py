@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from fraudstream import features, lake
 from fraudstream.data import simulate
 from fraudstream.ml import evaluate, model, registry, training
+from fraudstream.scoring.model import load_model
 from jobs import train as train_job
 
 from .helpers import MODEL_REQUIREMENTS, run_cli, train_args
@@ -162,6 +163,8 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
             "hgb.max_leaf_nodes=15",
             "--param",
             "logistic.C=1.0",
+            "--decline-precision",
+            "0.2",
             "--report",
             str(report_path),
         ]
@@ -186,6 +189,14 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
         }
     assert report["registered_version"] == "1"
     assert report["promotion"]["promoted"]
+    # The decision bands: review from the k-a-day threshold, decline from the precision
+    # target's, never below it; logged with the model for the scoring job.
+    chosen = saved["models"][saved["chosen_model"]]
+    loaded = load_model("models:/fraudstream/1")
+    assert loaded.threshold == chosen["threshold"]
+    assert loaded.decline_threshold == chosen["decline_threshold"] >= chosen["threshold"]
+    assert {"declines_per_day", "decline_precision"} <= set(chosen["folds"][0])
+    assert f"decline from {chosen['decline_threshold']:.3f}" in training.summary(saved, 5)
     client = MlflowClient()
     assert registry.champion_version(client) == "1"
     version = client.get_model_version("fraudstream", "1")

@@ -145,6 +145,37 @@ def threshold_for_budget(score, n_days: int, alerts_per_day: float) -> float:
     return float(score[min(alerts, score.size) - 1])
 
 
+def threshold_for_precision(y_true, score, target: float) -> float:
+    """The lowest score threshold whose payments above it are frauds at ``target`` precision.
+
+    Precision is that of every payment scored at or above the threshold; only thresholds
+    at a score that occurs are tried, so tied scores fall on the same side. None reaches
+    ``target``: ``inf`` (nothing is declined on the score alone).
+    """
+    order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+    ranked = np.asarray(score, dtype=float)[order]
+    if ranked.size == 0:
+        return float("inf")
+    hits = np.cumsum(np.asarray(y_true)[order].astype(bool))
+    precision = hits / np.arange(1, ranked.size + 1)
+    # The last row of each run of tied scores: a threshold takes the whole run.
+    last_of_tie = np.append(ranked[1:] != ranked[:-1], True)
+    reached = np.flatnonzero(last_of_tie & (precision >= target))
+    return float(ranked[reached[-1]]) if reached.size else float("inf")
+
+
+def decline_stats(y_true, score, threshold: float, n_days: int) -> dict[str, float]:
+    """Declines a day at ``threshold`` and their precision (NaN without declines)."""
+    y_true = np.asarray(y_true).astype(bool)
+    declined = np.asarray(score, dtype=float) >= threshold
+    return {
+        "declines_per_day": float(declined.sum() / n_days) if n_days else float("nan"),
+        "decline_precision": (
+            float((declined & y_true).sum() / declined.sum()) if declined.sum() else float("nan")
+        ),
+    }
+
+
 def alert_stats(y_true, score, threshold: float, n_days: int) -> dict[str, float]:
     """Alerts a day at ``threshold``, and the recall and precision of those alerts."""
     y_true = np.asarray(y_true).astype(bool)
@@ -158,7 +189,13 @@ def alert_stats(y_true, score, threshold: float, n_days: int) -> dict[str, float
 
 
 def evaluate_scores(
-    day, card_id, y_true, score, threshold: float | None = None, k: int = DEFAULT_K
+    day,
+    card_id,
+    y_true,
+    score,
+    threshold: float | None = None,
+    k: int = DEFAULT_K,
+    decline_threshold: float | None = None,
 ) -> dict[str, float]:
     """All metrics of one test window, as a plain dict."""
     cp_k, _ = card_precision_at_k(day, card_id, y_true, score, k)
@@ -169,4 +206,7 @@ def evaluate_scores(
     }
     if threshold is not None:
         metrics.update(alert_stats(y_true, score, threshold, len(np.unique(np.asarray(day)))))
+    if decline_threshold is not None:
+        n_days = len(np.unique(np.asarray(day)))
+        metrics.update(decline_stats(y_true, score, decline_threshold, n_days))
     return metrics

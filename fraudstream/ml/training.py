@@ -5,7 +5,9 @@ The steps of ``./spark-submit.sh train``, each a function a notebook can call:
 1. :func:`build_dataset`: the features of every payment (as of its time, from
    :mod:`fraudstream.features`), with its day, card, truth and when it became known.
 2. For each model type, :func:`select_params` picks hyper-parameters by mean average
-   precision over the validation folds, and a threshold that raises ``k`` alerts a day.
+   precision over the validation folds, a threshold that raises ``k`` alerts a day (the
+   review band: the analysts' budget) and one above which payments are frauds at the
+   decline precision target (the decline band).
 3. :func:`evaluate_kind` trains on each test fold's training window, with the labels
    known when that window's test starts, and scores its test window.
 4. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
@@ -54,6 +56,8 @@ class TrainConfig:
     delay_days: int = 7
     test_days: int = 7
     k: int = evaluate.DEFAULT_K
+    #: The precision a decline on the score alone must reach on the validation folds.
+    decline_precision: float = 0.9
     feature_columns: tuple[str, ...] = tuple(features.FEATURE_COLUMNS)
     params: dict[str, Any] = field(default_factory=dict)
     experiment: str = "fraudstream"
@@ -255,26 +259,31 @@ def _spark_fit_predict(params, train, test, columns, seed, weights=None) -> np.n
 
 def select_params(
     kind: str, dataset: pd.DataFrame, folds: list[evaluate.Fold], cfg: TrainConfig
-) -> tuple[dict, float, float]:
-    """Hyper-parameters with the best mean validation average precision.
+) -> tuple[dict, float, float, float]:
+    """Hyper-parameters with the best mean validation average precision, and their bands.
 
     Returns
     -------
-    (dict, float, float)
-        The parameters, their mean validation average precision, and the threshold
-        that raises ``k`` alerts a day on the validation windows (median over folds).
+    (dict, float, float, float)
+        The parameters, their mean validation average precision, the threshold that
+        raises ``k`` alerts a day on the validation windows (the review band), and the
+        lowest threshold at which payments are frauds at ``decline_precision`` (the
+        decline band; ``inf``: none). Each threshold is the median over the folds; the
+        decline band never starts below the review band.
     """
-    best: tuple[dict, float, float] | None = None
+    best: tuple[dict, float, float, float] | None = None
     for params in model.param_grid(kind, cfg.params.get(kind)):
-        scores, thresholds = [], []
+        scores, thresholds, declines = [], [], []
         for fold in folds:
             train, test = split(dataset, fold)
             p, _, _ = _fit_window(kind, params, train, test, cfg)
             scores.append(evaluate.average_precision(test["y"], p))
             thresholds.append(evaluate.threshold_for_budget(p, cfg.test_days, cfg.k))
+            declines.append(evaluate.threshold_for_precision(test["y"], p, cfg.decline_precision))
         mean = float(np.nanmean(scores))
         if best is None or mean > best[1]:
-            best = (params, mean, float(np.median(thresholds)))
+            review = float(np.median(thresholds))
+            best = (params, mean, review, max(review, float(np.median(declines))))
     assert best is not None
     return best
 
@@ -286,6 +295,7 @@ def evaluate_kind(
     dataset: pd.DataFrame,
     folds: list[evaluate.Fold],
     cfg: TrainConfig,
+    decline_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Train and score each test fold; metrics per fold and their mean."""
     per_fold, newest = [], None
@@ -293,7 +303,7 @@ def evaluate_kind(
         train, test = split(dataset, fold)
         p, estimator, fitted_rows = _fit_window(kind, params, train, test, cfg)
         metrics = evaluate.evaluate_scores(
-            test["day"], test["card_id"], test["y"], p, threshold, cfg.k
+            test["day"], test["card_id"], test["y"], p, threshold, cfg.k, decline_threshold
         )
         per_fold.append(
             {
@@ -313,6 +323,7 @@ def evaluate_kind(
     return {
         "params": params,
         "threshold": threshold,
+        "decline_threshold": decline_threshold,
         "folds": per_fold,
         "mean": mean,
         "newest": newest,
@@ -448,6 +459,7 @@ def log_and_register(
                 "delay_days": cfg.delay_days,
                 "test_days": cfg.test_days,
                 "k": cfg.k,
+                "decline_precision": cfg.decline_precision,
                 "seed": cfg.seed,
                 "max_train_rows": cfg.max_train_rows,
                 "data": str(cfg.data),
@@ -496,6 +508,10 @@ def log_and_register(
             code_paths=_package_source(),
             metadata={
                 "threshold": best["threshold"],
+                # The decision bands: review from the threshold, decline from here.
+                "decline_threshold": _finite(best.get("decline_threshold")),
+                "review_budget_per_day": cfg.k,
+                "decline_precision_target": cfg.decline_precision,
                 "feature_columns": columns,
                 "model_type": chosen,
                 "label_delay_days": cfg.delay_days,
@@ -521,6 +537,11 @@ def log_and_register(
     if decision.promoted:
         outcome["exported_to"] = registry.export_champion(cfg.model_name, cfg.export_dir)
     return outcome
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for a threshold no score reaches (``inf``)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def feature_reference(train: pd.DataFrame, columns: list[str]) -> dict[str, float]:
@@ -552,6 +573,7 @@ def _report(results, chosen, folds, timings) -> dict:
                 "params": r["params"],
                 "validation_average_precision": r["validation_ap"],
                 "threshold": r["threshold"],
+                "decline_threshold": _finite(r.get("decline_threshold")),
                 "folds": r["folds"],
                 "mean": r["mean"],
             }
@@ -636,8 +658,8 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
     results: dict[str, dict] = {}
     for kind in cfg.models:
         started = time.perf_counter()
-        params, valid_ap, threshold = select_params(kind, dataset, valid, cfg)
-        result = evaluate_kind(kind, params, threshold, dataset, folds, cfg)
+        params, valid_ap, threshold, decline = select_params(kind, dataset, valid, cfg)
+        result = evaluate_kind(kind, params, threshold, dataset, folds, cfg, decline)
         result["validation_ap"] = valid_ap
         timings[f"train_evaluate.{kind}"] = time.perf_counter() - started
         results[kind] = result
@@ -705,6 +727,19 @@ def summary(report: dict, k: int) -> str:
     note = sampling_note(report["models"], report.get("max_train_rows"))
     if note:
         lines.append(note)
+    chosen = report["models"][report["chosen_model"]]
+    decline = chosen.get("decline_threshold")
+    means = chosen["mean"]
+    lines.append(
+        f"Decision bands: review from score {chosen['threshold']:.3f}, decline "
+        + (
+            f"from {decline:.3f} (test: {means.get('declines_per_day', math.nan):.1f} "
+            f"declines a day at precision {means.get('decline_precision', math.nan):.3f})"
+            if decline is not None
+            else "never on the score alone (no score reached the precision target)"
+        )
+        + "."
+    )
     if report.get("registered_version"):
         lines.append(
             f"Registered {report['model_name']} version {report['registered_version']}: "

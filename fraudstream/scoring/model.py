@@ -37,6 +37,9 @@ class LoadedModel:
     feature_columns: list[str]
     reference: dict[str, float] | None
     label_delay_days: int
+    #: Where the decline band starts (training's, for its precision target); None: the
+    #: model alone never declines.
+    decline_threshold: float | None = None
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """The probability of fraud of each row of ``frame`` (the model's feature columns)."""
@@ -119,6 +122,7 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
         feature_columns=list(metadata.get("feature_columns") or scorer.feature_columns),
         reference=metadata.get("feature_reference"),
         label_delay_days=int(metadata.get("label_delay_days", features.DEFAULT_LABEL_DELAY_DAYS)),
+        decline_threshold=metadata.get("decline_threshold"),
     )
 
 
