@@ -405,7 +405,15 @@ def label_invalid_reason(record: dict) -> str | None:
 
 #: Alert (topic ``fraud-alerts``, key ``card_id``, value UTF-8 JSON; the same rows in
 #: Parquet). ``alert_id`` is the same for the same transaction and model version, so a
-#: consumer drops the duplicates that at-least-once delivery may bring.
+#: consumer drops the duplicates that at-least-once delivery may bring. Schema version 2
+#: added ``decision``: ``review`` (queue it for an analyst) or ``decline``; an alert of
+#: version 1 has none and was a review. A reader of version 1's fields reads version 2.
+ALERT_SCHEMA_VERSION = 2
+
+#: The decisions a scored payment gets: from the model's bands (``threshold`` starts the
+#: review band, the model's ``decline_threshold`` the decline band).
+DECISIONS = ("approve", "review", "decline")
+
 ALERT_ARROW_SCHEMA = pa.schema(
     [
         pa.field("alert_id", pa.string(), nullable=False),
@@ -426,6 +434,7 @@ ALERT_ARROW_SCHEMA = pa.schema(
         pa.field("lon", pa.float64()),
         pa.field("country", pa.string()),
         pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("decision", pa.string(), nullable=False),
     ]
 )
 ALERT_COLUMNS = ALERT_ARROW_SCHEMA.names

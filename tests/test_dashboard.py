@@ -67,7 +67,8 @@ def make_alert(n: int, card_id: str = "card_7f3a9c", **overrides) -> dict:
         "lat": 40.7128,
         "lon": -74.006,
         "country": "US",
-        "schema_version": schemas.SCHEMA_VERSION,
+        "schema_version": schemas.ALERT_SCHEMA_VERSION,
+        "decision": "review",
     }
     alert.update(overrides)
     return alert
@@ -154,7 +155,15 @@ def test_parse_alert_says_why_a_record_is_not_an_alert():
 
     good = json.loads(schemas.encode_alert(make_alert(1)))
     assert parse_alert(json.dumps(good).encode())["event_time"] == "2026-03-14T09:01:00.000Z"
+    declined = json.dumps({**good, "decision": "decline"}).encode()
+    assert parse_alert(declined)["decision"] == "decline"
+    # A version 1 alert has no decision: it was a review.
+    old = {k: v for k, v in good.items() if k != "decision"} | {"schema_version": 1}
+    assert parse_alert(json.dumps(old).encode())["decision"] == "review"
     cases = {
+        json.dumps({**good, "decision": "block"}).encode(): (
+            "decision 'block' is not review or decline"
+        ),
         b"\xff": "not UTF-8 JSON",
         b"[]": "not a JSON object",
         json.dumps({**good, "card_id": None}).encode(): "missing or non-text card_id",
@@ -649,7 +658,7 @@ def test_alerts_tail_prints_each_alert_once_as_a_line_or_json(kafka_bootstrap, t
     assert lines.returncode == 0, lines.stderr
     assert lines.stdout.splitlines() == [
         f"2026-03-14 09:0{n}:00Z  card_tail  {10 + n:.2f} EUR  m_electro_042 (electronics)  "
-        "score 0.93  5,840 km/h travel from the card's previous card-present payment (+0.41)"
+        "score 0.93 review  5,840 km/h travel from the card's previous card-present payment (+0.41)"
         for n in range(3)
     ]
 

@@ -47,6 +47,38 @@ def test_score_history_writes_the_views_training_would_score(tmp_path, history, 
     assert sorted(p.name for p in tmp_path.rglob("*.parquet"))[0] == "batch-000000000000.parquet"
 
 
+def test_decisions_follow_the_models_bands(tmp_path, history, model):
+    """Approve below the threshold, review from it, decline from the decline band; the
+    alerts are the reviews and declines, as alert schema version 2."""
+    from dataclasses import replace
+
+    with_bands = replace(model, decline_threshold=0.8)
+    scores = np.array([0.0, model.threshold - 1e-9, model.threshold, 0.79, 0.8, 1.0])
+    assert list(views.decisions(scores, with_bands)) == [
+        "approve", "approve", "review", "review", "decline", "decline",
+    ]  # fmt: skip
+    assert set(views.decisions(scores, model)) == {"approve", "review"}  # no decline band
+    # A decline band below the review band starts at the review band.
+    assert list(views.decisions(scores, replace(model, decline_threshold=0.0)))[:2] == [
+        "approve", "approve",
+    ]  # fmt: skip
+
+    events = history["events"]
+    views.score_history(events, history["labels"], with_bands, tmp_path)
+    scored = views.read_view(tmp_path, views.SCORED)
+    expected = np.where(
+        scored["score"] >= 0.8,
+        "decline",
+        np.where(scored["score"] >= model.threshold, "review", "approve"),
+    )
+    assert list(scored["decision"]) == list(expected)
+    assert {"approve", "review", "decline"} <= set(scored["decision"])
+    alerts = views.read_view(tmp_path, views.ALERTS).set_index("transaction_id")
+    chosen = scored.set_index("transaction_id").loc[alerts.index]
+    assert list(alerts["decision"]) == list(chosen["decision"])
+    assert set(alerts["schema_version"]) == {schemas.ALERT_SCHEMA_VERSION}
+
+
 def test_hold_back_waits_for_the_slowest_partition_still_reading():
     """A catch-up: partition 1 is days behind and has more to read, so partition 0's
     payments of later days wait; a partition at its end offset is not waited for."""

@@ -40,6 +40,20 @@ DEAD_LETTERS = "dead_letters"
 VIEWS = (ALERTS, CARD_LOCATIONS, SCORED, DEAD_LETTERS)
 
 
+def decisions(scores: np.ndarray, model) -> np.ndarray:
+    """Each score's decision by the model's bands: approve, review or decline.
+
+    Review from the model's ``threshold`` (an alert), decline from its
+    ``decline_threshold`` (none: the model alone never declines).
+    """
+    decline = model.decline_threshold
+    decline = np.inf if decline is None else max(float(decline), model.threshold)
+    scores = np.asarray(scores, dtype=float)
+    return np.select(
+        [scores >= decline, scores >= model.threshold], ["decline", "review"], "approve"
+    ).astype(object)
+
+
 def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
     """The alerts view's rows: one per alerted payment, with the reasons in words.
 
@@ -62,6 +76,7 @@ def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> p
     """
     rows = events.loc[alerted].reset_index(drop=True)
     chosen = computed.loc[alerted].reset_index(drop=True)
+    decided = decisions(scores, model)[alerted]
     reference = model.reference or computed[model.feature_columns].median().to_dict()
     reasons = explain(model, chosen, scores[alerted], reference)
     ids = rows["transaction_id"].astype(object).to_numpy()
@@ -84,7 +99,8 @@ def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> p
             "lat": rows["lat"].to_numpy(dtype=float),
             "lon": rows["lon"].to_numpy(dtype=float),
             "country": rows["country"].astype(object).to_numpy(),
-            "schema_version": np.full(len(rows), schemas.SCHEMA_VERSION, dtype=np.int32),
+            "schema_version": np.full(len(rows), schemas.ALERT_SCHEMA_VERSION, dtype=np.int32),
+            "decision": decided,
             "kafka_timestamp_ms": rows["timestamp_ms"].to_numpy(dtype=np.int64),
         }
     )
@@ -131,6 +147,7 @@ def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> 
             "score": scores,
             "threshold": np.full(len(events), model.threshold),
             "alerted": alerted,
+            "decision": decisions(scores, model),
             "model_name": model.name,
             "model_version": model.version,
             "partition": events["partition"].to_numpy(dtype=np.int32),
@@ -160,8 +177,8 @@ def _day_name(day: int) -> str:
     return str(np.datetime64(int(day), "D"))
 
 
-#: The scored view: every payment scored, with its score, its Kafka coordinates and
-#: the model's features.
+#: The scored view: every payment scored, with its score, its decision, its Kafka
+#: coordinates and the model's features.
 SCORED_ARROW_SCHEMA = pa.schema(
     [
         pa.field("transaction_id", pa.string()),
@@ -171,6 +188,7 @@ SCORED_ARROW_SCHEMA = pa.schema(
         pa.field("score", pa.float64()),
         pa.field("threshold", pa.float64()),
         pa.field("alerted", pa.bool_()),
+        pa.field("decision", pa.string()),
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("partition", pa.int32()),

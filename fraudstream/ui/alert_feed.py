@@ -86,6 +86,10 @@ def parse_alert(value: bytes | None) -> dict:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise MalformedAlertError(f"{name} is not an ISO-8601 timestamp") from None
     alert["model_version"] = str(version)
+    # Version 1 alerts carry no decision: each was a review.
+    alert["decision"] = record.get("decision") or "review"
+    if alert["decision"] not in ("review", "decline"):
+        raise MalformedAlertError(f"decision {alert['decision']!r} is not review or decline")
     for name in ("lat", "lon"):
         if not _is_number(alert[name]):
             alert[name] = None
@@ -100,8 +104,10 @@ def format_line(alert: dict) -> str:
     if alert.get("merchant_category"):
         merchant += f" ({alert['merchant_category']})"
     reason = alert["reasons"][0] if alert["reasons"] else "no reason given"
+    decision = alert.get("decision") or "review"
     return (
-        f"{when}Z  {alert['card_id']}  {amount}  {merchant}  score {alert['score']:.2f}  {reason}"
+        f"{when}Z  {alert['card_id']}  {amount}  {merchant}  score {alert['score']:.2f} "
+        f"{decision}  {reason}"
     )
 
 

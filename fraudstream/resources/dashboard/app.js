@@ -41,7 +41,8 @@ function alertRow(a) {
   merchant.append(el("div", a.merchant_category || "no category", "muted"));
   tr.append(merchant);
   const score = el("td", null, "num");
-  score.append(el("span", a.score.toFixed(2), "score"), el("div", "thr " + a.threshold.toFixed(2), "muted"));
+  score.append(el("span", a.score.toFixed(2), "score"),
+    el("div", a.decision + " · thr " + a.threshold.toFixed(2), "muted decision-" + a.decision));
   tr.append(score, el("td", a.model_name + " v" + a.model_version));
   const why = el("td", a.reasons[0] || "no reason given", "why");
   if (a.reasons.length > 1) why.append(el("span", " · +" + (a.reasons.length - 1) + " more", "more"));
@@ -130,6 +131,7 @@ async function showDetail(alertId) {
     ["merchant", a.merchant_id + (a.merchant_category ? " (" + a.merchant_category + ")" : "")],
     ["country", a.country || "unknown"],
     ["score", a.score.toFixed(3) + " (threshold " + a.threshold.toFixed(3) + ")"],
+    ["decision", a.decision],
     ["model", a.model_name + " v" + a.model_version], ["transaction", a.transaction_id],
   ]) fields.append(el("dt", name), el("dd", value));
   const reasons = $("d-reasons");
