@@ -4,11 +4,13 @@ the markers they give the tests that use them."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -167,8 +169,25 @@ def lake(tmp_path):
     return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with its tables and nothing else, made once.
+
+    MLflow makes a new database's tables by running all its schema migrations, about
+    2 s (more on a busy machine); a copy of this one is a new store at once.
+    """
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    # Opening the store creates its tables (and MLflow's Default experiment), as a
+    # job's first call does.
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    return path
+
+
 @pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
+def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db):
     """A fresh SQLite tracking store and registry, active for this test only.
 
     MLflow keeps the active experiment in process-wide state; selecting one in this
@@ -176,7 +195,9 @@ def mlflow_store(tmp_path, monkeypatch):
     """
     from fraudstream.ml import tracking
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_mlflow_db, db)
+    uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.use_experiment("fraudstream-test")
     return uri
