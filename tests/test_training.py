@@ -15,11 +15,12 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
 from fraudstream import features, lake
+from fraudstream.cli import main as cli
 from fraudstream.data import simulate
 from fraudstream.ml import evaluate, model, registry, training
 from jobs import train as train_job
 
-from .helpers import MODEL_REQUIREMENTS, run_cli, train_args
+from .helpers import MODEL_REQUIREMENTS, train_args
 
 SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)
 
@@ -249,7 +250,7 @@ def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):
 
 
 def test_model_promote_command_keeps_champion_against_a_worse_version(
-    small_data, mlflow_store, tmp_path
+    small_data, mlflow_store, tmp_path, capsys
 ):
     models_dir = str(tmp_path / "models")
     cfg = train_job.parse_args(
@@ -261,12 +262,18 @@ def test_model_promote_command_keeps_champion_against_a_worse_version(
     worse = _register(DummyClassifier(strategy="prior").fit(frame, [0, 1]), columns)
     assert worse == "2"
 
-    result = run_cli("model", "promote", "--version", "2", "--data", str(small_data), timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Not promoted: version 2 does not beat champion version 1")
-    status = run_cli("model", "status", timeout=300)
-    assert "fraudstream v1: logistic" in status.stdout and "<- champion" in status.stdout
-    assert "fraudstream v2" in status.stdout
+    # The command in this process (python -m fraudstream.cli runs the same main): a
+    # subprocess would spend most of its time importing MLflow and scikit-learn.
+    capsys.readouterr()
+    promote = ["model", "promote", "--version", "2", "--data", str(small_data)]
+    assert cli.main(promote) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(
+        "Not promoted: version 2 does not beat champion version 1"
+    )
+    assert cli.main(["model", "status"]) == 0
+    status = capsys.readouterr().out
+    assert "fraudstream v1: logistic" in status and "<- champion" in status
+    assert "fraudstream v2" in status
     assert registry.champion_version(MlflowClient()) == "1"
 
 
