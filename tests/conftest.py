@@ -4,7 +4,6 @@ the markers they give the tests that use them."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from fraudstream import objectstore, storage
 from fraudstream.ops import broker as local_broker
 
-from .helpers import free_port, free_ports, read_sample_history
+from .helpers import free_port, free_ports, read_sample_history, use_mlflow_copy
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -188,19 +187,8 @@ def empty_mlflow_db(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db):
-    """A fresh SQLite tracking store and registry, active for this test only.
-
-    MLflow keeps the active experiment in process-wide state; selecting one in this
-    store keeps a test from writing to an experiment of another test's store.
-    """
-    from fraudstream.ml import tracking
-
-    db = tmp_path / "mlflow.db"
-    shutil.copyfile(empty_mlflow_db, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.use_experiment("fraudstream-test")
-    return uri
+    """A fresh SQLite tracking store and registry, active for this test only."""
+    return use_mlflow_copy(empty_mlflow_db, tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="session")
