@@ -58,6 +58,20 @@ def pytest_collection_modifyitems(items):
                     item.add_marker(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_openmp_thread():
+    """One OpenMP thread for the native code of the test process (scikit-learn's
+    histogram gradient boosting, for one).
+
+    On two cores with other work running, OpenMP's threads wait on each other at every
+    step: the train job's tests took up to twice as long with two as with one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def services_only_when_marked(request, monkeypatch):
     """A test without a service marker cannot start Java or Spark, nor reach the default broker."""
