@@ -9,13 +9,14 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
 from fraudstream import objectstore, storage
 from fraudstream.ops import broker as local_broker
 
-from .helpers import free_port, free_ports, read_sample_history
+from .helpers import free_port, free_ports, read_sample_history, use_mlflow_copy
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -55,6 +56,20 @@ def pytest_collection_modifyitems(items):
             for name in FIXTURE_MARKERS.get(fixture, ()):
                 if item.get_closest_marker(name) is None:
                     item.add_marker(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_openmp_thread():
+    """One OpenMP thread for the native code of the test process (scikit-learn's
+    histogram gradient boosting, for one).
+
+    On two cores with other work running, OpenMP's threads wait on each other at every
+    step: the train job's tests took up to twice as long with two as with one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -167,19 +182,27 @@ def lake(tmp_path):
     return {"out": tmp_path / "lake", "checkpoints": tmp_path / "checkpoints"}
 
 
-@pytest.fixture()
-def mlflow_store(tmp_path, monkeypatch):
-    """A fresh SQLite tracking store and registry, active for this test only.
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with its tables and nothing else, made once.
 
-    MLflow keeps the active experiment in process-wide state; selecting one in this
-    store keeps a test from writing to an experiment of another test's store.
+    MLflow makes a new database's tables by running all its schema migrations, about
+    2 s (more on a busy machine); a copy of this one is a new store at once.
     """
-    from fraudstream.ml import tracking
+    from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.use_experiment("fraudstream-test")
-    return uri
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    # Opening the store creates its tables (and MLflow's Default experiment), as a
+    # job's first call does.
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    return path
+
+
+@pytest.fixture()
+def mlflow_store(tmp_path, monkeypatch, empty_mlflow_db):
+    """A fresh SQLite tracking store and registry, active for this test only."""
+    return use_mlflow_copy(empty_mlflow_db, tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ job's arguments and process, free ports and waiting for a condition."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,6 +100,23 @@ def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = T
     if champion:
         MlflowClient().set_registered_model_alias(name, "champion", version)
     return version
+
+
+def use_mlflow_copy(source: Path, folder: Path, monkeypatch) -> str:
+    """A copy of the SQLite MLflow store ``source`` in ``folder``, the active store until
+    ``monkeypatch`` undoes it; return its URI.
+
+    MLflow keeps the active experiment in process-wide state; selecting one in the copy
+    keeps a test from writing to an experiment of another test's store.
+    """
+    from fraudstream.ml import tracking
+
+    db = folder / "mlflow.db"
+    shutil.copyfile(source, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.use_experiment("fraudstream-test")
+    return uri
 
 
 def payment_records(events: pd.DataFrame) -> pd.DataFrame:

@@ -598,46 +598,43 @@ def test_dashboard_outlives_a_broker_restart(tmp_path, page):
 
 
 def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
-    missing = subprocess.run(
-        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path / "no")],
-        capture_output=True,
+    def dashboard_command(*args: str) -> list[str]:
+        return [sys.executable, "-m", "fraudstream.cli", "dashboard", *args]
+
+    # The unreachable broker takes the pre-flight check's whole timeout (10 s): it runs
+    # while the other two are checked.
+    address = f"127.0.0.1:{free_port()}"
+    with subprocess.Popen(
+        dashboard_command("--lake", str(tmp_path), "--brokers", address),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-    )
-    assert missing.returncode == 2
-    assert missing.stderr.strip() == (
-        f"fraudstream: No lake folder at {tmp_path / 'no'}: give --lake the output root of the "
-        "score job (it reads card locations from LAKE/card_locations)."
-    )
-    too_small = ["--window", "5"]
-    small = subprocess.run(
-        [sys.executable, "-m", "fraudstream.cli", "dashboard", "--lake", str(tmp_path), *too_small],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert small.returncode == 2
-    assert small.stderr.strip() == (
-        "fraudstream: --window must be at least 100 and --refill at least 0."
-    )
-    unreachable = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fraudstream.cli",
-            "dashboard",
-            "--lake",
-            str(tmp_path),
-            "--brokers",
-            f"127.0.0.1:{free_port()}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    ) as unreachable:
+        missing = subprocess.run(
+            dashboard_command("--lake", str(tmp_path / "no")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert missing.returncode == 2
+        assert missing.stderr.strip() == (
+            f"fraudstream: No lake folder at {tmp_path / 'no'}: give --lake the output root "
+            "of the score job (it reads card locations from LAKE/card_locations)."
+        )
+        small = subprocess.run(
+            dashboard_command("--lake", str(tmp_path), "--window", "5"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert small.returncode == 2
+        assert small.stderr.strip() == (
+            "fraudstream: --window must be at least 100 and --refill at least 0."
+        )
+        _, stderr = unreachable.communicate(timeout=120)
     assert unreachable.returncode == 2
-    assert unreachable.stderr.startswith("fraudstream: Cannot reach Kafka at 127.0.0.1:")
-    assert len(unreachable.stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"fraudstream: Cannot reach Kafka at {address}")
+    assert len(stderr.strip().splitlines()) == 1
 
 
 # --- alerts tail ----------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
 from fraudstream import features, lake
+from fraudstream.cli import main as cli
 from fraudstream.data import simulate
 from fraudstream.ml import evaluate, model, registry, training
 from fraudstream.scoring.model import load_model
 from jobs import train as train_job
 
-from .helpers import MODEL_REQUIREMENTS, run_cli, train_args
+from .helpers import MODEL_REQUIREMENTS, train_args, use_mlflow_copy
 
 SMALL = simulate.SimulationConfig(customers=300, terminals=600, days=70, seed=11)
 
@@ -141,8 +142,11 @@ def test_a_model_pickled_before_the_package_moved_still_loads(tmp_path, monkeypa
     assert np.allclose(loaded.predict(frame), estimator.predict_proba(frame)[:, 1])
 
 
-def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
-    report_path = tmp_path / "report.json"
+@pytest.fixture(scope="module")
+def trained(small_data, empty_mlflow_db, tmp_path_factory) -> dict:
+    """The train job run once, end to end, into a store of its own: two kinds, two folds,
+    registered and exported. Tests read it through ``trained_store``, a copy each."""
+    root = tmp_path_factory.mktemp("trained")
     cfg = train_job.parse_args(
         [
             "--data",
@@ -166,11 +170,26 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
             "--decline-precision",
             "0.2",
             "--report",
-            str(report_path),
+            str(root / "report.json"),
+            "--models-dir",
+            str(root / "models"),
         ]
     )
-    cfg = training.TrainConfig(**{**cfg.__dict__, "export_dir": tmp_path / "models"})
-    report = training.run(cfg, log=lambda line: None)
+    with pytest.MonkeyPatch.context() as patch:
+        use_mlflow_copy(empty_mlflow_db, root, patch)
+        report = training.run(cfg, log=lambda line: None)
+    return {"root": root, "report": report}
+
+
+@pytest.fixture()
+def trained_store(trained, tmp_path, monkeypatch) -> dict:
+    """A copy of the trained store, active for this test only; what the job wrote."""
+    use_mlflow_copy(trained["root"] / "mlflow.db", tmp_path, monkeypatch)
+    return trained
+
+
+def test_train_job_end_to_end(small_data, trained_store):
+    report, report_path = trained_store["report"], trained_store["root"] / "report.json"
     saved = json.loads(report_path.read_text())
     assert set(saved["models"]) == {"logistic", "hgb"}
     assert [f["name"] for f in saved["test_folds"]] == [
@@ -204,7 +223,7 @@ def test_train_job_end_to_end(small_data, mlflow_store, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(report["mlflow_run_id"], "plots")}
     assert artifacts >= {"plots/precision_recall.png", "plots/card_precision_by_day.png"}
     # The exported champion scores without the registry.
-    exported = mlflow.pyfunc.load_model(str(tmp_path / "models" / "fraudstream"))
+    exported = mlflow.pyfunc.load_model(str(trained_store["root"] / "models" / "fraudstream"))
     frame = training.build_dataset(
         lake.read_events(small_data, features.EVENT_COLUMNS).to_pandas().head(50),
         lake.read_labels(small_data).to_pandas(),
@@ -260,24 +279,26 @@ def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):
 
 
 def test_model_promote_command_keeps_champion_against_a_worse_version(
-    small_data, mlflow_store, tmp_path
+    small_data, trained_store, capsys
 ):
-    models_dir = str(tmp_path / "models")
-    cfg = train_job.parse_args(
-        train_args(small_data, "--param", "logistic.C=1.0", "--models-dir", models_dir)
-    )
-    assert training.run(cfg, log=lambda line: None)["registered_version"] == "1"
+    chosen = trained_store["report"]["chosen_model"]
     columns = list(features.FEATURE_COLUMNS)
     frame = pd.DataFrame({c: [0.0, 1.0] for c in columns})
     worse = _register(DummyClassifier(strategy="prior").fit(frame, [0, 1]), columns)
     assert worse == "2"
 
-    result = run_cli("model", "promote", "--version", "2", "--data", str(small_data), timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Not promoted: version 2 does not beat champion version 1")
-    status = run_cli("model", "status", timeout=300)
-    assert "fraudstream v1: logistic" in status.stdout and "<- champion" in status.stdout
-    assert "fraudstream v2" in status.stdout
+    # The command in this process (python -m fraudstream.cli runs the same main): a
+    # subprocess would spend most of its time importing MLflow and scikit-learn.
+    capsys.readouterr()
+    promote = ["model", "promote", "--version", "2", "--data", str(small_data)]
+    assert cli.main(promote) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(
+        "Not promoted: version 2 does not beat champion version 1"
+    )
+    assert cli.main(["model", "status"]) == 0
+    status = capsys.readouterr().out
+    assert f"fraudstream v1: {chosen}" in status and "<- champion" in status
+    assert "fraudstream v2" in status
     assert registry.champion_version(MlflowClient()) == "1"
 
 
