@@ -89,6 +89,31 @@ def test_threshold_for_budget_and_alert_stats():
     }
 
 
+def test_threshold_for_budget_below_counts_only_the_scores_under_it():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    # Under 0.75: 0.7, 0.6, 0.5, 0.4; 3 over 2 days from the top of them.
+    assert evaluate.threshold_for_budget(scores, 2, 1.5, below=0.75) == 0.5
+    assert evaluate.threshold_for_budget(scores, 2, 1.5, below=0.3) == 0.3  # none under it
+    assert evaluate.threshold_for_budget(scores, 2, 0, below=0.75) == 0.75  # no budget
+
+
+def test_decision_bands_hold_the_review_budget_below_the_decline_band():
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    # Precision at or above each score, with 0.9 as the decline target:
+    # a: 1, 1, 1, 3/4, ... -> 0.7; b: 1, 1, 2/3, 3/4, ... -> 0.8; c: no fraud -> inf.
+    a = ([1, 1, 1, 0, 0, 0, 0, 0, 0], scores)
+    b = ([1, 1, 0, 1, 0, 0, 0, 0, 0], scores)
+    c = ([0] * 9, scores)
+    # The decline band: median(0.7, 0.8, inf) = 0.8. One review a day over 2 days under
+    # it: 0.7 and 0.6 in each window, so the review band starts at 0.6 (not at 0.8, the
+    # top 2 of all payments, which would leave no review under the decline band).
+    assert evaluate.decision_bands([a, b, c], 2, 1, 0.9) == (0.6, 0.8)
+    # No decline band: the review band is the budget of all the payments, as before.
+    assert evaluate.decision_bands([c, c], 2, 1, 0.9) == (0.8, float("inf"))
+    # Every payment declined: no room for reviews, and the bands start together.
+    assert evaluate.decision_bands([([1] * 9, scores)], 2, 1, 0.9) == (0.1, 0.1)
+
+
 def test_threshold_for_precision_takes_whole_ties_and_the_lowest_reaching_score():
     scores = [0.9, 0.8, 0.8, 0.7, 0.6, 0.5]
     truth = [1, 1, 0, 1, 0, 0]
@@ -127,3 +152,19 @@ def test_evaluate_scores_gathers_every_metric():
         "recall_at_threshold": 0.5,
         "precision_at_threshold": 0.5,
     }
+
+
+def test_evaluate_scores_counts_reviews_under_the_decline_band():
+    day, card, truth = [1, 1, 1, 1], ["a", "b", "c", "d"], [1, 0, 1, 0]
+    scores = [0.9, 0.8, 0.7, 0.1]
+    got = evaluate.evaluate_scores(day, card, truth, scores, 0.75, 2, decline_threshold=0.85)
+    # Alerts 0.9 and 0.8: 0.9 declined (a fraud), 0.8 reviewed.
+    assert (got["alerts_per_day"], got["declines_per_day"], got["reviews_per_day"]) == (2, 1, 1)
+    assert got["decline_precision"] == 1.0
+    # A decline band under the threshold starts at it, as the scoring job decides.
+    got = evaluate.evaluate_scores(day, card, truth, scores, 0.75, 2, decline_threshold=0.5)
+    assert (got["declines_per_day"], got["reviews_per_day"], got["decline_precision"]) == (
+        2,
+        0,
+        0.5,
+    )

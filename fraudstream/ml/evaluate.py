@@ -15,7 +15,9 @@ Metrics, each returned as a plain float:
 - Card Precision@k: per day, the share of truly defrauded cards among the k cards with
   the highest score (a card's score is its highest payment score of the day), cards
   detected on earlier days of the window removed; averaged over the days;
-- at a threshold: alerts per day, and the recall and precision of those alerts.
+- at a threshold: alerts per day, and the recall and precision of those alerts;
+- at a decline band: declines per day and their precision, and reviews per day (the
+  alerts below the decline band).
 """
 
 from __future__ import annotations
@@ -136,12 +138,20 @@ def card_precision_at_k(day, card_id, y_true, score, k: int = DEFAULT_K) -> tupl
     return (float(series.mean()) if len(series) else float("nan")), series
 
 
-def threshold_for_budget(score, n_days: int, alerts_per_day: float) -> float:
-    """The score threshold that raises about ``alerts_per_day`` alerts a day on these scores."""
-    score = np.sort(np.asarray(score, dtype=float))[::-1]
+def threshold_for_budget(
+    score, n_days: int, alerts_per_day: float, below: float = float("inf")
+) -> float:
+    """The score threshold that raises about ``alerts_per_day`` alerts a day on these scores.
+
+    With ``below`` (where the decline band starts), only the scores under it count: the
+    threshold then holds about ``alerts_per_day`` a day in ``[threshold, below)``, and is
+    ``below`` itself when no score is under it (or the budget is nothing).
+    """
+    score = np.asarray(score, dtype=float)
+    score = np.sort(score[score < below])[::-1]
     alerts = round(alerts_per_day * n_days)
     if alerts <= 0 or score.size == 0:
-        return float("inf")
+        return float(below)
     return float(score[min(alerts, score.size) - 1])
 
 
@@ -162,6 +172,43 @@ def threshold_for_precision(y_true, score, target: float) -> float:
     last_of_tie = np.append(ranked[1:] != ranked[:-1], True)
     reached = np.flatnonzero(last_of_tie & (precision >= target))
     return float(ranked[reached[-1]]) if reached.size else float("inf")
+
+
+def decision_bands(
+    windows, n_days: int, reviews_per_day: float, decline_precision: float
+) -> tuple[float, float]:
+    """Where the review and the decline bands start, chosen on validation windows.
+
+    Parameters
+    ----------
+    windows : list of (y_true, score)
+        The truth and scores of each validation window.
+    n_days : int
+        Days in each window.
+    reviews_per_day : float
+        The analysts' budget: payments a day the review band should hold.
+    decline_precision : float
+        The precision the payments at or above the decline band must reach.
+
+    Returns
+    -------
+    (float, float)
+        The review band's start and the decline band's (``inf``: no decline band). The
+        decline band is the median over the windows of :func:`threshold_for_precision`;
+        the review band is the median over the windows of the threshold that holds about
+        ``reviews_per_day`` a day below that decline band (without one: of all the
+        payments), so declines do not use up the budget. The decline band never starts
+        below the review band.
+    """
+    decline = float(
+        np.median([threshold_for_precision(y, s, decline_precision) for y, s in windows])
+    )
+    review = float(
+        np.median(
+            [threshold_for_budget(s, n_days, reviews_per_day, below=decline) for _, s in windows]
+        )
+    )
+    return review, max(review, decline)
 
 
 def decline_stats(y_true, score, threshold: float, n_days: int) -> dict[str, float]:
@@ -208,5 +255,11 @@ def evaluate_scores(
         metrics.update(alert_stats(y_true, score, threshold, len(np.unique(np.asarray(day)))))
     if decline_threshold is not None:
         n_days = len(np.unique(np.asarray(day)))
-        metrics.update(decline_stats(y_true, score, decline_threshold, n_days))
+        # As the scoring job decides: a decline band below the threshold starts at it.
+        decline = decline_threshold if threshold is None else max(decline_threshold, threshold)
+        metrics.update(decline_stats(y_true, score, decline, n_days))
+        if threshold is not None:
+            score = np.asarray(score, dtype=float)
+            reviewed = (score >= threshold) & (score < decline)
+            metrics["reviews_per_day"] = float(reviewed.sum() / n_days) if n_days else float("nan")
     return metrics
