@@ -2,12 +2,12 @@
 
 Reads ``DATA/events`` and ``DATA/labels`` (as the generate and import jobs write them),
 computes the features of every payment as of its time, evaluates each model type on
-prequential folds (train, delay, test windows; hyper-parameters and the alert
-threshold chosen on validation folds before them), logs everything to MLflow, registers
-the best model type's newest fold as a version of ``fraudstream``, and moves the alias
-``champion`` to it only if it beats the champion's average precision on the same test
-window. The champion is exported to ``models/fraudstream`` for use without a tracking
-server. See ``fraudstream/ml/training.py`` and ``fraudstream/ml/evaluate.py``.
+prequential folds (train, delay, test windows; hyper-parameters and the review and
+decline bands chosen on validation folds before them), logs everything to MLflow,
+registers the best model type's newest fold as a version of ``fraudstream``, and moves
+the alias ``champion`` to it only if it beats the champion's average precision on the
+same test window. The champion is exported to ``models/fraudstream`` for use without a
+tracking server. See ``fraudstream/ml/training.py`` and ``fraudstream/ml/evaluate.py``.
 
 Usage::
 
@@ -131,15 +131,15 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         "--k",
         type=int,
         default=100,
-        help="alert budget: cards checked per day, for Card Precision@k and "
-        "the alert threshold (default: 100)",
+        help="review budget: cards checked per day, for Card Precision@k, and payments "
+        "a day in the review band, below the decline band if any (default: 100)",
     )
     parser.add_argument(
         "--decline-precision",
         type=_precision,
         default=0.9,
         help="precision the decline band must reach on the validation folds; the review "
-        "band is the --k alerts a day below it (default: %(default)s)",
+        "band is the --k payments a day below it (default: %(default)s)",
     )
     parser.add_argument(
         "--features",

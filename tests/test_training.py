@@ -72,6 +72,34 @@ def test_split_leaves_out_cards_known_compromised(small_dataset):
     assert set(test["card_id"]).isdisjoint(before["card_id"])
 
 
+def test_select_params_holds_the_review_budget_below_the_decline_band(
+    small_data, small_dataset, monkeypatch
+):
+    cfg = training.TrainConfig(
+        data=small_data,
+        models=("logistic",),
+        k=5,
+        decline_precision=0.2,
+        params={"logistic": {"C": 1.0}},
+    )
+    valid = evaluate.validation_folds(evaluate.prequential_folds(date(2018, 5, 20), n_folds=3))
+    validation_scores = []
+    fit_window = training._fit_window
+
+    def recording(*args):
+        fitted = fit_window(*args)
+        validation_scores.append(fitted[0])
+        return fitted
+
+    monkeypatch.setattr(training, "_fit_window", recording)
+    _, _, review, decline = training.select_params("logistic", small_dataset, valid, cfg)
+    assert review < decline < float("inf")
+    # About k reviews a day under the decline band on the validation windows (the median
+    # window's own budget), not the k a day of all alerts with every one a decline.
+    reviews = [((p >= review) & (p < decline)).sum() / cfg.test_days for p in validation_scores]
+    assert np.median(reviews) == pytest.approx(cfg.k, abs=1)
+
+
 def _register(estimator, columns, name="fraudstream") -> str:
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
@@ -208,14 +236,22 @@ def test_train_job_end_to_end(small_data, trained_store):
         }
     assert report["registered_version"] == "1"
     assert report["promotion"]["promoted"]
-    # The decision bands: review from the k-a-day threshold, decline from the precision
-    # target's, never below it; logged with the model for the scoring job.
+    # The decision bands: decline from the precision target's threshold, review from the
+    # one that holds k a day below it, never above it; logged with the model for the
+    # scoring job, and printed with what they did on the test windows.
     chosen = saved["models"][saved["chosen_model"]]
     loaded = load_model("models:/fraudstream/1")
     assert loaded.threshold == chosen["threshold"]
     assert loaded.decline_threshold == chosen["decline_threshold"] >= chosen["threshold"]
-    assert {"declines_per_day", "decline_precision"} <= set(chosen["folds"][0])
-    assert f"decline from {chosen['decline_threshold']:.3f}" in training.summary(saved, 5)
+    assert {"declines_per_day", "decline_precision", "reviews_per_day"} <= set(chosen["folds"][0])
+    means = chosen["mean"]
+    assert means["reviews_per_day"] + means["declines_per_day"] == pytest.approx(
+        means["alerts_per_day"]
+    )
+    assert (
+        f"review from score {chosen['threshold']:.3f} (test: {means['reviews_per_day']:.1f} "
+        f"reviews a day), decline from {chosen['decline_threshold']:.3f}"
+    ) in training.summary(saved, 5)
     client = MlflowClient()
     assert registry.champion_version(client) == "1"
     version = client.get_model_version("fraudstream", "1")

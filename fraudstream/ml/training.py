@@ -5,9 +5,9 @@ The steps of ``./spark-submit.sh train``, each a function a notebook can call:
 1. :func:`build_dataset`: the features of every payment (as of its time, from
    :mod:`fraudstream.features`), with its day, card, truth and when it became known.
 2. For each model type, :func:`select_params` picks hyper-parameters by mean average
-   precision over the validation folds, a threshold that raises ``k`` alerts a day (the
-   review band: the analysts' budget) and one above which payments are frauds at the
-   decline precision target (the decline band).
+   precision over the validation folds, a threshold above which payments are frauds at
+   the decline precision target (the decline band) and one that holds ``k`` payments a
+   day below it (the review band: the analysts' budget).
 3. :func:`evaluate_kind` trains on each test fold's training window, with the labels
    known when that window's test starts, and scores its test window.
 4. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
@@ -265,27 +265,28 @@ def select_params(
     Returns
     -------
     (dict, float, float, float)
-        The parameters, their mean validation average precision, the threshold that
-        raises ``k`` alerts a day on the validation windows (the review band), and the
-        lowest threshold at which payments are frauds at ``decline_precision`` (the
-        decline band; ``inf``: none). Each threshold is the median over the folds; the
-        decline band never starts below the review band.
+        The parameters, their mean validation average precision, the threshold where the
+        review band starts and the one where the decline band starts (``inf``: none), by
+        :func:`evaluate.decision_bands` on the validation windows: the decline band the
+        lowest score at which payments are frauds at ``decline_precision``, the review
+        band about ``k`` payments a day below it (without a decline band, ``k`` alerts a
+        day), each the median over the folds.
     """
-    best: tuple[dict, float, float, float] | None = None
+    best: tuple[dict, float, list] | None = None
     for params in model.param_grid(kind, cfg.params.get(kind)):
-        scores, thresholds, declines = [], [], []
+        scores, windows = [], []
         for fold in folds:
             train, test = split(dataset, fold)
             p, _, _ = _fit_window(kind, params, train, test, cfg)
             scores.append(evaluate.average_precision(test["y"], p))
-            thresholds.append(evaluate.threshold_for_budget(p, cfg.test_days, cfg.k))
-            declines.append(evaluate.threshold_for_precision(test["y"], p, cfg.decline_precision))
+            windows.append((test["y"].to_numpy(), p))
         mean = float(np.nanmean(scores))
         if best is None or mean > best[1]:
-            review = float(np.median(thresholds))
-            best = (params, mean, review, max(review, float(np.median(declines))))
+            best = (params, mean, windows)
     assert best is not None
-    return best
+    params, mean, windows = best
+    review, decline = evaluate.decision_bands(windows, cfg.test_days, cfg.k, cfg.decline_precision)
+    return params, mean, review, decline
 
 
 def evaluate_kind(
@@ -731,7 +732,8 @@ def summary(report: dict, k: int) -> str:
     decline = chosen.get("decline_threshold")
     means = chosen["mean"]
     lines.append(
-        f"Decision bands: review from score {chosen['threshold']:.3f}, decline "
+        f"Decision bands: review from score {chosen['threshold']:.3f} (test: "
+        f"{means.get('reviews_per_day', math.nan):.1f} reviews a day), decline "
         + (
             f"from {decline:.3f} (test: {means.get('declines_per_day', math.nan):.1f} "
             f"declines a day at precision {means.get('decline_precision', math.nan):.3f})"
