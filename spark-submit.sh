@@ -11,7 +11,7 @@
 # The script adds Spark's Kafka connector and the per-card operator (--jars, from jvm/jars;
 # the operator is compiled first if its sources changed), Hadoop's S3A connector for
 # s3a:// paths (the class path, from jvm/jars/s3a), and the fraudstream
-# package (--py-files, zipped afresh into build/), and uses the project's .venv.
+# package (--py-files, zipped into build/ by content), and uses the project's .venv.
 # With a cluster master (spark://, yarn, k8s://) it also ships the executors' Python
 # environment, packed into build/executor-env.tar.gz (--archives; fraudstream/ops/executor_env.py).
 set -euo pipefail
@@ -91,17 +91,25 @@ if [ -e "${s3a_jars[0]}" ]; then
   )
 fi
 
-# The package travels to executors as a zip; rebuilt each time so it is never stale.
+# The package travels to executors as a zip, named by its content: never stale, and a
+# job started while another runs never replaces the zip the other imports from.
 mkdir -p "$root/build"
-package_zip="$root/build/fraudstream.zip"
-rm -f "$package_zip"
-(cd "$root" && "${PYSPARK_PYTHON:-python3}" -c '
-import sys, zipfile, pathlib
-with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
-    for path in sorted(pathlib.Path("fraudstream").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
+package_zip=$(cd "$root" && "${PYSPARK_PYTHON:-python3}" -c '
+import hashlib, os, pathlib, sys, zipfile
+files = [p for p in sorted(pathlib.Path("fraudstream").rglob("*"))
+         if p.is_file() and "__pycache__" not in p.parts]
+digest = hashlib.sha256()
+for path in files:
+    digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+target = pathlib.Path("build") / f"fraudstream-{digest.hexdigest()[:16]}.zip"
+if not target.exists():
+    partial = target.with_suffix(f".zip.{os.getpid()}")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
             archive.write(path)
-' "$package_zip")
+    os.replace(partial, target)
+print(target.resolve())
+')
 
 master=""
 previous=""
