@@ -59,6 +59,9 @@ TOPIC_LABELS = "fraud-labels"
 TOPIC_DEAD_LETTERS = "payments-dlq"
 #: Fraud-ops rules, compacted by rule id (``fraudstream.scoring.rules``).
 TOPIC_RULES = "fraud-rules"
+#: The rule sets each scoring job applied, and from which offsets, kept forever
+#: (``fraudstream.scoring.rulelog``).
+TOPIC_RULES_APPLIED = "fraud-rules-applied"
 
 #: The model scoring uses unless told: the registry's champion.
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"

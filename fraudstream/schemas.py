@@ -407,11 +407,14 @@ def label_invalid_reason(record: dict) -> str | None:
 #: Parquet). ``alert_id`` is the same for the same transaction and model version, so a
 #: consumer drops the duplicates that at-least-once delivery may bring. Schema version 2
 #: added ``decision``: ``review`` (queue it for an analyst) or ``decline``; an alert of
-#: version 1 has none and was a review. A reader of version 1's fields reads version 2.
+#: version 1 has none and was a review. It also added ``rules_fired``, the fraud-ops
+#: rules that decided with the model (``rule_id@version``; empty in version 1). A
+#: reader of version 1's fields reads version 2.
 ALERT_SCHEMA_VERSION = 2
 
 #: The decisions a scored payment gets: from the model's bands (``threshold`` starts the
-#: review band, the model's ``decline_threshold`` the decline band).
+#: review band, the model's ``decline_threshold`` the decline band) and the fraud-ops
+#: rules (``fraudstream.scoring.rulelog.decide``).
 DECISIONS = ("approve", "review", "decline")
 
 ALERT_ARROW_SCHEMA = pa.schema(
@@ -435,6 +438,7 @@ ALERT_ARROW_SCHEMA = pa.schema(
         pa.field("country", pa.string()),
         pa.field("schema_version", pa.int32(), nullable=False),
         pa.field("decision", pa.string(), nullable=False),
+        pa.field("rules_fired", pa.list_(pa.string()), nullable=False),
     ]
 )
 ALERT_COLUMNS = ALERT_ARROW_SCHEMA.names
@@ -486,6 +490,8 @@ def encode_alert(alert: dict) -> bytes:
         elif name == "reasons":
             assert value is not None  # the alert schema's reasons are not nullable
             value = list(value)
+        elif name == "rules_fired":
+            value = list(value) if value is not None else []
         record[name] = value
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

@@ -16,6 +16,7 @@ Usage::
         [--live data/lake] [--out data/rebuild/STAMP] [--checkpoint data/checkpoints/rebuild-STAMP]
         [--model as-live|models:/fraudstream/3|...] [--brokers HOST:PORT] [--kafka-properties FILE]
         [--payments-topic payments] [--labels-topic fraud-labels]
+        [--rules-log-topic fraud-rules-applied]
 
 Exit status: 0 when the compared views are identical, 1 when they differ, 2 when the
 rebuild cannot run (no live views, a missing topic, an output root in use).
@@ -78,7 +79,7 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         "or a registry URI or model folder as in the score job",
     )
     parser.add_argument("--threshold", type=float, help="alert threshold (default: the live one)")
-    options.add_kafka(parser, "payments", "labels")
+    options.add_kafka(parser, "payments", "labels", "rules-log")
     parser.add_argument(
         "--max-offsets-per-trigger",
         type=int,
@@ -105,6 +106,7 @@ def parse_args(argv: list[str]) -> tuple[RebuildConfig, float | None]:
         threshold=args.threshold,
         payments_topic=args.payments_topic,
         labels_topic=args.labels_topic,
+        rules_log_topic=args.rules_log_topic,
         starting_offsets="earliest",
         max_offsets_per_trigger=args.max_offsets_per_trigger,
         available_now=True,

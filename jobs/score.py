@@ -29,6 +29,7 @@ Usage::
         [--available-now] [--starting-offsets earliest|latest]
         [--max-lateness-hours 24] [--payments-topic payments] [--labels-topic fraud-labels]
         [--alerts-topic fraud-alerts] [--dead-letter-topic payments-dlq]
+        [--rules-topic fraud-rules] [--rules-log-topic fraud-rules-applied]
         [--initial-card-states PATH]
 """
 
@@ -67,7 +68,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         description="Score payments from Kafka as they arrive; write alerts, card-location "
         "history, scored transactions and dead letters.",
     )
-    options.add_kafka(parser, "payments", "labels", "alerts", "dead-letter")
+    options.add_kafka(parser, "payments", "labels", "alerts", "dead-letter", "rules", "rules-log")
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL_URI,
@@ -141,6 +142,8 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         labels_topic=args.labels_topic,
         alerts_topic=args.alerts_topic,
         dead_letter_topic=args.dead_letter_topic,
+        rules_topic=args.rules_topic,
+        rules_log_topic=args.rules_log_topic,
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
         trigger_interval=args.trigger_interval,

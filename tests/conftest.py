@@ -158,13 +158,15 @@ def fresh_topic(kafka_bootstrap):
 
 @pytest.fixture()
 def topics(kafka_bootstrap):
-    """Fresh payments, labels, alerts and dead-letter topics for one test."""
+    """Fresh payments, labels, alerts, dead-letter and rules topics for one test."""
     suffix = uuid.uuid4().hex[:8]
     names = {
         "payments": f"payments-{suffix}",
         "labels": f"labels-{suffix}",
         "alerts": f"alerts-{suffix}",
         "dlq": f"dlq-{suffix}",
+        "rules": f"rules-{suffix}",
+        "rules_log": f"rules-log-{suffix}",
     }
     local_broker.create_topics(kafka_bootstrap, {name: {} for name in names.values()}, partitions=3)
     return names

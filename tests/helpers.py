@@ -184,6 +184,8 @@ def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
         labels_topic=topics["labels"],
         alerts_topic=topics["alerts"],
         dead_letter_topic=topics["dlq"],
+        rules_topic=topics["rules"],
+        rules_log_topic=topics["rules_log"],
         max_offsets_per_trigger=2000,
         available_now=True,
     )
@@ -198,6 +200,8 @@ def score_args(kafka_bootstrap: str, topics: dict, root: Path, *extra: str) -> l
         "--labels-topic", topics["labels"],
         "--alerts-topic", topics["alerts"],
         "--dead-letter-topic", topics["dlq"],
+        "--rules-topic", topics["rules"],
+        "--rules-log-topic", topics["rules_log"],
         "--out", str(root / "lake"),
         "--checkpoint", str(root / "checkpoints"),
         *extra,

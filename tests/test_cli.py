@@ -53,6 +53,7 @@ def test_kafka_start_twice_is_harmless_and_stop_stops_only_its_own(tmp_path):
         assert "payments-dlq: 2 partitions, kept forever" in status.stdout
         assert "fraud-alerts: 2 partitions" in status.stdout
         assert "fraud-rules: 2 partitions, compacted (each key's newest record)" in status.stdout
+        assert "fraud-rules-applied: 2 partitions, kept forever" in status.stdout
     finally:
         stopped = run_cli("kafka", "stop", *args)
     assert stopped.returncode == 0

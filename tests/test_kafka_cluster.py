@@ -50,7 +50,10 @@ def kafka_cluster(tmp_path_factory):
 def cluster_topics(kafka_cluster):
     """Fresh topics, three replicas each, two of which must acknowledge a write."""
     suffix = uuid.uuid4().hex[:8]
-    names = {kind: f"{kind}-{suffix}" for kind in ("payments", "labels", "alerts", "dlq")}
+    names = {
+        kind: f"{kind.replace('_', '-')}-{suffix}"
+        for kind in ("payments", "labels", "alerts", "dlq", "rules", "rules_log")
+    }
     local_broker.create_topics(
         kafka_cluster.bootstrap_servers,
         {name: {"min.insync.replicas": "2"} for name in names.values()},

@@ -68,12 +68,12 @@ def test_the_rule_set_keeps_each_rules_newest_valid_version():
         if condition == "x":
             raise rules.RuleError("unknown column x")
 
-    found = rules.rule_set(records, {0: 3, 1: 4}, check=refuse_x)
+    found = rules.rule_set(records, check=refuse_x)
     assert found.rules == {"r1": second, "r2": other}
     assert [r.rule_id for r in found.enabled()] == ["r1", "r2"]
-    assert [(p, o) for p, o, _ in found.refused] == [(0, 2), (1, 3)]
-    assert found.refused[0][2].startswith("The record is not UTF-8 JSON")
-    assert found.refused[1][2] == "unknown column x"
+    assert [(r.partition, r.offset) for r, _ in found.refused] == [(0, 2), (1, 3)]
+    assert found.refused[0][1].startswith("The record is not UTF-8 JSON")
+    assert found.refused[1][1] == "unknown column x"
 
 
 @pytest.mark.parametrize(

@@ -242,7 +242,9 @@ def _keys(spark, uri: str) -> list[str]:
 
 def test_score_job_refuses_to_resume_a_checkpoint_of_another_version(tmp_path):
     cfg = score_config(
-        "127.0.0.1:1", {k: k for k in ("payments", "labels", "alerts", "dlq")}, tmp_path
+        "127.0.0.1:1",
+        {k: k for k in ("payments", "labels", "alerts", "dlq", "rules", "rules_log")},
+        tmp_path,
     )
     query.check_checkpoint(cfg)
     (cfg.query_checkpoint / "offsets").mkdir(parents=True)
@@ -264,7 +266,9 @@ def test_score_job_refuses_to_resume_a_checkpoint_of_another_version(tmp_path):
 
 def test_score_job_refuses_a_new_checkpoint_over_old_outputs(tmp_path):
     cfg = score_config(
-        "127.0.0.1:1", {k: k for k in ("payments", "labels", "alerts", "dlq")}, tmp_path
+        "127.0.0.1:1",
+        {k: k for k in ("payments", "labels", "alerts", "dlq", "rules", "rules_log")},
+        tmp_path,
     )
     (cfg.out / views.SCORED / "date=2018-04-01").mkdir(parents=True)
     (cfg.out / views.SCORED / "date=2018-04-01" / "batch-000000000000.parquet").write_bytes(b"")

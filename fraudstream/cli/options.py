@@ -14,6 +14,7 @@ TOPICS = {
     "alerts": (config.TOPIC_ALERTS, "alerts topic"),
     "dead-letter": (config.TOPIC_DEAD_LETTERS, "dead-letter topic"),
     "rules": (config.TOPIC_RULES, "rules topic"),
+    "rules-log": (config.TOPIC_RULES_APPLIED, "topic of the rule sets scoring jobs applied"),
 }
 
 

@@ -113,8 +113,8 @@ def _list(args: argparse.Namespace) -> int:
         print(_line(rule))
     if not shown:
         print(f"No {'' if args.all else 'enabled '}rules on {args.topic}.")
-    for partition, offset, reason in found.refused:
-        print(f"set aside: partition {partition} offset {offset}: {reason}")
+    for record, reason in found.refused:
+        print(f"set aside: partition {record.partition} offset {record.offset}: {reason}")
     return 0
 
 

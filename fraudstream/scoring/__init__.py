@@ -9,7 +9,8 @@ One module per stage, in the order a payment goes through them:
   its state in Spark's state store; training runs it in a batch query;
 - ``daytables``: the merchant and card-fraud values of each day, computed by Spark;
 - ``batch``: the executors' passes over a micro-batch: its summary for the driver, and
-  the features, scores and reasons of the payments released;
+  the features and scores of the payments released, then their decisions (Spark) and
+  their views' rows with the reasons;
 - ``model``, ``reasons``: the registered model (hot-swapped) and why it alerted;
 - ``views``: what the views hold, their schemas, how they are read back;
 - ``outputs``: Spark writes the views and sends alerts and dead letters to Kafka;
@@ -19,5 +20,7 @@ One module per stage, in the order a payment goes through them:
 - ``query``: the query's configuration, wiring and run loop (``jobs/score.py``,
   ``jobs/rebuild.py``);
 - ``rules``: fraud-ops rules, Spark SQL conditions published on the rules topic, and
-  their backtest over a history.
+  their backtest over a history;
+- ``rulelog``: the rules the job applies, logged with the offsets they apply from so
+  that a replay decides the same, and each payment's decision, made by Spark.
 """

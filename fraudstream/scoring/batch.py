@@ -94,15 +94,31 @@ SCORING_COLUMNS = [
 ]
 
 
-def views_of(
-    rows: pd.DataFrame,
-    model,
-    day_tables: tuple[pd.DataFrame, pd.DataFrame],
-    now_ms: int,
-) -> dict[str, pd.DataFrame]:
-    """The views of the payments :func:`score_job` chose (``rows``)."""
+def _row_schema():
+    """The Spark schema of a scored row (:func:`scored_rows`): what the rules see, and where.
+
+    A rule's columns (the payment's fields, the features and ``score``), then the
+    payment's Kafka ``partition``, ``offset`` and ``timestamp_ms`` and its ``event_ms``.
+    """
+    from pyspark.sql import types as T  # noqa: N812
+
+    from fraudstream.scoring.rules import rule_input_schema
+
+    return T.StructType(
+        [
+            *rule_input_schema().fields,
+            T.StructField("partition", T.IntegerType()),
+            T.StructField("offset", T.LongType()),
+            T.StructField("timestamp_ms", T.LongType()),
+            T.StructField("event_ms", T.LongType()),
+        ]
+    )
+
+
+def with_scores(rows: pd.DataFrame, model, day_tables) -> pd.DataFrame:
+    """The payments :func:`score_job` chose (``rows``), each with its features and score."""
     from fraudstream import features
-    from fraudstream.scoring import daytables, views
+    from fraudstream.scoring import daytables
 
     events, aggregates = released_events(rows)
     event_ms = features._time_ms(events["event_time"])
@@ -117,28 +133,61 @@ def views_of(
         card_aggregates=aggregates,
         day_values=day_values,
     )
-    scores = model.score(computed[model.feature_columns])
-    alerted = scores >= model.threshold
-    parts = (events, event_ms, computed)
+    own = [c for c in events.columns if c not in features.FEATURE_COLUMNS]
+    return pd.concat(
+        [
+            events[own].reset_index(drop=True),
+            computed[features.FEATURE_COLUMNS].reset_index(drop=True),
+        ],
+        axis=1,
+    ).assign(score=model.score(computed[model.feature_columns]), event_ms=event_ms)
+
+
+def scored_rows(
+    batches: Iterator[pa.RecordBatch], model, day_tables, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow``, first pass: each payment with its features and score.
+
+    ``model`` and ``day_tables`` are Spark broadcasts: read once per Python worker.
+    """
+    for batch in batches:
+        frame = with_scores(batch.to_pandas(), model.value, day_tables.value)
+        if len(frame):
+            yield pa.RecordBatch.from_pandas(
+                frame[schema.names], schema=schema, preserve_index=False
+            )
+
+
+def views_of(rows: pd.DataFrame, model, rule_reasons: dict[str, str], now_ms: int):
+    """The views of scored rows decided by Spark (:func:`score_job`'s second pass)."""
+    from fraudstream import features
+    from fraudstream.scoring import views
+
+    event_ms = rows["event_ms"].to_numpy(dtype=np.int64)
+    events = rows.assign(event_time=pd.to_datetime(event_ms, unit="ms", utc=True))
+    computed = rows[features.FEATURE_COLUMNS]
+    scores = rows["score"].to_numpy(dtype=float)
+    decided = rows["decision"].to_numpy(dtype=object)
+    fired = rows["rules_fired"].to_numpy(dtype=object)
+    parts = (events, event_ms, computed, scores, decided, model, now_ms, fired)
     return {
-        views.ALERTS: views.alert_frame(*parts, scores, alerted, model, now_ms),
-        views.CARD_LOCATIONS: views.location_frame(*parts),
-        views.SCORED: views.scored_frame(*parts, scores, alerted, model, now_ms),
+        views.ALERTS: views.alert_frame(*parts, rule_reasons),
+        views.CARD_LOCATIONS: views.location_frame(events, event_ms, computed),
+        views.SCORED: views.scored_frame(*parts),
     }
 
 
-def score(
-    batches: Iterator[pa.RecordBatch], model, day_tables, now_ms: int
+def view_rows(
+    batches: Iterator[pa.RecordBatch], model, rule_reasons: dict[str, str], now_ms: int
 ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow``: the views of each chunk's payments, a row per payment.
+    """``mapInArrow``, second pass: the views' rows of each decided payment.
 
-    The rows are of :data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`. ``model`` and
-    ``day_tables`` are Spark broadcasts: read once per Python worker.
+    The rows are of :data:`~fraudstream.scoring.outputs.OUTPUT_SCHEMA`.
     """
     from fraudstream.scoring import outputs
 
     for batch in batches:
-        views = views_of(batch.to_pandas(), model.value, day_tables.value, now_ms)
+        views = views_of(batch.to_pandas(), model.value, rule_reasons, now_ms)
         if len(views["scored"]):
             yield outputs.output_batch(views)
 
@@ -183,23 +232,40 @@ def summary_job(records, labels_topic: str | None):
     )
 
 
-def score_job(records, labels_topic, release_day, model, day_tables, now_ms):
-    """The views of the payments released (:func:`score` on the executors), a row each.
+def score_job(records, labels_topic, release_day, model, model_sent, day_tables, now_ms, history):
+    """The views of the payments released, a row each: Python, then Spark, then Python.
 
-    The rows that are not released are left out before Python sees them.
+    1. :func:`scored_rows`: each payment's features and score, on the executors;
+    2. ``rulelog.decide``: its rules and decision, by Spark's expression engine;
+    3. :func:`view_rows`: its rows of the views.
+
+    The rows that are not released are left out before Python sees them. ``model`` is
+    the :class:`~fraudstream.scoring.model.LoadedModel` (its bands), ``model_sent`` its
+    broadcast, ``history`` the rule sets (``rulelog.Applied``) that decide.
     """
     from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql.pandas.types import to_arrow_schema
 
     from fraudstream import features
-    from fraudstream.scoring import outputs
+    from fraudstream.scoring import outputs, rulelog
+    from fraudstream.scoring.records import CARRIED_FIELDS
 
     chosen = (
         ~_is_label(labels_topic) & F.col("reason").isNull() & ~F.col("duplicate") & ~F.col("late")
     )
     if release_day is not None:
         chosen &= F.col("event_ms") < (release_day + 1) * features.DAY_MS
-    from fraudstream.scoring.records import CARRIED_FIELDS
-
-    function = partial(score, model=model, day_tables=day_tables, now_ms=now_ms)
     columns = [*SCORING_COLUMNS, *CARRIED_FIELDS, *AGGREGATE_COLUMNS]
-    return records.where(chosen).select(*columns).mapInArrow(function, outputs.OUTPUT_SCHEMA)
+    schema = _row_schema()
+    first = partial(
+        scored_rows,
+        model=model_sent,
+        day_tables=day_tables,
+        schema=to_arrow_schema(schema, timezone="UTC"),
+    )
+    scored = records.where(chosen).select(*columns).mapInArrow(first, schema)
+    decided = rulelog.decide(scored, history, model.threshold, model.decline_threshold)
+    second = partial(
+        view_rows, model=model_sent, rule_reasons=rulelog.rule_reasons(history), now_ms=now_ms
+    )
+    return decided.mapInArrow(second, outputs.OUTPUT_SCHEMA)

@@ -178,6 +178,8 @@ class BatchProcessor:
     day_tables : DayTables
     held_folder : path or URI
         Where the rows of held payments wait, by batch id (under the checkpoint).
+    rules : LiveRules or ReplayedRules
+        The fraud-ops rules that decide each batch (:mod:`fraudstream.scoring.rulelog`).
     log : callable
         Receives one progress line per micro-batch.
     """
@@ -192,6 +194,7 @@ class BatchProcessor:
         settings: Settings,
         day_tables,
         held_folder,
+        rules,
         log=_LOG.info,
     ):
         self.models = models
@@ -202,6 +205,7 @@ class BatchProcessor:
         self.settings = settings
         self.day_tables = day_tables
         self.held_folder = held_folder
+        self.rules = rules
         self.log = log
         self.state: StreamState | None = None
         self.state_bytes = 0
@@ -283,13 +287,17 @@ class BatchProcessor:
                 self._hold(spark, to_score, decided.held, batch_id)
             clock.lap("hold")
             tables = context.broadcast(merchants_cards)
+            # The rules of the batch's first offsets on; logged before any output.
+            history = self.rules.for_batch(batch_id, state.next_offsets)
             output = on_executors.score_job(
                 to_score,
                 labels_topic,
                 decided.release_day,
+                model,
                 self._model_broadcast(context, model),
                 tables,
                 now_ms,
+                history,
             ).persist()
             stats = outputs.batch_stats(output)
             clock.lap("score")

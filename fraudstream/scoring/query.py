@@ -65,6 +65,13 @@ class ScoreConfig:
     initial_card_states: str | None = None
     #: Send alerts and dead letters to Kafka; a rebuild writes only its Parquet views.
     kafka_outputs: bool = True
+    #: The fraud-ops rules topic, followed between micro-batches, and the topic where
+    #: the job logs the rule sets it applies (``fraudstream.scoring.rulelog``).
+    rules_topic: str = config.TOPIC_RULES
+    rules_log_topic: str = config.TOPIC_RULES_APPLIED
+    #: A rebuild: decide by the rules the job writing this output root applied, as its
+    #: rules log says, instead of following the rules topic.
+    rules_of: Path | str | None = None
 
     @property
     def query_checkpoint(self) -> Path | str:
@@ -191,6 +198,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
         ),
         day_tables=daytables.DayTables(cfg.day_tables_folder, model.label_delay_days, spark),
         held_folder=cfg.held_folder,
+        rules=_rules(spark, cfg, log),
         log=log,
     )
     # The cards' state lives in the card operator, on the executors (in the
@@ -226,6 +234,28 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
     elif cfg.trigger_interval:
         writer = writer.trigger(processingTime=cfg.trigger_interval)
     return processor, writer
+
+
+def _rules(spark: SparkSession, cfg: ScoreConfig, log):
+    """The rules that decide: the rules topic followed live, or a live job's, replayed."""
+    from fraudstream.scoring import rulelog
+
+    if cfg.rules_of is not None:
+        key = rulelog.log_key(cfg.rules_of)
+        history = rulelog.applied_history(
+            rulelog.read_log(cfg.bootstrap_servers, cfg.rules_log_topic, key)
+        )
+        log(f"rules: {len(history)} rule sets as applied to {cfg.rules_of}")
+        return rulelog.ReplayedRules(history)
+    return rulelog.LiveRules(
+        spark,
+        cfg.bootstrap_servers,
+        cfg.rules_topic,
+        cfg.rules_log_topic,
+        rulelog.log_key(cfg.out),
+        cfg.dead_letter_topic,
+        log=log,
+    )
 
 
 def _card_states_source(spark: SparkSession, cfg: ScoreConfig, log):
@@ -301,6 +331,7 @@ def run(
             raise error
     finally:
         processor.end_offsets.close()
+        processor.rules.close()
     return processor
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fraudstream.errors import FraudstreamError
@@ -62,7 +62,9 @@ def _version(used: tuple[str, str, float]) -> int:
 def run(spark, cfg: RebuildConfig, log=_LOG.info, model=None) -> list[verify.ViewDiff]:
     """Replay into ``cfg.score.out``, then compare each view of ``cfg.views`` with the live one."""
     started = time.time()
-    query.run(spark, cfg.score, log=log, model=model)
+    # The payments are decided by the rules the live job applied, as its rules log says.
+    score = cfg.score if cfg.score.rules_of is not None else replace(cfg.score, rules_of=cfg.live)
+    query.run(spark, score, log=log, model=model)
     log(f"rebuild: replay done in {time.time() - started:.1f} s; comparing with {cfg.live}")
     return [
         verify.compare_view(cfg.live, cfg.score.out, view, cfg.score.payments_topic)

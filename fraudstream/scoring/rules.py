@@ -35,8 +35,10 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -90,11 +92,20 @@ class Rule:
         return json.dumps(asdict(self), ensure_ascii=False).encode("utf-8")
 
 
+#: The payment's fields a rule may not name: the customer (personal data, not carried
+#: to scoring) and the record's schema version.
+_NOT_RULE_FIELDS = ("customer_id", "schema_version")
+
+
 def _payment_columns() -> dict[str, str]:
     """The payment's fields a rule may name, with their Spark SQL types."""
     from fraudstream.schemas import PAYMENT_SCHEMA
 
-    return {f.name: f.dataType.simpleString() for f in PAYMENT_SCHEMA.fields}
+    return {
+        f.name: f.dataType.simpleString()
+        for f in PAYMENT_SCHEMA.fields
+        if f.name not in _NOT_RULE_FIELDS
+    }
 
 
 def rule_columns() -> dict[str, str]:
@@ -111,7 +122,7 @@ def rule_columns() -> dict[str, str]:
 
 
 #: The names of :func:`rule_columns`, for help texts (without building Spark's types).
-RULE_COLUMNS = [*schemas.PAYMENT_COLUMNS] + [
+RULE_COLUMNS = [c for c in schemas.PAYMENT_COLUMNS if c not in _NOT_RULE_FIELDS] + [
     name for name in [*features.FEATURE_COLUMNS, "score"] if name not in schemas.PAYMENT_COLUMNS
 ]
 
@@ -301,10 +312,8 @@ class RuleSet:
     """The rules topic read to its end: each rule's newest version, and what was set aside."""
 
     rules: dict[str, Rule]
-    #: (partition, offset, reason) of each record that is not a valid rule.
-    refused: list[tuple[int, int, str]]
-    #: The end offset of each partition that was read.
-    end_offsets: dict[int, int]
+    #: The records that are not valid rules: (record, reason).
+    refused: list[tuple[Any, str]]
 
     def enabled(self) -> list[Rule]:
         """The rules in effect, by id."""
@@ -320,40 +329,22 @@ def read_rules(bootstrap_servers: str, topic: str, client_properties=None, check
         Called with each rule's condition; a :class:`RuleError` it raises sets the record
         aside (for example :func:`check_condition` with a Spark session).
     """
-    from kafka import TopicPartition
-
     from fraudstream.kafka import clients
 
     consumer = clients.consumer(bootstrap_servers, client_properties)
     try:
-        parts = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not parts:
-            raise RuleError(
-                f"Topic {topic} does not exist on {bootstrap_servers}; "
-                "fraudstream kafka start creates it."
-            )
-        ends = {tp: offset for tp, offset in consumer.end_offsets(parts).items()}
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        records: list = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            if time.monotonic() > deadline:
-                raise RuleError(f"Could not read topic {topic} to its end within 30 s.")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(
-                    r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)]
-                )
+        read = _read_to_end(consumer, topic)
     finally:
         consumer.close()
-    return rule_set(records, {tp.partition: offset for tp, offset in ends.items()}, check)
+    if read is None:
+        raise RuleError(
+            f"Topic {topic} does not exist on {bootstrap_servers}; "
+            "fraudstream kafka start creates it."
+        )
+    return rule_set(read, check=check)
 
 
-def rule_set(
-    records, end_offsets: dict[int, int], check: Callable[[str], None] | None = None
-) -> RuleSet:
+def rule_set(records, check: Callable[[str], None] | None = None) -> RuleSet:
     """The :class:`RuleSet` of records (``key``, ``value``, ``partition``, ``offset``) in order.
 
     A record without a value (a tombstone) deletes its rule. A record that is not a
@@ -371,10 +362,10 @@ def rule_set(
             if check is not None:
                 check(rule.condition)
         except RuleError as error:
-            refused.append((record.partition, record.offset, str(error)))
+            refused.append((record, str(error)))
             continue
         rules[rule.rule_id] = rule
-    return RuleSet(rules=rules, refused=refused, end_offsets=end_offsets)
+    return RuleSet(rules=rules, refused=refused)
 
 
 def publish(bootstrap_servers: str, topic: str, rule: Rule, client_properties=None) -> int:
@@ -481,11 +472,11 @@ def backtest(rows, condition: str) -> Backtest:
     from pyspark.sql import functions as F  # noqa: N812
 
     check_condition(rows.sparkSession, condition)
-    hit = F.coalesce(F.expr(condition), F.lit(False))
+    with _without_ansi(rows.sparkSession):
+        hits = rows.withColumn("hit", F.coalesce(F.expr(condition), F.lit(False)))
     alert = F.col("model_alert")
     days = (
-        rows.withColumn("hit", hit)
-        .groupBy("day")
+        hits.groupBy("day")
         .agg(
             F.count(F.lit(1)).alias("payments"),
             F.sum(F.col("is_fraud").cast("long")).alias("frauds"),
@@ -508,3 +499,43 @@ def backtest(rows, condition: str) -> Backtest:
         model_alerts=int(days["model_alerts"].sum()) if with_model else None,
         overlap=int(days["overlap"].sum()) if with_model else None,
     )
+
+
+@contextmanager
+def _without_ansi(spark):
+    """Build expressions in which an error on a row gives null, not a failed job.
+
+    A condition that fails on some payment (a division by zero, a bad cast) must not stop
+    the stream or a backtest: it is null there, and a null condition does not fire.
+    Spark fixes the mode of an expression when it builds it, so the setting is needed
+    only while the rules' columns are made.
+    """
+    key = "spark.sql.ansi.enabled"
+    saved = spark.conf.get(key)
+    spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, saved)
+
+
+def _read_to_end(consumer, topic: str) -> list | None:
+    """Every record of ``topic`` from its oldest to its end now (None: no such topic)."""
+    from kafka import TopicPartition
+
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not parts:
+        return None
+    ends = consumer.end_offsets(parts)
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    records: list = []
+    deadline = time.monotonic() + 30
+    while any(consumer.position(tp) < ends[tp] for tp in parts):
+        if time.monotonic() > deadline:
+            raise RuleError(f"Could not read topic {topic} to its end within 30 s.")
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(
+                r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)]
+            )
+    return records

@@ -54,8 +54,10 @@ def decisions(scores: np.ndarray, model) -> np.ndarray:
     ).astype(object)
 
 
-def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
-    """The alerts view's rows: one per alerted payment, with the reasons in words.
+def alert_frame(
+    events, event_ms, computed, scores, decided, model, now_ms, fired=None, rule_reasons=None
+) -> pd.DataFrame:
+    """The alerts view's rows: one per payment decided review or decline, with the reasons.
 
     Parameters
     ----------
@@ -67,18 +69,29 @@ def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> p
         Their features (``features.compute``), row for row.
     scores : numpy.ndarray
         Their probabilities of fraud.
-    alerted : numpy.ndarray of bool
-        Which of them reach the model's threshold.
+    decided : numpy.ndarray
+        Their decisions (:data:`fraudstream.schemas.DECISIONS`); ``review`` and
+        ``decline`` are alerts.
     model : LoadedModel
         The model that scored them, named in each row.
     now_ms : int
         The time written as ``scored_time``.
+    fired : sequence of lists, optional
+        The rules that fired for each payment (``rule_id@version``); none by default.
+    rule_reasons : dict, optional
+        The reason each fired rule gives (``rulelog.rule_reasons``), before the model's.
     """
+    alerted = np.asarray(decided != "approve", dtype=bool)
     rows = events.loc[alerted].reset_index(drop=True)
     chosen = computed.loc[alerted].reset_index(drop=True)
-    decided = decisions(scores, model)[alerted]
     reference = model.reference or computed[model.feature_columns].median().to_dict()
     reasons = explain(model, chosen, scores[alerted], reference)
+    fired_rules = _fired(fired, len(events))[alerted]
+    if rule_reasons:
+        reasons = [
+            [rule_reasons.get(name, f"rule {name}") for name in names] + list(own)
+            for names, own in zip(fired_rules, reasons, strict=True)
+        ]
     ids = rows["transaction_id"].astype(object).to_numpy()
     return pd.DataFrame(
         {
@@ -100,10 +113,18 @@ def alert_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> p
             "lon": rows["lon"].to_numpy(dtype=float),
             "country": rows["country"].astype(object).to_numpy(),
             "schema_version": np.full(len(rows), schemas.ALERT_SCHEMA_VERSION, dtype=np.int32),
-            "decision": decided,
+            "decision": np.asarray(decided, dtype=object)[alerted],
+            "rules_fired": pd.Series(list(fired_rules), dtype=object),
             "kafka_timestamp_ms": rows["timestamp_ms"].to_numpy(dtype=np.int64),
         }
     )
+
+
+def _fired(fired, n: int) -> np.ndarray:
+    """Each payment's fired rules as a list (an object array of ``n`` lists)."""
+    out = np.empty(n, dtype=object)
+    out[:] = [[] for _ in range(n)] if fired is None else [list(names) for names in fired]
+    return out
 
 
 def location_frame(events, event_ms, computed) -> pd.DataFrame:
@@ -133,11 +154,12 @@ def location_frame(events, event_ms, computed) -> pd.DataFrame:
     )
 
 
-def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> pd.DataFrame:
-    """The scored view's rows: every payment with its score, Kafka place and features.
+def scored_frame(events, event_ms, computed, scores, decided, model, now_ms, fired=None):
+    """The scored view's rows: every payment with its score, decision, Kafka place and features.
 
     The arguments are :func:`alert_frame`'s.
     """
+    decided = np.asarray(decided, dtype=object)
     head = pd.DataFrame(
         {
             "transaction_id": events["transaction_id"].astype(object).to_numpy(),
@@ -146,8 +168,9 @@ def scored_frame(events, event_ms, computed, scores, alerted, model, now_ms) -> 
             "scored_time": np.full(len(events), now_ms, dtype=np.int64),
             "score": scores,
             "threshold": np.full(len(events), model.threshold),
-            "alerted": alerted,
-            "decision": decisions(scores, model),
+            "alerted": decided != "approve",
+            "decision": decided,
+            "rules_fired": _fired(fired, len(events)),
             "model_name": model.name,
             "model_version": model.version,
             "partition": events["partition"].to_numpy(dtype=np.int32),
@@ -189,6 +212,7 @@ SCORED_ARROW_SCHEMA = pa.schema(
         pa.field("threshold", pa.float64()),
         pa.field("alerted", pa.bool_()),
         pa.field("decision", pa.string()),
+        pa.field("rules_fired", pa.list_(pa.string())),
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("partition", pa.int32()),
@@ -208,11 +232,12 @@ def alert_table(alerts: pd.DataFrame) -> pa.Table:
             **{
                 c: alerts[c].to_numpy()
                 for c in schemas.ALERT_COLUMNS
-                if c not in ("event_time", "scored_time", "reasons")
+                if c not in ("event_time", "scored_time", "reasons", "rules_fired")
             },
             "event_time": _ms_to_timestamp(alerts["event_time"]),
             "scored_time": _ms_to_timestamp(alerts["scored_time"]),
             "reasons": pa.array(list(alerts["reasons"]), type=pa.list_(pa.string())),
+            "rules_fired": pa.array(list(alerts["rules_fired"]), type=pa.list_(pa.string())),
         }
     )
     return table.select(schemas.ALERT_COLUMNS).cast(schemas.ALERT_ARROW_SCHEMA)
@@ -394,8 +419,8 @@ def score_history(
     )
     event_ms = features._time_ms(events["event_time"])
     scores = model.score(computed[model.feature_columns])
-    alerted = scores >= model.threshold
-    alerts = alert_frame(events, event_ms, computed, scores, alerted, model, now_ms)
+    decided = decisions(scores, model)
+    alerts = alert_frame(events, event_ms, computed, scores, decided, model, now_ms)
     tables = {
         ALERTS: (alert_table(alerts), _dates(alerts["event_time"])),
         CARD_LOCATIONS: (
@@ -403,7 +428,7 @@ def score_history(
             _dates(event_ms),
         ),
         SCORED: (
-            scored_table(scored_frame(events, event_ms, computed, scores, alerted, model, now_ms)),
+            scored_table(scored_frame(events, event_ms, computed, scores, decided, model, now_ms)),
             _dates(event_ms),
         ),
         DEAD_LETTERS: (dead_letter_table(dead), _dates(dead["kafka_timestamp_ms"])),

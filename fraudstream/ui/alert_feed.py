@@ -90,6 +90,11 @@ def parse_alert(value: bytes | None) -> dict:
     alert["decision"] = record.get("decision") or "review"
     if alert["decision"] not in ("review", "decline"):
         raise MalformedAlertError(f"decision {alert['decision']!r} is not review or decline")
+    # Version 1 alerts name no rules: the model alone decided.
+    fired = record.get("rules_fired") or []
+    if not isinstance(fired, list) or not all(isinstance(r, str) for r in fired):
+        raise MalformedAlertError("rules_fired is not a list of text")
+    alert["rules_fired"] = fired
     for name in ("lat", "lon"):
         if not _is_number(alert[name]):
             alert[name] = None
