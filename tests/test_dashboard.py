@@ -601,8 +601,8 @@ def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
     def dashboard_command(*args: str) -> list[str]:
         return [sys.executable, "-m", "fraudstream.cli", "dashboard", *args]
 
-    # The unreachable broker takes the pre-flight check's whole timeout (10 s): it runs
-    # while the other two are checked.
+    # Nothing listens at the broker's address: the pre-flight check is refused at once.
+    # It runs while the other two are checked.
     address = f"127.0.0.1:{free_port()}"
     with subprocess.Popen(
         dashboard_command("--lake", str(tmp_path), "--brokers", address),

@@ -1,10 +1,15 @@
-"""One Java-style client properties file, translated for Spark, librdkafka and kafka-python."""
+"""One Java-style client properties file, translated for Spark, librdkafka and kafka-python;
+the clients' pre-flight check where no broker listens."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from fraudstream.kafka import propfile, streams
+from fraudstream.kafka import clients, propfile, streams
+
+from .helpers import busy_port, free_port
 
 LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required"
 PROPERTIES = f"""\
@@ -103,3 +108,19 @@ def test_connect_worker_gets_the_client_properties_for_each_of_its_clients(tmp_p
     monkeypatch.delenv(propfile.PROPERTIES_ENV)
     plain = connect.worker_properties(connect.LocalConnect(home=tmp_path / "connect"))
     assert not any("security.protocol" in key for key in plain)
+
+
+def test_require_topics_where_nothing_listens_fails_at_once_in_one_sentence():
+    # Refused at every address: no need to wait out the client's bootstrap timeout.
+    address = f"127.0.0.1:{free_port()},localhost:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(propfile.KafkaSetupError) as refused:
+        clients.require_topics(address, ["payments"])
+    assert time.monotonic() - started < clients.BOOTSTRAP_TIMEOUT_MS / 1000 / 2
+    assert str(refused.value) == (
+        f"Cannot reach Kafka at {address} (ConnectionRefusedError); "
+        "is the broker running (fraudstream kafka start)?"
+    )
+    # Something listens at one address (it may be a broker): the client is asked.
+    with busy_port() as port:
+        assert not clients._all_refuse(f"127.0.0.1:{free_port()},127.0.0.1:{port}")

@@ -170,6 +170,10 @@ def test_a_model_pickled_before_the_package_moved_still_loads(tmp_path, monkeypa
     assert np.allclose(loaded.predict(frame), estimator.predict_proba(frame)[:, 1])
 
 
+def _given_requirements(*args, **kwargs) -> list[str]:
+    return list(MODEL_REQUIREMENTS)
+
+
 @pytest.fixture(scope="module")
 def trained(small_data, empty_mlflow_db, tmp_path_factory) -> dict:
     """The train job run once, end to end, into a store of its own: two kinds, two folds,
@@ -205,6 +209,9 @@ def trained(small_data, empty_mlflow_db, tmp_path_factory) -> dict:
     )
     with pytest.MonkeyPatch.context() as patch:
         use_mlflow_copy(empty_mlflow_db, root, patch)
+        # MLflow infers the requirements of the model the job logs by loading it in a
+        # subprocess, about 8 s; the tests read none of them.
+        patch.setattr(mlflow.models, "infer_pip_requirements", _given_requirements)
         report = training.run(cfg, log=lambda line: None)
     return {"root": root, "report": report}
 

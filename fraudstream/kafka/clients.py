@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -81,6 +82,33 @@ def describe_failure(
 #: How long the pre-flight check waits for the brokers' first answer.
 BOOTSTRAP_TIMEOUT_MS = 10_000
 
+#: How long the pre-flight check waits for a TCP connection to a bootstrap address.
+CONNECT_TIMEOUT_S = 2.0
+
+
+def _all_refuse(bootstrap_servers: str) -> bool:
+    """Whether every bootstrap address refuses a TCP connection: nothing listens there.
+
+    A refusal is final, where a silence (a firewall, a host still booting) may end: the
+    check says so at once rather than after the client's bootstrap timeout. Anything but
+    a refusal at every address leaves the answer to the client.
+    """
+    from kafka.cluster import collect_hosts
+
+    try:
+        hosts = collect_hosts(bootstrap_servers, randomize=False)
+    except ValueError:  # an address the client will reject in its own words
+        return False
+    for host, port, _ in hosts:
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except ConnectionRefusedError:
+            continue
+        except OSError:
+            return False
+        return False
+    return bool(hosts)
+
 
 class _Recorder(logging.Handler):
     """Keeps kafka-python's log records of one check, instead of printing them."""
@@ -119,11 +147,16 @@ def require_topics(
     """Fail with one clear sentence if the brokers cannot be reached or a topic is missing.
 
     Called before long work starts, so that a typo, a stopped broker or a wrong password
-    does not show up a minute later as a timeout deep in a client library.
+    does not show up a minute later as a timeout deep in a client library. Where every
+    bootstrap address refuses the connection (nothing listens), it fails at once; else the
+    client has ``BOOTSTRAP_TIMEOUT_MS`` to get a first answer.
     """
     from kafka.errors import KafkaError
 
     sasl = resolve_properties(client_properties).get("security.protocol", "").startswith("SASL")
+    if _all_refuse(bootstrap_servers):
+        failure = describe_failure(bootstrap_servers, ConnectionRefusedError())
+        raise KafkaSetupError(failure)
     with _client_log_recorded() as messages:
         try:
             # The consumer bootstraps as it is made, retrying a refused login until the
