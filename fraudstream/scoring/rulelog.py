@@ -332,9 +332,8 @@ class LiveRules:
     def _publish(self, record: Applied) -> None:
         from fraudstream.ops import broker
 
-        broker.create_topics(
-            self.bootstrap_servers, {self.log_topic: broker.DESIGN_TOPICS[self.log_topic]}
-        )
+        # Kept forever, as kafka start makes it: a replay needs every record.
+        broker.create_topics(self.bootstrap_servers, {self.log_topic: broker.KEEP_FOREVER})
         self._producer().send(self.log_topic, key=self.key, value=record.encode()).get(timeout=30)
 
     def close(self) -> None:
