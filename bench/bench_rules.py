@@ -14,7 +14,8 @@ merchant's windows, the channel, the country and the score, with mixed actions.
 Usage::
 
     .venv/bin/python bench/bench_rules.py [--data data/generated] [--payments 100000]
-        [--rules 50] [--repeats 3] [--model models:/fraudstream@champion] [--brokers HOST:PORT]
+        [--rules 50] [--repeats 3] [--warmup 1] [--model models:/fraudstream@champion]
+        [--brokers HOST:PORT]
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--payments", type=int, default=100_000)
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="runs of each side first, not counted (JIT, caches)"
+    )
     parser.add_argument("--model", default=config.DEFAULT_MODEL_URI)
     parser.add_argument("--brokers", default=None)
     args = parser.parse_args(argv)
@@ -91,7 +95,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-rules-"))
     rates: dict[str, list[float]] = {"no rules": [], f"{args.rules} rules": []}
     try:
-        for repeat in range(args.repeats):
+        for repeat in range(-args.warmup, args.repeats):
             for side, rules_topic in (("no rules", "none"), (f"{args.rules} rules", "some")):
                 run = work / f"{repeat}-{rules_topic}"
                 cfg = query.ScoreConfig(
@@ -111,9 +115,11 @@ def main(argv=None) -> int:
                 seconds = time.perf_counter() - started
                 scored = views.read_view(cfg.out, views.SCORED)
                 fired = int(scored["rules_fired"].map(len).gt(0).sum())
-                rates[side].append(len(scored) / seconds)
+                if repeat >= 0:
+                    rates[side].append(len(scored) / seconds)
+                name = f"run {repeat + 1}" if repeat >= 0 else "warm-up"
                 print(
-                    f"run {repeat + 1} {side:>9}: {len(scored):,} scored in {seconds:6.1f} s "
+                    f"{name} {side:>9}: {len(scored):,} scored in {seconds:6.1f} s "
                     f"= {len(scored) / seconds:8,.0f}/s; {fired:,} with a rule fired, "
                     f"{int(scored['alerted'].sum()):,} alerts"
                 )
