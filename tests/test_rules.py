@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fraudstream import config
-from fraudstream.scoring import rules
+from fraudstream.scoring import rulelog, rules
 
 from .helpers import run_cli, toy_model
 
@@ -213,3 +213,38 @@ def test_the_rules_topic_is_one_of_the_design_topics():
     from fraudstream.ops import broker
 
     assert broker.DESIGN_TOPICS[config.TOPIC_RULES] == {"cleanup.policy": "compact"}
+
+
+def _applied(batch_id: int, offsets: dict[int, int], *rule_list) -> rulelog.Applied:
+    return rulelog.Applied(batch_id, offsets, tuple(rule_list), "2026-12-01T00:00:00.000Z")
+
+
+def test_a_rules_log_record_for_a_batch_replaces_those_for_it_and_later_batches():
+    one = rules.new_rule("r1", "amount > 1", "review", "ann")
+    two = rules.new_rule("r2", "is_atm = 1", "decline", "bob")
+    first, crashed, rerun = _applied(0, {}), _applied(5, {0: 9}, one), _applied(5, {0: 9}, two)
+    later = _applied(8, {0: 20, 1: 4}, one, two)
+    assert rulelog.applied_history([first, crashed, rerun, later]) == [first, rerun, later]
+    # A new checkpoint on the same output root starts the log over from batch 0.
+    again = _applied(0, {})
+    assert rulelog.applied_history([first, rerun, later, again]) == [again]
+    assert rulelog.Applied.decode(later.encode()) == later
+
+
+def test_the_rules_in_effect_stay_when_the_rules_topic_cannot_be_read():
+    """A fault not caused for real here (a topic that cannot be read within 30 s)."""
+    in_effect = _applied(0, {0: 0}, rules.new_rule("r1", "amount > 1", "review", "ann"))
+    live = object.__new__(rulelog.LiveRules)
+    said: list[str] = []
+    live.records, live.rules_topic, live.log = [in_effect], "fraud-rules", said.append
+
+    def unreadable():
+        raise rules.RuleError("Could not read topic fraud-rules to its end within 30 s.")
+
+    live.current = unreadable  # type: ignore[method-assign]
+    assert live.for_batch(7, {0: 120}) == [in_effect]
+    assert live.records == [in_effect]  # nothing logged anew: a replay decides the same
+    assert said == [
+        "rules: fraud-rules not read (Could not read topic fraud-rules to its end within "
+        "30 s.); the rules in effect stay"
+    ]

@@ -23,6 +23,8 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from kafka.errors import KafkaError
+
 from fraudstream import schemas
 from fraudstream.scoring.rules import (
     ACTIONS,
@@ -311,10 +313,16 @@ class LiveRules:
         or a run of this batch before a crash logged others, the rules now are logged
         from these offsets before the batch's outputs are written.
         """
-        current = self.current()
         everything = applied_history(self.records)
         history = [a for a in everything if a.batch_id < batch_id]
         in_effect = history[-1].rules if history else ()
+        try:
+            current = self.current()
+        except (RuleError, KafkaError) as error:
+            # The rules topic could not be read now: the rules in effect stay, and the
+            # stream goes on; the next batch reads the topic again.
+            self.log(f"rules: {self.rules_topic} not read ({error}); the rules in effect stay")
+            current = in_effect
         if current == in_effect and len(history) == len(everything):
             return history
         record = Applied(
