@@ -17,7 +17,13 @@ import pytest
 from fraudstream import objectstore, storage
 from fraudstream.ops import broker as local_broker
 
-from .helpers import free_port, free_ports, read_sample_history, use_mlflow_copy
+from .helpers import (
+    free_port,
+    free_ports,
+    read_sample_history,
+    stop_submitted,
+    use_mlflow_copy,
+)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -71,6 +77,15 @@ def one_openmp_thread():
 
     with threadpool_limits(limits=1, user_api="openmp"):
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test():
+    """Stop the jobs a test started with ``helpers.submit`` and left running (it failed)."""
+    yield
+    left = stop_submitted()
+    if left:
+        print(f"stopped {len(left)} job(s) the test left running: pids {left}")
 
 
 @pytest.fixture(autouse=True)

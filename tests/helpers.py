@@ -3,8 +3,10 @@ job's arguments and process, free ports and waiting for a condition."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -159,12 +161,16 @@ def publish_sample(kafka_bootstrap: str, topics: dict, events: pa.Table | None =
     return produce.publish(events, topics["payments"], kafka_bootstrap)
 
 
+#: The jobs :func:`submit` started; conftest stops those still running when a test ends.
+SUBMITTED: list[subprocess.Popen] = []
+
+
 def submit(
     job: str, args: list[str], env: dict, log_path: Path, spark_options: list[str] = ()
 ) -> subprocess.Popen:
     """Start ``./spark-submit.sh [SPARK_OPTIONS] JOB ARGS`` in its own process group,
     output to ``log_path``."""
-    return subprocess.Popen(
+    process = subprocess.Popen(
         ["./spark-submit.sh", *spark_options, job, *args],
         cwd=config.PROJECT_ROOT,
         env=env,
@@ -172,6 +178,31 @@ def submit(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    SUBMITTED.append(process)
+    return process
+
+
+def stop_submitted(grace_s: float = 20) -> list[int]:
+    """Stop the process group of every submitted job still running (SIGTERM, then
+    SIGKILL after ``grace_s``); return their pids.
+
+    A job a failed test left behind would hold the cores, the Spark cluster's workers and
+    the UI port, and the next tests would time out behind it.
+    """
+    running = [p for p in SUBMITTED if p.poll() is None]
+    SUBMITTED.clear()
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + grace_s
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return [p.pid for p in running]
 
 
 def score_config(kafka_bootstrap: str, topics: dict, root: Path, **changes):
