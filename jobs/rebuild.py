@@ -36,7 +36,14 @@ from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.scoring import model as scoring_model
 from fraudstream.scoring import query, state, verify
-from fraudstream.scoring.rebuild import AS_LIVE, RebuildConfig, RebuildError, resolve_model, run
+from fraudstream.scoring.rebuild import (
+    AS_LIVE,
+    RebuildConfig,
+    RebuildError,
+    resolve_challenger,
+    resolve_model,
+    run,
+)
 from fraudstream.spark import get_session
 
 _LOG = logging.getLogger("fraudstream.jobs.rebuild")
@@ -130,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             "the oldest offset, so give it a new --checkpoint."
         )
     model_uri, threshold = resolve_model(cfg.live, cfg.score.model_uri, threshold)
-    cfg = replace(cfg, score=replace(cfg.score, model_uri=model_uri, threshold=threshold))
+    shadow = resolve_challenger(cfg.live)
+    cfg = replace(
+        cfg,
+        score=replace(cfg.score, model_uri=model_uri, threshold=threshold, challenger_uri=shadow),
+    )
     clients.require_topics(
         cfg.score.bootstrap_servers, [cfg.score.payments_topic, cfg.score.labels_topic]
     )

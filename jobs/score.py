@@ -11,7 +11,8 @@ writes, per micro-batch:
   alerts as JSON on ``fraud-alerts``, keyed by card);
 - ``OUT/card_locations``: where each valid payment happened and the leg from the
   card's previous one;
-- ``OUT/scored``: every valid payment with its score, model version and features;
+- ``OUT/scored``: every valid payment with its score, model version and features, and
+  the shadow challenger's score and version when the alias ``challenger`` exists;
 - ``OUT/dead_letters``: invalid, duplicate and late records with their reason (and the
   records themselves on ``payments-dlq``).
 
@@ -24,7 +25,8 @@ Usage::
 
     ./spark-submit.sh score [--brokers HOST:PORT] [--kafka-properties FILE]
         [--model models:/fraudstream@champion]
-        [--threshold 0.5] [--out data/lake] [--checkpoint data/checkpoints]
+        [--threshold 0.5] [--challenger auto|none|models:/NAME@ALIAS]
+        [--out data/lake] [--checkpoint data/checkpoints]
         [--max-offsets-per-trigger 100000] [--trigger-interval "2 seconds"]
         [--available-now] [--starting-offsets earliest|latest]
         [--max-lateness-hours 24] [--payments-topic payments] [--labels-topic fraud-labels]
@@ -46,7 +48,7 @@ from fraudstream import config, logs, storage
 from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
-from fraudstream.scoring.model import load_model
+from fraudstream.scoring.model import challenger_uri, load_model
 from fraudstream.scoring.query import (
     DEFAULT_MAX_OFFSETS_PER_TRIGGER,
     DEFAULT_MODEL_URI,
@@ -77,6 +79,13 @@ def parse_args(argv: list[str]) -> ScoreConfig:
     )
     parser.add_argument(
         "--threshold", type=float, help="alert threshold (default: the model's, chosen in training)"
+    )
+    parser.add_argument(
+        "--challenger",
+        default="auto",
+        help="a model scored in shadow beside the champion, recorded in scored/ and never "
+        "alerting: auto (the registry alias challenger of --model's name, followed between "
+        "batches, if it exists), none, or a registry URI (default: %(default)s)",
     )
     options.add_roots(parser, "score")
     parser.add_argument(
@@ -132,6 +141,14 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         model = str(
             (config.PROJECT_ROOT / model) if not Path(model).exists() else Path(model).resolve()
         )
+    if args.challenger == "auto":
+        challenger = challenger_uri(model)
+    elif args.challenger == "none":
+        challenger = None
+    elif args.challenger.startswith("models:/"):
+        challenger = args.challenger
+    else:
+        parser.error("--challenger must be auto, none or a registry URI (models:/NAME@ALIAS)")
     return ScoreConfig(
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         out=storage.location(args.out),
@@ -150,6 +167,7 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         available_now=args.available_now,
         max_lateness_hours=args.max_lateness_hours,
         initial_card_states=initial_states,
+        challenger_uri=challenger,
     )
 
 

@@ -277,13 +277,23 @@ def test_score_job_refuses_a_new_checkpoint_over_old_outputs(tmp_path):
 
 
 @pytest.mark.spark  # spark-submit.sh, not the spark fixture
-def test_score_job_picks_up_a_new_champion_without_restarting(
+def test_score_job_follows_the_champion_and_the_challenger_without_restarting(
     kafka_bootstrap, topics, mlflow_store, tmp_path, history
 ):
-    """The job runs on its own (spark-submit); the alias moves while it runs."""
+    """The job runs on its own (spark-submit); the aliases move while it runs.
+
+    First the challenger alias points at a version that cannot load: the job says so once
+    and scores with the champion alone. Then a new champion and a loadable challenger:
+    the challenger scores every payment in shadow, and never decides.
+    """
     from mlflow import MlflowClient
 
+    from fraudstream.scoring.model import load_model
+
+    client = MlflowClient()
     first_version = register(history["dataset"], "fraudstream", seed=0)
+    broken = client.create_model_version("fraudstream", source=str(tmp_path / "no-model")).version
+    client.set_registered_model_alias("fraudstream", "challenger", broken)
     events = lake.read_events(config.SAMPLE_DIR)
     half = events.num_rows // 2
     publish_sample(kafka_bootstrap, topics, events.slice(0, half))
@@ -298,7 +308,9 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     try:
         wait_for(scored_at_least(half), 240, "the first half to be scored", log)
         second_version = register(history["dataset"], "fraudstream", seed=1, champion=False)
-        MlflowClient().set_registered_model_alias("fraudstream", "champion", second_version)
+        shadow = register(history["dataset"], "fraudstream", seed=2, champion=False)
+        client.set_registered_model_alias("fraudstream", "champion", second_version)
+        client.set_registered_model_alias("fraudstream", "challenger", shadow)
         produce.publish(events.slice(half), topics["payments"], kafka_bootstrap)
         wait_for(scored_at_least(events.num_rows), 240, "the second half to be scored", log)
     finally:
@@ -314,6 +326,20 @@ def test_score_job_picks_up_a_new_champion_without_restarting(
     assert set(scored.loc[second_half, "model_version"]) == {second_version}
     assert f"moved from version {first_version} to {second_version}" in said
     assert "stopped; restart on the same --checkpoint to resume" in said
+    # The challenger that cannot load: said once, in one line; no payment scored by it.
+    assert said.count("challenger: Cannot load model models:/fraudstream@challenger") == 1
+    assert "Scoring with the champion alone." in said and "Traceback" not in said
+    assert scored.loc[first_half, "challenger_score"].isna().all()
+    assert scored.loc[first_half, "challenger_version"].isna().all()
+    # The loadable one: its own scores of the payments' features, in shadow only.
+    later = scored.loc[second_half]
+    assert set(later["challenger_version"]) == {shadow}
+    challenger = load_model(f"models:/fraudstream/{shadow}")
+    expected = challenger.score(later[challenger.feature_columns].reset_index(drop=True))
+    np.testing.assert_allclose(later["challenger_score"].to_numpy(), expected, rtol=0, atol=1e-9)
+    assert not np.allclose(later["challenger_score"], later["score"])
+    assert (later["alerted"] == (later["score"] >= later["threshold"])).all()
+    assert f"challenger: models:/fraudstream@challenger is version {shadow}" in said
 
 
 def _batches_written(out) -> set[str]:

@@ -98,7 +98,8 @@ def _row_schema():
     """The Spark schema of a scored row (:func:`scored_rows`): what the rules see, and where.
 
     A rule's columns (the payment's fields, the features and ``score``), then the
-    payment's Kafka ``partition``, ``offset`` and ``timestamp_ms`` and its ``event_ms``.
+    payment's Kafka ``partition``, ``offset`` and ``timestamp_ms``, its ``event_ms`` and
+    the shadow challenger's score (null without one), which no rule sees.
     """
     from pyspark.sql import types as T  # noqa: N812
 
@@ -111,12 +112,17 @@ def _row_schema():
             T.StructField("offset", T.LongType()),
             T.StructField("timestamp_ms", T.LongType()),
             T.StructField("event_ms", T.LongType()),
+            T.StructField("challenger_score", T.DoubleType()),
         ]
     )
 
 
-def with_scores(rows: pd.DataFrame, model, day_tables) -> pd.DataFrame:
-    """The payments :func:`score_job` chose (``rows``), each with its features and score."""
+def with_scores(rows: pd.DataFrame, model, day_tables, challenger=None) -> pd.DataFrame:
+    """The payments :func:`score_job` chose (``rows``), each with its features and score.
+
+    ``challenger``: the shadow challenger (a ``LoadedModel``) or None; its score, on the
+    same features, is ``challenger_score`` (NaN without one).
+    """
     from fraudstream import features
     from fraudstream.scoring import daytables
 
@@ -140,25 +146,41 @@ def with_scores(rows: pd.DataFrame, model, day_tables) -> pd.DataFrame:
             computed[features.FEATURE_COLUMNS].reset_index(drop=True),
         ],
         axis=1,
-    ).assign(score=model.score(computed[model.feature_columns]), event_ms=event_ms)
+    ).assign(
+        score=model.score(computed[model.feature_columns]),
+        event_ms=event_ms,
+        challenger_score=(
+            np.full(len(events), np.nan)
+            if challenger is None
+            else challenger.score(computed[challenger.feature_columns])
+        ),
+    )
 
 
 def scored_rows(
-    batches: Iterator[pa.RecordBatch], model, day_tables, schema: pa.Schema
+    batches: Iterator[pa.RecordBatch], model, day_tables, schema: pa.Schema, challenger=None
 ) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow``, first pass: each payment with its features and score.
+    """``mapInArrow``, first pass: each payment with its features and scores.
 
-    ``model`` and ``day_tables`` are Spark broadcasts: read once per Python worker.
+    ``model``, ``day_tables`` and ``challenger`` (if any) are Spark broadcasts: read once
+    per Python worker.
     """
+    shadow = None if challenger is None else challenger.value
     for batch in batches:
-        frame = with_scores(batch.to_pandas(), model.value, day_tables.value)
+        frame = with_scores(batch.to_pandas(), model.value, day_tables.value, shadow)
         if len(frame):
             yield pa.RecordBatch.from_pandas(
                 frame[schema.names], schema=schema, preserve_index=False
             )
 
 
-def views_of(rows: pd.DataFrame, model, rule_reasons: dict[str, str], now_ms: int):
+def views_of(
+    rows: pd.DataFrame,
+    model,
+    rule_reasons: dict[str, str],
+    now_ms: int,
+    challenger_version: str | None = None,
+):
     """The views of scored rows decided by Spark (:func:`score_job`'s second pass)."""
     from fraudstream import features
     from fraudstream.scoring import views
@@ -173,12 +195,18 @@ def views_of(rows: pd.DataFrame, model, rule_reasons: dict[str, str], now_ms: in
     return {
         views.ALERTS: views.alert_frame(*parts, rule_reasons),
         views.CARD_LOCATIONS: views.location_frame(events, event_ms, computed),
-        views.SCORED: views.scored_frame(*parts),
+        views.SCORED: views.scored_frame(
+            *parts, rows["challenger_score"].to_numpy(dtype=float), challenger_version
+        ),
     }
 
 
 def view_rows(
-    batches: Iterator[pa.RecordBatch], model, rule_reasons: dict[str, str], now_ms: int
+    batches: Iterator[pa.RecordBatch],
+    model,
+    rule_reasons: dict[str, str],
+    now_ms: int,
+    challenger_version: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``, second pass: the views' rows of each decided payment.
 
@@ -187,7 +215,7 @@ def view_rows(
     from fraudstream.scoring import outputs
 
     for batch in batches:
-        views = views_of(batch.to_pandas(), model.value, rule_reasons, now_ms)
+        views = views_of(batch.to_pandas(), model.value, rule_reasons, now_ms, challenger_version)
         if len(views["scored"]):
             yield outputs.output_batch(views)
 
@@ -232,7 +260,17 @@ def summary_job(records, labels_topic: str | None):
     )
 
 
-def score_job(records, labels_topic, release_day, model, model_sent, day_tables, now_ms, history):
+def score_job(
+    records,
+    labels_topic,
+    release_day,
+    model,
+    model_sent,
+    day_tables,
+    now_ms,
+    history,
+    challenger=None,
+):
     """The views of the payments released, a row each: Python, then Spark, then Python.
 
     1. :func:`scored_rows`: each payment's features and score, on the executors;
@@ -241,7 +279,8 @@ def score_job(records, labels_topic, release_day, model, model_sent, day_tables,
 
     The rows that are not released are left out before Python sees them. ``model`` is
     the :class:`~fraudstream.scoring.model.LoadedModel` (its bands), ``model_sent`` its
-    broadcast, ``history`` the rule sets (``rulelog.Applied``) that decide.
+    broadcast, ``history`` the rule sets (``rulelog.Applied``) that decide;
+    ``challenger`` the shadow challenger's ``(LoadedModel, broadcast)``, or None.
     """
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -262,10 +301,15 @@ def score_job(records, labels_topic, release_day, model, model_sent, day_tables,
         model=model_sent,
         day_tables=day_tables,
         schema=to_arrow_schema(schema, timezone="UTC"),
+        challenger=None if challenger is None else challenger[1],
     )
     scored = records.where(chosen).select(*columns).mapInArrow(first, schema)
     decided = rulelog.decide(scored, history, model.threshold, model.decline_threshold)
     second = partial(
-        view_rows, model=model_sent, rule_reasons=rulelog.rule_reasons(history), now_ms=now_ms
+        view_rows,
+        model=model_sent,
+        rule_reasons=rulelog.rule_reasons(history),
+        now_ms=now_ms,
+        challenger_version=None if challenger is None else challenger[0].version,
     )
     return decided.mapInArrow(second, outputs.OUTPUT_SCHEMA)

@@ -60,8 +60,12 @@ def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
     return "path", uri, None
 
 
-def load_model(uri: str, threshold: float | None = None, version: str | None = None) -> LoadedModel:
+def load_model(
+    uri: str, threshold: float | None = None, version: str | None = None, hint: bool = True
+) -> LoadedModel:
     """Load a model by registry alias, registry version, or from a folder.
+
+    ``hint``: end a registry error with how to make a model (for the champion).
 
     Raises
     ------
@@ -103,9 +107,9 @@ def load_model(uri: str, threshold: float | None = None, version: str | None = N
         raise
     except MlflowException as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        advice = " (train and register one with ./spark-submit.sh train, or pass --model PATH)"
         raise ModelLoadError(
-            f"Cannot load model {uri}: {first.rstrip('.')} (train and register one with "
-            "./spark-submit.sh train, or pass --model PATH)."
+            f"Cannot load model {uri}: {first.rstrip('.')}{advice if hint else ''}."
         ) from None
     except (OSError, ValueError, ImportError) as error:
         raise ModelLoadError(f"Cannot load model {uri}: {error}.") from None
@@ -189,3 +193,106 @@ class ModelSource:
         )
         self.current = candidate
         return self.current
+
+
+#: The registry alias of the model scored in shadow beside the champion.
+CHALLENGER_ALIAS = "challenger"
+
+
+def challenger_uri(model_uri: str) -> str | None:
+    """The challenger of a champion URI: ``models:/NAME@challenger``; none for a folder."""
+    kind, name, _ = parse_model_uri(model_uri)
+    return None if kind == "path" else f"models:/{name}@{CHALLENGER_ALIAS}"
+
+
+class ChallengerSource:
+    """The shadow challenger, followed between micro-batches; ``None`` while there is none.
+
+    The challenger scores every payment beside the champion; its score is recorded in
+    the scored view and never decides. So nothing about it stops the stream: an alias
+    that does not exist means no challenger; a version that fails to load, or that
+    expects another label delay than the stream's state, is reported once and the
+    current challenger (or none) kept.
+
+    Parameters
+    ----------
+    uri : str or None
+        An alias URI (followed), a version URI (fixed: a rebuild's), or None (none).
+    label_delay_days : int
+        The stream's: the features the challenger sees are computed with it.
+    """
+
+    def __init__(self, uri: str | None, label_delay_days: int, log: Callable = _LOG.info):
+        self.uri = uri
+        self.label_delay_days = label_delay_days
+        self.log = log
+        self.current: LoadedModel | None = None
+        self._refused: set[str] = set()
+        self._told_none = False
+
+    def refresh(self) -> LoadedModel | None:
+        """The challenger to score the next micro-batch with, or None."""
+        if self.uri is None:
+            return None
+        kind, name, ref = parse_model_uri(self.uri)
+        if kind != "alias":
+            version = ref
+        else:
+            assert ref is not None  # an alias URI names its alias
+            version = self._alias_version(name, ref)
+            if version is None:
+                return self.current
+        if version in self._refused or (
+            self.current is not None and version == self.current.version
+        ):
+            return self.current
+        try:
+            candidate = load_model(self.uri, version=version, hint=False)
+        except ModelLoadError as error:
+            self._refuse(version, f"{error} {self._keeping()}")
+            return self.current
+        if candidate.label_delay_days != self.label_delay_days:
+            self._refuse(
+                version,
+                f"version {version} expects a label delay of {candidate.label_delay_days} "
+                f"days, the stream's state uses {self.label_delay_days}. {self._keeping()}",
+            )
+            return self.current
+        self.log(
+            f"challenger: {self.uri} is version {version}; scoring every payment with it "
+            "in shadow from this micro-batch on (never alerts)"
+        )
+        self.current = candidate
+        self._told_none = False
+        return self.current
+
+    def _alias_version(self, name: str, alias: str) -> str | None:
+        """Where the alias points; None (and the current challenger dropped) if nowhere."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from fraudstream.ml import tracking
+
+        try:
+            tracking.use_store()
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException as error:
+            if error.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+                self.log(f"challenger: cannot read alias {self.uri} ({error}). {self._keeping()}")
+                return None
+        if self.current is not None:
+            self.log(f"challenger: alias {self.uri} removed; scoring with the champion alone")
+            self.current = None
+        elif not self._told_none:
+            self.log(f"challenger: no alias {self.uri}; scoring with the champion alone")
+        self._told_none = True
+        return None
+
+    def _keeping(self) -> str:
+        if self.current is None:
+            return "Scoring with the champion alone."
+        return f"Keeping challenger version {self.current.version}."
+
+    def _refuse(self, version: str | None, message: str) -> None:
+        self.log(f"challenger: {message}")
+        self._refused.add(str(version))

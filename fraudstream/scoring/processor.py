@@ -180,6 +180,8 @@ class BatchProcessor:
         Where the rows of held payments wait, by batch id (under the checkpoint).
     rules : LiveRules or ReplayedRules
         The fraud-ops rules that decide each batch (:mod:`fraudstream.scoring.rulelog`).
+    challengers : ChallengerSource, optional
+        The shadow challenger, refreshed before each batch; none by default.
     log : callable
         Receives one progress line per micro-batch.
     """
@@ -195,9 +197,11 @@ class BatchProcessor:
         day_tables,
         held_folder,
         rules,
+        challengers=None,
         log=_LOG.info,
     ):
         self.models = models
+        self.challengers = challengers
         self.views = views
         self.state_store = state_store
         self.labels_topic = labels_topic
@@ -210,7 +214,8 @@ class BatchProcessor:
         self.state: StreamState | None = None
         self.state_bytes = 0
         self._written_ms = 0.0
-        self._model_sent: tuple[LoadedModel, Any] | None = None
+        #: Each model's broadcast (champion, challenger), made again when it changes.
+        self._sent: dict[str, tuple[LoadedModel, Any]] = {}
         self.last_start: float | None = None
         self.batches = 0
 
@@ -249,6 +254,7 @@ class BatchProcessor:
         clock = _Clock(context, batch_id)
         state = self.state_before(batch_id)
         model = self.models.refresh()
+        challenger = self.challengers.refresh() if self.challengers is not None else None
         settings = self.settings
         now_ms = int(time.time() * 1000)
         labels_topic = self.labels_topic
@@ -298,6 +304,11 @@ class BatchProcessor:
                 tables,
                 now_ms,
                 history,
+                challenger=(
+                    None
+                    if challenger is None
+                    else (challenger, self._model_broadcast(context, challenger, "challenger"))
+                ),
             ).persist()
             stats = outputs.batch_stats(output)
             clock.lap("score")
@@ -348,7 +359,11 @@ class BatchProcessor:
             seconds=clock.laps,
         )
         self._commit(batch_id, result, decided.state)
-        self.log(self._progress(batch_id, result, model, started, time.time(), self._written_ms))
+        self.log(
+            self._progress(
+                batch_id, result, model, started, time.time(), self._written_ms, challenger
+            )
+        )
         self.last_start = started
         self.batches += 1
         return result
@@ -462,13 +477,14 @@ class BatchProcessor:
             ):
                 files.delete(name)
 
-    def _model_broadcast(self, context, model: LoadedModel):
-        """The model as a Spark broadcast, made again only when the model changes."""
-        if self._model_sent is None or self._model_sent[0] is not model:
-            if self._model_sent is not None:
-                self._model_sent[1].unpersist()
-            self._model_sent = (model, context.broadcast(model))
-        return self._model_sent[1]
+    def _model_broadcast(self, context, model: LoadedModel, role: str = "champion"):
+        """The model as a Spark broadcast, made again only when the role's model changes."""
+        sent = self._sent.get(role)
+        if sent is None or sent[0] is not model:
+            if sent is not None:
+                sent[1].unpersist()
+            sent = self._sent[role] = (model, context.broadcast(model))
+        return sent[1]
 
     def _commit(self, batch_id, result, next_state) -> None:
         """Save the state after a micro-batch whose outputs are written and sent."""
@@ -486,7 +502,7 @@ class BatchProcessor:
         clock.lap("state")
         result.seconds.update(clock.laps)
 
-    def _progress(self, batch_id, result, model, started, finished, written_ms) -> str:
+    def _progress(self, batch_id, result, model, started, finished, written_ms, shadow=None) -> str:
         counts = result.counts
         duration = finished - started
         since = (started - self.last_start) if self.last_start else duration
@@ -506,6 +522,7 @@ class BatchProcessor:
             f"batch {duration:.2f} s | driver state {state_kb:,.1f} KB | "
             f"event-to-output p50 {percentile(lag, 50):.2f} s p99 {percentile(lag, 99):.2f} s, "
             f"to alert p99 {percentile(alert_lag, 99):.2f} s | "
-            f"model {model.name} v{model.version} | "
+            f"model {model.name} v{model.version}"
+            f"{'' if shadow is None else f', challenger v{shadow.version}'} | "
             + " ".join(f"{stage} {seconds:.2f}" for stage, seconds in result.seconds.items())
         )

@@ -21,7 +21,7 @@ from fraudstream.errors import FraudstreamError
 from fraudstream.kafka import streams
 from fraudstream.scoring import daytables, outputs, views
 from fraudstream.scoring import records as card_records
-from fraudstream.scoring.model import LoadedModel, ModelSource
+from fraudstream.scoring.model import ChallengerSource, LoadedModel, ModelSource
 from fraudstream.scoring.processor import BatchProcessor, EndOffsets
 from fraudstream.scoring.state import (
     DEFAULT_MAX_LATENESS_HOURS,
@@ -72,6 +72,9 @@ class ScoreConfig:
     #: A rebuild: decide by the rules the job writing this output root applied, as its
     #: rules log says, instead of following the rules topic.
     rules_of: Path | str | None = None
+    #: The shadow challenger: an alias URI followed between micro-batches
+    #: (``models:/NAME@challenger``), a fixed version (a rebuild's), or None.
+    challenger_uri: str | None = None
 
     @property
     def query_checkpoint(self) -> Path | str:
@@ -199,6 +202,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
         day_tables=daytables.DayTables(cfg.day_tables_folder, model.label_delay_days, spark),
         held_folder=cfg.held_folder,
         rules=_rules(spark, cfg, log),
+        challengers=ChallengerSource(cfg.challenger_uri, model.label_delay_days, log=log),
         log=log,
     )
     # The cards' state lives in the card operator, on the executors (in the

@@ -55,6 +55,25 @@ def resolve_model(
     return f"models:/{name}/{version}", live_threshold if threshold is None else threshold
 
 
+def resolve_challenger(live: Path | str, log=_LOG.info) -> str | None:
+    """The shadow challenger that scored the live views (its newest version), or None.
+
+    The replay scores in shadow with it, so that the challenger's scores are rebuilt too;
+    rows a different challenger scored live are not compared on it (``verify``).
+    """
+    shadow = verify.live_challengers(live)
+    used = verify.live_models(live)
+    if not shadow or not used:
+        return None
+    name = used[-1][0]
+    if len(shadow) > 1:
+        log(
+            f"rebuild: the live views had {len(shadow)} challenger versions; replaying the "
+            f"newest ({name} v{shadow[-1]}) in shadow"
+        )
+    return f"models:/{name}/{shadow[-1]}"
+
+
 def _version(used: tuple[str, str, float]) -> int:
     return int(used[1]) if str(used[1]).isdigit() else -1
 

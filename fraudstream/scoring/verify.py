@@ -38,6 +38,8 @@ KEYS = {
 }
 #: When a row was written: differs in every replay by nature.
 WALL_CLOCK_COLUMNS = {"scored_time", "dead_lettered_time"}
+#: The shadow challenger's columns of the scored view, its version first.
+SHADOW_COLUMNS = ("challenger_version", "challenger_score")
 #: Floats are compared to this absolute tolerance (the parity test's).
 FLOAT_TOLERANCE = 1e-9
 
@@ -54,6 +56,9 @@ class ViewDiff:
     changed: dict = field(default_factory=dict)
     #: Rows scored by another model version in the two runs: expected to differ.
     other_model: int = 0
+    #: Rows whose shadow challenger differs between the runs (another version, or none
+    #: in one of them): their challenger columns are not compared.
+    other_challenger: int = 0
     outside_range: int = 0
 
     @property
@@ -73,6 +78,11 @@ class ViewDiff:
             lines.append(
                 f"  {self.other_model:,} rows scored by another model version in the live run "
                 "were left out (rebuild with that version to compare them)"
+            )
+        if self.other_challenger:
+            lines.append(
+                f"  {self.other_challenger:,} rows had another shadow challenger in the live "
+                "run; their challenger scores were left out"
             )
         if self.outside_range:
             lines.append(
@@ -183,6 +193,13 @@ def compare_view(
     diff.compared = len(both)
     columns = [c for c in live.columns if c not in key and c not in WALL_CLOCK_COLUMNS]
     flags = {c: _differs(both[f"{c}@live"], both[f"{c}@rebuilt"]) for c in columns}
+    if SHADOW_COLUMNS[0] in flags:
+        # The challenger is a live experiment beside the decisions: a rebuild replays one
+        # version of it (``live_challengers``); rows of another are not compared on it.
+        other = flags[SHADOW_COLUMNS[0]]
+        diff.other_challenger = int(other.sum())
+        for column in SHADOW_COLUMNS:
+            flags[column] = flags[column] & ~other
     changed_rows = np.flatnonzero(np.logical_or.reduce(list(flags.values())))
     for row in changed_rows:
         record = both.iloc[row]
@@ -196,7 +213,7 @@ def _key(values: tuple):
     return values if len(values) > 1 else values[0]
 
 
-def live_models(root: Path) -> list[tuple[str, str, float]]:
+def live_models(root: Path | str) -> list[tuple[str, str, float]]:
     """The (model name, version, threshold) triples that scored the payments of ``root``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -216,3 +233,12 @@ def live_models(root: Path) -> list[tuple[str, str, float]]:
     return sorted(
         (row["model_name"], row["model_version"], row["threshold"]) for row in used.to_pylist()
     )
+
+
+def live_challengers(root: Path | str) -> list[str]:
+    """The shadow challenger versions that scored payments of ``root``, oldest first."""
+    scored = views.read_view(root, views.SCORED)
+    if "challenger_version" not in scored.columns:
+        return []
+    found = scored["challenger_version"].dropna().astype(str).unique()
+    return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))

@@ -154,10 +154,22 @@ def location_frame(events, event_ms, computed) -> pd.DataFrame:
     )
 
 
-def scored_frame(events, event_ms, computed, scores, decided, model, now_ms, fired=None):
+def scored_frame(
+    events,
+    event_ms,
+    computed,
+    scores,
+    decided,
+    model,
+    now_ms,
+    fired=None,
+    challenger_scores=None,
+    challenger_version=None,
+):
     """The scored view's rows: every payment with its score, decision, Kafka place and features.
 
-    The arguments are :func:`alert_frame`'s.
+    The arguments are :func:`alert_frame`'s, and the shadow challenger's scores and
+    version (none by default: null).
     """
     decided = np.asarray(decided, dtype=object)
     head = pd.DataFrame(
@@ -176,6 +188,12 @@ def scored_frame(events, event_ms, computed, scores, decided, model, now_ms, fir
             "partition": events["partition"].to_numpy(dtype=np.int32),
             "offset": events["offset"].to_numpy(dtype=np.int64),
             "kafka_timestamp_ms": events["timestamp_ms"].to_numpy(dtype=np.int64),
+            "challenger_score": (
+                np.full(len(events), np.nan)
+                if challenger_scores is None
+                else np.asarray(challenger_scores, dtype=float)
+            ),
+            "challenger_version": challenger_version,
         }
     )
     return pd.concat([head, computed[features.FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
@@ -218,6 +236,9 @@ SCORED_ARROW_SCHEMA = pa.schema(
         pa.field("partition", pa.int32()),
         pa.field("offset", pa.int64()),
         pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        # The shadow challenger's score and version: null when none scored the payment.
+        pa.field("challenger_score", pa.float64()),
+        pa.field("challenger_version", pa.string()),
         *(pa.field(name, pa.float64()) for name in features.FEATURE_COLUMNS),
     ]
 )
