@@ -176,6 +176,9 @@ def scored_frame(events, event_ms, computed, scores, decided, model, now_ms, fir
             "partition": events["partition"].to_numpy(dtype=np.int32),
             "offset": events["offset"].to_numpy(dtype=np.int64),
             "kafka_timestamp_ms": events["timestamp_ms"].to_numpy(dtype=np.int64),
+            # No shadow challenger scored these payments (null in the view).
+            "challenger_score": np.full(len(events), np.nan),
+            "challenger_version": np.full(len(events), None, dtype=object),
         }
     )
     return pd.concat([head, computed[features.FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
@@ -201,7 +204,9 @@ def _day_name(day: int) -> str:
 
 
 #: The scored view: every payment scored, with its score, its decision, its Kafka
-#: coordinates and the model's features.
+#: coordinates and the model's features. ``challenger_score`` and ``challenger_version``:
+#: the shadow challenger's score, which never raises an alert (null when no challenger
+#: scored the payment); ``fraudstream model compare`` reads them.
 SCORED_ARROW_SCHEMA = pa.schema(
     [
         pa.field("transaction_id", pa.string()),
@@ -218,6 +223,8 @@ SCORED_ARROW_SCHEMA = pa.schema(
         pa.field("partition", pa.int32()),
         pa.field("offset", pa.int64()),
         pa.field("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        pa.field("challenger_score", pa.float64()),
+        pa.field("challenger_version", pa.string()),
         *(pa.field(name, pa.float64()) for name in features.FEATURE_COLUMNS),
     ]
 )
