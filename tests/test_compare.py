@@ -8,12 +8,15 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from fraudstream import schemas
+from fraudstream import features, schemas
 from fraudstream.features import DAY_MS
 from fraudstream.ml import compare, evaluate
 from fraudstream.scoring import views
+
+from .helpers import run_cli
 
 FIRST_DAY = date(2026, 11, 1)
 N_DAYS = 21
@@ -295,3 +298,119 @@ def test_report_lists_both_models_and_the_verdict():
         f"{result.champion.card_precision:.4f}",
     ]  # fmt: skip
     assert lines[-1] == f"Verdict: {result.reason}."
+
+
+# --- the commands, on a real registry and the score job's layout ------------------------
+
+
+def _day_numbers(times: pd.Series) -> np.ndarray:
+    """UTC days since the epoch, as the views' writer takes them."""
+    return ((times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(np.int64)
+
+
+def write_lake(out, scored: pd.DataFrame, labels: pd.DataFrame, old_days: int = 0) -> None:
+    """``scored`` and ``labels`` as the score and labels jobs lay them out under ``out``.
+
+    The first ``old_days`` days are written without the challenger's columns, as the
+    job wrote them before the shadow challenger existed.
+    """
+    frame = scored.assign(**{name: 0.0 for name in features.FEATURE_COLUMNS})
+    table = pa.Table.from_pandas(
+        frame[views.SCORED_ARROW_SCHEMA.names],
+        schema=views.SCORED_ARROW_SCHEMA,
+        preserve_index=False,
+    )
+    days = _day_numbers(scored["event_time"])
+    old = days < _day_numbers(pd.Series([pd.Timestamp(FIRST_DAY, tz="UTC")]))[0] + old_days
+    if old.any():
+        before = table.filter(pa.array(old)).drop_columns(
+            ["challenger_score", "challenger_version"]
+        )
+        views.write_tables(out, 0, {views.SCORED: (before, days[old])})
+    views.write_tables(out, 1, {views.SCORED: (table.filter(pa.array(~old)), days[~old])})
+    label_table = pa.Table.from_pandas(
+        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
+    )
+    views.write_tables(out, 0, {"labels": (label_table, _day_numbers(labels["reported_time"]))})
+
+
+def test_read_view_keeps_the_challenger_columns_of_later_files(tmp_path):
+    scored, labels = synthetic_view()
+    write_lake(tmp_path, scored, labels, old_days=3)
+    read = views.read_view(tmp_path, views.SCORED).sort_values("event_time", ignore_index=True)
+    assert len(read) == len(scored)
+    early = read["event_time"].dt.date < date(2026, 11, 4)
+    assert read.loc[early, "challenger_score"].isna().all()
+    np.testing.assert_allclose(
+        read.loc[~early, "challenger_score"], scored.loc[~early, "challenger_score"]
+    )
+    assert (read.loc[~early, "challenger_version"] == "2").all()
+
+
+def _registry(name: str) -> None:
+    """Versions 1 (``champion``) and 2 (``challenger``) of ``name``, small toy models."""
+    from mlflow import MlflowClient
+
+    from .helpers import register
+
+    rng = np.random.default_rng(0)
+    dataset = pd.DataFrame(rng.random((200, len(features.FEATURE_COLUMNS))))
+    dataset.columns = features.FEATURE_COLUMNS
+    dataset["is_fraud"] = (rng.random(200) < 0.2).astype(int)
+    assert register(dataset, name, seed=0) == "1"
+    assert register(dataset, name, seed=1, champion=False) == "2"
+    MlflowClient().set_registered_model_alias(name, "challenger", "2")
+
+
+def _champion(name: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient().get_model_version_by_alias(name, "champion").version)
+
+
+def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlflow_store):
+    name = "fraudstream-live"
+    _registry(name)
+    worse, better = tmp_path / "worse", tmp_path / "better"
+    write_lake(worse, *synthetic_view(challenger="worse"), old_days=3)
+    write_lake(better, *synthetic_view(challenger="better"), old_days=3)
+    live = ["--model-name", name]
+
+    compared = run_cli("model", "compare", "--out", str(better), *live)
+    assert compared.returncode == 0, compared.stderr
+    assert "challenger  2 " in compared.stdout and "champion    1 " in compared.stdout
+    assert "Verdict: challenger version 2 wins over champion" in compared.stdout
+    assert _champion(name) == "1"  # compare never moves the alias
+
+    kept = run_cli("model", "promote", "--live", "--out", str(worse), *live)
+    assert kept.returncode == 0, kept.stderr
+    assert "Not promoted: challenger version 2 does not win" in kept.stdout
+    assert "@champion stays at version 1." in kept.stdout
+    assert _champion(name) == "1"
+
+    moved = run_cli("model", "promote", "--live", "--out", str(better), *live)
+    assert moved.returncode == 0, moved.stderr
+    assert "Promoted: @champion moved from version 1 to 2" in moved.stdout
+    assert _champion(name) == "2"
+
+
+def test_model_commands_report_user_errors(tmp_path, mlflow_store, capsys):
+    from fraudstream.cli import main as cli
+
+    name = "fraudstream-live"
+    _registry(name)
+    both = ["model", "promote", "--live", "--version", "2", "--out", str(tmp_path)]
+    assert cli.main(both) == 2
+    assert capsys.readouterr().err.strip().endswith("--live or --version and --data, not both.")
+    assert cli.main(["model", "promote", "--out", str(tmp_path)]) == 2
+    assert "needs --version N and --data DIR, or --live" in capsys.readouterr().err
+    assert cli.main(["model", "compare", "--out", str(tmp_path / "none")]) == 2
+    assert "No scored view at" in capsys.readouterr().err
+    # A view the challenger never scored: one sentence, exit 2, the alias as it was.
+    scored, labels = synthetic_view()
+    write_lake(tmp_path, scored.assign(challenger_score=np.nan, challenger_version=None), labels)
+    live = ["--out", str(tmp_path), "--model-name", name]
+    assert cli.main(["model", "promote", "--live", *live]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("fraudstream: No payment of the scored view") and "\n" not in error
+    assert _champion(name) == "1"

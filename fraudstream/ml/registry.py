@@ -20,6 +20,9 @@ from fraudstream import config
 
 MODEL_NAME = "fraudstream"
 CHAMPION = "champion"
+#: The shadow challenger: the score job scores with it too, and it never raises an alert;
+#: ``fraudstream model promote --live`` moves ``champion`` to it if it wins on live traffic.
+CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
