@@ -194,7 +194,7 @@ def test_a_clearly_better_challenger_wins():
     assert result.challenger.card_precision > result.champion.card_precision
     assert result.challenger.average_precision > result.champion.average_precision
     assert result.challenger_wins and result.winner == "challenger"
-    assert result.reason.startswith("challenger version 2 wins")
+    assert result.reason.startswith("challenger version 2 wins over champion version 1 (")
 
 
 def test_a_worse_challenger_loses():

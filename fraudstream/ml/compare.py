@@ -95,7 +95,10 @@ class Comparison:
             f"AP {ch.average_precision:.4f} vs {cp.average_precision:.4f}"
         )
         if self.challenger_wins:
-            return f"challenger version {ch.version} wins over champion ({numbers})"
+            return (
+                f"challenger version {ch.version} wins over champion version {cp.version} "
+                f"({numbers})"
+            )
         why = (
             f"its CP@{k} is not higher"
             if ch.card_precision <= cp.card_precision
@@ -111,7 +114,8 @@ def _times(column) -> pd.Series:
     return pd.to_datetime(column, utc=True)
 
 
-def _day_list(start: pd.Timestamp, end: pd.Timestamp) -> tuple[date, date]:
+def _first_and_last(start: pd.Timestamp, end: pd.Timestamp) -> tuple[date, date]:
+    """The first and the last day of the days ``[start, end)``."""
     return start.date(), (end - pd.Timedelta(days=1)).date()
 
 
@@ -168,7 +172,7 @@ def challenger_rows(
     inside = shadowed & (times >= start).to_numpy() & (times < end).to_numpy()
     young = sorted({t.date() for t in times[shadowed & (times >= end).to_numpy()]})
     if not inside.any():
-        first, last = _day_list(start, end)
+        first, last = _first_and_last(start, end)
         raise CompareError(
             f"No payment of {first}..{last} (the {days} days whose labels have matured "
             f"{delay_days} days before {as_of:%Y-%m-%d}) has a challenger score: wait for "
