@@ -12,6 +12,8 @@ what is not a Spark job::
     fraudstream produce --simulate --rate 500 # simulate events and publish them live
     fraudstream model status                  # registered versions and the champion
     fraudstream model promote --version N --data DIR   # the promotion gate, on its own
+    fraudstream model compare --out OUT       # champion vs shadow challenger, live labels
+    fraudstream model promote --live --out OUT   # ... and move @champion if it wins
     fraudstream postgres start|stop|status    # the bank database (CDC source)
     fraudstream bank book --limit N [--rollback]   # book card payments in the bank database
     fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
@@ -262,6 +264,14 @@ def _model_status(args: argparse.Namespace) -> int:
 
 
 def _model_promote(args: argparse.Namespace) -> int:
+    if args.live and (args.version is not None or args.data is not None):
+        raise CommandError("model promote takes --live or --version and --data, not both.")
+    if args.live:
+        return _model_promote_live(args)
+    if args.version is None or args.data is None:
+        raise CommandError(
+            "model promote needs --version N and --data DIR, or --live and --out OUT."
+        )
     from fraudstream.ml import tracking, training
 
     tracking.use_experiment("fraudstream")
@@ -272,6 +282,84 @@ def _model_promote(args: argparse.Namespace) -> int:
         data, str(args.version), args.model_name, args.delay_days, args.train_start
     )
     print(f"{'Promoted' if decision.promoted else 'Not promoted'}: {decision.reason}.")
+    return 0
+
+
+def _live_comparison(args: argparse.Namespace):
+    """Champion against challenger on the scored view and label store of ``--out``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from fraudstream import lake
+    from fraudstream.ml import compare, registry, tracking
+    from fraudstream.scoring import views
+    from fraudstream.scoring.model import load_model
+
+    out = Path(args.out)
+    if not (out / views.SCORED).is_dir():
+        raise CommandError(
+            f"No scored view at {out / views.SCORED}: give --out the score job's output root."
+        )
+    labels_folder = out / "labels"
+    if not labels_folder.is_dir():
+        raise CommandError(
+            f"No label store at {labels_folder}: run ./spark-submit.sh labels --out {out}."
+        )
+    scored = views.read_view(out, views.SCORED)
+    labels = lake.read_label_folder(labels_folder, ["transaction_id", "label", "reported_time"])
+    rows, _, _ = compare.challenger_rows(scored, days=args.days, delay_days=args.delay_days)
+    versions = compare.challenger_versions(rows)
+    tracking.use_store()
+    client = MlflowClient()
+    try:
+        alias = str(client.get_model_version_by_alias(args.model_name, registry.CHALLENGER).version)
+    except MlflowException:
+        alias = None
+    version = str(versions.index[0])
+    if len(versions) > 1:
+        # Several challengers took turns: the current one, on its own payments.
+        if alias is None or alias not in versions.index:
+            raise CommandError(
+                f"Challenger versions {', '.join(versions.index)} scored the matured days and "
+                f"@{registry.CHALLENGER} of {args.model_name} points at none of them."
+            )
+        version = alias
+    challenger = load_model(f"models:/{args.model_name}/{version}")
+    return compare.compare(
+        scored,
+        labels.to_pandas(),
+        challenger.threshold,
+        challenger.decline_threshold,
+        challenger_version=version,
+        days=args.days,
+        delay_days=args.delay_days,
+    )
+
+
+def _model_compare(args: argparse.Namespace) -> int:
+    from fraudstream.ml import compare
+
+    print(compare.report(_live_comparison(args)))
+    return 0
+
+
+def _model_promote_live(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from fraudstream.ml import compare, registry
+
+    result = _live_comparison(args)
+    print(compare.report(result))
+    client = MlflowClient()
+    current = registry.champion_version(client, args.model_name)
+    version = result.challenger.version
+    if not result.challenger_wins:
+        print(f"Not promoted: {result.reason}; @champion stays at version {current}.")
+    elif current == version:
+        print(f"Not promoted: version {version} is already the champion.")
+    else:
+        client.set_registered_model_alias(args.model_name, registry.CHAMPION, version)
+        print(f"Promoted: @champion moved from version {current} to {version}: {result.reason}.")
     return 0
 
 
@@ -489,18 +577,44 @@ def build_parser() -> argparse.ArgumentParser:
         "promote",
         help="move @champion to a version if it beats the champion on the same window",
         description="Score a version and the champion on the newest test window of --data "
-        "and move the champion alias to the version only if its average precision is higher.",
+        "and move the champion alias to the version only if its average precision is higher. "
+        "With --live: compare the shadow challenger with the champion on the scored payments "
+        "of --out (as model compare) and move the champion alias to the challenger's version "
+        "only if it wins: a higher CP@100 and an average precision not lower.",
     )
     promote.set_defaults(handler=_model_promote)
-    promote.add_argument("--version", type=int, required=True, help="the candidate version")
-    promote.add_argument("--data", required=True, help="folder with events/ and labels/")
-    promote.add_argument("--delay-days", type=int, default=7, help="label delay (default: 7)")
+    promote.add_argument("--version", type=int, help="the candidate version")
+    promote.add_argument("--data", help="folder with events/ and labels/")
+    promote.add_argument(
+        "--live",
+        action="store_true",
+        help="promote the shadow challenger if it wins on live traffic (with --out)",
+    )
     promote.add_argument(
         "--train-start",
         type=date.fromisoformat,
         help="training start of the window (default: the latest, as the train job)",
     )
-    for action in (status, promote):
+    compare = model_actions.add_parser(
+        "compare",
+        help="the champion against the shadow challenger on live traffic, labels arrived",
+        description="Compare the champion and the shadow challenger (@challenger) on the "
+        "payments both scored in the --days days whose labels have matured (they end "
+        "--delay-days before the newest payment): AP, CP@100 and decisions per day by "
+        "tier, and the verdict. The challenger wins with a higher CP@100 and an AP not lower.",
+    )
+    compare.set_defaults(handler=_model_compare)
+    for action in (compare, promote):
+        action.add_argument(
+            "--out",
+            default=str(config.LAKE_DIR),
+            help="output root of the score job: scored/ and labels/ (default: %(default)s)",
+        )
+        action.add_argument(
+            "--days", type=int, default=7, help="days compared (default: %(default)s)"
+        )
+        action.add_argument("--delay-days", type=int, default=7, help="label delay (default: 7)")
+    for action in (status, promote, compare):
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
     rules_cli.add_commands(commands)

@@ -17,9 +17,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from fraudstream import config
+from fraudstream.scoring.model import CHALLENGER_ALIAS
 
 MODEL_NAME = "fraudstream"
 CHAMPION = "champion"
+#: The shadow challenger: the score job scores with it too, and it never raises an alert;
+#: ``fraudstream model promote --live`` moves ``champion`` to it if it wins on live traffic.
+CHALLENGER = CHALLENGER_ALIAS
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,9 @@ def _day_name(day: int) -> str:
 
 
 #: The scored view: every payment scored, with its score, its decision, its Kafka
-#: coordinates and the model's features.
+#: coordinates and the model's features. ``challenger_score`` and ``challenger_version``:
+#: the shadow challenger's score, which never raises an alert (null when no challenger
+#: scored the payment); ``fraudstream model compare`` reads them.
 SCORED_ARROW_SCHEMA = pa.schema(
     [
         pa.field("transaction_id", pa.string()),
@@ -375,12 +377,21 @@ def read_view(root, view: str) -> pd.DataFrame:
     if not paths:
         return pd.DataFrame()
     # The date folders become a column, as pq.read_table gives it for the view's folder.
-    found = ds.dataset(
-        paths,
-        format="parquet",
-        partitioning=ds.HivePartitioning.discover(infer_dictionary=True),
-        partition_base_dir=str(Path(root) / view),
-    )
+    partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
+    base = str(Path(root) / view)
+    found = ds.dataset(paths, format="parquet", partitioning=partitioning, partition_base_dir=base)
+    # A dataset takes its first file's columns: a column added later (the challenger's
+    # score) would be dropped from every file. All files' columns, null where missing,
+    # as the Hadoop branch above reads them.
+    schema = pa.unify_schemas([*(pq.read_schema(path) for path in paths), found.schema])
+    if schema != found.schema:
+        found = ds.dataset(
+            paths,
+            schema=schema,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=base,
+        )
     return found.to_table().to_pandas()
 
 
