@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ import pytest
 from fraudstream import schemas
 from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
-from fraudstream.scoring import reasons, viewfiles
+from fraudstream.scoring import reasons, rules, viewfiles
 from fraudstream.ui import dashboard
 
 from .helpers import free_port, free_ports, read_topic
@@ -148,6 +149,29 @@ def test_alert_window_keeps_the_newest_and_drops_late_repeats():
     assert window.add(alerts[0], timestamp_ms=2000, partition=1, offset=9) is None
     assert window.stats(now_ms=2000)["duplicates"] == 1
     assert len(window) == 3
+
+
+def test_alert_window_counts_decisions_and_rule_hits_by_the_payments_day():
+    from fraudstream.ui.alert_feed import AlertWindow, parse_alert
+
+    window = AlertWindow(capacity=3)
+    today = PAYMENT_DAY
+    sent = [
+        make_alert(0, decision="decline", rules_fired=["night@1"]),
+        # Two versions of one rule in one alert: one hit.
+        make_alert(1, decision="decline", rules_fired=["big@1", "big@2"]),
+        make_alert(2, event_time=today - timedelta(days=1), rules_fired=["big@1"]),
+        make_alert(3),
+    ]
+    for n, alert in enumerate(sent):
+        window.add(parse_alert(schemas.encode_alert(alert)), 1000 + n, partition=0, offset=n)
+    # The first alert has left the window: its hits and decision with it.
+    assert window.rule_hits("2026-03-14") == {"big": 1}
+    assert window.rule_hits("2026-03-13") == {"big": 1}
+    stats = window.stats(now_ms=int(today.timestamp() * 1000))
+    assert stats["today"] == "2026-03-14"
+    assert stats["decisions_today"] == {"review": 1, "decline": 1}
+    assert stats["decisions"] == {"review": 2, "decline": 1}
 
 
 def test_parse_alert_says_why_a_record_is_not_an_alert():
@@ -433,6 +457,84 @@ def test_page_with_ten_thousand_alerts_shows_the_newest_and_pages_back(
         ids = [a["alert_id"] for a in newest + older["alerts"]]
         assert ids == [a["alert_id"] for a in reversed(alerts[-200:])]
         assert older["more"] is True
+
+
+# --- the rules page and decisions -----------------------------------------------------------
+
+
+def post_json(address: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        address, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_rules_page_shows_hits_today_and_disables_a_rule_and_the_main_page_counts_decisions(
+    kafka_bootstrap, topics, tmp_path, page
+):
+    from playwright.sync_api import expect
+
+    big = rules.new_rule(
+        "big-cnp", "amount > 2000 AND is_ecom = 1", "decline", "alice", "Large CNP"
+    )
+    night = rules.new_rule("night-atm", "channel = 'atm' AND amount > 500", "review", "bob")
+    for rule in (big, night):
+        rules.publish(kafka_bootstrap, topics["rules"], rule)
+    now = datetime.now(UTC).replace(microsecond=0)
+    alerts = [
+        make_alert(1, event_time=now, decision="decline", rules_fired=["big-cnp@1"]),
+        # Another version of the same rule is the same rule.
+        make_alert(2, event_time=now, decision="decline", rules_fired=["big-cnp@7"]),
+        # Yesterday's payment: a hit, but not today's.
+        make_alert(3, event_time=now - timedelta(days=1), decision="decline",
+                   rules_fired=["big-cnp@1"]),
+        make_alert(4, event_time=now),
+    ]  # fmt: skip
+    publish(kafka_bootstrap, topics["alerts"], alerts)
+    settings = settings_for(kafka_bootstrap, topics, tmp_path / "lake", rules_topic=topics["rules"])
+    with running(settings) as board:
+        deadline = time.monotonic() + 20
+        while len(board.window) < len(alerts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        open_live(page, settings)
+        expect(page.locator("#decisions-today-decline")).to_have_text("2")
+        expect(page.locator("#decisions-today-review")).to_have_text("1")
+        expect(page.locator("#decisions-window-decline")).to_have_text("3")
+        expect(page.locator("#decisions-window-review")).to_have_text("1")
+
+        page.locator("#to-rules").click()
+        expect(page.locator("#rules tbody tr")).to_have_count(2)
+        row = page.locator('#rules tr[data-rule-id="big-cnp"]')
+        expect(row.locator("td.hits")).to_have_text("2")
+        expect(row.locator("td.version")).to_have_text("v1")
+        expect(row).to_contain_text("amount > 2000 AND is_ecom = 1")
+        expect(page.locator('#rules tr[data-rule-id="night-atm"] td.hits')).to_have_text("0")
+        expect(page.locator(".page")).to_contain_text("allow rules show no hits here")
+
+        row.locator("button").click()
+        expect(page.locator("#rules-status")).to_have_text("Published big-cnp v2, disabled.")
+        expect(row).to_have_attribute("data-enabled", "false")
+        expect(row.locator("button")).to_have_text("Enable")
+        expect(row.locator("td.version")).to_have_text("v2")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "rules.png"), animations="disabled")
+
+        status, body = post_json(url(settings, "/api/rules/nope/enabled"), {"enabled": False})
+        assert (status, body) == (404, {"error": f"No rule nope on {topics['rules']}."})
+
+    found = rules.read_rules(kafka_bootstrap, topics["rules"])
+    assert found.rules["night-atm"] == night
+    disabled = found.rules["big-cnp"]
+    assert (disabled.version, disabled.enabled, disabled.author) == (2, False, "dashboard")
+    assert (disabled.condition, disabled.action, disabled.description) == (
+        big.condition,
+        big.action,
+        big.description,
+    )
 
 
 # --- the service, as a user runs it -----------------------------------------------------

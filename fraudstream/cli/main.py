@@ -383,6 +383,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     if port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)
+    # Not the rules topic: without it the alerts are still worth showing, and the rules
+    # page says it is missing.
     clients.require_topics(servers, [args.topic, args.labels_topic])
     logs.configure()
     # kafka-python logs every failed reconnect; while a broker restarts that is noise.
@@ -392,6 +394,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         alerts_topic=args.topic,
         labels_topic=args.labels_topic,
         lake=lake,
+        rules_topic=args.rules_topic,
         group=args.group,
         host=args.host,
         port=args.port,
@@ -622,12 +625,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "dashboard",
-        help="serve the ops dashboard: live alerts, card trails, analyst verdicts",
+        help="serve the ops dashboard: live alerts, card trails, analyst verdicts, rules",
         description="Serve a web page of the alert topic: alerts as they arrive, counters, "
-        "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic.",
+        "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic; "
+        "and a page of the fraud-ops rules, with their hits today, to enable or disable them.",
     )
     board.set_defaults(handler=_dashboard)
-    options.add_kafka(board, "alerts", "labels", flag="--topic")
+    options.add_kafka(board, "alerts", "labels", "rules", flag="--topic")
     board.add_argument(
         "--group", default="fraudstream-dashboard", help="consumer group (default: %(default)s)"
     )

@@ -37,13 +37,7 @@ def _read(args: argparse.Namespace) -> rules.RuleSet:
 
 
 def _spark():
-    from fraudstream.spark import get_session
-
-    # A command's output is its answer: no progress bars, no UI.
-    quiet = {"spark.ui.showConsoleProgress": "false", "spark.ui.enabled": "false"}
-    spark = get_session("fraudstream-rules", "local[1]", quiet)
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return rules.local_session("fraudstream-rules")
 
 
 def _line(rule: rules.Rule) -> str:
@@ -55,9 +49,12 @@ def _line(rule: rules.Rule) -> str:
 
 
 def _publish(args: argparse.Namespace, rule: rules.Rule) -> int:
-    offset = rules.publish(_servers(args), args.topic, rule, None)
-    print(f"Published {rule.rule_id} v{rule.version} to {args.topic} (offset {offset}).")
+    _published(args, rule, rules.publish(_servers(args), args.topic, rule, None))
     return 0
+
+
+def _published(args: argparse.Namespace, rule: rules.Rule, offset: int) -> None:
+    print(f"Published {rule.rule_id} v{rule.version} to {args.topic} (offset {offset}).")
 
 
 def _current(args: argparse.Namespace) -> rules.Rule:
@@ -83,25 +80,30 @@ def _add(args: argparse.Namespace) -> int:
 
 def _set_enabled(enabled: bool):
     def handler(args: argparse.Namespace) -> int:
-        rule = _current(args)
-        if rule.enabled == enabled:
+        from fraudstream.kafka import clients
+
+        servers = _servers(args)
+        clients.require_topics(servers, [args.topic])
+        try:
+            rule, offset = rules.set_enabled(
+                servers,
+                args.topic,
+                args.rule_id,
+                enabled,
+                args.author,
+                check=lambda condition: rules.check_condition(_spark(), condition),
+            )
+        except rules.UnknownRuleError:
+            raise FraudstreamError(
+                f"No rule {args.rule_id} on {args.topic} (fraudstream rules list)."
+            ) from None
+        if offset is None:
             print(
                 f"{rule.rule_id} v{rule.version} is {'enabled' if enabled else 'disabled'} already."
             )
-            return 0
-        if enabled:
-            # A rule written for older columns may no longer be valid: checked again.
-            rules.check_condition(_spark(), rule.condition)
-        changed = rules.new_rule(
-            rule.rule_id,
-            rule.condition,
-            rule.action,
-            args.author,
-            rule.description,
-            enabled=enabled,
-            previous=rule,
-        )
-        return _publish(args, changed)
+        else:
+            _published(args, rule, offset)
+        return 0
 
     return handler
 

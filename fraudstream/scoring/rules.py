@@ -73,6 +73,10 @@ class RuleError(DataError):
     """A rule cannot be used as written; the message is one sentence for its author."""
 
 
+class UnknownRuleError(RuleError):
+    """The rules topic holds no rule of that id; the message says so in one sentence."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """One version of a rule, as published on the rules topic."""
@@ -378,6 +382,70 @@ def publish(bootstrap_servers: str, topic: str, rule: Rule, client_properties=No
         return sent.get(timeout=30).offset
     finally:
         producer.close()
+
+
+def set_enabled(
+    bootstrap_servers: str,
+    topic: str,
+    rule_id: str,
+    enabled: bool,
+    author: str,
+    client_properties=None,
+    check: Callable[[str], Any] | None = None,
+) -> tuple[Rule, int | None]:
+    """Enable or disable a rule: publish its next version with ``enabled``, by ``author``.
+
+    What ``fraudstream rules enable|disable`` and the dashboard's rules page do. A rule
+    that already is so is left as it is.
+
+    Parameters
+    ----------
+    check : callable, optional
+        Called with the condition before a rule is enabled (for example
+        :func:`check_condition` with a Spark session): a rule written for older columns
+        may no longer be valid. Disabling is never refused.
+
+    Returns
+    -------
+    (Rule, int or None)
+        The rule's newest version and its offset, or the current version and None when
+        nothing was published.
+
+    Raises
+    ------
+    UnknownRuleError
+        If the topic holds no rule ``rule_id``.
+    RuleError
+        If ``check`` refuses the condition, or the topic does not exist.
+    """
+    rule = read_rules(bootstrap_servers, topic, client_properties).rules.get(rule_id)
+    if rule is None:
+        raise UnknownRuleError(f"No rule {rule_id} on {topic}.")
+    if rule.enabled == enabled:
+        return rule, None
+    if enabled and check is not None:
+        check(rule.condition)
+    changed = new_rule(
+        rule.rule_id,
+        rule.condition,
+        rule.action,
+        author,
+        rule.description,
+        enabled=enabled,
+        previous=rule,
+    )
+    return changed, publish(bootstrap_servers, topic, changed, client_properties)
+
+
+def local_session(app_name: str):
+    """A local Spark session of one core for :func:`check_condition`: no UI, quiet logs."""
+    from fraudstream.spark import get_session
+
+    # A command's output is its answer: no progress bars, no UI.
+    quiet = {"spark.ui.showConsoleProgress": "false", "spark.ui.enabled": "false"}
+    spark = get_session(app_name, "local[1]", quiet)
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
 # --- backtest -------------------------------------------------------------------

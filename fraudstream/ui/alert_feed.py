@@ -18,6 +18,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fraudstream import schemas
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 #: physically possible for one card (faster than an airliner, time floored as in the
 #: features), so the card was most likely cloned.
 IMPOSSIBLE_SPEED_KMH = 1000.0
+
+#: An alert's decisions: its tiers, the lighter first.
+DECISIONS = ("review", "decline")
 
 _TEXT_FIELDS = ("alert_id", "transaction_id", "card_id", "merchant_id", "model_name")
 _NUMBER_FIELDS = ("score", "threshold", "amount")
@@ -88,7 +92,7 @@ def parse_alert(value: bytes | None) -> dict:
     alert["model_version"] = str(version)
     # Version 1 alerts carry no decision: each was a review.
     alert["decision"] = record.get("decision") or "review"
-    if alert["decision"] not in ("review", "decline"):
+    if alert["decision"] not in DECISIONS:
         raise MalformedAlertError(f"decision {alert['decision']!r} is not review or decline")
     # Version 1 alerts name no rules: the model alone decided.
     fired = record.get("rules_fired") or []
@@ -165,6 +169,11 @@ class AlertWindow:
         self._seen = SeenIds(capacity * 10)
         self._by_category: Counter = Counter()
         self._by_version: Counter = Counter()
+        self._by_decision: Counter = Counter()
+        # By the payment's UTC day (event time), so that "today" needs no pass over
+        # the window: (day, decision) and (day, rule id).
+        self._decisions_by_day: Counter = Counter()
+        self._rule_hits_by_day: Counter = Counter()
 
     def add(self, alert: dict, timestamp_ms: int, partition: int, offset: int) -> dict | None:
         """Add an alert; return it as kept (with ``cursor`` and ``received_ms``), or None.
@@ -190,10 +199,17 @@ class AlertWindow:
             return None if evicted is kept else kept
 
     def _count(self, alert: dict, step: int) -> None:
-        for counter, key in (
+        day = alert["event_time"][:10]
+        counts = [
             (self._by_category, alert.get("merchant_category") or "unknown"),
             (self._by_version, f"{alert['model_name']} v{alert['model_version']}"),
-        ):
+            (self._by_decision, alert["decision"]),
+            (self._decisions_by_day, (day, alert["decision"])),
+        ]
+        # A rule counts once per alert, whichever of its versions fired.
+        fired = {name.split("@", 1)[0] for name in alert.get("rules_fired") or ()}
+        counts.extend((self._rule_hits_by_day, (day, rule_id)) for rule_id in sorted(fired))
+        for counter, key in counts:
             counter[key] += step
             if counter[key] <= 0:
                 del counter[key]
@@ -227,13 +243,27 @@ class AlertWindow:
     def __len__(self) -> int:
         return len(self._cursors)
 
+    def rule_hits(self, day: str) -> dict[str, int]:
+        """Per rule id, the alerts of the window that name it, among payments of ``day``.
+
+        Parameters
+        ----------
+        day : str
+            A UTC day as ``YYYY-MM-DD``, compared with each alert's event time.
+        """
+        with self._lock:
+            return {rule: n for (on, rule), n in self._rule_hits_by_day.items() if on == day}
+
     def stats(self, now_ms: int | None = None, minutes: int = 30) -> dict:
         """Counters for the page: alerts per minute (newest first), by category and model.
 
         Per minute counts alerts by when they reached the topic, over the last
         ``minutes`` minutes; the other counts cover the alerts in the window.
+        ``decisions_today`` counts those of the window whose payment happened on
+        ``today`` (UTC, by event time).
         """
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        today = datetime.fromtimestamp(now_ms / 1000, UTC).date().isoformat()
         with self._lock:
             per_minute = [0] * minutes
             for cursor in reversed(self._cursors):
@@ -248,6 +278,9 @@ class AlertWindow:
                 "per_minute": per_minute,
                 "by_category": dict(self._by_category.most_common()),
                 "by_model_version": dict(self._by_version.most_common()),
+                "today": today,
+                "decisions": {d: self._by_decision[d] for d in DECISIONS},
+                "decisions_today": {d: self._decisions_by_day[(today, d)] for d in DECISIONS},
                 "duplicates": self.counters.duplicates,
                 "malformed": self.counters.malformed,
                 "last_malformed_reason": self.counters.last_malformed_reason,

@@ -7,7 +7,10 @@
 - a small Starlette app (served by uvicorn) with the page, a server-sent-event stream
   that pushes new alerts and counters, a paged list of older alerts, the card-location
   trail of an alert's card (read from the lake's ``card_locations`` view) and the
-  analyst's verdict, published as a label event to the labels topic.
+  analyst's verdict, published as a label event to the labels topic;
+- a rules page: the fraud-ops rules of the rules topic with their hits today in the
+  window, each enabled or disabled by publishing its next version, as
+  ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`).
 
 Every dashboard reads every partition (manual assignment, not the group's share): each
 open dashboard must show all alerts. The group only records how far the service got,
@@ -28,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from fraudstream import schemas
+from fraudstream import config, schemas
+from fraudstream.scoring import rules
 from fraudstream.ui import alert_feed
 from fraudstream.ui.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
 
@@ -43,6 +47,8 @@ TRAIL_POINTS = 50
 TRAIL_DAYS = 30
 #: How long a verdict waits for the labels topic before the page is told it failed.
 VERDICT_TIMEOUT_S = 10
+#: The author of the rule versions the rules page publishes (no logins yet).
+RULES_AUTHOR = "dashboard"
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Settings:
     alerts_topic: str
     labels_topic: str
     lake: Path
+    rules_topic: str = config.TOPIC_RULES
     group: str = DEFAULT_GROUP
     host: str = "127.0.0.1"
     port: int = 8050
@@ -318,6 +325,13 @@ def _static_dir() -> Path:
     return Path(str(resources.files("fraudstream.resources") / "dashboard"))
 
 
+def _sentence(error: Exception) -> str:
+    """One sentence for the page: a rule error's own, or which Kafka error it was."""
+    if isinstance(error, rules.RuleError):
+        return str(error)
+    return f"The rules topic did not answer ({type(error).__name__})."
+
+
 def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -332,6 +346,8 @@ class Dashboard:
         self.reader = AlertReader(settings, self.window, self.hub)
         self._producer = None
         self._producer_lock = threading.Lock()
+        self._spark = None
+        self._spark_lock = threading.Lock()
         self.app = self._build_app()
 
     def producer(self):
@@ -408,6 +424,90 @@ class Dashboard:
         )
         return {"alert_id": alert_id, "label": label, "offset": metadata.offset}
 
+    def rule_list(self, now: datetime | None = None) -> dict:
+        """The rules topic's rules, newest version of each, with their hits today.
+
+        Raises
+        ------
+        RuleError
+            If the rules topic does not exist.
+        """
+        found = rules.read_rules(
+            self.settings.bootstrap_servers,
+            self.settings.rules_topic,
+            dict(self.settings.client_properties),
+        )
+        today = (now or datetime.now(UTC)).date().isoformat()
+        hits = self.window.rule_hits(today)
+        listed = []
+        for rule_id in sorted(found.rules):
+            rule = found.rules[rule_id]
+            listed.append(
+                {
+                    "rule_id": rule.rule_id,
+                    "version": rule.version,
+                    "condition": rule.condition,
+                    "action": rule.action,
+                    "enabled": rule.enabled,
+                    "description": rule.description,
+                    "author": rule.author,
+                    "published_time": rule.published_time,
+                    "hits_today": hits.get(rule.rule_id, 0),
+                }
+            )
+        return {
+            "topic": self.settings.rules_topic,
+            "today": today,
+            "rules": listed,
+            "set_aside": len(found.refused),
+        }
+
+    def check_condition(self, condition: str) -> None:
+        """Check a condition with Spark before its rule is enabled, as the CLI does.
+
+        The local session is made on the first enable and kept: a dashboard that never
+        enables a rule never starts Spark.
+        """
+        with self._spark_lock:
+            if self._spark is None:
+                self._spark = rules.local_session("fraudstream-dashboard")
+            rules.check_condition(self._spark, condition)
+
+    def set_rule_enabled(self, rule_id: str, enabled: bool) -> dict:
+        """Enable or disable a rule by publishing its next version (author ``dashboard``).
+
+        Raises
+        ------
+        UnknownRuleError
+            If the rules topic holds no such rule.
+        RuleError
+            If the condition no longer checks (enabling), or there is no rules topic.
+        """
+        rule, offset = rules.set_enabled(
+            self.settings.bootstrap_servers,
+            self.settings.rules_topic,
+            rule_id,
+            enabled,
+            RULES_AUTHOR,
+            dict(self.settings.client_properties),
+            check=self.check_condition,
+        )
+        if offset is not None:
+            log.info(
+                "Rule %s v%d %s, published to %s@%d.",
+                rule.rule_id,
+                rule.version,
+                "enabled" if enabled else "disabled",
+                self.settings.rules_topic,
+                offset,
+            )
+        return {
+            "rule_id": rule.rule_id,
+            "version": rule.version,
+            "enabled": rule.enabled,
+            "changed": offset is not None,
+        }
+
     def _build_app(self):
         from kafka.errors import KafkaError
         from starlette.applications import Starlette
@@ -420,6 +520,39 @@ class Dashboard:
 
         async def index(request):
             return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+        async def rules_page(request):
+            return FileResponse(static / "rules.html", headers={"Cache-Control": "no-cache"})
+
+        async def rule_list(request):
+            try:
+                listed = await run_in_threadpool(self.rule_list)
+            except (rules.RuleError, KafkaError) as error:
+                return JSONResponse({"error": _sentence(error)}, status_code=503)
+            return JSONResponse(listed)
+
+        async def rule_enabled(request):
+            # JSON only, as for verdicts: a cross-site form cannot post it unasked.
+            if request.headers.get("content-type", "").split(";")[0] != "application/json":
+                return JSONResponse({"error": "send JSON"}, status_code=415)
+            try:
+                enabled = (await request.json())["enabled"]
+            except (ValueError, KeyError, TypeError):
+                enabled = None
+            if not isinstance(enabled, bool):
+                return JSONResponse({"error": 'send {"enabled": true|false}'}, status_code=400)
+            try:
+                changed = await run_in_threadpool(
+                    self.set_rule_enabled, request.path_params["rule_id"], enabled
+                )
+            except rules.UnknownRuleError as error:
+                return JSONResponse({"error": str(error)}, status_code=404)
+            except rules.RuleError as error:
+                return JSONResponse({"error": str(error)}, status_code=400)
+            except KafkaError as error:
+                log.warning("Rule change not published: %s.", type(error).__name__)
+                return JSONResponse({"error": _sentence(error)}, status_code=503)
+            return JSONResponse(changed)
 
         async def alerts(request):
             try:
@@ -523,6 +656,9 @@ class Dashboard:
         return Starlette(
             routes=[
                 Route("/", index),
+                Route("/rules", rules_page),
+                Route("/api/rules", rule_list),
+                Route("/api/rules/{rule_id}/enabled", rule_enabled, methods=["POST"]),
                 Route("/api/alerts", alerts),
                 Route("/api/stats", stats),
                 Route("/api/stream", stream),

@@ -98,6 +98,11 @@ function showStats(s) {
   $("duplicates").textContent = s.duplicates.toLocaleString("en");
   $("malformed").textContent = s.malformed.toLocaleString("en");
   $("malformed").title = s.last_malformed_reason || "";
+  for (const d of ["review", "decline"]) {
+    $("decisions-today-" + d).textContent = s.decisions_today[d].toLocaleString("en");
+    $("decisions-window-" + d).textContent = s.decisions[d].toLocaleString("en");
+  }
+  $("today").textContent = s.today;
   fillList("by-category", s.by_category);
   fillList("by-model-version", s.by_model_version);
   const spark = $("per-minute");
