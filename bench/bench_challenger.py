@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         f"v{model.version}, challenger {challenger}"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-challenger-"))
-    sides = {"champion": None, "+challenger": challenger}
+    sides = {"champion": None, "challenger": challenger}
     rates: dict[str, list[float]] = {side: [] for side in sides}
     try:
         for repeat in range(-args.warmup, args.repeats):
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                     rates[side].append(len(scored) / seconds)
                 name = f"run {repeat + 1}" if repeat >= 0 else "warm-up"
                 print(
-                    f"{name} {side:>11}: {len(scored):,} scored in {seconds:6.1f} s "
+                    f"{name} {side:>10}: {len(scored):,} scored in {seconds:6.1f} s "
                     f"= {len(scored) / seconds:8,.0f}/s; {shadowed:,} scored in shadow"
                 )
                 shutil.rmtree(run)
