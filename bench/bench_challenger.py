@@ -21,22 +21,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_rules import side_by_side  # noqa: E402
 from bench.bench_score import machine  # noqa: E402
 from fraudstream import config, lake  # noqa: E402
 from fraudstream.data import produce  # noqa: E402
 from fraudstream.ops import broker as local_broker  # noqa: E402
-from fraudstream.scoring import query, views  # noqa: E402
 from fraudstream.scoring.model import load_model  # noqa: E402
 from fraudstream.spark import get_session  # noqa: E402
 
@@ -73,41 +70,13 @@ def main(argv=None) -> int:
         f"{events.num_rows:,} payments from {args.data}; champion {model.name} "
         f"v{model.version}, challenger {challenger}"
     )
-    work = Path(tempfile.mkdtemp(prefix="bench-challenger-"))
-    sides = {"champion": None, "challenger": challenger}
-    rates: dict[str, list[float]] = {side: [] for side in sides}
-    try:
-        for repeat in range(-args.warmup, args.repeats):
-            for side, shadow in sides.items():
-                run = work / f"{repeat}-{side}"
-                cfg = query.ScoreConfig(
-                    bootstrap_servers=servers,
-                    out=run / "lake",
-                    checkpoint=run / "checkpoints",
-                    payments_topic=topics["payments"],
-                    labels_topic=topics["labels"],
-                    rules_topic=topics["rules"],
-                    rules_log_topic=topics["log"],
-                    max_offsets_per_trigger=args.payments,
-                    available_now=True,
-                    kafka_outputs=False,
-                    challenger_uri=shadow,
-                )
-                started = time.perf_counter()
-                query.run(spark, cfg, log=lambda _line: None, model=model)
-                seconds = time.perf_counter() - started
-                scored = views.read_view(cfg.out, views.SCORED)
-                shadowed = int(scored["challenger_score"].notna().sum())
-                if repeat >= 0:
-                    rates[side].append(len(scored) / seconds)
-                name = f"run {repeat + 1}" if repeat >= 0 else "warm-up"
-                print(
-                    f"{name} {side:>10}: {len(scored):,} scored in {seconds:6.1f} s "
-                    f"= {len(scored) / seconds:8,.0f}/s; {shadowed:,} scored in shadow"
-                )
-                shutil.rmtree(run)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    sides = {"champion": {"challenger_uri": None}, "challenger": {"challenger_uri": challenger}}
+
+    def shadowed(scored) -> str:
+        return f"{int(scored['challenger_score'].notna().sum()):,} scored in shadow"
+
+    base_cfg = {"rules_topic": topics["rules"], "rules_log_topic": topics["log"]}
+    rates = side_by_side(spark, servers, topics, model, args, base_cfg, sides, shadowed)
     base, both = (statistics.median(v) for v in rates.values())
     print(
         f"median: champion {base:,.0f}/s, with the challenger {both:,.0f}/s; "

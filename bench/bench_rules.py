@@ -92,46 +92,68 @@ def main(argv=None) -> int:
         rules.publish(servers, topics["some"], rule)
     print(machine())
     print(f"{events.num_rows:,} payments from {args.data}; model {model.name} v{model.version}")
-    work = Path(tempfile.mkdtemp(prefix="bench-rules-"))
-    rates: dict[str, list[float]] = {"no rules": [], f"{args.rules} rules": []}
-    try:
-        for repeat in range(-args.warmup, args.repeats):
-            for side, rules_topic in (("no rules", "none"), (f"{args.rules} rules", "some")):
-                run = work / f"{repeat}-{rules_topic}"
-                cfg = query.ScoreConfig(
-                    bootstrap_servers=servers,
-                    out=run / "lake",
-                    checkpoint=run / "checkpoints",
-                    payments_topic=topics["payments"],
-                    labels_topic=topics["labels"],
-                    rules_topic=topics[rules_topic],
-                    rules_log_topic=topics["log"],
-                    max_offsets_per_trigger=args.payments,
-                    available_now=True,
-                    kafka_outputs=False,
-                )
-                started = time.perf_counter()
-                query.run(spark, cfg, log=lambda _line: None, model=model)
-                seconds = time.perf_counter() - started
-                scored = views.read_view(cfg.out, views.SCORED)
-                fired = int(scored["rules_fired"].map(len).gt(0).sum())
-                if repeat >= 0:
-                    rates[side].append(len(scored) / seconds)
-                name = f"run {repeat + 1}" if repeat >= 0 else "warm-up"
-                print(
-                    f"{name} {side:>9}: {len(scored):,} scored in {seconds:6.1f} s "
-                    f"= {len(scored) / seconds:8,.0f}/s; {fired:,} with a rule fired, "
-                    f"{int(scored['alerted'].sum()):,} alerts"
-                )
-                shutil.rmtree(run)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    sides = {
+        "no rules": {"rules_topic": topics["none"]},
+        f"{args.rules} rules": {"rules_topic": topics["some"]},
+    }
+
+    def fired(scored) -> str:
+        count = int(scored["rules_fired"].map(len).gt(0).sum())
+        return f"{count:,} with a rule fired, {int(scored['alerted'].sum()):,} alerts"
+
+    base_cfg = {"rules_log_topic": topics["log"]}
+    rates = side_by_side(spark, servers, topics, model, args, base_cfg, sides, fired)
     base, ruled = (statistics.median(v) for v in rates.values())
     print(
         f"median: no rules {base:,.0f}/s, {args.rules} rules {ruled:,.0f}/s; "
         f"ratio {ruled / base:.3f} ({100 * (1 - ruled / base):+.1f}% slower with rules)"
     )
     return 0
+
+
+def side_by_side(spark, servers, topics, model, args, base_cfg, sides, describe):
+    """Score ``topics["payments"]`` from its oldest offset once per side and repeat.
+
+    Each run goes into a new output root and checkpoint, in this process's session,
+    with ``base_cfg`` and the side's own ``ScoreConfig`` fields; ``args.warmup`` rounds
+    first are not counted. Prints each run (``describe(scored)`` says what it did) and
+    returns each side's payments a second.
+    """
+    work = Path(tempfile.mkdtemp(prefix="bench-score-"))
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    width = max(map(len, sides))
+    try:
+        for repeat in range(-args.warmup, args.repeats):
+            for number, (side, changes) in enumerate(sides.items()):
+                # Plain folder names: a path with a '+' gave views that read back empty.
+                run = work / f"run{repeat + args.warmup}-side{number}"
+                cfg = query.ScoreConfig(
+                    bootstrap_servers=servers,
+                    out=run / "lake",
+                    checkpoint=run / "checkpoints",
+                    payments_topic=topics["payments"],
+                    labels_topic=topics["labels"],
+                    max_offsets_per_trigger=args.payments,
+                    available_now=True,
+                    kafka_outputs=False,
+                    **base_cfg,
+                    **changes,
+                )
+                started = time.perf_counter()
+                query.run(spark, cfg, log=lambda _line: None, model=model)
+                seconds = time.perf_counter() - started
+                scored = views.read_view(cfg.out, views.SCORED)
+                if repeat >= 0:
+                    rates[side].append(len(scored) / seconds)
+                name = f"run {repeat + 1}" if repeat >= 0 else "warm-up"
+                print(
+                    f"{name} {side:>{width}}: {len(scored):,} scored in {seconds:6.1f} s "
+                    f"= {len(scored) / seconds:8,.0f}/s; {describe(scored)}"
+                )
+                shutil.rmtree(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rates
 
 
 if __name__ == "__main__":
