@@ -7,6 +7,7 @@ from the labels topic.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ from fraudstream import schemas
 from fraudstream.kafka import clients
 from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import reasons, rules, viewfiles
-from fraudstream.ui import dashboard
+from fraudstream.ui import auth, dashboard
 
 from .helpers import free_port, free_ports, read_topic
 
@@ -384,6 +385,8 @@ def test_verdict_click_publishes_an_analyst_label_event(kafka_bootstrap, topics,
     records = read_topic(kafka_bootstrap, topics["labels"])
     assert len(records) == 1
     assert records[0].key == b"card_verdict9"
+    # Who gave it: on a dashboard without logins, this machine's one user.
+    assert records[0].headers == [("author", b"local")]
     label = json.loads(records[0].value)
     assert schemas.label_invalid_reason(label) is None
     reported = schemas.parse_time(label.pop("reported_time"))
@@ -462,15 +465,58 @@ def test_page_with_ten_thousand_alerts_shows_the_newest_and_pages_back(
 # --- the rules page and decisions -----------------------------------------------------------
 
 
-def post_json(address: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        address, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+class Client:
+    """A browser's side of the API: a cookie jar, and the session's CSRF token on changes."""
+
+    def __init__(self, settings: dashboard.Settings, context=None):
+        scheme = "https" if settings.tls_cert else "http"
+        self.base = f"{scheme}://{settings.host}:{settings.port}"
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar),
+            urllib.request.HTTPSHandler(context=context),
+            NoRedirect(),
+        )
+        self.csrf: str | None = None
+
+    def call(self, method: str, path: str, body=None, csrf=True) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if csrf and self.csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data, headers, method=method)
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            text = error.read()
+            return error.code, json.loads(text) if text.startswith(b"{") else {}
+
+    def me(self) -> tuple[int, dict]:
+        """Who this client is; keeps the session's CSRF token for the changes after it."""
+        status, body = self.call("GET", "/api/me")
+        self.csrf = body.get("csrf")
+        return status, body
+
+    def login(self, user: str, password: str) -> tuple[int, dict]:
+        answer = self.call("POST", "/api/login", {"user": user, "password": password})
+        if answer[0] == 200:
+            self.me()
+        return answer
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Keep a redirect as the answer, to see where it points."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def post_json(settings: dashboard.Settings, path: str, body: dict) -> tuple[int, dict]:
+    """POST as the dashboard's page does, in a session of its own."""
+    client = Client(settings)
+    client.me()
+    return client.call("POST", path, body)
 
 
 def test_rules_page_shows_hits_today_and_disables_a_rule_and_the_main_page_counts_decisions(
@@ -523,17 +569,315 @@ def test_rules_page_shows_hits_today_and_disables_a_rule_and_the_main_page_count
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "rules.png"), animations="disabled")
 
-        status, body = post_json(url(settings, "/api/rules/nope/enabled"), {"enabled": False})
+        status, body = post_json(settings, "/api/rules/nope/enabled", {"enabled": False})
         assert (status, body) == (404, {"error": f"No rule nope on {topics['rules']}."})
 
     found = rules.read_rules(kafka_bootstrap, topics["rules"])
     assert found.rules["night-atm"] == night
     disabled = found.rules["big-cnp"]
-    assert (disabled.version, disabled.enabled, disabled.author) == (2, False, "dashboard")
+    assert (disabled.version, disabled.enabled, disabled.author) == (2, False, "local")
     assert (disabled.condition, disabled.action, disabled.description) == (
         big.condition,
         big.action,
         big.description,
+    )
+
+
+# --- who may do what ------------------------------------------------------------------------
+
+
+def test_users_file_keeps_roles_and_hashes_never_passwords(tmp_path):
+    store = auth.UserStore(tmp_path / "dashboard" / "users.json")
+    assert store.add("ana", "analyst", "s3cret-pass") is True
+    assert store.add("sam", "admin", None) is True
+    assert store.add("ana", "viewer", "other-pass") is False  # replaced
+    text = store.path.read_text()
+    assert "s3cret-pass" not in text and "other-pass" not in text
+    assert store.path.stat().st_mode & 0o777 == 0o600
+    ana = store.get("ana")
+    assert (ana.role, auth.verify_password("other-pass", ana.password_hash)) == ("viewer", True)
+    assert auth.verify_password("s3cret-pass", ana.password_hash) is False
+    assert store.get("sam") == auth.User("sam", "admin", None)
+    # The same password hashes differently each time (a salt of its own).
+    assert auth.hash_password("x") != auth.hash_password("x")
+    with pytest.raises(auth.AuthError, match=r"^The role must be one of viewer, analyst, admin"):
+        store.add("bob", "root", "pw")
+    with pytest.raises(auth.AuthError, match=r"^A user name is 1 to 64 letters"):
+        store.add("bob smith", "viewer", "pw")
+    store.remove("sam")
+    with pytest.raises(auth.AuthError, match=r"^No user sam in "):
+        store.remove("sam")
+    assert set(store.users()) == {"ana"}
+
+
+def test_failed_logins_lock_the_name_for_the_window():
+    throttle = auth.Throttle(max_failures=3, window_s=60)
+    for _ in range(2):
+        throttle.failed("ana")
+    assert throttle.locked_for("ana") == 0
+    throttle.failed("ana")
+    assert 59 < throttle.locked_for("ana") <= 60
+    assert throttle.locked_for("bob") == 0
+    throttle.succeeded("ana")
+    assert throttle.locked_for("ana") == 0
+
+
+@pytest.fixture
+def users(tmp_path) -> Path:
+    store = auth.UserStore(tmp_path / "users.json")
+    store.add("vera", "viewer", "vera-pass")
+    store.add("ana", "analyst", "ana-pass")
+    store.add("adam", "admin", "adam-pass")
+    store.add("pat", "analyst", None)  # through the proxy only
+    return store.path
+
+
+def test_logins_roles_and_csrf_decide_who_may_give_verdicts_and_change_rules(
+    kafka_bootstrap, topics, tmp_path, users
+):
+    rule = rules.new_rule("big", "amount > 2000", "review", "alice")
+    rules.publish(kafka_bootstrap, topics["rules"], rule)
+    alert = make_alert(1, card_id="card_auth1")
+    publish(kafka_bootstrap, topics["alerts"], [alert])
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "lake",
+        rules_topic=topics["rules"],
+        access=auth.Access(mode="password", users_file=users),
+    )
+    verdict = f"/api/alerts/{alert['alert_id']}/verdict"
+    disable = "/api/rules/big/enabled"
+    with running(settings) as board:
+        deadline = time.monotonic() + 20
+        while len(board.window) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        nobody = Client(settings)
+        assert nobody.call("GET", "/api/alerts")[0] == 401
+        status, _ = nobody.call("GET", "/")
+        assert status == 303  # to the login page
+        # A forged request without a session changes nothing.
+        assert nobody.call("POST", verdict, {"label": "fraud"}) == (401, {"error": "Log in first."})
+
+        wrong = Client(settings)
+        assert wrong.login("ana", "not-it") == (401, {"error": "Wrong user name or password."})
+        assert wrong.login("nobody", "x") == (401, {"error": "Wrong user name or password."})
+        # Proxy-only users have no password to guess.
+        assert wrong.login("pat", "") == (401, {"error": "Wrong user name or password."})
+
+        vera = Client(settings)
+        assert vera.login("vera", "vera-pass")[0] == 200
+        assert vera.me() == (
+            200,
+            {"user": "vera", "role": "viewer", "csrf": vera.csrf, "auth": "password"},
+        )
+        assert vera.call("GET", "/api/alerts")[0] == 200
+        assert vera.call("POST", verdict, {"label": "fraud"}) == (
+            403,
+            {"error": "vera is a viewer; this needs an analyst."},
+        )
+        assert vera.call("POST", disable, {"enabled": False}) == (
+            403,
+            {"error": "vera is a viewer; this needs an admin."},
+        )
+
+        ana = Client(settings)
+        assert ana.login("ana", "ana-pass") == (200, {"user": "ana", "role": "analyst"})
+        # The session's cookie alone, as a page of another site would send it: refused.
+        status, body = ana.call("POST", verdict, {"label": "fraud"}, csrf=False)
+        assert (status, body["reason"]) == (403, "csrf")
+        # Another session's token is no better.
+        ana.csrf, real = vera.csrf, ana.csrf
+        assert ana.call("POST", verdict, {"label": "fraud"})[0] == 403
+        ana.csrf = real
+        assert ana.call("POST", disable, {"enabled": False})[0] == 403
+        assert ana.call("POST", verdict, {"label": "fraud"})[0] == 200
+
+        adam = Client(settings)
+        adam.login("adam", "adam-pass")
+        assert adam.call("POST", disable, {"enabled": False}) == (
+            200,
+            {"rule_id": "big", "version": 2, "enabled": False, "changed": True},
+        )
+        assert adam.call("POST", "/api/logout", {}) == (200, {"logged_out": "adam"})
+        assert adam.call("GET", "/api/alerts")[0] == 401
+
+        # A role changed in the file counts from the next request.
+        auth.UserStore(users).add("vera", "analyst", "vera-pass")
+        assert vera.call("POST", verdict, {"label": "genuine"})[0] == 200
+
+        # Five wrong passwords lock the name, even against the right one.
+        for _ in range(auth.MAX_FAILURES):
+            wrong.login("adam", "guess")
+        status, body = wrong.login("adam", "adam-pass")
+        assert (status, body) == (
+            429,
+            {"error": "Too many failed logins for adam; try again in 5 min."},
+        )
+
+    labels = read_topic(kafka_bootstrap, topics["labels"])
+    assert sorted((r.headers[0][1], json.loads(r.value)["label"]) for r in labels) == [
+        (b"ana", "fraud"),
+        (b"vera", "genuine"),
+    ]
+    found = rules.read_rules(kafka_bootstrap, topics["rules"]).rules["big"]
+    assert (found.version, found.enabled, found.author) == (2, False, "adam")
+
+
+def test_proxy_names_the_user_only_from_a_trusted_address(kafka_bootstrap, topics, tmp_path, users):
+    def settings(trusted):
+        return settings_for(
+            kafka_bootstrap,
+            topics,
+            tmp_path / "lake",
+            access=auth.Access(mode="proxy", users_file=users, trusted_proxies=trusted),
+        )
+
+    def as_user(client, name):
+        client.opener.addheaders = [("X-Forwarded-User", name)]
+        return client
+
+    trusted = settings(("127.0.0.0/8",))
+    with running(trusted):
+        pat = as_user(Client(trusted), "pat")
+        assert pat.me()[1] | {"csrf": None} == {
+            "user": "pat",
+            "role": "analyst",
+            "csrf": None,
+            "auth": "proxy",
+        }
+        # Anyone the proxy names and the file does not list may look, not act.
+        assert as_user(Client(trusted), "zoe").me()[1]["role"] == "viewer"
+        assert Client(trusted).call("GET", "/api/alerts")[0] == 401  # no header
+        # No login of the dashboard's own behind a proxy.
+        assert Client(trusted).login("ana", "ana-pass")[0] == 404
+        # The proxy's user needs the session's token to change anything, too.
+        verdict = "/api/alerts/nope/verdict"
+        assert pat.call("POST", verdict, {"label": "fraud"}, csrf=False)[0] == 403
+        assert pat.call("POST", verdict, {"label": "fraud"})[0] == 404  # past the door
+    elsewhere = settings(("10.0.0.0/8",))
+    with running(elsewhere):
+        # The header from an address that is not the proxy's names nobody.
+        assert as_user(Client(elsewhere), "adam").call("GET", "/api/alerts")[0] == 401
+
+
+def test_login_in_the_browser_shows_each_role_what_it_may_do(
+    kafka_bootstrap, topics, tmp_path, users, page
+):
+    from playwright.sync_api import expect
+
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "lake",
+        access=auth.Access(mode="password", users_file=users),
+    )
+    alert = make_alert(1, card_id="card_auth2")
+    publish(kafka_bootstrap, topics["alerts"], [alert])
+    with running(settings):
+        page.goto(url(settings))
+        expect(page).to_have_url(url(settings, "/login?next=%2F"))
+        page.fill("#user", "ana")
+        page.fill("#password", "wrong")
+        page.click("button[type=submit]")
+        expect(page.locator("#login-status")).to_have_text("Wrong user name or password.")
+        page.fill("#password", "ana-pass")
+        page.click("button[type=submit]")
+        expect(page).to_have_url(url(settings))
+        expect(page.locator("#who")).to_have_text("ana · analyst")
+        row = page.locator(f'tr[data-alert-id="{alert["alert_id"]}"]')
+        row.click()
+        expect(page.locator("#mark-fraud")).to_be_visible()
+        page.locator("#mark-fraud").click()
+        expect(page.locator("#verdict-status")).to_have_text("Sent: fraud.")
+
+        page.click("#logout")
+        expect(page).to_have_url(url(settings, "/login?next=%2F"))
+        page.fill("#user", "vera")
+        page.fill("#password", "vera-pass")
+        page.click("button[type=submit]")
+        expect(page.locator("#who")).to_have_text("vera · viewer")
+        page.locator(f'tr[data-alert-id="{alert["alert_id"]}"]').click()
+        expect(page.locator("#detail")).to_be_visible()
+        expect(page.locator("#mark-fraud")).to_be_hidden()
+    labels = read_topic(kafka_bootstrap, topics["labels"])
+    assert [(r.headers, json.loads(r.value)["label"]) for r in labels] == [
+        ([("author", b"ana")], "fraud")
+    ]
+
+
+def test_dashboard_serves_https_with_secure_cookies(kafka_bootstrap, topics, tmp_path):
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    settings = settings_for(
+        kafka_bootstrap,
+        topics,
+        tmp_path / "lake",
+        tls_cert=cert,
+        tls_key=key,
+        access=auth.Access(mode="none", secure_cookies=True),
+    )
+    with running(settings):
+        client = Client(settings, context=ssl.create_default_context(cafile=str(cert)))
+        assert client.me()[1]["user"] == "local"
+        (cookie,) = list(client.jar)
+        assert (cookie.name, cookie.secure) == (auth.SESSION_COOKIE, True)
+        assert cookie.has_nonstandard_attr("HttpOnly")
+        # Plain HTTP is not served: the TLS server drops it.
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(url(settings, "/api/me"), timeout=10)
+
+
+def test_users_command_and_unsafe_dashboard_setups(tmp_path):
+    def run(*args: str, stdin: str | None = None):
+        return subprocess.run(
+            [sys.executable, "-m", "fraudstream.cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    users = tmp_path / "users.json"
+    added = run("users", "add", "ana", "--role", "analyst", "--file", str(users), stdin="pw-1\n")
+    assert added.stdout == f"Added ana (analyst, with a password) in {users}.\n"
+    run("users", "add", "pat", "--role", "admin", "--no-password", "--file", str(users))
+    assert run("users", "list", "--file", str(users)).stdout == (
+        "ana  analyst  (password)\npat  admin  (proxy only)\n"
+    )
+    assert auth.verify_password("pw-1", auth.UserStore(users).get("ana").password_hash)
+    gone = run("users", "remove", "bob", "--file", str(users))
+    assert (gone.returncode, gone.stderr) == (2, f"fraudstream: No user bob in {users}.\n")
+
+    def dashboard_says(*args: str) -> str:
+        result = run("dashboard", "--lake", str(tmp_path), *args)
+        assert result.returncode == 2
+        return result.stderr.strip()
+
+    empty = tmp_path / "none.json"
+    assert dashboard_says("--users", str(empty)) == (
+        f"fraudstream: No dashboard users with a password in {empty}: add one with "
+        "'fraudstream users add NAME --role admin', or serve this machine alone without "
+        "logins with --auth none."
+    )
+    assert dashboard_says("--auth", "none", "--host", "0.0.0.0") == (
+        "fraudstream: --auth none serves this machine alone; to listen on 0.0.0.0 use "
+        "--auth password or --auth proxy."
+    )
+    assert dashboard_says("--users", str(users), "--host", "0.0.0.0") == (
+        "fraudstream: Serving on 0.0.0.0 sends logins and cookies over the network: give "
+        "--tls-cert and --tls-key, or --plain-http behind a proxy that serves TLS."
+    )
+    assert dashboard_says("--users", str(users), "--tls-cert", str(users)) == (
+        "fraudstream: Give both --tls-cert and --tls-key, or neither."
     )
 
 
@@ -611,6 +955,8 @@ def test_service_restart_resumes_from_committed_offsets_and_refills_the_page(
         # beyond that can only come from the committed offsets.
         "--refill",
         "1",
+        "--auth",
+        "none",
     ]
     card = "card_restart1"  # one card: one partition
     first = [make_alert(n, card_id=card) for n in range(4)]
@@ -707,7 +1053,7 @@ def test_dashboard_wrong_setup_fails_with_one_sentence(tmp_path):
     # It runs while the other two are checked.
     address = f"127.0.0.1:{free_port()}"
     with subprocess.Popen(
-        dashboard_command("--lake", str(tmp_path), "--brokers", address),
+        dashboard_command("--lake", str(tmp_path), "--brokers", address, "--auth", "none"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

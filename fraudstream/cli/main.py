@@ -18,6 +18,7 @@ what is not a Spark job::
     fraudstream bank book --limit N [--rollback]   # book card payments in the bank database
     fraudstream connect start|stop|status     # Kafka Connect + Debezium: bank -> payments
     fraudstream dashboard                     # the alert topic on a live web page
+    fraudstream users add|list|remove         # the dashboard's users and their roles
     fraudstream alerts tail                   # the alert topic in the terminal
     fraudstream rules add|list|show|disable|enable|columns|backtest   # fraud-ops rules
 
@@ -38,11 +39,13 @@ from fraudstream.cli import cdc as cdc_cli
 from fraudstream.cli import options
 from fraudstream.cli import rules as rules_cli
 from fraudstream.cli import spark as spark_cluster_cli
+from fraudstream.cli import users as users_cli
 from fraudstream.cli.services import Service, add_actions, add_home, add_service, from_flags
 from fraudstream.errors import FraudstreamError, reports_errors
 from fraudstream.kafka import clients, propfile
 from fraudstream.ops import broker as local_broker
 from fraudstream.ops.process import port_in_use
+from fraudstream.ui import auth
 
 
 class CommandError(FraudstreamError):
@@ -363,6 +366,46 @@ def _model_promote_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _dashboard_access(args: argparse.Namespace):
+    """Who may do what on the dashboard, from its flags; a setup that is not safe is refused."""
+    local = _is_loopback(args.host)
+    if args.auth == "none" and not local:
+        raise CommandError(
+            f"--auth none serves this machine alone; to listen on {args.host} use "
+            "--auth password or --auth proxy."
+        )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CommandError("Give both --tls-cert and --tls-key, or neither.")
+    for path in (args.tls_cert, args.tls_key):
+        if path and not Path(path).is_file():
+            raise CommandError(f"No file at {path}.")
+    if not local and not args.tls_cert and not args.plain_http:
+        raise CommandError(
+            f"Serving on {args.host} sends logins and cookies over the network: give "
+            "--tls-cert and --tls-key, or --plain-http behind a proxy that serves TLS."
+        )
+    access = auth.Access(
+        mode=args.auth,
+        users_file=Path(args.users),
+        proxy_header=args.proxy_header,
+        trusted_proxies=tuple(args.trusted_proxy or auth.DEFAULT_TRUSTED_PROXIES),
+        secure_cookies=bool(args.tls_cert) or (not local and args.plain_http),
+    )
+    auth.Gate(access).check()
+    return access
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import logging
 
@@ -380,6 +423,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CommandError(
             f"--window must be at least {dashboard.PAGE_SIZE} and --refill at least 0."
         )
+    access = _dashboard_access(args)
     if port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
     servers = config.bootstrap_servers(args.brokers)
@@ -401,8 +445,15 @@ def _dashboard(args: argparse.Namespace) -> int:
         window=args.window,
         refill_per_partition=args.refill,
         client_properties=tuple(propfile.resolve_properties().items()),
+        access=access,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
     )
-    print(f"Dashboard on http://{args.host}:{args.port}/ (alerts from {args.topic} on {servers}).")
+    scheme = "https" if args.tls_cert else "http"
+    print(
+        f"Dashboard on {scheme}://{args.host}:{args.port}/ (alerts from {args.topic} on "
+        f"{servers}; --auth {args.auth})."
+    )
     sys.stdout.flush()
     dashboard.serve(settings)
     return 0
@@ -621,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--model-name", default="fraudstream", help="registered model name")
     cdc_cli.add_commands(commands)
     rules_cli.add_commands(commands)
+    users_cli.add_commands(commands)
     spark_cluster_cli.add_commands(commands)
 
     board = commands.add_parser(
@@ -650,6 +702,37 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=500,
         help="alerts read back from each partition at start (default: %(default)s)",
+    )
+    board.add_argument(
+        "--auth",
+        choices=auth.AUTH_MODES,
+        default="password",
+        help="who the user is: a login against --users (default), a trusted proxy's header, "
+        "or none (this machine alone, everyone admin)",
+    )
+    board.add_argument(
+        "--users",
+        default=str(auth.DEFAULT_USERS_FILE),
+        help="the users file of 'fraudstream users' (default: %(default)s)",
+    )
+    board.add_argument(
+        "--proxy-header",
+        default=auth.DEFAULT_PROXY_HEADER,
+        help="with --auth proxy: the header naming the user (default: %(default)s)",
+    )
+    board.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="with --auth proxy: an address or network the header is believed from; "
+        "repeat for more (default: 127.0.0.1 and ::1)",
+    )
+    board.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    board.add_argument("--tls-key", help="... and this private key (PEM)")
+    board.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve plain HTTP beyond this machine: only behind a proxy that serves TLS",
     )
 
     alerts = commands.add_parser("alerts", help="the alert topic in the terminal")

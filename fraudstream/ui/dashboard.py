@@ -10,7 +10,10 @@
   analyst's verdict, published as a label event to the labels topic;
 - a rules page: the fraud-ops rules of the rules topic with their hits today in the
   window, each enabled or disabled by publishing its next version, as
-  ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`).
+  ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`);
+- a door (:class:`auth.Gate`): every page and API call names a user with a role
+  (viewer, analyst, admin), by login, by a trusted proxy's header, or ``local`` on a
+  dashboard for this machine alone; verdicts and rule changes record who made them.
 
 Every dashboard reads every partition (manual assignment, not the group's share): each
 open dashboard must show all alerts. The group only records how far the service got,
@@ -26,14 +29,14 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 from fraudstream import config, schemas
 from fraudstream.scoring import rules
-from fraudstream.ui import alert_feed
+from fraudstream.ui import alert_feed, auth
 from fraudstream.ui.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,8 @@ TRAIL_POINTS = 50
 TRAIL_DAYS = 30
 #: How long a verdict waits for the labels topic before the page is told it failed.
 VERDICT_TIMEOUT_S = 10
-#: The author of the rule versions the rules page publishes (no logins yet).
-RULES_AUTHOR = "dashboard"
+#: The Kafka header of a verdict's label event that names the user who gave it.
+AUTHOR_HEADER = "author"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Settings:
     #: Alerts read back from the end of each partition at start.
     refill_per_partition: int = 500
     client_properties: tuple[tuple[str, str], ...] = ()
+    #: Who may do what (--auth); the default is this machine's user alone, as admin.
+    access: auth.Access = field(default_factory=auth.Access)
+    #: Serve HTTPS with this certificate and key (PEM files).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 # --- pushing to open pages ------------------------------------------------------------
@@ -348,6 +356,7 @@ class Dashboard:
         self._producer_lock = threading.Lock()
         self._spark = None
         self._spark_lock = threading.Lock()
+        self.gate = auth.Gate(settings.access)
         self.app = self._build_app()
 
     def producer(self):
@@ -389,8 +398,10 @@ class Dashboard:
         if self._producer is not None:
             self._producer.close(timeout=5)
 
-    def publish_verdict(self, alert_id: str, label: str) -> dict:
+    def publish_verdict(self, alert_id: str, label: str, author: str) -> dict:
         """Send the label event of a verdict, wait for the broker to have it, and remember it.
+
+        The record's ``author`` header names the user who gave it.
 
         Raises
         ------
@@ -409,15 +420,17 @@ class Dashboard:
             self.settings.labels_topic,
             key=alert["card_id"].encode("utf-8"),
             value=schemas.encode_label(event),
+            headers=[(AUTHOR_HEADER, author.encode("utf-8"))],
         )
         metadata = future.get(timeout=VERDICT_TIMEOUT_S)
         self.window.set_verdict(alert_id, label)
         self.hub.publish(("verdict", {"alert_id": alert_id, "label": label}))
         log.info(
-            "Verdict %s on alert %s (card %s) sent to %s/%d@%d.",
+            "Verdict %s on alert %s (card %s) by %s sent to %s/%d@%d.",
             label,
             alert_id,
             alert["card_id"],
+            author,
             metadata.topic,
             metadata.partition,
             metadata.offset,
@@ -473,8 +486,8 @@ class Dashboard:
                 self._spark = rules.local_session("fraudstream-dashboard")
             rules.check_condition(self._spark, condition)
 
-    def set_rule_enabled(self, rule_id: str, enabled: bool) -> dict:
-        """Enable or disable a rule by publishing its next version (author ``dashboard``).
+    def set_rule_enabled(self, rule_id: str, enabled: bool, author: str) -> dict:
+        """Enable or disable a rule by publishing its next version, by ``author``.
 
         Raises
         ------
@@ -488,16 +501,17 @@ class Dashboard:
             self.settings.rules_topic,
             rule_id,
             enabled,
-            RULES_AUTHOR,
+            author,
             dict(self.settings.client_properties),
             check=self.check_condition,
         )
         if offset is not None:
             log.info(
-                "Rule %s v%d %s, published to %s@%d.",
+                "Rule %s v%d %s by %s, published to %s@%d.",
                 rule.rule_id,
                 rule.version,
                 "enabled" if enabled else "disabled",
+                author,
                 self.settings.rules_topic,
                 offset,
             )
@@ -524,6 +538,9 @@ class Dashboard:
         async def rules_page(request):
             return FileResponse(static / "rules.html", headers={"Cache-Control": "no-cache"})
 
+        async def login_page(request):
+            return FileResponse(static / "login.html", headers={"Cache-Control": "no-cache"})
+
         async def rule_list(request):
             try:
                 listed = await run_in_threadpool(self.rule_list)
@@ -543,7 +560,10 @@ class Dashboard:
                 return JSONResponse({"error": 'send {"enabled": true|false}'}, status_code=400)
             try:
                 changed = await run_in_threadpool(
-                    self.set_rule_enabled, request.path_params["rule_id"], enabled
+                    self.set_rule_enabled,
+                    request.path_params["rule_id"],
+                    enabled,
+                    request.state.identity.name,
                 )
             except rules.UnknownRuleError as error:
                 return JSONResponse({"error": str(error)}, status_code=404)
@@ -639,7 +659,10 @@ class Dashboard:
                 return JSONResponse({"error": 'send {"label": "fraud"|"genuine"}'}, 400)
             try:
                 sent = await run_in_threadpool(
-                    self.publish_verdict, request.path_params["alert_id"], label
+                    self.publish_verdict,
+                    request.path_params["alert_id"],
+                    label,
+                    request.state.identity.name,
                 )
             except KeyError:
                 return JSONResponse({"error": "alert not in the window"}, status_code=404)
@@ -653,18 +676,38 @@ class Dashboard:
                 )
             return JSONResponse(sent)
 
+        gate = self.gate
+        viewer, analyst, admin = auth.ROLES
+
+        def see(handler, page=False):
+            return gate.guard(viewer, handler, page)
+
         return Starlette(
             routes=[
-                Route("/", index),
-                Route("/rules", rules_page),
-                Route("/api/rules", rule_list),
-                Route("/api/rules/{rule_id}/enabled", rule_enabled, methods=["POST"]),
-                Route("/api/alerts", alerts),
-                Route("/api/stats", stats),
-                Route("/api/stream", stream),
-                Route("/api/alerts/{alert_id}/trail", trail),
-                Route("/api/alerts/{alert_id}/verdict", verdict, methods=["POST"]),
+                # Open: the login page, its API, and the static files (no data in them).
+                Route("/login", login_page),
+                Route("/api/login", gate.login, methods=["POST"]),
                 Mount("/static", StaticFiles(directory=static), name="static"),
+                # Everything else names a user; changes need the role that may make them.
+                Route("/", see(index, page=True)),
+                Route("/rules", see(rules_page, page=True)),
+                Route("/api/me", see(gate.me)),
+                Route("/api/logout", see(gate.logout), methods=["POST"]),
+                Route("/api/rules", see(rule_list)),
+                Route(
+                    "/api/rules/{rule_id}/enabled",
+                    gate.guard(admin, rule_enabled),
+                    methods=["POST"],
+                ),
+                Route("/api/alerts", see(alerts)),
+                Route("/api/stats", see(stats)),
+                Route("/api/stream", see(stream)),
+                Route("/api/alerts/{alert_id}/trail", see(trail)),
+                Route(
+                    "/api/alerts/{alert_id}/verdict",
+                    gate.guard(analyst, verdict),
+                    methods=["POST"],
+                ),
             ]
         )
 
@@ -673,10 +716,13 @@ def server(dashboard: Dashboard):
     """A uvicorn server for the dashboard's app (run it with ``.run()``)."""
     import uvicorn
 
+    settings = dashboard.settings
     config = uvicorn.Config(
         dashboard.app,
-        host=dashboard.settings.host,
-        port=dashboard.settings.port,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         log_level="warning",
         # Open event streams never end by themselves; do not wait for them at shutdown.
         timeout_graceful_shutdown=1,
@@ -689,7 +735,8 @@ def serve(settings: Settings) -> None:
     dashboard = Dashboard(settings)
     dashboard.start()
     web = server(dashboard)
-    log.info("Dashboard on http://%s:%d/", settings.host, settings.port)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("Dashboard on %s://%s:%d/", scheme, settings.host, settings.port)
     try:
         web.run()
     except KeyboardInterrupt:

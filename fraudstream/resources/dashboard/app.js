@@ -230,12 +230,7 @@ async function sendVerdict(label) {
   if (!alertId) return;
   $("verdict-status").textContent = "sending…";
   try {
-    const response = await fetch("/api/alerts/" + encodeURIComponent(alertId) + "/verdict", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ label }),
-    });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
+    await send("/api/alerts/" + encodeURIComponent(alertId) + "/verdict", { label });
     applyVerdict(alertId, label);
     if (selected === alertId) $("verdict-status").textContent = "Sent: " + label + ".";
   } catch (error) {
@@ -277,6 +272,11 @@ function connect() {
   source.addEventListener("error", () => {
     state.dataset.state = "down";
     state.textContent = "reconnecting…";
+    // A stream refused for want of a session is not retried by the browser: find out
+    // (an ended login goes to the login page), then connect again.
+    if (source.readyState === EventSource.CLOSED) {
+      whoAmI().then(connect, () => setTimeout(connect, 2000));
+    }
   });
   source.addEventListener("snapshot", (e) => replaceAll(JSON.parse(e.data).alerts));
   source.addEventListener("alerts", (e) => addAlerts(JSON.parse(e.data).alerts, true));

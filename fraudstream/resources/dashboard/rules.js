@@ -28,7 +28,8 @@ function ruleRow(r) {
     el("td", r.action === "allow" ? "–" : r.hits_today.toLocaleString("en"), "num hits"));
   const author = el("td", r.author);
   author.append(el("div", r.published_time.replace("T", " ").slice(0, 16) + " UTC", "muted"));
-  const button = el("button", r.enabled ? "Disable" : "Enable", r.enabled ? "disable" : "enable");
+  const button = el("button", r.enabled ? "Disable" : "Enable",
+    (r.enabled ? "disable" : "enable") + " needs-admin");
   button.type = "button";
   button.addEventListener("click", () => setEnabled(r.rule_id, !r.enabled, button));
   const cell = el("td");
@@ -62,12 +63,7 @@ async function setEnabled(ruleId, enabled, button) {
   button.disabled = true;
   $("rules-status").textContent = (enabled ? "enabling " : "disabling ") + ruleId + "…";
   try {
-    const response = await fetch("/api/rules/" + encodeURIComponent(ruleId) + "/enabled", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ enabled }),
-    });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.error || response.statusText);
+    const body = await send("/api/rules/" + encodeURIComponent(ruleId) + "/enabled", { enabled });
     $("rules-status").textContent = (body.changed ? "Published " : "Already so: ") +
       body.rule_id + " v" + body.version + ", " + (body.enabled ? "enabled" : "disabled") + ".";
   } catch (error) {
