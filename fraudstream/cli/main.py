@@ -285,61 +285,11 @@ def _model_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live_comparison(args: argparse.Namespace):
-    """Champion against challenger on the scored view and label store of ``--out``."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from fraudstream import lake
-    from fraudstream.ml import compare, registry, tracking
-    from fraudstream.scoring import views
-    from fraudstream.scoring.model import load_model
-
-    out = Path(args.out)
-    if not (out / views.SCORED).is_dir():
-        raise CommandError(
-            f"No scored view at {out / views.SCORED}: give --out the score job's output root."
-        )
-    labels_folder = out / "labels"
-    if not labels_folder.is_dir():
-        raise CommandError(
-            f"No label store at {labels_folder}: run ./spark-submit.sh labels --out {out}."
-        )
-    scored = views.read_view(out, views.SCORED)
-    labels = lake.read_label_folder(labels_folder, ["transaction_id", "label", "reported_time"])
-    rows, _, _ = compare.challenger_rows(scored, days=args.days, delay_days=args.delay_days)
-    versions = compare.challenger_versions(rows)
-    tracking.use_store()
-    client = MlflowClient()
-    try:
-        alias = str(client.get_model_version_by_alias(args.model_name, registry.CHALLENGER).version)
-    except MlflowException:
-        alias = None
-    version = str(versions.index[0])
-    if len(versions) > 1:
-        # Several challengers took turns: the current one, on its own payments.
-        if alias is None or alias not in versions.index:
-            raise CommandError(
-                f"Challenger versions {', '.join(versions.index)} scored the matured days and "
-                f"@{registry.CHALLENGER} of {args.model_name} points at none of them."
-            )
-        version = alias
-    challenger = load_model(f"models:/{args.model_name}/{version}")
-    return compare.compare(
-        scored,
-        labels.to_pandas(),
-        challenger.threshold,
-        challenger.decline_threshold,
-        challenger_version=version,
-        days=args.days,
-        delay_days=args.delay_days,
-    )
-
-
 def _model_compare(args: argparse.Namespace) -> int:
     from fraudstream.ml import compare
 
-    print(compare.report(_live_comparison(args)))
+    result = compare.live_comparison(args.out, args.model_name, args.days, args.delay_days)
+    print(compare.report(result))
     return 0
 
 
@@ -348,7 +298,7 @@ def _model_promote_live(args: argparse.Namespace) -> int:
 
     from fraudstream.ml import compare, registry
 
-    result = _live_comparison(args)
+    result = compare.live_comparison(args.out, args.model_name, args.days, args.delay_days)
     print(compare.report(result))
     client = MlflowClient()
     current = registry.champion_version(client, args.model_name)
