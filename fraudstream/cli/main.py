@@ -351,6 +351,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         window=args.window,
         refill_per_partition=args.refill,
         client_properties=tuple(propfile.resolve_properties().items()),
+        model_name=args.model_name,
     )
     print(f"Dashboard on http://{args.host}:{args.port}/ (alerts from {args.topic} on {servers}).")
     sys.stdout.flush()
@@ -600,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=500,
         help="alerts read back from each partition at start (default: %(default)s)",
+    )
+    board.add_argument(
+        "--model-name",
+        default="fraudstream",
+        help="registered model whose champion and challenger the models page compares",
     )
 
     alerts = commands.add_parser("alerts", help="the alert topic in the terminal")

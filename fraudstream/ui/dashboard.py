@@ -68,6 +68,8 @@ class Settings:
     #: Alerts read back from the end of each partition at start.
     refill_per_partition: int = 500
     client_properties: tuple[tuple[str, str], ...] = ()
+    #: The registered model whose champion and shadow challenger the models page compares.
+    model_name: str = "fraudstream"
 
 
 # --- pushing to open pages ------------------------------------------------------------
@@ -508,6 +510,102 @@ class Dashboard:
             "changed": offset is not None,
         }
 
+    def model_comparison(self, max_age_s: float = 60.0) -> dict:
+        """Champion against shadow challenger on the lake's matured days, for the models page.
+
+        Computed as ``fraudstream model compare`` does
+        (:func:`fraudstream.ml.compare.live_comparison`), at most once every
+        ``max_age_s`` seconds: reading the scored view and loading the challenger take
+        seconds, and the numbers move once a day. The answer, or why there is none, is
+        kept that long; a page asking while it is computed waits for it rather than
+        computing it again.
+
+        Returns
+        -------
+        dict
+            ``model_name``; ``champion`` and ``challenger``, each with its ``version``,
+            ``average_precision``, ``card_precision`` and ``decisions_per_day`` by tier;
+            ``k``; ``card_precision_per_day``, a list of ``{day, champion, challenger}``;
+            ``days`` and ``immature_days`` (ISO dates), ``delay_days``, ``payments``,
+            ``frauds``, ``winner``, ``reason`` and ``as_of`` (ISO time).
+
+        Raises
+        ------
+        CompareError
+            When there is nothing to compare: no scored view or label store, no
+            challenger score in the matured days, or no fraud label of them yet.
+        FraudstreamError
+            When the challenger's version cannot be loaded from the registry.
+        """
+        from fraudstream.errors import FraudstreamError
+
+        state = self._comparison_state()
+        with state["lock"]:
+            if state["kept"] is None or time.monotonic() - state["at"] >= max_age_s:
+                try:
+                    state["kept"] = self._compare_models()
+                except FraudstreamError as error:
+                    state["kept"] = error
+                state["at"] = time.monotonic()
+            kept = state["kept"]
+        if isinstance(kept, Exception):
+            raise kept
+        return kept
+
+    def _comparison_state(self) -> dict:
+        """The kept comparison, when it was made, and the lock of its computation."""
+        # Made on first use rather than in __init__; setdefault is atomic, so two pages
+        # asking first at once still get one lock.
+        return self.__dict__.setdefault(
+            "_comparison", {"lock": threading.Lock(), "kept": None, "at": 0.0}
+        )
+
+    def _compare_models(self) -> dict:
+        """The comparison of :meth:`model_comparison`, computed now."""
+        from fraudstream.ml import compare
+        from fraudstream.scoring import views
+
+        scored = self.settings.lake / views.SCORED
+        if not scored.is_dir():
+            # The library's sentence names the CLI's --out; the dashboard's is --lake.
+            raise compare.CompareError(
+                f"No scored view at {scored}: give --lake the score job's output root."
+            )
+        result = compare.live_comparison(self.settings.lake, self.settings.model_name)
+
+        def metrics(model: compare.ModelMetrics) -> dict:
+            return {
+                "version": model.version,
+                "average_precision": model.average_precision,
+                "card_precision": model.card_precision,
+                "decisions_per_day": dict(model.decisions_per_day),
+            }
+
+        champion = result.champion.card_precision_per_day
+        challenger = result.challenger.card_precision_per_day
+        return {
+            "model_name": self.settings.model_name,
+            "champion": metrics(result.champion),
+            "challenger": metrics(result.challenger),
+            "k": result.k,
+            "card_precision_per_day": [
+                {
+                    "day": day.isoformat(),
+                    "champion": float(champion[day]),
+                    "challenger": float(challenger[day]),
+                }
+                for day in result.days
+            ],
+            "days": [day.isoformat() for day in result.days],
+            "immature_days": [day.isoformat() for day in result.immature_days],
+            "delay_days": result.delay_days,
+            "payments": result.payments,
+            "frauds": result.frauds,
+            "winner": result.winner,
+            "reason": result.reason,
+            "as_of": schemas.format_time(result.as_of),
+        }
+
     def _build_app(self):
         from kafka.errors import KafkaError
         from starlette.applications import Starlette
@@ -553,6 +651,21 @@ class Dashboard:
                 log.warning("Rule change not published: %s.", type(error).__name__)
                 return JSONResponse({"error": _sentence(error)}, status_code=503)
             return JSONResponse(changed)
+
+        async def models_page(request):
+            return FileResponse(static / "models.html", headers={"Cache-Control": "no-cache"})
+
+        async def model_comparison(request):
+            from fraudstream.errors import FraudstreamError
+            from fraudstream.ml.compare import CompareError
+
+            try:
+                compared = await run_in_threadpool(self.model_comparison)
+            except CompareError as error:
+                return JSONResponse({"error": str(error)}, status_code=404)
+            except FraudstreamError as error:
+                return JSONResponse({"error": str(error)}, status_code=503)
+            return JSONResponse(compared)
 
         async def alerts(request):
             try:
@@ -659,6 +772,8 @@ class Dashboard:
                 Route("/rules", rules_page),
                 Route("/api/rules", rule_list),
                 Route("/api/rules/{rule_id}/enabled", rule_enabled, methods=["POST"]),
+                Route("/models", models_page),
+                Route("/api/models", model_comparison),
                 Route("/api/alerts", alerts),
                 Route("/api/stats", stats),
                 Route("/api/stream", stream),
