@@ -8,86 +8,23 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
-from fraudstream import features, schemas
-from fraudstream.features import DAY_MS
+from fraudstream import schemas
 from fraudstream.ml import compare, evaluate
 from fraudstream.scoring import views
 
-from .helpers import run_cli
+from .helpers import (
+    SHADOW_DECLINE,
+    SHADOW_THRESHOLD,
+    register_champion_and_challenger,
+    run_cli,
+    synthetic_view,
+    write_lake,
+)
 
-FIRST_DAY = date(2026, 11, 1)
-N_DAYS = 21
-THRESHOLD, DECLINE = 0.5, 0.9
-
-
-def _ms(day: date) -> int:
-    return int(pd.Timestamp(day, tz="UTC").value // 1_000_000)
-
-
-def synthetic_view(
-    seed: int = 0,
-    challenger: str = "better",
-    per_day: int = 400,
-    cards: int = 3000,
-    fraud_rate: float = 0.03,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A scored view of ``N_DAYS`` days scored by champion v1 and challenger v2, and labels.
-
-    ``challenger``: ``better`` (its scores separate fraud more clearly than the
-    champion's) or ``worse``. Each fraud is reported 1 to 5 days after its payment.
-    """
-    rng = np.random.default_rng(seed)
-    n = per_day * N_DAYS
-    day_index = np.repeat(np.arange(N_DAYS), per_day)
-    event_ms = _ms(FIRST_DAY) + day_index * DAY_MS + rng.integers(0, DAY_MS, n)
-    fraud = rng.random(n) < fraud_rate
-    champion = np.clip(0.35 * fraud + rng.normal(0.3, 0.15, n), 0, 1)
-    lift = 0.6 if challenger == "better" else 0.1
-    noise = 0.08 if challenger == "better" else 0.25
-    shadow = np.clip(lift * fraud + rng.normal(0.25, noise, n), 0, 1)
-    decision = views.decisions(champion, _Model(THRESHOLD, DECLINE))
-    scored = pd.DataFrame(
-        {
-            "transaction_id": [f"t{i:06d}" for i in range(n)],
-            "card_id": [f"c{c:05d}" for c in rng.integers(0, cards, n)],
-            "event_time": pd.to_datetime(event_ms, unit="ms", utc=True),
-            "scored_time": pd.to_datetime(event_ms + 50, unit="ms", utc=True),
-            "score": champion,
-            "threshold": THRESHOLD,
-            "alerted": decision != "approve",
-            "decision": decision,
-            "rules_fired": [[] for _ in range(n)],
-            "model_name": "fraudstream",
-            "model_version": "1",
-            "partition": np.zeros(n, dtype=np.int32),
-            "offset": np.arange(n, dtype=np.int64),
-            "kafka_timestamp": pd.to_datetime(event_ms + 10, unit="ms", utc=True),
-            "challenger_score": shadow,
-            "challenger_version": "2",
-        }
-    ).sort_values("event_time", ignore_index=True)
-    frauds = scored.loc[fraud[np.argsort(event_ms, kind="stable")]]
-    delay_ms = rng.integers(1 * DAY_MS, 5 * DAY_MS, len(frauds))
-    labels = pd.DataFrame(
-        {
-            "transaction_id": frauds["transaction_id"].to_numpy(),
-            "card_id": frauds["card_id"].to_numpy(),
-            "label": "fraud",
-            "source": "chargeback",
-            "reported_time": frauds["event_time"] + pd.to_timedelta(delay_ms, unit="ms"),
-            "scenario": None,
-            "schema_version": np.int32(1),
-        }
-    )
-    return scored, labels
-
-
-class _Model:
-    def __init__(self, threshold, decline_threshold):
-        self.threshold, self.decline_threshold = threshold, decline_threshold
+#: The challenger's bands given to compare: those of the synthetic view's champion.
+THRESHOLD, DECLINE = SHADOW_THRESHOLD, SHADOW_DECLINE
 
 
 def _expected(scored, labels, as_of, first: date, last: date, column: str, k: int = 100):
@@ -303,37 +240,6 @@ def test_report_lists_both_models_and_the_verdict():
 # --- the commands, on a real registry and the score job's layout ------------------------
 
 
-def _day_numbers(times: pd.Series) -> np.ndarray:
-    """UTC days since the epoch, as the views' writer takes them."""
-    return ((times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(np.int64)
-
-
-def write_lake(out, scored: pd.DataFrame, labels: pd.DataFrame, old_days: int = 0) -> None:
-    """``scored`` and ``labels`` as the score and labels jobs lay them out under ``out``.
-
-    The first ``old_days`` days are written without the challenger's columns, as the
-    job wrote them before the shadow challenger existed.
-    """
-    frame = scored.assign(**{name: 0.0 for name in features.FEATURE_COLUMNS})
-    table = pa.Table.from_pandas(
-        frame[views.SCORED_ARROW_SCHEMA.names],
-        schema=views.SCORED_ARROW_SCHEMA,
-        preserve_index=False,
-    )
-    days = _day_numbers(scored["event_time"])
-    old = days < _day_numbers(pd.Series([pd.Timestamp(FIRST_DAY, tz="UTC")]))[0] + old_days
-    if old.any():
-        before = table.filter(pa.array(old)).drop_columns(
-            ["challenger_score", "challenger_version"]
-        )
-        views.write_tables(out, 0, {views.SCORED: (before, days[old])})
-    views.write_tables(out, 1, {views.SCORED: (table.filter(pa.array(~old)), days[~old])})
-    label_table = pa.Table.from_pandas(
-        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
-    )
-    views.write_tables(out, 0, {"labels": (label_table, _day_numbers(labels["reported_time"]))})
-
-
 def test_read_view_keeps_the_challenger_columns_of_later_files(tmp_path):
     scored, labels = synthetic_view()
     write_lake(tmp_path, scored, labels, old_days=3)
@@ -347,21 +253,6 @@ def test_read_view_keeps_the_challenger_columns_of_later_files(tmp_path):
     assert (read.loc[~early, "challenger_version"] == "2").all()
 
 
-def _registry(name: str) -> None:
-    """Versions 1 (``champion``) and 2 (``challenger``) of ``name``, small toy models."""
-    from mlflow import MlflowClient
-
-    from .helpers import register
-
-    rng = np.random.default_rng(0)
-    dataset = pd.DataFrame(rng.random((200, len(features.FEATURE_COLUMNS))))
-    dataset.columns = features.FEATURE_COLUMNS
-    dataset["is_fraud"] = (rng.random(200) < 0.2).astype(int)
-    assert register(dataset, name, seed=0) == "1"
-    assert register(dataset, name, seed=1, champion=False) == "2"
-    MlflowClient().set_registered_model_alias(name, "challenger", "2")
-
-
 def _champion(name: str) -> str:
     from mlflow import MlflowClient
 
@@ -370,7 +261,7 @@ def _champion(name: str) -> str:
 
 def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlflow_store):
     name = "fraudstream-live"
-    _registry(name)
+    register_champion_and_challenger(name)
     worse, better = tmp_path / "worse", tmp_path / "better"
     write_lake(worse, *synthetic_view(challenger="worse"), old_days=3)
     write_lake(better, *synthetic_view(challenger="better"), old_days=3)
@@ -398,7 +289,7 @@ def test_model_commands_report_user_errors(tmp_path, mlflow_store, capsys):
     from fraudstream.cli import main as cli
 
     name = "fraudstream-live"
-    _registry(name)
+    register_champion_and_challenger(name)
     both = ["model", "promote", "--live", "--version", "2", "--out", str(tmp_path)]
     assert cli.main(both) == 2
     assert capsys.readouterr().err.strip().endswith("--live or --version and --data, not both.")

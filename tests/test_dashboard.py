@@ -1158,3 +1158,114 @@ def test_card_trail_reads_a_merged_day_once(tmp_path):
     assert merged["files"] == 3 and len(list(folder.glob("*.parquet"))) == 5
     trail = dashboard.card_trail(tmp_path, "card_merged")
     assert [point["event_time"][11:16] for point in trail] == ["09:00", "09:10", "09:20", "09:30"]
+
+
+# --- the models page: champion against shadow challenger --------------------------------
+
+
+def get_json_status(address: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(address, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_models_page_draws_cp_per_day_and_the_table_of_compare(
+    kafka_bootstrap, topics, tmp_path, page, mlflow_store
+):
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from fraudstream.ml import compare
+
+    from .helpers import THRESHOLD, register_champion_and_challenger, synthetic_view, write_lake
+
+    name = "fraudstream-shadow"
+    register_champion_and_challenger(name)
+    scored, labels = synthetic_view()
+    lake = tmp_path / "lake"
+    write_lake(lake, scored, labels)
+    # The registered challenger's bands: the toy model's threshold, and no decline band.
+    expected = compare.compare(scored, labels, THRESHOLD, None, challenger_version="2")
+    settings = settings_for(kafka_bootstrap, topics, lake, model_name=name)
+    with running(settings) as board:
+        page.goto(url(settings, "/rules"))
+        page.locator("#to-models").click()
+        expect(page.locator("#comparison")).to_be_visible(timeout=30_000)
+        chart = page.locator("#cp-chart")
+        expect(chart.locator("polyline.series")).to_have_count(2)
+        for model in ("champion", "challenger"):
+            metrics = getattr(expected, model)
+            line = chart.locator(f"polyline.series.{model}").get_attribute("points")
+            assert len(line.split()) == len(expected.days) == 7
+            # Each point's title carries its day and CP@k: those of compare.
+            titles = chart.locator(f"circle.point.{model} title").all_text_contents()
+            assert titles == [
+                f"{day}: {model} CP@100 {value:.4f}"
+                for day, value in metrics.card_precision_per_day.items()
+            ]
+            row = page.locator(f'#models tr[data-model="{model}"]')
+            expect(row.locator("td.version")).to_have_text(f"v{metrics.version}")
+            expect(row.locator("td.ap")).to_have_text(f"{metrics.average_precision:.4f}")
+            expect(row.locator("td.cp")).to_have_text(f"{metrics.card_precision:.4f}")
+            for tier in schemas.DECISIONS:
+                per_day = f"{metrics.decisions_per_day[tier]:,.1f}"
+                expect(row.locator(f"td.{tier}")).to_have_text(per_day)
+        expect(chart.locator(".legend-item")).to_have_text(["champion v1", "challenger v2"])
+        expect(chart.locator("text.axis-label")).to_have_text(["day (UTC)", "CP@100 of the day"])
+        expect(page.locator("#verdict")).to_have_text(f"Verdict: {expected.reason}.")
+        expect(page.locator("#window")).to_contain_text(
+            f"Compared on {expected.payments:,} payments of 7 days (2026-11-07..2026-11-13)"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "models.png"), animations="disabled")
+
+        # Kept for a minute: the view gone, the API still answers what it computed.
+        shutil.rmtree(lake / "scored")
+        status, body = get_json_status(url(settings, "/api/models"))
+        assert status == 200 and body["reason"] == expected.reason
+        assert body["card_precision_per_day"][0] == {
+            "day": "2026-11-07",
+            "champion": expected.champion.card_precision_per_day.iloc[0],
+            "challenger": expected.challenger.card_precision_per_day.iloc[0],
+        }
+        with pytest.raises(compare.CompareError, match=r"^No scored view at .*--lake"):
+            board.model_comparison(max_age_s=0)
+
+
+def test_models_api_without_a_challenger_answers_one_sentence(
+    kafka_bootstrap, topics, tmp_path, page, mlflow_store
+):
+    from playwright.sync_api import expect
+
+    from .helpers import SHADOW_DAYS, synthetic_view, write_lake
+
+    # Every day written as the score job wrote them before a challenger existed.
+    lake = tmp_path / "lake"
+    write_lake(lake, *synthetic_view(per_day=50), old_days=SHADOW_DAYS)
+    settings = settings_for(kafka_bootstrap, topics, lake)
+    with running(settings):
+        status, body = get_json_status(url(settings, "/api/models"))
+        assert status == 404 and list(body) == ["error"]
+        assert body["error"] == (
+            "No payment of the scored view has a challenger score: set the registry alias "
+            "challenger and let the score job run."
+        )
+        page.goto(url(settings))
+        page.locator("#to-models").click()
+        expect(page.locator("#models-status")).to_have_text(
+            f"Nothing to compare yet: {body['error']}"
+        )
+        expect(page.locator("#comparison")).to_be_hidden()
+
+    # Challenger scores, but a registry that does not hold the challenger's version.
+    other = tmp_path / "other"
+    write_lake(other, *synthetic_view(per_day=50))
+    settings = settings_for(kafka_bootstrap, topics, other, model_name="not-registered")
+    with running(settings):
+        status, body = get_json_status(url(settings, "/api/models"))
+        assert status == 503 and list(body) == ["error"]
+        assert body["error"].startswith("Cannot load model models:/not-registered/2: ")
+        assert "\n" not in body["error"] and body["error"].endswith(".")

@@ -288,61 +288,11 @@ def _model_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live_comparison(args: argparse.Namespace):
-    """Champion against challenger on the scored view and label store of ``--out``."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from fraudstream import lake
-    from fraudstream.ml import compare, registry, tracking
-    from fraudstream.scoring import views
-    from fraudstream.scoring.model import load_model
-
-    out = Path(args.out)
-    if not (out / views.SCORED).is_dir():
-        raise CommandError(
-            f"No scored view at {out / views.SCORED}: give --out the score job's output root."
-        )
-    labels_folder = out / "labels"
-    if not labels_folder.is_dir():
-        raise CommandError(
-            f"No label store at {labels_folder}: run ./spark-submit.sh labels --out {out}."
-        )
-    scored = views.read_view(out, views.SCORED)
-    labels = lake.read_label_folder(labels_folder, ["transaction_id", "label", "reported_time"])
-    rows, _, _ = compare.challenger_rows(scored, days=args.days, delay_days=args.delay_days)
-    versions = compare.challenger_versions(rows)
-    tracking.use_store()
-    client = MlflowClient()
-    try:
-        alias = str(client.get_model_version_by_alias(args.model_name, registry.CHALLENGER).version)
-    except MlflowException:
-        alias = None
-    version = str(versions.index[0])
-    if len(versions) > 1:
-        # Several challengers took turns: the current one, on its own payments.
-        if alias is None or alias not in versions.index:
-            raise CommandError(
-                f"Challenger versions {', '.join(versions.index)} scored the matured days and "
-                f"@{registry.CHALLENGER} of {args.model_name} points at none of them."
-            )
-        version = alias
-    challenger = load_model(f"models:/{args.model_name}/{version}")
-    return compare.compare(
-        scored,
-        labels.to_pandas(),
-        challenger.threshold,
-        challenger.decline_threshold,
-        challenger_version=version,
-        days=args.days,
-        delay_days=args.delay_days,
-    )
-
-
 def _model_compare(args: argparse.Namespace) -> int:
     from fraudstream.ml import compare
 
-    print(compare.report(_live_comparison(args)))
+    result = compare.live_comparison(args.out, args.model_name, args.days, args.delay_days)
+    print(compare.report(result))
     return 0
 
 
@@ -351,7 +301,7 @@ def _model_promote_live(args: argparse.Namespace) -> int:
 
     from fraudstream.ml import compare, registry
 
-    result = _live_comparison(args)
+    result = compare.live_comparison(args.out, args.model_name, args.days, args.delay_days)
     print(compare.report(result))
     client = MlflowClient()
     current = registry.champion_version(client, args.model_name)
@@ -445,6 +395,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         window=args.window,
         refill_per_partition=args.refill,
         client_properties=tuple(propfile.resolve_properties().items()),
+        model_name=args.model_name,
         access=access,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -677,10 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "dashboard",
-        help="serve the ops dashboard: live alerts, card trails, analyst verdicts, rules",
+        help="serve the ops dashboard: live alerts, card trails, analyst verdicts, rules, models",
         description="Serve a web page of the alert topic: alerts as they arrive, counters, "
         "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic; "
-        "and a page of the fraud-ops rules, with their hits today, to enable or disable them.",
+        "a page of the fraud-ops rules, with their hits today, to enable or disable them; and "
+        "a page of the champion against the shadow challenger on live traffic.",
     )
     board.set_defaults(handler=_dashboard)
     options.add_kafka(board, "alerts", "labels", "rules", flag="--topic")
@@ -733,6 +685,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain-http",
         action="store_true",
         help="serve plain HTTP beyond this machine: only behind a proxy that serves TLS",
+    )
+    board.add_argument(
+        "--model-name",
+        default="fraudstream",
+        help="registered model whose champion and challenger the models page compares",
     )
 
     alerts = commands.add_parser("alerts", help="the alert topic in the terminal")

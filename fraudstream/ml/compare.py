@@ -19,14 +19,16 @@ thresholds, as the job would have decided with it alone.
 average precision is not lower. CP@k is what the investigators' day is made of; AP
 guards the rest of the ranking.
 
-Pure pandas and numpy: the caller reads the view and the labels, and gives the
-challenger's thresholds.
+:func:`compare` is pure pandas and numpy: the caller reads the view and the labels, and
+gives the challenger's thresholds. :func:`live_comparison` does that for an output root
+and the registry, for ``fraudstream model compare`` and the dashboard's models page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -306,6 +308,85 @@ def compare(
         k=k,
         payments=len(rows),
         frauds=int(y.sum()),
+    )
+
+
+def live_comparison(
+    out: Path | str,
+    model_name: str,
+    days: int = DEFAULT_DAYS,
+    delay_days: int = DEFAULT_DELAY_DAYS,
+) -> Comparison:
+    """Champion against challenger on the scored view and label store of an output root.
+
+    Parameters
+    ----------
+    out : Path or str
+        The score job's output root: ``scored/`` and the label store ``labels/``.
+    model_name : str
+        The registered model whose challenger's thresholds band its decisions.
+    days, delay_days : see :func:`challenger_rows`.
+
+    Returns
+    -------
+    Comparison
+        As :func:`compare` gives it. When several challenger versions scored the
+        matured days, the one ``@challenger`` points at now, on its own payments.
+
+    Raises
+    ------
+    CompareError
+        When there is no scored view or label store, nothing to compare (as
+        :func:`compare`), or several challenger versions and the alias at none of them.
+    fraudstream.scoring.model.ModelLoadError
+        When the challenger's version cannot be loaded from the registry.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from fraudstream import lake
+    from fraudstream.ml import registry, tracking
+    from fraudstream.scoring import views
+    from fraudstream.scoring.model import load_model
+
+    out = Path(out)
+    if not (out / views.SCORED).is_dir():
+        raise CompareError(
+            f"No scored view at {out / views.SCORED}: give --out the score job's output root."
+        )
+    labels_folder = out / "labels"
+    if not labels_folder.is_dir():
+        raise CompareError(
+            f"No label store at {labels_folder}: run ./spark-submit.sh labels --out {out}."
+        )
+    scored = views.read_view(out, views.SCORED)
+    labels = lake.read_label_folder(labels_folder, ["transaction_id", "label", "reported_time"])
+    rows, _, _ = challenger_rows(scored, days=days, delay_days=delay_days)
+    versions = challenger_versions(rows)
+    tracking.use_store()
+    client = MlflowClient()
+    try:
+        alias = str(client.get_model_version_by_alias(model_name, registry.CHALLENGER).version)
+    except MlflowException:
+        alias = None
+    version = str(versions.index[0])
+    if len(versions) > 1:
+        # Several challengers took turns: the current one, on its own payments.
+        if alias is None or alias not in versions.index:
+            raise CompareError(
+                f"Challenger versions {', '.join(versions.index)} scored the matured days and "
+                f"@{registry.CHALLENGER} of {model_name} points at none of them."
+            )
+        version = alias
+    challenger = load_model(f"models:/{model_name}/{version}")
+    return compare(
+        scored,
+        labels.to_pandas(),
+        challenger.threshold,
+        challenger.decline_threshold,
+        challenger_version=version,
+        days=days,
+        delay_days=delay_days,
     )
 
 

@@ -11,6 +11,8 @@
 - a rules page: the fraud-ops rules of the rules topic with their hits today in the
   window, each enabled or disabled by publishing its next version, as
   ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`);
+- a models page: the champion against the shadow challenger on the matured days, as
+  ``fraudstream model compare`` weighs them (:func:`compare.live_comparison`);
 - a door (:class:`auth.Gate`): every page and API call names a user with a role
   (viewer, analyst, admin), by login, by a trusted proxy's header, or ``local`` on a
   dashboard for this machine alone; verdicts and rule changes record who made them.
@@ -50,6 +52,8 @@ TRAIL_POINTS = 50
 TRAIL_DAYS = 30
 #: How long a verdict waits for the labels topic before the page is told it failed.
 VERDICT_TIMEOUT_S = 10
+#: How long the models page's comparison is kept before it is made again.
+COMPARISON_MAX_AGE_S = 60.0
 #: The Kafka header of a verdict's label event that names the user who gave it.
 AUTHOR_HEADER = "author"
 
@@ -76,6 +80,8 @@ class Settings:
     #: Serve HTTPS with this certificate and key (PEM files).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: The registered model whose champion and shadow challenger the models page compares.
+    model_name: str = "fraudstream"
 
 
 # --- pushing to open pages ------------------------------------------------------------
@@ -357,6 +363,9 @@ class Dashboard:
         self._spark = None
         self._spark_lock = threading.Lock()
         self.gate = auth.Gate(settings.access)
+        # The models page's comparison, when it was made (or why there is none).
+        self._comparison: tuple[float, dict | Exception] | None = None
+        self._comparison_lock = threading.Lock()
         self.app = self._build_app()
 
     def producer(self):
@@ -522,6 +531,94 @@ class Dashboard:
             "changed": offset is not None,
         }
 
+    def model_comparison(self, max_age_s: float = COMPARISON_MAX_AGE_S) -> dict:
+        """Champion against shadow challenger on the lake's matured days, for the models page.
+
+        Computed as ``fraudstream model compare`` does
+        (:func:`fraudstream.ml.compare.live_comparison`), at most once every
+        ``max_age_s`` seconds: reading the scored view and loading the challenger take
+        seconds, and the numbers move once a day. The answer, or why there is none, is
+        kept that long; a page asking while it is computed waits for it rather than
+        computing it again.
+
+        Returns
+        -------
+        dict
+            ``model_name``; ``champion`` and ``challenger``, each with its ``version``,
+            ``average_precision``, ``card_precision`` and ``decisions_per_day`` by tier;
+            ``k``; ``card_precision_per_day``, a list of ``{day, champion, challenger}``;
+            ``days`` and ``immature_days`` (ISO dates), ``delay_days``, ``payments``,
+            ``frauds``, ``winner``, ``reason`` and ``as_of`` (ISO time).
+
+        Raises
+        ------
+        CompareError
+            When there is nothing to compare: no scored view or label store, no
+            challenger score in the matured days, or no fraud label of them yet.
+        FraudstreamError
+            When the challenger's version cannot be loaded from the registry.
+        """
+        from fraudstream.errors import FraudstreamError
+
+        with self._comparison_lock:
+            kept = self._comparison
+            if kept is None or time.monotonic() - kept[0] >= max_age_s:
+                answer: dict | FraudstreamError
+                try:
+                    answer = self._compare_models()
+                except FraudstreamError as error:
+                    answer = error
+                kept = self._comparison = (time.monotonic(), answer)
+        if isinstance(kept[1], Exception):
+            raise kept[1]
+        return kept[1]
+
+    def _compare_models(self) -> dict:
+        """The comparison of :meth:`model_comparison`, computed now."""
+        from fraudstream.ml import compare
+        from fraudstream.scoring import views
+
+        scored = self.settings.lake / views.SCORED
+        if not scored.is_dir():
+            # The library's sentence names the CLI's --out; the dashboard's is --lake.
+            raise compare.CompareError(
+                f"No scored view at {scored}: give --lake the score job's output root."
+            )
+        result = compare.live_comparison(self.settings.lake, self.settings.model_name)
+
+        def metrics(model: compare.ModelMetrics) -> dict:
+            return {
+                "version": model.version,
+                "average_precision": model.average_precision,
+                "card_precision": model.card_precision,
+                "decisions_per_day": dict(model.decisions_per_day),
+            }
+
+        champion = result.champion.card_precision_per_day
+        challenger = result.challenger.card_precision_per_day
+        return {
+            "model_name": self.settings.model_name,
+            "champion": metrics(result.champion),
+            "challenger": metrics(result.challenger),
+            "k": result.k,
+            "card_precision_per_day": [
+                {
+                    "day": day.isoformat(),
+                    "champion": float(champion[day]),
+                    "challenger": float(challenger[day]),
+                }
+                for day in result.days
+            ],
+            "days": [day.isoformat() for day in result.days],
+            "immature_days": [day.isoformat() for day in result.immature_days],
+            "delay_days": result.delay_days,
+            "payments": result.payments,
+            "frauds": result.frauds,
+            "winner": result.winner,
+            "reason": result.reason,
+            "as_of": schemas.format_time(result.as_of),
+        }
+
     def _build_app(self):
         from kafka.errors import KafkaError
         from starlette.applications import Starlette
@@ -573,6 +670,21 @@ class Dashboard:
                 log.warning("Rule change not published: %s.", type(error).__name__)
                 return JSONResponse({"error": _sentence(error)}, status_code=503)
             return JSONResponse(changed)
+
+        async def models_page(request):
+            return FileResponse(static / "models.html", headers={"Cache-Control": "no-cache"})
+
+        async def model_comparison(request):
+            from fraudstream.errors import FraudstreamError
+            from fraudstream.ml.compare import CompareError
+
+            try:
+                compared = await run_in_threadpool(self.model_comparison)
+            except CompareError as error:
+                return JSONResponse({"error": str(error)}, status_code=404)
+            except FraudstreamError as error:
+                return JSONResponse({"error": str(error)}, status_code=503)
+            return JSONResponse(compared)
 
         async def alerts(request):
             try:
@@ -694,6 +806,8 @@ class Dashboard:
                 Route("/api/me", see(gate.me)),
                 Route("/api/logout", see(gate.logout), methods=["POST"]),
                 Route("/api/rules", see(rule_list)),
+                Route("/models", see(models_page, page=True)),
+                Route("/api/models", see(model_comparison)),
                 Route(
                     "/api/rules/{rule_id}/enabled",
                     gate.guard(admin, rule_enabled),
