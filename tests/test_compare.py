@@ -282,7 +282,11 @@ def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlf
     moved = run_cli("model", "promote", "--live", "--out", str(better), *live)
     assert moved.returncode == 0, moved.stderr
     assert "Promoted: @champion moved from version 1 to 2" in moved.stdout
+    assert moved.stdout.rstrip().endswith("@challenger removed.")
     assert _champion(name) == "2"
+    from mlflow import MlflowClient
+
+    assert "challenger" not in MlflowClient().get_registered_model(name).aliases
 
 
 def test_model_commands_report_user_errors(tmp_path, mlflow_store, capsys):

@@ -312,7 +312,13 @@ def _model_promote_live(args: argparse.Namespace) -> int:
         print(f"Not promoted: version {version} is already the champion.")
     else:
         client.set_registered_model_alias(args.model_name, registry.CHAMPION, version)
-        print(f"Promoted: @champion moved from version {current} to {version}: {result.reason}.")
+        # The champion now: a challenger alias on it would have the job score every
+        # payment twice with one model. The next challenger is registered anew.
+        client.delete_registered_model_alias(args.model_name, registry.CHALLENGER)
+        print(
+            f"Promoted: @champion moved from version {current} to {version}: {result.reason}; "
+            f"@{registry.CHALLENGER} removed."
+        )
     return 0
 
 
