@@ -65,6 +65,17 @@ def location(text: str | Path) -> str | Path:
     return Path(text).resolve()
 
 
+def hadoop_path(place: str | Path) -> str:
+    """``place`` as Spark and Hadoop take it: a URI as given, a local path as ``file:``.
+
+    Not ``Path.as_uri()``: Hadoop's ``Path`` does not decode percent escapes, so the
+    ``+`` of ``/srv/lake+1`` written ``%2B`` there would name another folder.
+    """
+    if isinstance(place, str) and is_uri(place):
+        return place
+    return "file://" + Path(place).absolute().as_posix()
+
+
 def join(base: str | Path, *parts: str) -> str | Path:
     """``base/parts...`` for a local path or a URI."""
     if is_uri(base):
@@ -258,7 +269,7 @@ class HadoopFiles:
         # on close that Spark's writers use.
         copied = self._hadoop.FileUtil.copy(
             self._local,
-            self._hadoop.Path(local.as_uri()),
+            self._hadoop.Path(hadoop_path(local)),
             self._fs,
             target,
             False,
@@ -286,7 +297,7 @@ class HadoopFiles:
         with tempfile.TemporaryDirectory(prefix="fraudstream-") as scratch:
             local = Path(scratch) / source.getName()
             # The raw local file system: no checksum file beside the copy.
-            self._fs.copyToLocalFile(False, source, self._hadoop.Path(local.as_uri()), True)
+            self._fs.copyToLocalFile(False, source, self._hadoop.Path(hadoop_path(local)), True)
             return reader(local)
 
     def modified(self, rel: str) -> float:

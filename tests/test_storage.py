@@ -79,7 +79,10 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
         )
         return spark.createDataFrame(frame).repartition(3)
 
-    sink = outputs.SparkOutputs(tmp_path)
+    # A "+" and a space in the root: a percent-encoded URI of it would name another
+    # folder for Spark, and the views would read back empty.
+    root = tmp_path / "lake +1"
+    sink = outputs.SparkOutputs(root)
     written = sink.write(
         7,
         {
@@ -94,15 +97,15 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
         views.SCORED: 2,
         views.DEAD_LETTERS: 0,
     }
-    files = storage.files(tmp_path)
+    files = storage.files(root)
     assert files.find(views.SCORED, ".parquet") == [
         "date=2018-04-01/batch-000000000007.parquet",
         "date=2018-04-02/batch-000000000007.parquet",
     ]
-    assert sorted(views.read_view(tmp_path, views.SCORED)["n"]) == [0, 1, 2, 3, 4]
+    assert sorted(views.read_view(root, views.SCORED)["n"]) == [0, 1, 2, 3, 4]
     # Left by a run that died before moving its files; then the batch run again (the
     # same payments, so the same dates) by a new champion that alerts on none of them.
-    (tmp_path / outputs.STAGING / "batch-000000000007").mkdir(parents=True)
+    (root / outputs.STAGING / "batch-000000000007").mkdir(parents=True)
     sink.write(
         7,
         {
@@ -110,11 +113,11 @@ def test_spark_outputs_write_a_batch_idempotently(spark, tmp_path):
             views.CARD_LOCATIONS: rows([1, 2], "x"),
         },
     )
-    scored = views.read_view(tmp_path, views.SCORED)
+    scored = views.read_view(root, views.SCORED)
     assert sorted(scored["n"]) == [0, 1, 2, 3, 4] and set(scored["tag"]) == {"second"}
-    assert len(views.read_view(tmp_path, views.CARD_LOCATIONS)) == 2
-    assert views.read_view(tmp_path, views.ALERTS).empty
-    assert not (tmp_path / outputs.STAGING).exists()
+    assert len(views.read_view(root, views.CARD_LOCATIONS)) == 2
+    assert views.read_view(root, views.ALERTS).empty
+    assert not (root / outputs.STAGING).exists()
 
 
 def test_files_writer_failure_leaves_no_file(place):

@@ -140,8 +140,7 @@ class SparkOutputs:
         self.kafka = kafka
 
     def _location(self, rel: str) -> str:
-        place = storage.join(self.root, rel)
-        return place if isinstance(place, str) else place.as_uri()
+        return storage.hadoop_path(storage.join(self.root, rel))
 
     def send_alerts(self, output) -> None:
         """Send the alerts of one micro-batch's ``output`` to the alerts topic, keyed by card."""
