@@ -17,8 +17,8 @@ from fraudstream.scoring import views
 from .helpers import (
     SHADOW_DECLINE,
     SHADOW_THRESHOLD,
+    cli,
     register_champion_and_challenger,
-    run_cli,
     synthetic_view,
     write_lake,
 )
@@ -259,7 +259,8 @@ def _champion(name: str) -> str:
     return str(MlflowClient().get_model_version_by_alias(name, "champion").version)
 
 
-def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlflow_store):
+def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlflow_store, capsys):
+
     name = "fraudstream-live"
     register_champion_and_challenger(name)
     worse, better = tmp_path / "worse", tmp_path / "better"
@@ -267,19 +268,19 @@ def test_promote_live_moves_champion_only_when_the_challenger_wins(tmp_path, mlf
     write_lake(better, *synthetic_view(challenger="better"), old_days=3)
     live = ["--model-name", name]
 
-    compared = run_cli("model", "compare", "--out", str(better), *live)
+    compared = cli(capsys, "model", "compare", "--out", str(better), *live)
     assert compared.returncode == 0, compared.stderr
     assert "challenger  2 " in compared.stdout and "champion    1 " in compared.stdout
     assert "Verdict: challenger version 2 wins over champion" in compared.stdout
     assert _champion(name) == "1"  # compare never moves the alias
 
-    kept = run_cli("model", "promote", "--live", "--out", str(worse), *live)
+    kept = cli(capsys, "model", "promote", "--live", "--out", str(worse), *live)
     assert kept.returncode == 0, kept.stderr
     assert "Not promoted: challenger version 2 does not win" in kept.stdout
     assert "@champion stays at version 1." in kept.stdout
     assert _champion(name) == "1"
 
-    moved = run_cli("model", "promote", "--live", "--out", str(better), *live)
+    moved = cli(capsys, "model", "promote", "--live", "--out", str(better), *live)
     assert moved.returncode == 0, moved.stderr
     assert "Promoted: @champion moved from version 1 to 2" in moved.stdout
     assert moved.stdout.rstrip().endswith("@challenger removed.")

@@ -32,7 +32,7 @@ from fraudstream.ops import broker as local_broker
 from fraudstream.scoring import reasons, rules, viewfiles
 from fraudstream.ui import auth, dashboard
 
-from .helpers import free_port, free_ports, read_topic
+from .helpers import cli, free_port, free_ports, read_topic
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -836,15 +836,9 @@ def test_dashboard_serves_https_with_secure_cookies(kafka_bootstrap, topics, tmp
             urllib.request.urlopen(url(settings, "/api/me"), timeout=10)
 
 
-def test_users_command_and_unsafe_dashboard_setups(tmp_path):
+def test_users_command_and_unsafe_dashboard_setups(tmp_path, capsys):
     def run(*args: str, stdin: str | None = None):
-        return subprocess.run(
-            [sys.executable, "-m", "fraudstream.cli", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return cli(capsys, *args, stdin=stdin)
 
     users = tmp_path / "users.json"
     added = run("users", "add", "ana", "--role", "analyst", "--file", str(users), stdin="pw-1\n")
