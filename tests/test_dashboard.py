@@ -519,7 +519,7 @@ def post_json(settings: dashboard.Settings, path: str, body: dict) -> tuple[int,
     return client.call("POST", path, body)
 
 
-def test_rules_page_shows_hits_today_and_disables_a_rule_and_the_main_page_counts_decisions(
+def test_rules_page_shows_hits_today_disables_and_enables_a_rule_and_counts_decisions(
     kafka_bootstrap, topics, tmp_path, page
 ):
     from playwright.sync_api import expect
@@ -569,14 +569,22 @@ def test_rules_page_shows_hits_today_and_disables_a_rule_and_the_main_page_count
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "rules.png"), animations="disabled")
 
+        # Enabling checks the condition with Spark first (a local session the service
+        # starts on the first enable), then publishes the next version.
+        row.locator("button").click()
+        expect(page.locator("#rules-status")).to_have_text(
+            "Published big-cnp v3, enabled.", timeout=120_000
+        )
+        expect(row).to_have_attribute("data-enabled", "true")
+
         status, body = post_json(settings, "/api/rules/nope/enabled", {"enabled": False})
         assert (status, body) == (404, {"error": f"No rule nope on {topics['rules']}."})
 
     found = rules.read_rules(kafka_bootstrap, topics["rules"])
     assert found.rules["night-atm"] == night
-    disabled = found.rules["big-cnp"]
-    assert (disabled.version, disabled.enabled, disabled.author) == (2, False, "local")
-    assert (disabled.condition, disabled.action, disabled.description) == (
+    enabled = found.rules["big-cnp"]
+    assert (enabled.version, enabled.enabled, enabled.author) == (3, True, "local")
+    assert (enabled.condition, enabled.action, enabled.description) == (
         big.condition,
         big.action,
         big.description,
