@@ -133,7 +133,9 @@ def side_by_side(spark, servers, topics, model, args, base_cfg, sides, describe)
                     checkpoint=run / "checkpoints",
                     payments_topic=topics["payments"],
                     labels_topic=topics["labels"],
-                    max_offsets_per_trigger=args.payments,
+                    # One micro-batch unless the script asks for smaller ones.
+                    max_offsets_per_trigger=getattr(args, "max_offsets_per_trigger", None)
+                    or args.payments,
                     available_now=True,
                     kafka_outputs=False,
                     **base_cfg,

@@ -32,7 +32,9 @@ Usage::
         [--max-lateness-hours 24] [--payments-topic payments] [--labels-topic fraud-labels]
         [--alerts-topic fraud-alerts] [--dead-letter-topic payments-dlq]
         [--rules-topic fraud-rules] [--rules-log-topic fraud-rules-applied]
-        [--initial-card-states PATH]
+        [--initial-card-states PATH] [--metrics-port PORT] [--metrics-host 127.0.0.1]
+
+``--metrics-port`` serves Prometheus metrics from the driver (``docs/operating.md``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import sys
 import threading
 from pathlib import Path
 
-from fraudstream import config, logs, storage
+from fraudstream import config, logs, metrics, storage
 from fraudstream.cli import options
 from fraudstream.errors import reports_errors
 from fraudstream.kafka import clients, propfile
@@ -124,7 +126,9 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         "(Parquet written by the card_states job from a history that is not on the topic); "
         "ignored when resuming a checkpoint",
     )
+    options.add_metrics(parser)
     args = parser.parse_args(argv)
+    options.check_metrics_port(parser, args.metrics_port)
     propfile.use_properties_file(args.kafka_properties)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
@@ -168,6 +172,8 @@ def parse_args(argv: list[str]) -> ScoreConfig:
         max_lateness_hours=args.max_lateness_hours,
         initial_card_states=initial_states,
         challenger_uri=challenger,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 
@@ -175,6 +181,9 @@ def parse_args(argv: list[str]) -> ScoreConfig:
 def main(argv: list[str] | None = None) -> int:
     logs.configure()
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    if cfg.metrics_port:
+        # A busy port is said at once, not after Spark has started.
+        metrics.check_port(cfg.metrics_port, cfg.metrics_host)
     topics = [cfg.payments_topic, cfg.labels_topic, cfg.alerts_topic, cfg.dead_letter_topic]
     clients.require_topics(cfg.bootstrap_servers, topics)
     # Fail on a missing model before Spark starts, in one sentence.

@@ -6,7 +6,8 @@
 #   3. the JVM jars (Spark's Kafka connector, the Kafka broker, Kafka Connect with Debezium,
 #      Hadoop's S3A connector) from Maven Central, and the per-card operator compiled
 #      against pyspark's own jars;
-#   4. Chromium (Debian package) for the dashboard's browser tests, if missing and root.
+#   4. Chromium (Debian package) for the dashboard's browser tests, and Prometheus
+#      (Debian package) for the metrics test, if missing and root.
 # A second run only checks, and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "setup: chromium is missing; install it for the dashboard's browser tests." >&2
+  fi
+fi
+
+# The metrics test scrapes the score job with Debian's Prometheus server (/usr/bin/prometheus).
+if [ ! -x /usr/bin/prometheus ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing prometheus (for the metrics test) ..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "setup: prometheus is missing; install Debian's prometheus for the metrics test." >&2
   fi
 fi
 

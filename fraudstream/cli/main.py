@@ -181,6 +181,23 @@ def _produce_plan(args: argparse.Namespace):
     return produce.folder_plan(data, with_labels=not args.no_labels, **cut)
 
 
+def _serve_metrics(args: argparse.Namespace, make):
+    """The command's metrics, ``make(metrics_module)``, served on ``--metrics-port``.
+
+    None without a port. A busy port stops the command before it starts its work.
+    """
+    if not args.metrics_port:
+        return None
+    if not 0 < args.metrics_port <= 65535:
+        raise CommandError("--metrics-port must be between 0 (none) and 65535.")
+    # Imported here: the CLI starts fast when no metrics are asked for.
+    from fraudstream import metrics
+
+    made = make(metrics)
+    metrics.serve(made.registry, args.metrics_port, args.metrics_host)
+    return made
+
+
 def _produce(args: argparse.Namespace) -> int:
     import signal
 
@@ -189,6 +206,7 @@ def _produce(args: argparse.Namespace) -> int:
 
     if args.rate is not None and args.rate <= 0:
         raise CommandError("--rate must be a positive number of payments per second.")
+    metrics = _serve_metrics(args, lambda module: module.ProducerMetrics(args.rate))
     servers = config.bootstrap_servers(args.brokers)
     topics = [args.topic] if args.no_labels else [args.topic, args.labels_topic]
     clients.require_topics(servers, topics)
@@ -225,6 +243,7 @@ def _produce(args: argparse.Namespace) -> int:
             rate=args.rate,
             start=start,
             save=lambda position: store.save(plan, position, *topics),
+            metrics=metrics,
         )
     except KeyboardInterrupt:
         reached = store.load(plan, *topics) or start
@@ -382,6 +401,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     access = _dashboard_access(args)
     if port_in_use(args.host, args.port):
         raise CommandError(f"Port {args.port} on {args.host} is in use; choose another --port.")
+    if args.metrics_port:
+        from fraudstream import metrics
+
+        if not 0 < args.metrics_port <= 65535 or args.metrics_port == args.port:
+            raise CommandError("--metrics-port must be a port from 1 to 65535 other than --port.")
+        metrics.check_port(args.metrics_port, args.metrics_host)
     servers = config.bootstrap_servers(args.brokers)
     # Not the rules topic: without it the alerts are still worth showing, and the rules
     # page says it is missing.
@@ -405,6 +430,8 @@ def _dashboard(args: argparse.Namespace) -> int:
         access=access,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     scheme = "https" if args.tls_cert else "http"
     print(
@@ -573,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where positions are saved for --resume (default: %(default)s)",
     )
     options.add_kafka(produce, "payments", "labels", flag="--topic")
+    options.add_metrics(produce)
     produce.add_argument("--no-labels", action="store_true", help="publish payments only")
     produce.add_argument(
         "--if-empty",
@@ -697,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fraudstream",
         help="registered model whose champion and challenger the models page compares",
     )
+    options.add_metrics(board)
 
     alerts = commands.add_parser("alerts", help="the alert topic in the terminal")
     alerts_actions = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -66,3 +66,27 @@ def add_roots(parser: argparse.ArgumentParser, query: str) -> None:
         help=f"checkpoint root, a folder or a Hadoop URI; the query's is CHECKPOINT/{query} "
         "(default: %(default)s)",
     )
+
+
+def add_metrics(parser: argparse.ArgumentParser) -> None:
+    """Add ``--metrics-port`` and ``--metrics-host``: where Prometheus scrapes the process."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics "
+        "(default: 0, none; docs/operating.md)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics endpoint (default: %(default)s; 0.0.0.0 for a "
+        "Prometheus on another machine)",
+    )
+
+
+def check_metrics_port(parser: argparse.ArgumentParser, port: int) -> None:
+    """Refuse a ``--metrics-port`` that is no TCP port."""
+    if not 0 <= port <= 65535:
+        parser.error("--metrics-port must be between 0 (none) and 65535")

@@ -178,6 +178,7 @@ def run(
     progress: Progress | None = None,
     save: Callable[[Position], None] | None = None,
     client_properties: dict[str, str] | None = None,
+    metrics=None,
 ) -> Position:
     """Publish ``plan`` from ``start``; return the position reached.
 
@@ -186,7 +187,8 @@ def run(
     called with the acknowledged position every ``SAVE_SECONDS`` and at the end. A
     ``KeyboardInterrupt`` stops the run after the records already queued are
     acknowledged: the position returned (and saved) is exact, and the interrupt is
-    re-raised for the caller to report.
+    re-raised for the caller to report. ``metrics``: a
+    :class:`fraudstream.metrics.ProducerMetrics` to count into.
     """
     producer = clients.BulkProducer(bootstrap_servers, client_properties)
     # Labels go through a producer of their own that sends at once: waiting for its
@@ -206,6 +208,12 @@ def run(
     progress.begin(start)
     began, sent_since = time.monotonic(), 0
     saved_at = began
+    if metrics is not None:
+        metrics.watch(producer)
+        if label_producer is not None:
+            metrics.watch(label_producer)
+        sent_payments = metrics.records_sent.labels(topic=payments_topic)
+        sent_labels = metrics.records_sent.labels(topic=labels_topic)
 
     def send_labels(until: int) -> None:
         nonlocal k
@@ -213,6 +221,8 @@ def run(
             return
         assert label_producer is not None  # made whenever there are labels
         label_producer.send_all(labels_topic, label_keys[k:until], label_values[k:until])
+        if metrics is not None:
+            sent_labels.inc(until - k)
         k = until
 
     unacknowledged_day = None  # the oldest report day of labels sent but not yet flushed
@@ -270,6 +280,9 @@ def run(
                 offset = end
                 i += sent
                 sent_since += sent
+                if metrics is not None:
+                    sent_payments.inc(sent)
+                    metrics.rate.set(sent_since / max(time.monotonic() - began, 1e-9))
                 if rate:
                     ahead = began + sent_since / rate - time.monotonic()
                     if ahead > 0:

@@ -112,15 +112,16 @@ def output_batch(views: dict[str, pd.DataFrame]) -> pa.RecordBatch:
 
 
 def batch_stats(output) -> pd.DataFrame:
-    """Each payment scored: its Kafka time (ms) and whether it was alerted.
+    """Each payment scored: its Kafka time (ms), whether it was alerted, its decision.
 
-    For the driver's checks and progress line, a few bytes a payment.
+    For the driver's checks, progress line and metrics, a few bytes a payment.
     """
     from pyspark.sql import functions as F  # noqa: N812
 
     return output.select(
         F.unix_millis(F.col(f"{SCORED}.kafka_timestamp")).alias("kafka_timestamp_ms"),
         F.col(f"{SCORED}.alerted").alias("alerted"),
+        F.col(f"{SCORED}.decision").alias("decision"),
     ).toPandas()
 
 

@@ -182,6 +182,9 @@ class BatchProcessor:
         The fraud-ops rules that decide each batch (:mod:`fraudstream.scoring.rulelog`).
     challengers : ChallengerSource, optional
         The shadow challenger, refreshed before each batch; none by default.
+    metrics : ScoreMetrics, optional
+        Counted after each batch, from what the batch computed anyway
+        (:mod:`fraudstream.metrics`); none by default.
     log : callable
         Receives one progress line per micro-batch.
     """
@@ -198,6 +201,7 @@ class BatchProcessor:
         held_folder,
         rules,
         challengers=None,
+        metrics=None,
         log=_LOG.info,
     ):
         self.models = models
@@ -210,6 +214,7 @@ class BatchProcessor:
         self.day_tables = day_tables
         self.held_folder = held_folder
         self.rules = rules
+        self.metrics = metrics
         self.log = log
         self.state: StreamState | None = None
         self.state_bytes = 0
@@ -359,11 +364,17 @@ class BatchProcessor:
             seconds=clock.laps,
         )
         self._commit(batch_id, result, decided.state)
-        self.log(
-            self._progress(
-                batch_id, result, model, started, time.time(), self._written_ms, challenger
+        finished = time.time()
+        latency_s = (self._written_ms - stats["kafka_timestamp_ms"].to_numpy()) / 1000
+        if self.metrics is not None:
+            self.metrics.record_batch(
+                counts,
+                stats["decision"].to_numpy(),
+                latency_s,
+                finished - started,
+                {"champion": model, "challenger": challenger},
             )
-        )
+        self.log(self._progress(batch_id, result, model, started, finished, latency_s, challenger))
         self.last_start = started
         self.batches += 1
         return result
@@ -502,13 +513,12 @@ class BatchProcessor:
         clock.lap("state")
         result.seconds.update(clock.laps)
 
-    def _progress(self, batch_id, result, model, started, finished, written_ms, shadow=None) -> str:
+    def _progress(self, batch_id, result, model, started, finished, lag, shadow=None) -> str:
+        """The batch's progress line; ``lag``: each payment's Kafka time to output, in s."""
         counts = result.counts
         duration = finished - started
         since = (started - self.last_start) if self.last_start else duration
-        scored = result.scored
-        lag = (written_ms - scored["kafka_timestamp_ms"].to_numpy()) / 1000
-        alert_lag = (written_ms - result.alerts["kafka_timestamp_ms"].to_numpy()) / 1000
+        alert_lag = lag[result.scored["alerted"].to_numpy(dtype=bool)]
         # The size of the driver's snapshot: the payments it holds, and a few numbers.
         state_kb = self.state_bytes / 1e3
         return (

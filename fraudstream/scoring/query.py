@@ -75,6 +75,10 @@ class ScoreConfig:
     #: The shadow challenger: an alias URI followed between micro-batches
     #: (``models:/NAME@challenger``), a fixed version (a rebuild's), or None.
     challenger_uri: str | None = None
+    #: Serve Prometheus metrics on ``http://METRICS_HOST:METRICS_PORT/metrics`` from the
+    #: driver (:mod:`fraudstream.metrics`); 0: none.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     @property
     def query_checkpoint(self) -> Path | str:
@@ -170,8 +174,11 @@ def check_checkpoint(cfg: ScoreConfig) -> None:
     checkpoint.write(OPERATOR_FORMAT_FILE, lambda path: path.write_text(OPERATOR_FORMAT))
 
 
-def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
-    """The processor and the (not yet started) query writer."""
+def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None, metrics=None):
+    """The processor and the (not yet started) query writer.
+
+    ``metrics``: a :class:`fraudstream.metrics.ScoreMetrics` the processor counts into.
+    """
     models = ModelSource(cfg.model_uri, cfg.threshold, log=log, current=model)
     model = models.current
     log(
@@ -203,6 +210,7 @@ def build(spark: SparkSession, cfg: ScoreConfig, log=_LOG.info, model=None):
         held_folder=cfg.held_folder,
         rules=_rules(spark, cfg, log),
         challengers=ChallengerSource(cfg.challenger_uri, model.label_delay_days, log=log),
+        metrics=metrics,
         log=log,
     )
     # The cards' state lives in the card operator, on the executors (in the
@@ -321,10 +329,22 @@ def run(
     """
     check_outputs(cfg)
     check_checkpoint(cfg)
-    processor, writer = build(spark, cfg, log=log, model=model)
-    query = writer.start()
-    stop = stop or threading.Event()
+    metrics = server = listener = processor = None
+    if cfg.metrics_port:
+        from fraudstream.metrics import ScoreMetrics, serve
+
+        metrics = ScoreMetrics(QUERY_NAME)
+        server = serve(metrics.registry, cfg.metrics_port, cfg.metrics_host)
+        log(f"metrics: http://{cfg.metrics_host}:{cfg.metrics_port}/metrics")
     try:
+        if metrics is not None:
+            # The consumer lag and the state's size are in the query's progress, which
+            # Spark gives its listeners after each micro-batch: nothing is computed for them.
+            listener = metrics.listener()
+            spark.streams.addListener(listener)
+        processor, writer = build(spark, cfg, log=log, model=model, metrics=metrics)
+        query = writer.start()
+        stop = stop or threading.Event()
         while query.isActive:
             if stop.is_set():
                 _stop_between_batches(query, log)
@@ -334,9 +354,19 @@ def run(
         if error is not None:
             raise error
     finally:
-        processor.end_offsets.close()
-        processor.rules.close()
+        if processor is not None:
+            processor.end_offsets.close()
+            processor.rules.close()
+        _stop_metrics(spark, server, listener)
     return processor
+
+
+def _stop_metrics(spark: SparkSession, server, listener) -> None:
+    if listener is not None:
+        spark.streams.removeListener(listener)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
 
 
 def _stop_between_batches(query, log, patience_s: float = 120.0) -> None:

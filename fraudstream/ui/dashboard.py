@@ -37,6 +37,8 @@ from importlib import resources
 from pathlib import Path
 
 from fraudstream import config, schemas
+from fraudstream.metrics import DashboardMetrics
+from fraudstream.metrics import serve as serve_metrics
 from fraudstream.scoring import rules
 from fraudstream.ui import alert_feed, auth
 from fraudstream.ui.alert_feed import IMPOSSIBLE_SPEED_KMH, AlertWindow
@@ -82,6 +84,9 @@ class Settings:
     tls_key: Path | None = None
     #: The registered model whose champion and shadow challenger the models page compares.
     model_name: str = "fraudstream"
+    #: Serve Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0: none.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
 
 # --- pushing to open pages ------------------------------------------------------------
@@ -150,11 +155,12 @@ class AlertReader(threading.Thread):
 
     COMMIT_EVERY_S = 1.0
 
-    def __init__(self, settings: Settings, window: AlertWindow, hub: Hub):
+    def __init__(self, settings: Settings, window: AlertWindow, hub: Hub, metrics=None):
         super().__init__(name="alert-reader", daemon=True)
         self.settings = settings
         self.window = window
         self.hub = hub
+        self.metrics = metrics
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._positions: dict | None = None
@@ -213,6 +219,8 @@ class AlertReader(threading.Thread):
                     self._positions[tp] = records[-1].offset + 1
                 if added:
                     self.hub.publish(("alerts", {"alerts": added}))
+                    if self.metrics is not None:
+                        self.metrics.alerts_received.inc(len(added))
                 if time.monotonic() - last_commit >= self.COMMIT_EVERY_S:
                     try:
                         self._commit(consumer)
@@ -357,7 +365,9 @@ class Dashboard:
         self.settings = settings
         self.window = AlertWindow(settings.window)
         self.hub = Hub()
-        self.reader = AlertReader(settings, self.window, self.hub)
+        # Counted always; served only with --metrics-port (:func:`serve`).
+        self.metrics = DashboardMetrics(lambda: len(self.window))
+        self.reader = AlertReader(settings, self.window, self.hub, self.metrics)
         self._producer = None
         self._producer_lock = threading.Lock()
         self._spark = None
@@ -433,6 +443,7 @@ class Dashboard:
         )
         metadata = future.get(timeout=VERDICT_TIMEOUT_S)
         self.window.set_verdict(alert_id, label)
+        self.metrics.verdicts.labels(label=label).inc()
         self.hub.publish(("verdict", {"alert_id": alert_id, "label": label}))
         log.info(
             "Verdict %s on alert %s (card %s) by %s sent to %s/%d@%d.",
@@ -515,6 +526,7 @@ class Dashboard:
             check=self.check_condition,
         )
         if offset is not None:
+            self.metrics.rule_changes.labels(change="enabled" if enabled else "disabled").inc()
             log.info(
                 "Rule %s v%d %s by %s, published to %s@%d.",
                 rule.rule_id,
@@ -700,6 +712,7 @@ class Dashboard:
 
         async def stream(request):
             queue = self.hub.subscribe()
+            self.metrics.open_streams.inc()
 
             async def events():
                 try:
@@ -737,6 +750,7 @@ class Dashboard:
                             last_stats, stats_due = time.monotonic(), False
                 finally:
                     self.hub.unsubscribe(queue)
+                    self.metrics.open_streams.dec()
 
             return StreamingResponse(
                 events(),
@@ -847,6 +861,8 @@ def server(dashboard: Dashboard):
 def serve(settings: Settings) -> None:
     """Run the dashboard until interrupted (Ctrl-C), then commit and stop."""
     dashboard = Dashboard(settings)
+    if settings.metrics_port:
+        serve_metrics(dashboard.metrics.registry, settings.metrics_port, settings.metrics_host)
     dashboard.start()
     web = server(dashboard)
     scheme = "https" if settings.tls_cert else "http"
