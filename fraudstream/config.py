@@ -62,6 +62,9 @@ TOPIC_RULES = "fraud-rules"
 #: The rule sets each scoring job applied, and from which offsets, kept forever
 #: (``fraudstream.scoring.rulelog``).
 TOPIC_RULES_APPLIED = "fraud-rules-applied"
+#: Model-health events of the monitor job (``fraudstream.ml.monitor``): drift, alert
+#: volume, live precision.
+TOPIC_MODEL_HEALTH = "model-health"
 
 #: The model scoring uses unless told: the registry's champion.
 DEFAULT_MODEL_URI = "models:/fraudstream@champion"

@@ -10,6 +10,7 @@ Usage::
 
     ./spark-submit.sh generate --out data/generated [--customers 5000] [--terminals 10000]
         [--days 183] [--start-date 2018-04-01] [--seed 0] [--scenarios a,b,c,d,e]
+        [--shift-day N --shift amounts:2.0]
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def _scenarios(text: str) -> frozenset[str]:
             f"unknown scenario {', '.join(sorted(unknown))}; choose from a, b, c, d, e"
         )
     return letters
+
+
+def _shift(text: str) -> tuple[str, float]:
+    kind, _, factor = text.partition(":")
+    if kind not in simulate.SHIFT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"unknown shift {kind!r}; choose from {', '.join(simulate.SHIFT_KINDS)} (KIND:FACTOR)"
+        )
+    try:
+        return kind, float(factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the factor must be a number") from None
 
 
 def parse_args(argv: list[str]) -> GenerateConfig:
@@ -64,6 +77,19 @@ def parse_args(argv: list[str]) -> GenerateConfig:
         help="fraud scenarios to enable, e.g. a,b,c for the handbook's only "
         "(default: all of a,b,c,d,e); see fraudstream/data/simulate.py",
     )
+    parser.add_argument(
+        "--shift-day",
+        type=int,
+        help="from this day on (0 is --start-date) apply the --shift(s): drift to monitor",
+    )
+    parser.add_argument(
+        "--shift",
+        type=_shift,
+        action="append",
+        default=[],
+        help="a behaviour shift KIND:FACTOR, e.g. amounts:2.0 (genuine amounts doubled); "
+        "repeatable",
+    )
     args = parser.parse_args(argv)
     try:
         simulation = simulate.SimulationConfig(
@@ -73,6 +99,8 @@ def parse_args(argv: list[str]) -> GenerateConfig:
             start_date=args.start_date,
             seed=args.seed,
             scenarios=args.scenarios,
+            shift_day=args.shift_day,
+            shifts=tuple(args.shift),
         )
     except ValueError as error:
         parser.error(str(error))

@@ -26,7 +26,7 @@ from sklearn.ensemble import RandomForestClassifier
 from fraudstream import config, features, lake, schemas
 from fraudstream.data import simulate
 from fraudstream.features import DAY_MS
-from fraudstream.ml import model, training
+from fraudstream.ml import drift, model, training
 from fraudstream.scoring import parse, query, views
 from fraudstream.scoring.model import LoadedModel
 
@@ -81,8 +81,17 @@ def toy_model(dataset: pd.DataFrame) -> LoadedModel:
     return LoadedModel("fraudstream", "1", fit(dataset), THRESHOLD, columns, reference, 7)
 
 
-def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = True) -> str:
-    """Log and register a model as the training job does; move ``champion`` to it."""
+def register(
+    dataset: pd.DataFrame,
+    name: str,
+    seed: int = 0,
+    champion: bool = True,
+    profile: dict | None = None,
+) -> str:
+    """Log and register a model as the training job does; move ``champion`` to it.
+
+    ``profile``: the training profile logged beside it (``fraudstream.ml.drift``).
+    """
     import mlflow
     from mlflow import MlflowClient
 
@@ -102,6 +111,8 @@ def register(dataset: pd.DataFrame, name: str, seed: int = 0, champion: bool = T
                 ),
             },
         )
+        if profile is not None:
+            mlflow.log_dict(profile, drift.PROFILE_ARTIFACT)
     version = str(info.registered_model_version)
     if champion:
         MlflowClient().set_registered_model_alias(name, "champion", version)
@@ -454,3 +465,47 @@ def register_champion_and_challenger(name: str) -> None:
     assert register(dataset, name, seed=0) == "1"
     assert register(dataset, name, seed=1, champion=False) == "2"
     MlflowClient().set_registered_model_alias(name, "challenger", "2")
+
+
+def write_scored_history(
+    out, dataset: pd.DataFrame, labels: pd.DataFrame, scorer, threshold: float, first_day: int = 0
+) -> int:
+    """A scored view of a simulated history's features, and its label store, under ``out``.
+
+    ``dataset``: ``training.build_dataset``'s rows with a ``day_index`` (days since the
+    simulation's start); the days from ``first_day`` on are scored by ``scorer`` (a
+    ``FraudScorer``) and decided ``review`` from ``threshold``, as the score job would
+    write them from the same features. Returns the payments written.
+    """
+    rows = dataset[dataset["day_index"] >= first_day].reset_index(drop=True)
+    scores = scorer.predict(None, rows).to_numpy()
+    decided = np.where(scores >= threshold, "review", "approve").astype(object)
+    event_time = pd.to_datetime(rows["event_ms"], unit="ms", utc=True)
+    frame = pd.DataFrame(
+        {
+            "transaction_id": rows["transaction_id"],
+            "card_id": rows["card_id"],
+            "event_time": event_time,
+            "scored_time": event_time,
+            "score": scores,
+            "threshold": threshold,
+            "alerted": decided != "approve",
+            "decision": decided,
+            "rules_fired": [[] for _ in range(len(rows))],
+            "model_name": "fraudstream",
+            "model_version": "1",
+            "partition": np.int32(0),
+            "offset": np.arange(len(rows), dtype=np.int64),
+            "kafka_timestamp": event_time,
+            "challenger_score": np.nan,
+            "challenger_version": None,
+            **{name: rows[name].astype(float) for name in features.FEATURE_COLUMNS},
+        }
+    )
+    table = pa.Table.from_pandas(frame, schema=views.SCORED_ARROW_SCHEMA, preserve_index=False)
+    views.write_tables(out, 0, {views.SCORED: (table, _day_numbers(event_time))})
+    label_table = pa.Table.from_pandas(
+        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
+    )
+    views.write_tables(out, 0, {"labels": (label_table, _day_numbers(labels["reported_time"]))})
+    return len(rows)

@@ -264,3 +264,36 @@ def test_committed_sample_is_what_its_command_generates():
     payments, labels = simulate.simulate(cfg.simulation)
     assert lake.read_events(config.SAMPLE_DIR).equals(payments)
     assert lake.read_labels(config.SAMPLE_DIR).equals(labels)
+
+
+def test_simulate_shift_multiplies_amounts_from_the_day_and_keeps_the_days_before(small_run):
+    shift_day = 30
+    shifted, _ = simulate.simulate(
+        dataclasses.replace(SMALL, shift_day=shift_day, shifts=(("amounts", 2.0),))
+    )
+    cut = pd.Timestamp(SMALL.start_date, tz="UTC") + pd.Timedelta(days=shift_day)
+    before = pc.less(
+        shifted["event_time"], pa.scalar(cut.to_pydatetime(), shifted["event_time"].type)
+    )
+    plain_before = pc.less(
+        small_run[0]["event_time"], pa.scalar(cut.to_pydatetime(), shifted["event_time"].type)
+    )
+    assert shifted.filter(before).equals(small_run[0].filter(plain_before))
+    after = shifted.filter(pc.invert(before)).to_pandas()
+    plain_after = small_run[0].filter(pc.invert(plain_before)).to_pandas()
+    ratio = after["amount"].median() / plain_after["amount"].median()
+    assert 1.8 < ratio < 2.2
+
+
+def test_simulation_config_rejects_a_shift_without_its_day_or_of_unknown_kind():
+    with pytest.raises(ValueError, match="needs the day"):
+        simulate.SimulationConfig(shifts=(("amounts", 2.0),))
+    with pytest.raises(ValueError, match="Unknown shift"):
+        simulate.SimulationConfig(shift_day=3, shifts=(("weather", 2.0),))
+
+
+def test_generate_parses_shift_options():
+    cfg = generate.parse_args(["--shift-day", "90", "--shift", "amounts:1.5"])
+    assert (cfg.simulation.shift_day, cfg.simulation.shifts) == (90, (("amounts", 1.5),))
+    with pytest.raises(SystemExit):
+        generate.parse_args(["--shift-day", "90", "--shift", "amounts:x"])

@@ -34,6 +34,7 @@ def test_spark_submit_without_a_job_lists_the_jobs():
         "import",
         "ingest",
         "labels",
+        "monitor",
         "rebuild",
         "score",
         "train",

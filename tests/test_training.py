@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from fraudstream import features, lake
 from fraudstream.cli import main as cli
 from fraudstream.data import simulate
-from fraudstream.ml import evaluate, model, registry, training
+from fraudstream.ml import evaluate, model, monitor, registry, training
 from fraudstream.scoring.model import load_model
 from jobs import train as train_job
 
@@ -265,6 +265,12 @@ def test_train_job_end_to_end(small_data, trained_store):
     assert version.tags["model_type"] == saved["chosen_model"]
     artifacts = {a.path for a in client.list_artifacts(report["mlflow_run_id"], "plots")}
     assert artifacts >= {"plots/precision_recall.png", "plots/card_precision_by_day.png"}
+    # The training profile the monitor measures drift against, beside the champion.
+    profile_version, profile = monitor.champion_profile("fraudstream")
+    assert profile_version == "1" and profile is not None
+    assert list(profile["features"]) == list(features.FEATURE_COLUMNS)
+    assert set(profile["importance"]) == set(features.FEATURE_COLUMNS)
+    assert profile["rows"] > 0
     # The exported champion scores without the registry.
     exported = mlflow.pyfunc.load_model(str(trained_store["root"] / "models" / "fraudstream"))
     frame = training.build_dataset(

@@ -15,6 +15,7 @@ TOPICS = {
     "dead-letter": (config.TOPIC_DEAD_LETTERS, "dead-letter topic"),
     "rules": (config.TOPIC_RULES, "rules topic"),
     "rules-log": (config.TOPIC_RULES_APPLIED, "topic of the rule sets scoring jobs applied"),
+    "health": (config.TOPIC_MODEL_HEALTH, "topic of the monitor's model-health events"),
 }
 
 

@@ -29,6 +29,12 @@ e  ``card_testing``         each day 2 cards (per 5,000) get a burst of 3-8 smal
                             payments within minutes, then one large web payment
 =  =======================  ===========================================================
 
+Drift on purpose: ``shift_day`` and ``shifts`` change behaviour from a given day on, so
+that model monitoring has something to see. ``amounts`` multiplies the amounts of the
+genuine payments from that day on (the customers' spending changes; the fraud scenarios
+then apply to the new amounts: scenario a's rule still calls every payment above 220
+fraud). Before the day the output is the same as without the shift.
+
 Scenarios a-c reproduce the handbook's (same rates at its scale, 5,000 customers and
 10,000 terminals); d and e add fraud that depends on where and how fast a card is used.
 Every fraudulent payment gets one label event (``label=fraud``, ``source=chargeback``)
@@ -133,6 +139,9 @@ DRIVE_MAX_KM = 300.0
 # Cards issued after the first day.
 LATE_CARD_SHARE = 0.1
 
+# Behaviour shifts from a given day (``SimulationConfig.shifts``): kind -> what it does.
+SHIFT_KINDS = {"amounts": "genuine payments' amounts multiplied by the factor"}
+
 # Chargeback delay: log-normal days, median 6, cut to [1, 45].
 LABEL_DELAY_MEDIAN_DAYS = 6.0
 LABEL_DELAY_SIGMA = 0.5
@@ -149,8 +158,22 @@ class SimulationConfig:
     start_date: date = date(2018, 4, 1)
     seed: int = 0
     scenarios: frozenset[str] = field(default_factory=lambda: frozenset(SCENARIOS))
+    #: The day (0 is ``start_date``) from which ``shifts`` apply; None: no shift.
+    shift_day: int | None = None
+    #: Behaviour shifts as (kind, factor) pairs, kinds of :data:`SHIFT_KINDS`.
+    shifts: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
+        unknown_shifts = {kind for kind, _ in self.shifts} - set(SHIFT_KINDS)
+        if unknown_shifts:
+            raise DataError(
+                f"Unknown shift(s) {', '.join(sorted(unknown_shifts))}: choose from "
+                f"{', '.join(SHIFT_KINDS)}."
+            )
+        if self.shifts and self.shift_day is None:
+            raise DataError("A shift needs the day it starts on (shift_day, --shift-day).")
+        if any(factor <= 0 for _, factor in self.shifts):
+            raise DataError("A shift's factor must be above 0.")
         unknown = set(self.scenarios) - set(SCENARIOS)
         if unknown:
             raise DataError(
@@ -407,6 +430,10 @@ def _genuine(
     negative = amount < 0
     amount[negative] = rng.uniform(0, 2 * world.amount_mean[customer[negative]])
     online = rng.random(customer.size) < world.ecom_share[customer]
+    # After every draw, so the days before the shift stay as they were without it.
+    for kind, factor in cfg.shifts:
+        if kind == "amounts" and cfg.shift_day is not None:
+            amount[day >= cfg.shift_day] *= factor
     terminal = np.where(
         online,
         world.ecom_shops[customer, rng.integers(0, ECOM_SHOPS_PER_CUSTOMER, size=customer.size)],

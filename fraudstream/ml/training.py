@@ -30,7 +30,7 @@ import pandas as pd
 
 from fraudstream import features, lake, storage
 from fraudstream.errors import DataError
-from fraudstream.ml import evaluate, model
+from fraudstream.ml import drift, evaluate, model
 
 _LOG = logging.getLogger(__name__)
 
@@ -334,7 +334,22 @@ def evaluate_kind(
 # --- MLflow ---------------------------------------------------------------------------
 
 
-def _plots(result: dict, columns: list[str], k: int, out_dir: Path) -> list[Path]:
+def _importance(result: dict, columns: list[str]) -> pd.Series | None:
+    """The newest fold's model's feature importances, on its training window (or None)."""
+    newest = result["newest"]
+    if newest["estimator"] is None:
+        return None
+    train = newest["train"]
+    return model.feature_importance(
+        newest["estimator"],
+        train[columns].astype(float).reset_index(drop=True),
+        train["y"].to_numpy(),
+    )
+
+
+def _plots(
+    result: dict, columns: list[str], k: int, out_dir: Path, importance: pd.Series | None
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,13 +376,7 @@ def _plots(result: dict, columns: list[str], k: int, out_dir: Path) -> list[Path
     fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
     plt.close(fig)
 
-    if newest["estimator"] is not None:
-        train = newest["train"]
-        importance = model.feature_importance(
-            newest["estimator"],
-            train[columns].astype(float).reset_index(drop=True),
-            train["y"].to_numpy(),
-        )
+    if importance is not None:
         fig, ax = plt.subplots(figsize=(5, 6))
         ax.barh(importance.index[::-1], importance.to_numpy()[::-1])
         ax.set(title="Feature importance")
@@ -485,8 +494,15 @@ def log_and_register(
                 )
         mlflow.log_metrics({f"seconds.{stage}": s for stage, s in timings.items()})
         best = results[chosen]
+        importance = _importance(best, columns)
+        # What the monitor measures drift against: the registered model's training
+        # window, every payment of it (fraudstream.ml.drift).
+        mlflow.log_dict(
+            drift.training_profile(best["newest"]["train"], columns, importance),
+            drift.PROFILE_ARTIFACT,
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            for path in _plots(best, columns, cfg.k, Path(tmp)):
+            for path in _plots(best, columns, cfg.k, Path(tmp), importance):
                 mlflow.log_artifact(str(path), artifact_path="plots")
             report = Path(tmp) / "report.json"
             report.write_text(

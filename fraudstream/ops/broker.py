@@ -42,7 +42,8 @@ STOP_TIMEOUT_S = 30.0
 #: Topics kept forever: the stream is the system of record, and so are the labels
 #: and the dead letters (nothing is lost). Alerts keep Kafka's default retention:
 #: they are a view, rebuilt by replay. Rules are compacted: each rule's newest version;
-#: the rule sets the scoring jobs applied are kept, for replays to decide the same.
+#: the rule sets the scoring jobs applied are kept, for replays to decide the same;
+#: so are the model-health events, the model's history of alarms.
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 DESIGN_TOPICS: dict[str, dict[str, str]] = {
     config.TOPIC_PAYMENTS: KEEP_FOREVER,
@@ -51,6 +52,7 @@ DESIGN_TOPICS: dict[str, dict[str, str]] = {
     config.TOPIC_ALERTS: {},
     config.TOPIC_RULES: {"cleanup.policy": "compact"},
     config.TOPIC_RULES_APPLIED: KEEP_FOREVER,
+    config.TOPIC_MODEL_HEALTH: KEEP_FOREVER,
 }
 
 
