@@ -33,9 +33,8 @@ from fraudstream.scoring.model import LoadedModel
 #: The toy model's threshold: low enough that the sample raises a few dozen alerts.
 THRESHOLD = 0.3
 
-#: The requirements of the models the tests log, given rather than inferred: MLflow infers
-#: them by loading the model in a subprocess, about 10 s a model.
-MODEL_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
+#: The requirements of the models the tests log, as the training job gives them.
+MODEL_REQUIREMENTS = model.requirements()
 
 
 def read_sample_history() -> dict:

@@ -32,16 +32,22 @@ def test_notebooks_are_committed_without_outputs():
 
 @pytest.mark.parametrize("path", [_marked(path) for path in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom_twice_smoke(path: Path, mlflow_store):
+    """A fresh kernel runs every cell, then runs them all again, as "Run All" twice does:
+    what the first run left on disk (the registry, outputs) must not break the second.
+    One kernel for both runs spares starting it and its imports again."""
     import nbformat
     from nbclient import NotebookClient
 
-    for _ in range(2):
-        notebook = nbformat.read(path, as_version=4)
-        # Raises CellExecutionError, with the cell and its traceback, at the first cell
-        # that fails (allow_errors is off): no error output is left to look for after it.
-        NotebookClient(
-            notebook,
-            timeout=600,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(config.PROJECT_ROOT)}},
-        ).execute()
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(config.PROJECT_ROOT)}},
+    )
+    with client.setup_kernel():
+        for _ in range(2):
+            # Raises CellExecutionError, with the cell and its traceback, at the first
+            # cell that fails (allow_errors is off): no error output is left to look for.
+            for index, cell in enumerate(notebook.cells):
+                client.execute_cell(cell, index)

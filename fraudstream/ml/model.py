@@ -36,6 +36,22 @@ SKLEARN_KINDS = ("logistic", "random_forest", "hgb")
 ALL_KINDS = (*SKLEARN_KINDS, "spark_gbt")
 
 
+#: What loading a registered model needs, besides the fraudstream package that travels
+#: with it (``code_paths``): pinned to the versions installed here.
+MODEL_PACKAGES = ("mlflow", "cloudpickle", "numpy", "pandas", "scikit-learn")
+
+
+def requirements() -> list[str]:
+    """The pip requirements logged with a model: :data:`MODEL_PACKAGES` as installed here.
+
+    Given rather than inferred: MLflow infers them by loading the model in a subprocess
+    and watching its imports, which costs about 10 s a model and finds the same list.
+    """
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in MODEL_PACKAGES]
+
+
 def param_grid(kind: str, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every combination of ``kind``'s grid; ``overrides`` fix some parameters."""
     grid = {**GRIDS[kind], **{key: [value] for key, value in (overrides or {}).items()}}

@@ -521,6 +521,7 @@ def log_and_register(
             signature=infer_signature(example, scorer.predict(None, example)),
             input_example=example,
             registered_model_name=cfg.model_name,
+            pip_requirements=model.requirements(),
             # The package travels with the model: it loads wherever mlflow does.
             code_paths=_package_source(),
             metadata={
