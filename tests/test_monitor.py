@@ -12,12 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudstream import features
-from fraudstream.data import simulate
+from fraudstream import config, features
+from fraudstream.data import label_store, simulate
 from fraudstream.ml import drift, evaluate, monitor, training
+from fraudstream.scoring import views
 from jobs import monitor as monitor_job
+from jobs import score as score_job
+from jobs import train as train_job
 
-from .helpers import fit, read_topic, register, synthetic_view, write_scored_history
+from .helpers import (
+    fit,
+    publish_sample,
+    read_topic,
+    register,
+    score_config,
+    synthetic_view,
+    write_scored_history,
+)
 
 # --- drift: profile and PSI -----------------------------------------------------------
 
@@ -269,3 +280,63 @@ def test_monitor_flags_the_amount_shift_and_publishes_it_once(
     assert len(read_topic(kafka_bootstrap, fresh_topic)) == len(events)
     assert sorted((tmp_path / "monitoring" / "daily").rglob("*.parquet")) == daily_files
     assert len(pd.read_parquet(tmp_path / "monitoring" / "daily")) == 90
+
+
+# --- the jobs in an operator's order ----------------------------------------------------
+
+
+def test_train_score_label_monitor_end_to_end_smoke(
+    spark, kafka_bootstrap, topics, mlflow_store, tmp_path, history
+):
+    """The committed sample through the jobs as an operator runs them: the train job
+    registers a champion with its training profile; the score and labels jobs write the
+    scored view and the label store from the topics; the monitor reads them back."""
+    cfg = train_job.parse_args(
+        [
+            *("--data", str(config.SAMPLE_DIR), "--models", "logistic", "--folds", "1"),
+            # Two 3-day folds (test and validation) fit in the sample's 21 days.
+            *("--train-days", "3", "--test-days", "3", "--delay-days", "5", "--k", "5"),
+            *("--param", "logistic.C=1.0", "--decline-precision", "0.2"),
+            *("--models-dir", str(tmp_path / "models")),
+        ]
+    )
+    version = training.run(cfg, log=lambda line: None)["registered_version"]
+    published = publish_sample(kafka_bootstrap, topics)
+    scoring = score_config(kafka_bootstrap, topics, tmp_path)
+    score_job.run(spark, scoring, log=lambda line: None)
+    label_store.run(
+        spark,
+        label_store.LabelsConfig(
+            bootstrap_servers=kafka_bootstrap,
+            out=scoring.out,
+            checkpoint=tmp_path / "labels-checkpoint",
+            labels_topic=topics["labels"],
+            available_now=True,
+        ),
+    )
+
+    result = monitor.run(spark, monitor.MonitorConfig(out=scoring.out, delay_days=5, publish=False))
+    scored = views.read_view(scoring.out, views.SCORED)
+    assert len(scored) == published
+    scored["date"] = scored["event_time"].dt.date
+    daily = result["daily"].set_index("date")
+    assert result["model_version"] == version
+    assert daily.index.tolist() == sorted(set(scored["date"]))
+    per_day = scored.groupby("date").agg(payments=("score", "size"), alerts=("alerted", "sum"))
+    assert daily["payments"].tolist() == per_day["payments"].tolist()
+    assert daily["alerts"].tolist() == per_day["alerts"].tolist()
+    # The labels came through the labels job: the matured days know the frauds reported
+    # by the newest payment's time.
+    labels = history["labels"]
+    reported = labels.loc[labels["reported_time"] <= scored["event_time"].max(), "transaction_id"]
+    known = scored[scored["transaction_id"].isin(set(reported))].groupby("date").size()
+    mature = daily[daily["mature"]]
+    assert len(mature) == len(daily) - 6  # the newest 6 days wait for their labels
+    assert mature["frauds_known"].tolist() == known.reindex(mature.index, fill_value=0).tolist()
+    assert mature["frauds_known"].sum() > 0
+    assert mature.loc[mature["alerts"] > 0, "precision"].notna().all()
+    # Drift against the profile the train job logged with this very version.
+    drifted = result["drift"]
+    assert len(drifted) == len(daily) * len(features.FEATURE_COLUMNS)
+    assert (drifted["profile_version"] == version).all()
+    assert drifted["psi"].notna().all()
