@@ -1309,6 +1309,7 @@ def test_model_health_api_checks_days_answers_every_role_and_says_when_empty(tmp
     with web_only(lake, auth.Access(mode="password", users_file=users)) as settings:
         nobody = Client(settings)
         assert nobody.call("GET", "/api/model-health")[0] == 401
+        assert nobody.call("GET", "/health")[0] == 303
         vera = Client(settings)
         assert vera.login("vera", "vera-pass")[0] == 200
         empty = vera.call("GET", "/api/model-health")[1]
@@ -1372,3 +1373,68 @@ def test_model_health_api_checks_days_answers_every_role_and_says_when_empty(tmp
             client = Client(settings)
             client.login(user, f"{user}-pass")
             assert client.call("GET", "/api/model-health?days=3") == (200, body)
+
+
+def test_health_page_draws_the_monitors_days_events_and_drift(tmp_path, page):
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from .helpers import MONITORED_ALERTS, write_monitoring
+
+    lake = tmp_path / "lake"
+    written = write_monitoring(lake)
+    daily = written["daily"]
+    with web_only(lake, auth.Access()) as settings:
+        page.goto(url(settings, "/models"))
+        page.locator("#to-health").click()
+        expect(page.locator("#health")).to_be_visible(timeout=30_000)
+        expect(page.locator("#health-window")).to_contain_text(
+            "10 days, 2026-11-01..2026-11-10; 2 of them immature"
+        )
+        alerts = page.locator("#alerts-chart")
+        titles = alerts.locator("circle.point.alerts title").all_text_contents()
+        assert titles == [
+            f"{day}: alerts {count}"
+            for day, count in zip(daily["date"], MONITORED_ALERTS, strict=True)
+        ]
+        # The volume threshold from the fourth day on, when the baseline has three days.
+        expect(alerts.locator("circle.point.limit")).to_have_count(7)
+        precision = page.locator("#precision-chart")
+        # The immature days have no precision: shaded, and no point drawn on them.
+        expect(precision.locator("circle.point.precision")).to_have_count(8)
+        expect(precision.locator("rect.band")).to_have_count(1)
+        expect(precision.locator("text.band-label")).to_have_text("labels not in yet")
+        # The band covers the last two days: it starts after the last matured day's point.
+        last_mature = precision.locator("circle.point.precision").last.get_attribute("cx")
+        assert float(precision.locator("rect.band").get_attribute("x")) > float(last_mature)
+        assert precision.locator("circle.point.precision title").all_text_contents()[-1] == (
+            f"2026-11-08: precision {5 / 41:.4f}"
+        )
+        expect(precision.locator(".legend-item")).to_have_text(["precision", "recall", "CP@100"])
+        expect(page.locator("#scores-chart polyline.series")).to_have_count(4)
+        drift = page.locator("#drift-chart")
+        expect(drift.locator(".legend-item")).to_have_text(["amount", "card_tx_count_1d"])
+        expect(drift.locator("line.rule title")).to_have_text("PSI threshold 0.25")
+        assert drift.locator("circle.point.f0 title").all_text_contents()[-2:] == [
+            "2026-11-09: amount PSI 0.600",
+            "2026-11-10: amount PSI 0.800",
+        ]
+        events = page.locator("#health-events tbody tr")
+        expect(events).to_have_count(len(written["events"]))
+        expect(events.first.locator("td.reason")).to_have_text(written["events"]["reason"].iloc[-1])
+        days = page.locator("#health-days tbody tr")
+        expect(days).to_have_count(10)
+        expect(days.first).to_have_attribute("data-mature", "false")
+        expect(days.first.locator("td.precision")).to_have_text("\u2013")  # a dash: none
+        expect(days.nth(2).locator("td.precision")).to_have_text(f"{5 / 41:.4f}")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "health.png"), full_page=True, animations="disabled")
+
+        page.select_option("#days", "30")
+        shutil.rmtree(lake / "monitoring")
+        page.select_option("#days", "90")
+        expect(page.locator("#health-status")).to_have_text(
+            f"No monitor run yet: run ./spark-submit.sh monitor --out {lake}."
+        )
+        expect(page.locator("#health")).to_be_hidden()

@@ -13,7 +13,7 @@
   ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`);
 - a models page: the champion against the shadow challenger on the matured days, as
   ``fraudstream model compare`` weighs them (:func:`compare.live_comparison`);
-- the model health API: what ``./spark-submit.sh monitor`` wrote day by day (alert
+- a model-health page: what ``./spark-submit.sh monitor`` wrote day by day (alert
   volume, matured precision, scores, drift) and its events (:func:`monitor.read_days`);
 - a door (:class:`auth.Gate`): every page and API call names a user with a role
   (viewer, analyst, admin), by login, by a trusted proxy's header, or ``local`` on a
@@ -800,6 +800,9 @@ class Dashboard:
                 return JSONResponse({"error": str(error)}, status_code=503)
             return JSONResponse(compared)
 
+        async def health_page(request):
+            return FileResponse(static / "health.html", headers={"Cache-Control": "no-cache"})
+
         async def model_health(request):
             asked = request.query_params.get("days", str(HEALTH_DAYS))
             if not asked.isdigit() or not 1 <= int(asked) <= HEALTH_MAX_DAYS:
@@ -933,6 +936,7 @@ class Dashboard:
                 Route("/api/rules", see(rule_list)),
                 Route("/models", see(models_page, page=True)),
                 Route("/api/models", see(model_comparison)),
+                Route("/health", see(health_page, page=True)),
                 Route("/api/model-health", see(model_health)),
                 Route(
                     "/api/rules/{rule_id}/enabled",
