@@ -540,12 +540,18 @@ class MonitoringDays:
     events: pd.DataFrame
 
 
+def _read_small(path) -> pa.Table:
+    # One thread: for a file of a few rows, starting pyarrow's pool costs more than it saves.
+    with pq.ParquetFile(path) as parquet:
+        return parquet.read(use_threads=False)
+
+
 def _read_dataset(files, dataset: str, days: list[date]) -> pd.DataFrame:
     tables = []
     for day in days:
         rel = f"{MONITORING}/{dataset}/date={day}/part-0.parquet"
         if files.exists(rel):
-            table = files.read(rel, pq.read_table)
+            table = files.read(rel, _read_small)
             tables.append(table.append_column("date", pa.array([day] * table.num_rows)))
     if not tables:
         return pd.DataFrame()
