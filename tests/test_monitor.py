@@ -279,6 +279,11 @@ def test_monitor_quiet_on_ninety_unchanged_days(spark, histories, mlflow_store, 
     written = pd.read_parquet(tmp_path / "monitoring" / "daily")
     assert len(written) == 90 and written["alerts"].sum() == daily["alerts"].sum()
     assert len(pd.read_parquet(tmp_path / "monitoring" / "drift")) == len(drifted)
+    # Read back as the dashboard and notebook 04 read it: the newest 30 days as written.
+    newest = monitor.read_days(tmp_path, 30)
+    assert newest.daily["date"].tolist() == daily["date"].tolist()[-30:]
+    assert newest.daily["alerts"].tolist() == daily["alerts"].tolist()[-30:]
+    assert len(newest.drift) == 30 * len(features.FEATURE_COLUMNS) and newest.events.empty
 
 
 def test_monitor_flags_the_amount_shift_and_publishes_it_once(

@@ -76,7 +76,8 @@ function lineChart(svg, spec) {
     const left = Math.max(PLOT.left, x(band.from) - step / 2);
     const right = Math.min(PLOT.right, x(band.to) + step / 2);
     parts.push(svgEl("rect", { class: "band", x: left, y: PLOT.top, width: right - left, height }),
-      svgEl("text", { class: "band-label", x: (left + right) / 2, y: PLOT.top + 14 }, band.label));
+      // Ended at the band's right edge: a band of the newest days stays readable.
+      svgEl("text", { class: "band-label", x: right - 4, y: PLOT.top + 14 }, band.label));
   }
   for (let i = 0; i <= 4; i++) {
     const value = (top * i) / 4;

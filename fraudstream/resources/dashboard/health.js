@@ -120,13 +120,19 @@ function show(body) {
   $("health").hidden = false;
 }
 
+// The newest request's answer is the one shown: an older one arriving late is dropped.
+let asked = 0;
+
 async function load() {
+  const request = ++asked;
   try {
     const response = await fetch("/api/model-health?days=" + $("days").value);
     const body = await response.json();
+    if (request !== asked) return;
     if (!response.ok) throw new Error(body.error || response.statusText);
     show(body);
   } catch (error) {
+    if (request !== asked) return;
     $("health").hidden = true;
     $("health-status").hidden = false;
     $("health-status").textContent = error.message;
