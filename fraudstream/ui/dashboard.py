@@ -658,7 +658,8 @@ class Dashboard:
         Returns
         -------
         dict
-            ``days``: one object a day, oldest first, with the ``daily`` columns
+            ``lake`` and ``days_asked``; ``days``: one object a day, oldest first,
+            with the ``daily`` columns
             (``date``, ``payments``, ``alerts``, decisions by tier, ``mature``,
             ``precision``, ``recall``, ``card_precision_at_k``, the score quantiles,
             ``model_version``, the baselines); ``k`` (of CP@k) and ``as_of`` (when
