@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import pyarrow as pa
 from sklearn.ensemble import RandomForestClassifier
 
 from fraudstream import config, features, lake, schemas
-from fraudstream.data import simulate
+from fraudstream.data import label_store, simulate
 from fraudstream.features import DAY_MS
 from fraudstream.ml import drift, model, training
 from fraudstream.scoring import parse, query, views
@@ -447,10 +447,7 @@ def write_lake(out, scored: pd.DataFrame, labels: pd.DataFrame, old_days: int = 
         )
         views.write_tables(out, 0, {views.SCORED: (before, days[old])})
     views.write_tables(out, 1, {views.SCORED: (table.filter(pa.array(~old)), days[~old])})
-    label_table = pa.Table.from_pandas(
-        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
-    )
-    views.write_tables(out, 0, {"labels": (label_table, _day_numbers(labels["reported_time"]))})
+    label_store.write_history(out, labels)
 
 
 def register_champion_and_challenger(name: str) -> None:
@@ -503,8 +500,73 @@ def write_scored_history(
     )
     table = pa.Table.from_pandas(frame, schema=views.SCORED_ARROW_SCHEMA, preserve_index=False)
     views.write_tables(out, 0, {views.SCORED: (table, _day_numbers(event_time))})
-    label_table = pa.Table.from_pandas(
-        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
-    )
-    views.write_tables(out, 0, {"labels": (label_table, _day_numbers(labels["reported_time"]))})
+    label_store.write_history(out, labels)
     return len(rows)
+
+
+#: The days of :func:`write_monitoring`'s tree: alerts, and the frauds among them.
+MONITORED_ALERTS = [40, 42, 38, 41, 39, 40, 130, 41, 40, 39]
+MONITORED_HITS = [20, 21, 19, 20, 20, 20, 65, 5, 20, 20]
+
+
+def write_monitoring(out) -> dict:
+    """``OUT/monitoring`` as the monitor writes it, for 10 days from ``SHADOW_FIRST_DAY``.
+
+    Made by the monitor's own functions from small aggregates: 1,000 payments a day, a
+    burst of alerts on day 7, a fall of precision on day 8 (matured: labels as of day 10
+    with a 1-day delay, so days 9 and 10 are immature), and feature ``amount`` drifting
+    on the last two days (``is_weekend`` drifts too, but is a calendar feature). Returns
+    the ``daily``, ``drift`` and ``events`` frames written.
+    """
+    from fraudstream.ml import monitor
+
+    days = [SHADOW_FIRST_DAY + timedelta(days=i) for i in range(len(MONITORED_ALERTS))]
+    n = len(days)
+    volumes = pd.DataFrame(
+        {
+            "day": days,
+            "payments": 1000,
+            "alerts": MONITORED_ALERTS,
+            "approve": [1000 - a for a in MONITORED_ALERTS],
+            "review": [a - 5 for a in MONITORED_ALERTS],
+            "decline": 5,
+            "frauds": [hits + 10 for hits in MONITORED_HITS],
+            "alerted_frauds": MONITORED_HITS,
+            "score_quantiles": [[0.1, 0.3 + i / 100, 0.6, 0.9] for i in range(n)],
+            "model_version": "4",
+        }
+    )
+    histogram = pd.DataFrame({"day": days, "bin": 0, "payments": 1000})
+    card_precision = pd.DataFrame({"day": days, "card_precision": 0.2})
+    as_of = pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(hours=12)
+    daily = monitor.daily_frame(
+        volumes, histogram, card_precision, as_of, 1, 100, monitor.Thresholds()
+    )
+    psi = {
+        "amount": [0.01] * (n - 2) + [0.6, 0.8],
+        "card_tx_count_1d": [0.02] * n,
+        "is_weekend": [0.3] * n,
+    }
+    drifted = pd.DataFrame(
+        [
+            {
+                "date": day,
+                "feature": name,
+                "psi": values[i],
+                "null_share": 0.0,
+                "training_null_share": 0.0,
+                "payments": 1000,
+                "important": True,
+                "calendar": name in monitor.CALENDAR_FEATURES,
+                "profile_version": "4",
+            }
+            for i, day in enumerate(days)
+            for name, values in psi.items()
+        ]
+    )
+    events = pd.DataFrame(monitor.health_events(daily, drifted, "fraudstream"))
+    events = events.assign(date=events["day"], published_time=as_of)
+    monitor.write_days(out, monitor.DAILY, daily)
+    monitor.write_days(out, monitor.DRIFT, drifted)
+    monitor.write_days(out, monitor.EVENTS, events)
+    return {"daily": daily, "drift": drifted, "events": events}

@@ -1271,3 +1271,169 @@ def test_models_api_without_a_challenger_answers_one_sentence(
         assert status == 503 and list(body) == ["error"]
         assert body["error"].startswith("Cannot load model models:/not-registered/2: ")
         assert "\n" not in body["error"] and body["error"].endswith(".")
+
+
+# --- the model-health page: what the monitor wrote ----------------------------------------
+
+
+@contextmanager
+def web_only(lake: Path, access: auth.Access):
+    """A dashboard over ``lake``, its web server alone: no broker, no alerts."""
+    lake.mkdir(parents=True, exist_ok=True)
+    settings = dashboard.Settings(
+        bootstrap_servers="127.0.0.1:1",
+        alerts_topic="alerts",
+        labels_topic="labels",
+        lake=lake,
+        port=free_port(),
+        access=access,
+    )
+    web = dashboard.server(dashboard.Dashboard(settings))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not web.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert web.started, "the dashboard did not start"
+    try:
+        yield settings
+    finally:
+        web.should_exit = True
+        thread.join(10)
+
+
+def test_model_health_api_checks_days_answers_every_role_and_says_when_empty(tmp_path, users):
+    from .helpers import write_monitoring
+
+    lake = tmp_path / "lake"
+    with web_only(lake, auth.Access(mode="password", users_file=users)) as settings:
+        nobody = Client(settings)
+        assert nobody.call("GET", "/api/model-health")[0] == 401
+        assert nobody.call("GET", "/health")[0] == 303
+        vera = Client(settings)
+        assert vera.login("vera", "vera-pass")[0] == 200
+        empty = vera.call("GET", "/api/model-health")[1]
+        assert (empty["days"], empty["events"], empty["drift"]["features"]) == ([], [], [])
+        assert (
+            empty["message"] == f"No monitor run yet: run ./spark-submit.sh monitor --out {lake}."
+        )
+        for days in ("0", "367", "-1", "7.5", "many"):
+            assert vera.call("GET", f"/api/model-health?days={days}") == (
+                400,
+                {"error": "days must be a whole number from 1 to 366."},
+            )
+
+        written = write_monitoring(lake)
+        status, body = vera.call("GET", "/api/model-health?days=3")
+        assert status == 200 and body["message"] is None
+        assert (body["k"], body["as_of"]) == (100, "2026-11-10T12:00:00.000Z")
+        assert [day["date"] for day in body["days"]] == ["2026-11-08", "2026-11-09", "2026-11-10"]
+        first = written["daily"].iloc[7]
+        assert body["days"][0] == {
+            "date": "2026-11-08",
+            "payments": 1000,
+            "alerts": 41,
+            "approve": 959,
+            "review": 36,
+            "decline": 5,
+            "mature": True,
+            "frauds_known": 15,
+            "alerted_frauds": 5,
+            "precision": pytest.approx(5 / 41),
+            "recall": pytest.approx(5 / 15),
+            "card_precision_at_k": 0.2,
+            "score_p50": 0.1,
+            "score_p90": 0.37,
+            "score_p99": 0.6,
+            "score_p99_9": 0.9,
+            "model_version": "4",
+            "alerts_median_7d": first["alerts_median_7d"],
+            "precision_median_7d": first["precision_median_7d"],
+        }
+        # An immature day's precision is missing, not zero.
+        assert [body["days"][i][name] for i in (1, 2) for name in ("precision", "recall")] == [
+            None
+        ] * 4
+        assert body["drift"] == {
+            "features": ["amount", "card_tx_count_1d"],
+            "psi": {"amount": [0.01, 0.6, 0.8], "card_tx_count_1d": [0.02] * 3},
+            "threshold": 0.25,
+        }
+        assert [(e["day"], e["kind"], e["metric"]) for e in body["events"]] == [
+            ("2026-11-10", "drift", "psi:amount"),
+            ("2026-11-09", "drift", "psi:amount"),
+            ("2026-11-08", "precision", "precision"),
+        ]
+        assert body["events"][0]["reason"] == (
+            "On 2026-11-10 feature amount drifted from the training data of fraudstream "
+            "version 4: PSI 0.800 > 0.25."
+        )
+        assert len(vera.call("GET", "/api/model-health")[1]["days"]) == 10
+        for user in ("ana", "adam"):
+            client = Client(settings)
+            client.login(user, f"{user}-pass")
+            assert client.call("GET", "/api/model-health?days=3") == (200, body)
+
+
+def test_health_page_draws_the_monitors_days_events_and_drift(tmp_path, page):
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from .helpers import MONITORED_ALERTS, write_monitoring
+
+    lake = tmp_path / "lake"
+    written = write_monitoring(lake)
+    daily = written["daily"]
+    with web_only(lake, auth.Access()) as settings:
+        page.goto(url(settings, "/models"))
+        page.locator("#to-health").click()
+        expect(page.locator("#health")).to_be_visible(timeout=30_000)
+        expect(page.locator("#health-window")).to_contain_text(
+            "10 days, 2026-11-01..2026-11-10; 2 of them immature"
+        )
+        alerts = page.locator("#alerts-chart")
+        titles = alerts.locator("circle.point.alerts title").all_text_contents()
+        assert titles == [
+            f"{day}: alerts {count}"
+            for day, count in zip(daily["date"], MONITORED_ALERTS, strict=True)
+        ]
+        # The volume threshold from the fourth day on, when the baseline has three days.
+        expect(alerts.locator("circle.point.limit")).to_have_count(7)
+        precision = page.locator("#precision-chart")
+        # The immature days have no precision: shaded, and no point drawn on them.
+        expect(precision.locator("circle.point.precision")).to_have_count(8)
+        expect(precision.locator("rect.band")).to_have_count(1)
+        expect(precision.locator("text.band-label")).to_have_text("labels not in yet")
+        # The band covers the last two days: it starts after the last matured day's point.
+        last_mature = precision.locator("circle.point.precision").last.get_attribute("cx")
+        assert float(precision.locator("rect.band").get_attribute("x")) > float(last_mature)
+        assert precision.locator("circle.point.precision title").all_text_contents()[-1] == (
+            f"2026-11-08: precision {5 / 41:.4f}"
+        )
+        expect(precision.locator(".legend-item")).to_have_text(["precision", "recall", "CP@100"])
+        expect(page.locator("#scores-chart polyline.series")).to_have_count(4)
+        drift = page.locator("#drift-chart")
+        expect(drift.locator(".legend-item")).to_have_text(["amount", "card_tx_count_1d"])
+        expect(drift.locator("line.rule title")).to_have_text("PSI threshold 0.25")
+        assert drift.locator("circle.point.f0 title").all_text_contents()[-2:] == [
+            "2026-11-09: amount PSI 0.600",
+            "2026-11-10: amount PSI 0.800",
+        ]
+        events = page.locator("#health-events tbody tr")
+        expect(events).to_have_count(len(written["events"]))
+        expect(events.first.locator("td.reason")).to_have_text(written["events"]["reason"].iloc[-1])
+        days = page.locator("#health-days tbody tr")
+        expect(days).to_have_count(10)
+        expect(days.first).to_have_attribute("data-mature", "false")
+        expect(days.first.locator("td.precision")).to_have_text("\u2013")  # a dash: none
+        expect(days.nth(2).locator("td.precision")).to_have_text(f"{5 / 41:.4f}")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "health.png"), full_page=True, animations="disabled")
+
+        shutil.rmtree(lake / "monitoring")
+        page.select_option("#days", "30")
+        expect(page.locator("#health-status")).to_have_text(
+            f"No monitor run yet: run ./spark-submit.sh monitor --out {lake}."
+        )
+        expect(page.locator("#health")).to_be_hidden()

@@ -21,12 +21,14 @@ from jobs import score as score_job
 from jobs import train as train_job
 
 from .helpers import (
+    SHADOW_FIRST_DAY,
     fit,
     publish_sample,
     read_topic,
     register,
     score_config,
     synthetic_view,
+    write_monitoring,
     write_scored_history,
 )
 
@@ -122,6 +124,44 @@ def test_health_events_drift_on_important_features_not_calendar_ones():
         "On 2026-11-01 feature amount drifted from the training data of fraudstream "
         "version 3: PSI 0.400 > 0.25."
     )
+
+
+# --- reading back what the monitor wrote ---------------------------------------------
+
+
+def test_read_days_reads_the_newest_days_of_each_dataset(tmp_path):
+    assert monitor.read_days(tmp_path, 30).daily.empty
+    written = write_monitoring(tmp_path)
+    days = written["daily"]["date"].tolist()
+    assert (
+        monitor.written_days(tmp_path)
+        == days
+        == [SHADOW_FIRST_DAY + timedelta(days=i) for i in range(10)]
+    )
+
+    newest = monitor.read_days(tmp_path, 3)
+    assert newest.daily["date"].tolist() == days[-3:]
+    assert newest.daily[["alerts", "mature"]].to_dict("list") == {
+        "alerts": [41, 40, 39],
+        "mature": [True, False, False],
+    }
+    assert newest.daily["precision"].tolist()[0] == pytest.approx(5 / 41)
+    assert newest.daily["precision"].isna().tolist() == [False, True, True]
+    assert newest.drift[newest.drift["feature"] == "amount"][["date", "psi"]].to_dict("list") == {
+        "date": days[-3:],
+        "psi": [0.01, 0.6, 0.8],
+    }
+    assert newest.events[["date", "kind", "metric"]].values.tolist() == [
+        [days[-3], "precision", "precision"],
+        [days[-2], "drift", "psi:amount"],
+        [days[-1], "drift", "psi:amount"],
+    ]
+    # The calendar feature never counts: amount is the one that drifted most.
+    assert monitor.drifting_features(newest.drift, 5) == ["amount", "card_tx_count_1d"]
+    assert monitor.drifting_features(newest.drift, 1) == ["amount"]
+    every = monitor.read_days(tmp_path, 366)
+    assert len(every.daily) == 10 and len(every.drift) == 30
+    assert every.events["kind"].tolist() == ["alert_volume", "precision", "drift", "drift"]
 
 
 # --- each day's metrics, on Spark -----------------------------------------------------
@@ -244,6 +284,11 @@ def test_monitor_quiet_on_ninety_unchanged_days(spark, histories, mlflow_store, 
     written = pd.read_parquet(tmp_path / "monitoring" / "daily")
     assert len(written) == 90 and written["alerts"].sum() == daily["alerts"].sum()
     assert len(pd.read_parquet(tmp_path / "monitoring" / "drift")) == len(drifted)
+    # Read back as the dashboard and notebook 04 read it: the newest 30 days as written.
+    newest = monitor.read_days(tmp_path, 30)
+    assert newest.daily["date"].tolist() == daily["date"].tolist()[-30:]
+    assert newest.daily["alerts"].tolist() == daily["alerts"].tolist()[-30:]
+    assert len(newest.drift) == 30 * len(features.FEATURE_COLUMNS) and newest.events.empty
 
 
 def test_monitor_flags_the_amount_shift_and_publishes_it_once(

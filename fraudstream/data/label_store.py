@@ -35,6 +35,22 @@ LABEL_DEAD_LETTERS = "label_dead_letters"
 VIEWS = (LABELS, LABEL_DEAD_LETTERS)
 
 
+def write_history(out, labels: pd.DataFrame) -> int:
+    """Write a history's label events as the store ``OUT/labels`` that the job keeps.
+
+    For notebooks and tests that make a scored view without Kafka
+    (:func:`fraudstream.scoring.views.score_history`): the labels as one micro-batch,
+    by reported date. ``labels`` has the label contract's columns. Returns the rows written.
+    """
+    from fraudstream import features
+
+    table = pa.Table.from_pandas(
+        labels[schemas.LABEL_COLUMNS], schema=schemas.LABEL_ARROW_SCHEMA, preserve_index=False
+    )
+    days = features._time_ms(labels["reported_time"]) // DAY_MS
+    return views.write_tables(out, 0, {LABELS: (table, days)})[LABELS]
+
+
 def split(
     records: pd.DataFrame, now_ms: int | None = None
 ) -> dict[str, tuple[pa.Table, np.ndarray]]:

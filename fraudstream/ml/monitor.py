@@ -37,7 +37,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -515,6 +515,88 @@ def write_days(out, dataset: str, frame: pd.DataFrame) -> int:
     return len(days)
 
 
+def written_days(out, dataset: str = DAILY) -> list[date]:
+    """The days of ``OUT/monitoring/DATASET`` that have a file, oldest first."""
+    files = storage.files(out)
+    days = []
+    for name in files.list(f"{MONITORING}/{dataset}"):
+        key, _, value = name.partition("=")
+        if key == "date" and files.exists(f"{MONITORING}/{dataset}/{name}/part-0.parquet"):
+            days.append(date.fromisoformat(value))
+    return sorted(days)
+
+
+@dataclass(frozen=True)
+class MonitoringDays:
+    """What the monitor wrote for some days, as pandas frames with a ``date`` column.
+
+    ``daily``: one row a day, oldest first; ``drift``: one row a day and feature;
+    ``events``: the ``model-health`` events published for those days. A frame is empty
+    (no columns) when nothing of its kind was written.
+    """
+
+    daily: pd.DataFrame
+    drift: pd.DataFrame
+    events: pd.DataFrame
+
+
+def _read_small(path) -> pa.Table:
+    # One thread: for a file of a few rows, starting pyarrow's pool costs more than it saves.
+    with pq.ParquetFile(path) as parquet:
+        return parquet.read(use_threads=False)
+
+
+def _read_dataset(files, dataset: str, days: list[date]) -> pd.DataFrame:
+    tables = []
+    for day in days:
+        rel = f"{MONITORING}/{dataset}/date={day}/part-0.parquet"
+        if files.exists(rel):
+            table = files.read(rel, _read_small)
+            tables.append(table.append_column("date", pa.array([day] * table.num_rows)))
+    if not tables:
+        return pd.DataFrame()
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    return frame[["date", *(c for c in frame.columns if c != "date")]]
+
+
+def read_days(out, days: int) -> MonitoringDays:
+    """The newest ``days`` days the monitor wrote under ``OUT/monitoring``, without Spark.
+
+    The days are those of ``daily``; ``drift`` and ``events`` are read for the same days.
+    One small file per day and dataset, read with pyarrow through :mod:`fraudstream.storage`
+    (a local folder or any Hadoop file system).
+
+    Parameters
+    ----------
+    out : str or Path
+        The score job's output root, as given to the monitor's ``--out``.
+    days : int
+        How many of the newest written days to read.
+
+    Returns
+    -------
+    MonitoringDays
+        Empty frames when the monitor has not run on ``out``.
+    """
+    files = storage.files(out)
+    newest = written_days(files)[-days:] if days > 0 else []
+    return MonitoringDays(
+        daily=_read_dataset(files, DAILY, newest),
+        drift=_read_dataset(files, DRIFT, newest),
+        events=_read_dataset(files, EVENTS, newest),
+    )
+
+
+def drifting_features(drifted: pd.DataFrame, top: int) -> list[str]:
+    """The ``top`` watched features (important, not calendar) by highest PSI in ``drifted``."""
+    if not len(drifted):
+        return []
+    watched = drifted[drifted["important"] & ~drifted["calendar"]]
+    highest = watched.groupby("feature")["psi"].max().fillna(0.0)
+    ranked = sorted(highest.index, key=lambda name: (-highest[name], name))
+    return ranked[:top]
+
+
 def published_events(out) -> pd.DataFrame:
     """The events the monitor published before (``OUT/monitoring/events``)."""
     files = storage.files(out)
@@ -550,8 +632,16 @@ def publish(bootstrap_servers: str, topic: str, events: list[dict]) -> None:
 # --- the job --------------------------------------------------------------------------
 
 
-def run(spark: SparkSession, cfg: MonitorConfig, log=_LOG.info) -> dict:
+def run(
+    spark: SparkSession,
+    cfg: MonitorConfig,
+    log=_LOG.info,
+    champion: tuple[str, dict | None] | None = None,
+) -> dict:
     """Compute, write and check the monitoring of every day of the scored view.
+
+    ``champion``: the model's version and training profile, for a model that is not the
+    registry's champion (a notebook's stand-in); by default the registry's champion's.
 
     Returns
     -------
@@ -559,7 +649,7 @@ def run(spark: SparkSession, cfg: MonitorConfig, log=_LOG.info) -> dict:
         ``daily`` and ``drift`` (pandas frames as written), ``events`` (all the days'
         crossings) and ``published`` (those sent now), ``model_version``.
     """
-    version, profile = champion_profile(cfg.model_name)
+    version, profile = champion or champion_profile(cfg.model_name)
     columns = list(profile["features"]) if profile else []
     if profile is None:
         log(
@@ -600,13 +690,12 @@ def run(spark: SparkSession, cfg: MonitorConfig, log=_LOG.info) -> dict:
     if fresh and cfg.publish:
         publish(cfg.bootstrap_servers, cfg.health_topic, fresh)
         log(f"monitor: published {len(fresh)} new model-health event(s) to {cfg.health_topic}")
-        recorded = pd.concat(
-            [before, pd.DataFrame(fresh).assign(date=lambda f: f["day"])], ignore_index=True
+        sent = pd.DataFrame(fresh).assign(
+            date=lambda f: f["day"], published_time=pd.Timestamp(datetime.now(UTC))
         )
-        recorded["published_time"] = recorded.get("published_time", pd.NaT)
-        recorded["published_time"] = recorded["published_time"].fillna(
-            pd.Timestamp(datetime.now(UTC))
-        )
+        # Each recorded event has its own published_time; an empty frame is left out of
+        # the concatenation, whose columns' types it would only blur.
+        recorded = sent if before.empty else pd.concat([before, sent], ignore_index=True)
         touched = {e["day"] for e in fresh}
         write_days(cfg.out, EVENTS, recorded[recorded["date"].isin(touched)])
     return {

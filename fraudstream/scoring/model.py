@@ -130,6 +130,48 @@ def load_model(
     )
 
 
+#: The stand-in's threshold: low enough that a small sample raises a few dozen alerts.
+STAND_IN_THRESHOLD = 0.3
+
+
+def stand_in(dataset: pd.DataFrame, threshold: float = STAND_IN_THRESHOLD) -> LoadedModel:
+    """A small random forest fitted on ``dataset`` that stands in for the champion.
+
+    For notebooks on a fresh checkout, where the registry has no champion: the training
+    job's features, a random forest of 30 trees, the features' reference values (for the
+    reasons) and the default label delay. It has seen the payments it then scores, so
+    its alerts look better than a real champion's would.
+
+    Parameters
+    ----------
+    dataset : pandas.DataFrame
+        ``fraudstream.ml.training.build_dataset``'s rows: the features and ``is_fraud``.
+    threshold : float
+        Scores at or above it alert.
+
+    Returns
+    -------
+    LoadedModel
+        Version ``stand-in`` of ``fraudstream``.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    from fraudstream.ml import training
+
+    columns = features.FEATURE_COLUMNS
+    forest = RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0, n_jobs=1)
+    forest.fit(dataset[columns], dataset["is_fraud"])
+    return LoadedModel(
+        name="fraudstream",
+        version="stand-in",
+        scorer=ml_model.FraudScorer(forest, columns),
+        threshold=threshold,
+        feature_columns=columns,
+        reference=training.feature_reference(dataset.assign(y=dataset["is_fraud"]), columns),
+        label_delay_days=features.DEFAULT_LABEL_DELAY_DAYS,
+    )
+
+
 class ModelSource:
     """The model a URI points at, followed between micro-batches.
 

@@ -13,6 +13,8 @@
   ``fraudstream rules enable|disable`` does (:func:`rules.set_enabled`);
 - a models page: the champion against the shadow challenger on the matured days, as
   ``fraudstream model compare`` weighs them (:func:`compare.live_comparison`);
+- a model-health page: what ``./spark-submit.sh monitor`` wrote day by day (alert
+  volume, matured precision, scores, drift) and its events (:func:`monitor.read_days`);
 - a door (:class:`auth.Gate`): every page and API call names a user with a role
   (viewer, analyst, admin), by login, by a trusted proxy's header, or ``local`` on a
   dashboard for this machine alone; verdicts and rule changes record who made them.
@@ -56,6 +58,11 @@ TRAIL_DAYS = 30
 VERDICT_TIMEOUT_S = 10
 #: How long the models page's comparison is kept before it is made again.
 COMPARISON_MAX_AGE_S = 60.0
+#: Days the model-health page shows unless asked for others, and the most it may ask.
+HEALTH_DAYS = 90
+HEALTH_MAX_DAYS = 366
+#: Features drawn in the model-health page's drift chart: the watched ones that drifted most.
+HEALTH_DRIFT_FEATURES = 5
 #: The Kafka header of a verdict's label event that names the user who gave it.
 AUTHOR_HEADER = "author"
 
@@ -354,6 +361,17 @@ def _sentence(error: Exception) -> str:
     return f"The rules topic did not answer ({type(error).__name__})."
 
 
+def _number(value):
+    """A value as JSON takes it: numpy's scalars as Python's, NaN and NaT as None."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -631,6 +649,91 @@ class Dashboard:
             "as_of": schemas.format_time(result.as_of),
         }
 
+    def model_health(self, days: int = HEALTH_DAYS) -> dict:
+        """The monitor's newest ``days`` days in the lake, for the model-health page.
+
+        Read from ``LAKE/monitoring`` (:func:`fraudstream.ml.monitor.read_days`): small
+        files, one a day, so it is read again on every request.
+
+        Returns
+        -------
+        dict
+            ``lake`` and ``days_asked``; ``days``: one object a day, oldest first,
+            with the ``daily`` columns
+            (``date``, ``payments``, ``alerts``, decisions by tier, ``mature``,
+            ``precision``, ``recall``, ``card_precision_at_k``, the score quantiles,
+            ``model_version``, the baselines); ``k`` (of CP@k) and ``as_of`` (when
+            the newest day's labels were taken as known);
+            ``drift``: ``features`` (the watched features that drifted most),
+            ``psi`` (each one's PSI a day, aligned with ``days``) and ``threshold``;
+            ``thresholds``: the monitor's; ``events``: the model-health events of
+            those days, newest first;
+            ``message``: why there is nothing to show, else None. Missing numbers
+            (an immature day's precision) are null.
+        """
+        from fraudstream.ml import monitor
+
+        found = monitor.read_days(self.settings.lake, days)
+        daily, drifted, events = found.daily, found.drift, found.events
+        dates = [day.isoformat() for day in daily["date"]] if len(daily) else []
+        shown = monitor.drifting_features(drifted, HEALTH_DRIFT_FEATURES)
+        psi = {}
+        if shown:
+            table = drifted.pivot_table(index="date", columns="feature", values="psi")
+            table = table.reindex(index=list(daily["date"]), columns=shown)
+            psi = {name: [_number(v) for v in table[name]] for name in shown}
+        columns = [
+            "payments",
+            "alerts",
+            *schemas.DECISIONS,
+            "mature",
+            "frauds_known",
+            "alerted_frauds",
+            "precision",
+            "recall",
+            "card_precision_at_k",
+            *monitor.SCORE_QUANTILES,
+            "model_version",
+            "alerts_median_7d",
+            "precision_median_7d",
+        ]
+        rows = [
+            {"date": day, **{name: _number(row[name]) for name in columns}}
+            for day, row in zip(dates, daily.to_dict("records"), strict=True)
+        ]
+        listed = []
+        if len(events):
+            for event in events.sort_values(["date", "kind", "metric"], ascending=False).to_dict(
+                "records"
+            ):
+                listed.append(
+                    {
+                        name: _number(event.get(name))
+                        for name in ("day", "kind", "metric", "value", "threshold")
+                    }
+                    | {"model_version": str(event["model_version"]), "reason": event["reason"]}
+                )
+        message = None
+        if not rows:
+            message = (
+                f"No monitor run yet: run ./spark-submit.sh monitor --out {self.settings.lake}."
+            )
+        return {
+            "lake": str(self.settings.lake),
+            "days_asked": days,
+            "days": rows,
+            "k": int(daily["k"].iloc[-1]) if len(daily) else None,
+            "as_of": schemas.format_time(daily["as_of"].iloc[-1]) if len(daily) else None,
+            "drift": {"features": shown, "psi": psi, "threshold": monitor.PSI_THRESHOLD},
+            "thresholds": {
+                "psi": monitor.PSI_THRESHOLD,
+                "volume_factor": monitor.VOLUME_FACTOR,
+                "precision_factor": monitor.PRECISION_FACTOR,
+            },
+            "events": listed,
+            "message": message,
+        }
+
     def _build_app(self):
         from kafka.errors import KafkaError
         from starlette.applications import Starlette
@@ -697,6 +800,18 @@ class Dashboard:
             except FraudstreamError as error:
                 return JSONResponse({"error": str(error)}, status_code=503)
             return JSONResponse(compared)
+
+        async def health_page(request):
+            return FileResponse(static / "health.html", headers={"Cache-Control": "no-cache"})
+
+        async def model_health(request):
+            asked = request.query_params.get("days", str(HEALTH_DAYS))
+            if not asked.isdigit() or not 1 <= int(asked) <= HEALTH_MAX_DAYS:
+                return JSONResponse(
+                    {"error": f"days must be a whole number from 1 to {HEALTH_MAX_DAYS}."},
+                    status_code=400,
+                )
+            return JSONResponse(await run_in_threadpool(self.model_health, int(asked)))
 
         async def alerts(request):
             try:
@@ -822,6 +937,8 @@ class Dashboard:
                 Route("/api/rules", see(rule_list)),
                 Route("/models", see(models_page, page=True)),
                 Route("/api/models", see(model_comparison)),
+                Route("/health", see(health_page, page=True)),
+                Route("/api/model-health", see(model_health)),
                 Route(
                     "/api/rules/{rule_id}/enabled",
                     gate.guard(admin, rule_enabled),

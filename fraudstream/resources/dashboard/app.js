@@ -1,30 +1,15 @@
 // The ops dashboard's page: alerts pushed by server-sent events, newest first.
-// Data is only ever put into the page as text (textContent), never as HTML.
+// Data is only ever put into the page as text (textContent), never as HTML. The element
+// helpers ($, el, svgEl) are chart.js's.
 "use strict";
 
 // Rows kept on the page as new ones arrive; older ones stay reachable by paging.
 let rowsMax = 1000;
-const SVG = "http://www.w3.org/2000/svg";
 const rows = new Map(); // alert_id -> {alert, tr}
 let selected = null;
 let oldestCursor = null;
 
-const $ = (id) => document.getElementById(id);
 const tbody = document.querySelector("#alerts tbody");
-
-function el(tag, text, cls) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = text;
-  if (cls) node.className = cls;
-  return node;
-}
-
-function svgEl(tag, attrs, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text) node.textContent = text;
-  return node;
-}
 
 const money = (a) =>
   a.amount.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) +
