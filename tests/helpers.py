@@ -33,9 +33,8 @@ from fraudstream.scoring.model import LoadedModel
 #: The toy model's threshold: low enough that the sample raises a few dozen alerts.
 THRESHOLD = 0.3
 
-#: The requirements of the models the tests log, given rather than inferred: MLflow infers
-#: them by loading the model in a subprocess, about 10 s a model.
-MODEL_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
+#: The requirements of the models the tests log, as the training job gives them.
+MODEL_REQUIREMENTS = model.requirements()
 
 
 def read_sample_history() -> dict:
@@ -97,11 +96,10 @@ def register(
 
     columns = features.FEATURE_COLUMNS
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=fit(dataset, seed=seed),
+        info = model.log_model(
+            fit(dataset, seed=seed).estimator,
+            columns,
             registered_model_name=name,
-            pip_requirements=MODEL_REQUIREMENTS,
             metadata={
                 "threshold": THRESHOLD,
                 "feature_columns": columns,
