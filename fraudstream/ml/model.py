@@ -273,11 +273,14 @@ def feature_importance(estimator, frame: pd.DataFrame, y: np.ndarray, seed: int 
 
 
 class FraudScorer(PythonModel):
-    """The registered model: feature frame in, probability of fraud out.
+    """The model the score job scores with: feature frame in, probability of fraud out.
+
+    What :func:`load_scorer` rebuilds from a registered model's files, and what models
+    registered before :func:`log_model` pickled (a ``PythonModel``, so they still load).
 
     Parameters
     ----------
-    estimator : fitted scikit-learn classifier
+    estimator : fitted classifier with ``predict_proba`` and ``classes_``
     feature_columns : list of str
         The columns the estimator was trained on, in order.
     """
