@@ -200,9 +200,9 @@ def fit(
     Returns
     -------
     estimator
-        Fitted; set to predict on one thread, because executors already score
-        partitions in parallel (and a forest's votes then add up in the same order in
-        every replay).
+        Fitted; set to predict on one thread where it has the setting (``n_jobs``: the
+        forest, LightGBM, XGBoost), because executors already score partitions in
+        parallel (and a forest's votes then add up in the same order in every replay).
     """
     estimator = make_estimator(kind, params, seed)
     fit_params: dict[str, Any] = {}
