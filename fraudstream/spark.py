@@ -25,8 +25,18 @@ _LOG = logging.getLogger(__name__)
 LOCAL_SHUFFLE_PARTITIONS = 4
 
 #: Packages whose versions executors must share with the driver: pyspark itself and
-#: those whose objects cross between them (Arrow batches, pickled arrays and frames).
-SHARED_PACKAGES = ("pyspark", "pyarrow", "pandas", "numpy", "scikit-learn")
+#: those whose objects cross between them (Arrow batches, pickled arrays and frames), and
+#: those the registered model loads with (its estimator's library and skops).
+SHARED_PACKAGES = (
+    "pyspark",
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "scikit-learn",
+    "lightgbm",
+    "xgboost-cpu",
+    "skops",
+)
 
 
 class ExecutorEnvironmentError(FraudstreamError):

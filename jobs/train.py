@@ -12,7 +12,7 @@ tracking server. See ``fraudstream/ml/training.py`` and ``fraudstream/ml/evaluat
 Usage::
 
     ./spark-submit.sh train --data DIR [--labels DIR] [--until YYYY-MM-DD]
-        [--models random_forest,hgb,logistic,spark_gbt]
+        [--models random_forest,hgb,lightgbm,xgboost,logistic,spark_gbt]
         [--train-start YYYY-MM-DD] [--folds 4] [--train-days 7] [--delay-days 7]
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
         [--engine pandas|spark] [--max-train-rows 250000] [--experiment fraudstream]

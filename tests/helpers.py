@@ -96,11 +96,10 @@ def register(
 
     columns = features.FEATURE_COLUMNS
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=fit(dataset, seed=seed),
+        info = model.log_model(
+            fit(dataset, seed=seed).estimator,
+            columns,
             registered_model_name=name,
-            pip_requirements=MODEL_REQUIREMENTS,
             metadata={
                 "threshold": THRESHOLD,
                 "feature_columns": columns,

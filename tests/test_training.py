@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -102,12 +103,7 @@ def test_select_params_holds_the_review_budget_below_the_decline_band(
 
 def _register(estimator, columns, name="fraudstream") -> str:
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model.FraudScorer(estimator, columns),
-            registered_model_name=name,
-            pip_requirements=MODEL_REQUIREMENTS,
-        )
+        info = model.log_model(estimator, columns, registered_model_name=name)
     return str(info.registered_model_version)
 
 
@@ -170,8 +166,149 @@ def test_a_model_pickled_before_the_package_moved_still_loads(tmp_path, monkeypa
     assert np.allclose(loaded.predict(frame), estimator.predict_proba(frame)[:, 1])
 
 
-def _given_requirements(*args, **kwargs) -> list[str]:
-    return list(MODEL_REQUIREMENTS)
+def _boosted_params(kind: str) -> dict:
+    """The first point of ``kind``'s grid, with few trees: quick on the small data."""
+    params = model.param_grid(kind)[0]
+    for ceiling in ("n_estimators", "max_iter"):
+        if ceiling in params:
+            params[ceiling] = 200
+    return params
+
+
+def test_early_stopping_slice_holds_out_the_newest_payments(small_dataset):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, _ = training.split(small_dataset, fold)
+    # Shuffled: the slice is the newest by time, not the last rows.
+    train = train.sample(frac=1.0, random_state=0)
+    held = training.early_stopping_slice(train)
+    assert train.loc[held, "event_ms"].min() >= train.loc[~held, "event_ms"].max()
+    assert held.mean() == pytest.approx(training.EARLY_STOPPING_FRACTION, abs=0.01)
+    assert train.loc[held, "y"].sum() > 0 and train.loc[~held, "y"].sum() > 0
+    # No known fraud among the newest payments: nothing to stop on, none held out.
+    none_newest = train.assign(y=np.where(held, 0, train["y"]))
+    assert not training.early_stopping_slice(none_newest).any()
+
+
+@pytest.mark.parametrize("kind", model.EARLY_STOPPING_KINDS)
+def test_fit_predict_stops_a_boosted_model_on_the_newest_training_slice(
+    kind, small_dataset, monkeypatch
+):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    train = train.sample(frac=1.0, random_state=0)
+    seen = {}
+    real_fit = model.fit
+
+    def recording(kind, params, x, y, seed=0, weights=None, stop=None):
+        seen.update(x=x, stop=stop)
+        return real_fit(kind, params, x, y, seed, weights, stop)
+
+    monkeypatch.setattr(model, "fit", recording)
+    params = _boosted_params(kind)
+    columns = list(features.FEATURE_COLUMNS)
+    scores, estimator = training.fit_predict(kind, params, train, test, columns, seed=0)
+    fitted, stopped_on = seen["x"].index, seen["stop"][0].index
+    assert set(stopped_on) == set(train.index[training.early_stopping_slice(train)])
+    assert set(fitted) == set(train.index) - set(stopped_on)
+    assert train.loc[stopped_on, "event_ms"].min() >= train.loc[fitted, "event_ms"].max()
+    # It stopped before its ceiling of trees, and scores the test window.
+    rounds = {
+        "hgb": lambda: estimator.n_iter_,
+        "lightgbm": lambda: estimator.best_iteration_,
+        "xgboost": lambda: estimator.best_iteration + 1,
+    }[kind]()
+    assert 0 < rounds < 200
+    if kind == "hgb":
+        # On the slice given, not on a random tenth of the rows it was fitted on.
+        assert estimator.validation_fraction is None
+    assert scores.shape == (len(test),) and 0 <= scores.min() <= scores.max() <= 1
+
+
+def test_train_job_chooses_among_the_boosted_kinds_on_validation(small_data, mlflow_store):
+    cfg = train_job.parse_args(
+        [
+            *("--data", str(small_data), "--models", "lightgbm,xgboost"),
+            *("--folds", "1", "--train-start", "2018-05-20", "--k", "5", "--no-register"),
+            *("--param", "lightgbm.n_estimators=200", "--param", "xgboost.n_estimators=200"),
+        ]
+    )
+    chosen_on = []
+    select = training.select_params
+
+    def recording(kind, dataset, folds, cfg):
+        chosen_on.extend(folds)
+        return select(kind, dataset, folds, cfg)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "select_params", recording)
+        report = training.run(cfg, log=lambda line: None)
+    (test_fold,) = report["test_folds"]
+    # Chosen on validation windows that end before the test window starts.
+    assert chosen_on and max(f.test_end for f in chosen_on) <= test_fold["train_end"]
+    models = report["models"]
+    assert set(models) == {"lightgbm", "xgboost"}
+    for kind, result in models.items():
+        assert result["params"] in model.param_grid(kind, cfg.params[kind])
+        assert 0 < result["validation_average_precision"] <= 1
+        assert 0 < result["mean"]["average_precision"] <= 1
+    best = max(models, key=lambda kind: models[kind]["validation_average_precision"])
+    assert report["chosen_model"] == best
+
+
+@pytest.mark.parametrize("kind", model.REGISTRABLE_KINDS)
+def test_registered_model_holds_no_pickle_and_scores_as_fitted(kind, small_dataset, mlflow_store):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    columns = list(features.FEATURE_COLUMNS)
+    params = _boosted_params(kind) if kind in model.EARLY_STOPPING_KINDS else None
+    params = params or model.param_grid(kind)[0]
+    scores, estimator = training.fit_predict(kind, params, train, test, columns, seed=0)
+    version = _register(estimator, columns, name=f"no-pickle-{kind}")
+    uri = f"models:/no-pickle-{kind}/{version}"
+    files = [p for p in Path(mlflow.artifacts.download_artifacts(uri)).rglob("*") if p.is_file()]
+    assert files and not [p for p in files if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    mlmodel = next(p for p in files if p.name == "MLmodel").read_text()
+    assert "loader_module: fraudstream.ml.model" in mlmodel and "python_model" not in mlmodel
+    assert "code" not in {p.parent.name for p in files}
+    loaded = load_model(uri, threshold=0.5)
+    assert loaded.score(test[columns]) == pytest.approx(scores, abs=1e-9, rel=0)
+    assert mlflow.pyfunc.load_model(uri).predict(test[columns]).to_numpy() == pytest.approx(
+        scores, abs=1e-9, rel=0
+    )
+
+
+def test_a_model_pickled_before_the_format_change_still_loads(small_dataset, mlflow_store):
+    """Versions registered before the models held no pickle: a pickled FraudScorer."""
+    columns = ["amount", "card_tx_count_1d", "merchant_fraud_rate_30d"]
+    data = small_dataset.assign(y=small_dataset["is_fraud"])
+    estimator = LogisticRegression(max_iter=1000).fit(data[columns], data["y"])
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model.FraudScorer(estimator, columns),
+            registered_model_name="pickled",
+            pip_requirements=MODEL_REQUIREMENTS,
+            metadata={"threshold": 0.5, "feature_columns": columns},
+        )
+    uri = f"models:/pickled/{info.registered_model_version}"
+    assert (Path(mlflow.artifacts.download_artifacts(uri)) / "python_model.pkl").is_file()
+    loaded = load_model(uri)
+    expected = estimator.predict_proba(data[columns])[:, 1]
+    assert loaded.score(data[columns]) == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+def test_load_scorer_refuses_a_skops_file_with_an_untrusted_type(tmp_path):
+    import os
+
+    from sklearn.preprocessing import FunctionTransformer
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    # What a hostile registry entry could hold: a transformer that would run a shell
+    # command. skops names the function in the file; it is in no trusted list.
+    model.save_estimator(FunctionTransformer(os.system), ["a"], tmp_path)
+    with pytest.raises(UntrustedTypesFoundException, match="system"):
+        model.load_scorer(tmp_path)
+    assert "system" not in " ".join(model.SKOPS_TRUSTED)
 
 
 @pytest.fixture(scope="module")
@@ -209,9 +346,6 @@ def trained(small_data, empty_mlflow_db, tmp_path_factory) -> dict:
     )
     with pytest.MonkeyPatch.context() as patch:
         use_mlflow_copy(empty_mlflow_db, root, patch)
-        # MLflow infers the requirements of the model the job logs by loading it in a
-        # subprocess, about 8 s; the tests read none of them.
-        patch.setattr(mlflow.models, "infer_pip_requirements", _given_requirements)
         report = training.run(cfg, log=lambda line: None)
     return {"root": root, "report": report}
 

@@ -178,6 +178,39 @@ def sample_genuine(
     return train.iloc[rows], weights
 
 
+#: The share of a training window, its newest payments, that boosted models stop early on.
+EARLY_STOPPING_FRACTION = 0.15
+
+
+def early_stopping_slice(
+    train: pd.DataFrame, fraction: float = EARLY_STOPPING_FRACTION
+) -> np.ndarray:
+    """Which rows of a training window a boosted model stops early on: its newest.
+
+    The payments from the time that leaves ``fraction`` of the rows before it on, ties
+    included, so every row held out is at least as new as every row fitted on: the
+    boosting rounds are chosen on the payments closest to the test window, never on a
+    random sample that would mix in the fitted payments' own days. None are held out
+    (all False) when they would hold no known fraud, or every one: then LightGBM and
+    XGBoost fit their grid's number of trees, and HistGradientBoosting stops on a random
+    tenth of the window.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        On ``train``'s rows: True for the early-stopping set.
+    """
+    times = train["event_ms"].to_numpy()
+    if len(times) == 0:
+        return np.zeros(0, dtype=bool)
+    cut = np.sort(times)[int(len(times) * (1.0 - fraction))]
+    held = times >= cut
+    y = train["y"].to_numpy()
+    if y[held].sum() == 0 or y[~held].sum() == 0:
+        return np.zeros(len(times), dtype=bool)
+    return held
+
+
 def fit_predict(
     kind: str,
     params: dict,
@@ -189,7 +222,9 @@ def fit_predict(
 ) -> tuple[np.ndarray, Any]:
     """Fit ``kind`` on ``train`` and return P(fraud) for ``test``, and the fitted model.
 
-    ``weights``, if given, are the training rows' sample weights.
+    ``weights``, if given, are the training rows' sample weights. A boosted model
+    (:data:`model.EARLY_STOPPING_KINDS`) is fitted on the older rows and stops early on
+    the newest (:func:`early_stopping_slice`).
     """
     if train["y"].nunique() < 2:
         raise DataError(
@@ -198,14 +233,18 @@ def fit_predict(
         )
     if kind == "spark_gbt":
         return _spark_fit_predict(params, train, test, columns, seed, weights), None
-    estimator = model.make_estimator(kind, params, seed)
-    x_train = train[columns].astype(float)
-    fit_params = {}
-    if weights is not None:
-        # A pipeline takes each step's fit parameters by the step's name.
-        last = f"{estimator.steps[-1][0]}__" if hasattr(estimator, "steps") else ""
-        fit_params[f"{last}sample_weight"] = weights
-    estimator.fit(x_train, train["y"].to_numpy(), **fit_params)
+    x_train, y_train = train[columns].astype(float), train["y"].to_numpy()
+    stop = None
+    held = (
+        early_stopping_slice(train)
+        if kind in model.EARLY_STOPPING_KINDS
+        else np.zeros(len(train), dtype=bool)
+    )
+    if held.any():
+        stop = (x_train[held], y_train[held], None if weights is None else weights[held])
+        x_train, y_train = x_train[~held], y_train[~held]
+        weights = None if weights is None else weights[~held]
+    estimator = model.fit(kind, params, x_train, y_train, seed, weights, stop)
     return model.fraud_probability(estimator, test[columns].astype(float)), estimator
 
 
@@ -515,15 +554,13 @@ def log_and_register(
             return outcome
         example = newest["test"][columns].head(5).astype(float)
         scorer = model.FraudScorer(newest["estimator"], columns)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=scorer,
+        # In the estimator's own format, loaded by fraudstream.ml.model: no pickle.
+        info = model.log_model(
+            newest["estimator"],
+            columns,
             signature=infer_signature(example, scorer.predict(None, example)),
             input_example=example,
             registered_model_name=cfg.model_name,
-            pip_requirements=model.requirements(),
-            # The package travels with the model: it loads wherever mlflow does.
-            code_paths=_package_source(),
             metadata={
                 "threshold": best["threshold"],
                 # The decision bands: review from the threshold, decline from here.
@@ -566,20 +603,6 @@ def feature_reference(train: pd.DataFrame, columns: list[str]) -> dict[str, floa
     """Each feature's median over the genuine training payments: the "typical payment"."""
     genuine = train.loc[train["y"] == 0, columns] if "y" in train else train[columns]
     return {column: float(value) for column, value in genuine.median().items()}
-
-
-def _package_source() -> list[str] | None:
-    """The fraudstream package's folder, to ship with a model.
-
-    Under spark-submit the package is imported from a zip (``--py-files``); its folder
-    is then the checkout's.
-    """
-    from fraudstream import config
-
-    for folder in (Path(model.__file__).parent.parent, config.PROJECT_ROOT / "fraudstream"):
-        if folder.is_dir():
-            return [str(folder)]
-    return None
 
 
 def _report(results, chosen, folds, timings) -> dict:
@@ -690,7 +713,7 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
     if note:
         log(note)
     # The default is chosen on validation folds, like the parameters: never on the test.
-    registrable = [k for k in cfg.models if k in model.SKLEARN_KINDS] or list(cfg.models)
+    registrable = [k for k in cfg.models if k in model.REGISTRABLE_KINDS] or list(cfg.models)
     chosen = max(registrable, key=lambda kind: results[kind]["validation_ap"])
 
     started = time.perf_counter()
