@@ -662,11 +662,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "dashboard",
-        help="serve the ops dashboard: live alerts, card trails, analyst verdicts, rules, models",
+        help="serve the ops dashboard: live alerts, card trails, analyst verdicts, rules, models, "
+        "model health",
         description="Serve a web page of the alert topic: alerts as they arrive, counters, "
         "each alert's card-location trail, and fraud/genuine verdicts sent to the labels topic; "
-        "a page of the fraud-ops rules, with their hits today, to enable or disable them; and "
-        "a page of the champion against the shadow challenger on live traffic.",
+        "a page of the fraud-ops rules, with their hits today, to enable or disable them; "
+        "a page of the champion against the shadow challenger on live traffic; and a page of "
+        "the model's health by day, as the monitor job writes it under --lake.",
     )
     board.set_defaults(handler=_dashboard)
     options.add_kafka(board, "alerts", "labels", "rules", flag="--topic")
@@ -676,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument(
         "--lake",
         default=str(config.LAKE_DIR),
-        help="output root of the score job, for card locations (default: %(default)s)",
+        help="output root of the score job, for card locations and the monitor's days "
+        "(default: %(default)s)",
     )
     board.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     board.add_argument("--port", type=int, default=8050, help="port (default: %(default)s)")
