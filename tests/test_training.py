@@ -230,6 +230,8 @@ def test_train_job_chooses_among_the_boosted_kinds_on_validation(small_data, mlf
             *("--data", str(small_data), "--models", "lightgbm,xgboost"),
             *("--folds", "1", "--train-start", "2018-05-20", "--k", "5", "--no-register"),
             *("--param", "lightgbm.n_estimators=200", "--param", "xgboost.n_estimators=200"),
+            # Two settings of each to choose from, not four: the choice is what is tested.
+            *("--param", "lightgbm.min_child_samples=20", "--param", "xgboost.min_child_weight=1"),
         ]
     )
     chosen_on = []
