@@ -45,7 +45,7 @@ def postgres_cluster():
     local_postgres.start(cluster)
     print(f"PostgreSQL started in {time.monotonic() - started_at:.1f} s")
     yield cluster
-    local_postgres.stop(cluster)
+    local_postgres.stop(cluster, mode="immediate")
     shutil.rmtree(home, ignore_errors=True)
 
 

@@ -359,7 +359,7 @@ def evaluate_kind(
         if i == 0:
             newest = {"estimator": estimator, "train": train, "test": test, "scores": p}
     metric_names = [name for name in per_fold[0] if isinstance(per_fold[0][name], float)]
-    mean = {name: float(np.nanmean([f[name] for f in per_fold])) for name in metric_names}
+    mean = {name: _mean_of_defined([f[name] for f in per_fold]) for name in metric_names}
     return {
         "params": params,
         "threshold": threshold,
@@ -371,6 +371,16 @@ def evaluate_kind(
 
 
 # --- MLflow ---------------------------------------------------------------------------
+
+
+def _mean_of_defined(values: list[float]) -> float:
+    """The mean of the folds where a metric is defined, NaN where it is in none.
+
+    A fold without a fraud in its test window has no AUC or AP; a tiny window may have
+    none in any fold, where numpy's nanmean would warn about an empty slice.
+    """
+    defined = [value for value in values if not np.isnan(value)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def _importance(result: dict, columns: list[str]) -> pd.Series | None:

@@ -311,12 +311,21 @@ def create_bank_database(postgres: LocalPostgres) -> None:
         bank.execute(BANK_SCHEMA_SQL)
 
 
-def stop(postgres: LocalPostgres) -> int | None:
-    """Stop the server running on this cluster's data folder; return its PID, or None."""
+def stop(postgres: LocalPostgres, mode: str = "fast") -> int | None:
+    """Stop the server running on this cluster's data folder; return its PID, or None.
+
+    Parameters
+    ----------
+    postgres : LocalPostgres
+        The cluster.
+    mode : str
+        ``pg_ctl``'s shutdown mode. "fast" rolls back open transactions and stops now,
+        after a checkpoint: committed work is on disk. "immediate" skips the checkpoint
+        (a few seconds), for a cluster deleted right after; its next start would recover.
+    """
     pid = running_pid(postgres)
     if pid is None:
         return None
-    # "fast": roll back open transactions and stop now; committed work is on disk.
     result = subprocess.run(
         _as_server_user(
             [
@@ -325,7 +334,7 @@ def stop(postgres: LocalPostgres) -> int | None:
                 "-D",
                 str(postgres.data_dir),
                 "-m",
-                "fast",
+                mode,
                 "-w",
                 "-t",
                 str(STOP_TIMEOUT_S),
