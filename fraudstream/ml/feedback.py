@@ -195,6 +195,8 @@ def feedback_fold(
                 "feedback_frauds": 0 if forest is None else int(usable["y"].sum()),
                 "newest_feedback_day": None if forest is None else usable["day"].max(),
                 "verdict_rows": len(verdict),
+                "verdict_cards": len(top),
+                "verdict_fraud_cards": int(top["y"].sum()),
                 "verdict_frauds": int(verdict["y"].sum()),
             }
         )
