@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python bench/feedback_protocol.py --data /work/data-abc \
         [--train-start 2018-07-25] [--folds 4] [--k 100] [--feedback-days 3,7,14] \
         [--combinations average:0.5,average:0.75,rank:0.5] [--delayed-params max_depth=10]
-        [--report report.json]
+        [--verdict-features off|on|both] [--report report.json]
 
 Reads a history in the lake layout (``./spark-submit.sh generate --out DIR``), computes
 the training job's features, and for the training job's test folds (and their
@@ -16,6 +16,8 @@ the days before. The setting (combination, ``F``'s weight, days of feedback) is 
 by mean CP@k on the validation folds, then measured once on the test folds. The
 delayed forest's hyper-parameters are chosen as the train job chooses them
 (``training.select_params``) unless ``--delayed-params`` fixes them.
+``--verdict-features`` gives the feedback forest the merchants' verdicts
+(``feedback.VERDICT_FEATURES``) too, or tries both on the validation folds.
 """
 
 from __future__ import annotations
@@ -39,11 +41,18 @@ def _settings(args) -> list[feedback.FeedbackConfig]:
     for combination in args.combinations.split(","):
         how, weight = combination.split(":")
         for days in args.feedback_days.split(","):
-            settings.append(
-                feedback.FeedbackConfig(
-                    k=args.k, feedback_days=int(days), combination=how, weight=float(weight)
+            for verdicts in {"off": [False], "on": [True], "both": [False, True]}[
+                args.verdict_features
+            ]:
+                settings.append(
+                    feedback.FeedbackConfig(
+                        k=args.k,
+                        feedback_days=int(days),
+                        combination=how,
+                        weight=float(weight),
+                        verdict_features=verdicts,
+                    )
                 )
-            )
     return settings
 
 
@@ -61,6 +70,7 @@ def main() -> None:
     parser.add_argument("--feedback-days", default="3,7,14")
     parser.add_argument("--combinations", default="average:0.5,average:0.75,rank:0.5")
     parser.add_argument("--delayed-params", default="")
+    parser.add_argument("--verdict-features", choices=["off", "on", "both"], default="off")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -69,6 +79,9 @@ def main() -> None:
     events = lake.read_events(args.data, features.EVENT_COLUMNS).to_pandas()
     labels = lake.read_labels(args.data).to_pandas()
     dataset = training.build_dataset(events, labels, 7)
+    # build_dataset keeps the events' order; the merchant is for the verdict features.
+    assert (dataset["transaction_id"].to_numpy() == events["transaction_id"].to_numpy()).all()
+    dataset["merchant_id"] = events["merchant_id"].to_numpy()
     print(f"{len(dataset):,} payments, features in {time.perf_counter() - started:.0f} s")
     cfg = training.TrainConfig(data=args.data, train_start=args.train_start, k=args.k)
     folds = evaluate.prequential_folds(args.train_start, args.folds)

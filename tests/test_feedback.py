@@ -136,3 +136,23 @@ def test_combine_average_and_rank():
     np.testing.assert_allclose(feedback.combine(delayed, fed, cfg), [0.7, 0.1, 0.425])
     rank = feedback.FeedbackConfig(combination="rank", weight=0.5)
     np.testing.assert_allclose(feedback.combine(delayed, fed, rank), [2 / 3, 2 / 3, 2 / 3])
+
+
+def test_merchant_verdicts_count_earlier_days_within_the_lookback():
+    day = date(2018, 5, 1)
+    verdicts = pd.DataFrame(
+        {
+            "merchant_id": ["m1", "m1", "m1", "m2", "m1"],
+            "day": [
+                day - timedelta(days=1),
+                day - timedelta(days=3),
+                day - timedelta(days=feedback.VERDICT_LOOKBACK_DAYS + 1),  # too old
+                day - timedelta(days=2),
+                day,  # the same day: not known yet
+            ],
+            "y": [1, 0, 1, 0, 1],
+        }
+    )
+    got = feedback.merchant_verdicts(verdicts, pd.Series(["m1", "m2", "m3"]), day)
+    np.testing.assert_array_equal(got["merchant_verdict_frauds"], [1, 0, 0])
+    np.testing.assert_array_equal(got["merchant_verdict_checked"], [2, 1, 0])

@@ -66,11 +66,37 @@ class FeedbackConfig:
     n_estimators: int = 100
     min_samples_leaf: int = 1
     seed: int = 0
+    #: Give ``F`` :data:`VERDICT_FEATURES` too (the dataset needs ``merchant_id``).
+    verdict_features: bool = False
 
     @property
     def name(self) -> str:
         """The setting in reports, e.g. ``average w=0.50 N=7``."""
-        return f"{self.combination} w={self.weight:.2f} N={self.feedback_days}"
+        extra = " +merchant verdicts" if self.verdict_features else ""
+        return f"{self.combination} w={self.weight:.2f} N={self.feedback_days}{extra}"
+
+
+#: What the verdicts say of a payment's merchant: its payments found fraud and its
+#: payments checked by analysts in the :data:`VERDICT_LOOKBACK_DAYS` days before. The
+#: 27 features see frauds only once charged back (a median of 6 days); a compromised
+#: terminal defrauds every card for weeks, and analysts see it within hours.
+VERDICT_FEATURES = ("merchant_verdict_frauds", "merchant_verdict_checked")
+VERDICT_LOOKBACK_DAYS = 28
+
+
+def merchant_verdicts(verdicts: pd.DataFrame, merchant_id: pd.Series, day: date) -> dict:
+    """:data:`VERDICT_FEATURES` of payments of ``day``, from the verdicts of earlier days.
+
+    ``verdicts`` holds ``merchant_id``, ``day`` and ``y`` (1: found fraud) per payment
+    checked; only those of the :data:`VERDICT_LOOKBACK_DAYS` days before ``day`` count.
+    """
+    since = day - timedelta(days=VERDICT_LOOKBACK_DAYS)
+    past = verdicts.loc[(verdicts["day"] >= since) & (verdicts["day"] < day)]
+    by_merchant = past.groupby("merchant_id")["y"].agg(["sum", "count"])
+    return {
+        "merchant_verdict_frauds": merchant_id.map(by_merchant["sum"]).fillna(0).to_numpy(),
+        "merchant_verdict_checked": merchant_id.map(by_merchant["count"]).fillna(0).to_numpy(),
+    }
 
 
 def combine(delayed: np.ndarray, feedback: np.ndarray, cfg: FeedbackConfig) -> np.ndarray:
@@ -157,6 +183,8 @@ def feedback_fold(
         )
     walked = walked.assign(delayed=delayed_scores, score=np.nan)
     known = _known_compromised(dataset, fold)
+    f_columns = [*columns, *VERDICT_FEATURES] if cfg.verdict_features else list(columns)
+    kept = [*f_columns, "day", "is_fraud"] + (["merchant_id"] if cfg.verdict_features else [])
     verdicts: list[pd.DataFrame] = []
     days: list[dict[str, Any]] = []
     blocked_gap: set = set()
@@ -171,19 +199,21 @@ def feedback_fold(
             rows = rows.loc[rows.index.isin(test.index)]
         else:
             rows = rows.loc[~rows["card_id"].isin(known(day))]
+        history = pd.concat(verdicts) if verdicts else pd.DataFrame(columns=[*kept, "y"])
+        if cfg.verdict_features:
+            rows = rows.assign(**merchant_verdicts(history, rows["merchant_id"], day))
         since = day - timedelta(days=cfg.feedback_days)
-        usable = pd.concat(verdicts) if verdicts else pd.DataFrame(columns=[*columns, "day", "y"])
-        usable = usable.loc[(usable["day"] >= since) & (usable["day"] < day)]
-        forest = fit_feedback(usable, columns, cfg)
+        usable = history.loc[(history["day"] >= since) & (history["day"] < day)]
+        forest = fit_feedback(usable, f_columns, cfg)
         score = rows["delayed"].to_numpy()
         if forest is not None and len(rows):
-            p_f = forest.predict_proba(rows[columns].astype(float))[:, 1]
+            p_f = forest.predict_proba(rows[f_columns].astype(float))[:, 1]
             score = combine(score, p_f, cfg)
         walked.loc[rows.index, "score"] = score
         blocked = blocked_test if in_test else blocked_gap
         top = evaluate.top_k_cards(rows["card_id"], rows["is_fraud"], score, cfg.k, blocked)
         blocked.update(top.loc[top["y"] > 0, "card"])
-        verdict = rows.loc[rows["card_id"].isin(top["card"]), [*columns, "day", "is_fraud"]]
+        verdict = rows.loc[rows["card_id"].isin(top["card"]), kept]
         verdict = verdict.rename(columns={"is_fraud": "y"})
         verdicts.append(verdict)
         days.append(
