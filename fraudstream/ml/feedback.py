@@ -185,6 +185,8 @@ def feedback_fold(
     known = _known_compromised(dataset, fold)
     f_columns = [*columns, *VERDICT_FEATURES] if cfg.verdict_features else list(columns)
     kept = [*f_columns, "day", "is_fraud"] + (["merchant_id"] if cfg.verdict_features else [])
+    # The verdicts' columns, "is_fraud" named "y" as F is fitted on it.
+    no_verdicts = pd.DataFrame(columns=["y" if c == "is_fraud" else c for c in kept])
     verdicts: list[pd.DataFrame] = []
     days: list[dict[str, Any]] = []
     blocked_gap: set = set()
@@ -199,7 +201,7 @@ def feedback_fold(
             rows = rows.loc[rows.index.isin(test.index)]
         else:
             rows = rows.loc[~rows["card_id"].isin(known(day))]
-        history = pd.concat(verdicts) if verdicts else pd.DataFrame(columns=[*kept, "y"])
+        history = pd.concat(verdicts) if verdicts else no_verdicts
         if cfg.verdict_features:
             rows = rows.assign(**merchant_verdicts(history, rows["merchant_id"], day))
         since = day - timedelta(days=cfg.feedback_days)
