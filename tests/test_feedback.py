@@ -101,6 +101,28 @@ def test_feedback_fold_never_uses_a_days_verdicts_on_that_day():
     assert result["cp_feedback"] <= result["cp_delayed"]
 
 
+def test_feedback_fold_merchant_verdicts_find_compromised_merchants():
+    # Features that say nothing; every payment at five merchants is fraud.
+    dataset = _history(lambda d, fraud, rng: (rng.normal(), rng.normal()))
+    rng = np.random.default_rng(2)
+    dataset["merchant_id"] = np.where(
+        dataset["is_fraud"] == 1,
+        [f"bad{i % 5}" for i in range(len(dataset))],
+        [f"m{m}" for m in rng.integers(0, 200, len(dataset))],
+    )
+    walked = feedback.walked_rows(dataset, FOLD)
+    weak = (walked["is_fraud"].to_numpy() + 4.0 * rng.random(len(walked))) / 5.0
+    cp = {}
+    for verdict_features in (False, True):
+        cfg = feedback.FeedbackConfig(k=20, verdict_features=verdict_features)
+        result = feedback.feedback_fold(
+            dataset, FOLD, "random_forest", FOREST, COLUMNS, cfg, delayed_scores=weak
+        )
+        cp[verdict_features] = result["cp_feedback"]
+    assert cp[False] <= result["cp_delayed"] + 0.05
+    assert cp[True] > result["cp_delayed"] + 0.4
+
+
 def test_feedback_fold_investigates_the_cards_card_precision_counts():
     # Cards that pay on two days: a card detected on the first is blocked on the second.
     dataset = _history(_drift, card_days=2)
