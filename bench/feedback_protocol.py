@@ -100,10 +100,10 @@ def main() -> None:
     )
     print(f"\nvalidation folds ({valid[-1].test_start} to {valid[0].test_end}), mean CP@{args.k}:")
     delayed_valid = [r["cp_delayed"] for r in on_valid[settings[0].name]]
-    print(f"  {'delayed only':<26}{np.mean(delayed_valid):.3f}")
+    print(f"  {'delayed only':<40}{np.mean(delayed_valid):.3f}")
     for setting in settings:
         mean = np.mean([r["cp_feedback"] for r in on_valid[setting.name]])
-        print(f"  {setting.name:<26}{mean:.3f}")
+        print(f"  {setting.name:<40}{mean:.3f}")
     chosen = feedback.choose_setting(on_valid, settings)
     print(f"chosen on validation: {chosen.name}")
 
