@@ -61,6 +61,20 @@ def _params(text: str) -> dict:
     return {key: int(value) for key, value in pairs}
 
 
+def _no_delay_cp(dataset, fold, params, columns, cfg) -> float:
+    """CP@k of the test window by a forest fitted on the training window's length of days
+    just before it, every payment labelled with its truth: labels with no delay at all."""
+    length = fold.train_end - fold.train_start
+    start, end = training._ms(fold.test_start - length), training._ms(fold.test_start)
+    train = dataset.loc[(dataset["event_ms"] >= start) & (dataset["event_ms"] < end)]
+    train = train.assign(y=train["is_fraud"])
+    _, test = training.split(dataset, fold)
+    fitted, weights = training.sample_genuine(train, cfg.max_train_rows, cfg.seed)
+    p, _ = training.fit_predict("random_forest", params, fitted, test, columns, cfg.seed, weights)
+    cp, _ = evaluate.card_precision_at_k(test["day"], test["card_id"], test["y"], p, cfg.k)
+    return cp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -72,6 +86,12 @@ def main() -> None:
     parser.add_argument("--delayed-params", default="")
     parser.add_argument("--verdict-features", choices=["off", "on", "both"], default="off")
     parser.add_argument("--report", type=Path)
+    parser.add_argument(
+        "--no-delay-bound",
+        action="store_true",
+        help="also the CP@k of a forest fitted on the days just before each test window "
+        "with every label known at once: more than any feedback can give",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
@@ -126,6 +146,12 @@ def main() -> None:
     mean_d = float(np.mean([r["cp_delayed"] for r in on_test]))
     mean_f = float(np.mean([r["cp_feedback"] for r in on_test]))
     print(f"  {'mean over folds':<28}{mean_d:>9.3f}{mean_f:>10.3f}")
+    if args.no_delay_bound:
+        bound = [_no_delay_cp(dataset, fold, params, columns, cfg) for fold in folds]
+        print(
+            f"  {'no label delay (bound)':<28}{'':>9}{np.mean(bound):>10.3f} "
+            f"({', '.join(f'{b:.3f}' for b in bound)})"
+        )
     seconds = time.perf_counter() - started
     print(f"{seconds:.0f} s")
     if args.report:
