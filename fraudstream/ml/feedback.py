@@ -17,7 +17,9 @@ The protocol of :func:`feedback_fold`, on the training job's dataset and folds:
    combination of ``D`` and an ``F`` fitted on the verdicts of the ``feedback_days``
    days before it. The day's top ``k`` cards (:func:`evaluate.top_k_cards`, the ranking
    of Card Precision@k) are investigated: their payments of the day, with their true
-   labels, join the feedback, usable from the next day on, never the same day.
+   labels, join the feedback, usable from the next day on, never the same day. With
+   ``verdict_features``, ``F`` also sees what the earlier verdicts say of each
+   payment's merchant (:func:`merchant_verdicts`).
 3. The test window is measured with :func:`evaluate.card_precision_at_k` on the same
    payments as the delayed protocol (``split``'s test rows), once with ``D``'s scores
    and once with the feedback protocol's, so the two numbers compare day by day.
@@ -151,14 +153,16 @@ def feedback_fold(
     Parameters
     ----------
     dataset : DataFrame
-        :func:`fraudstream.ml.training.build_dataset`'s frame (any ``columns`` of it).
+        :func:`fraudstream.ml.training.build_dataset`'s frame (any ``columns`` of it),
+        with ``merchant_id`` when ``cfg.verdict_features``.
     fold : Fold
         The fold; its delay gap and test window are walked day by day.
     kind, params, max_train_rows, delayed_seed
         ``D``, fitted as the training job fits it (``training.fit_predict`` on
         ``training.sample_genuine``'s rows).
     columns : list of str
-        The feature columns of both models.
+        The feature columns of both models; ``F`` gets :data:`VERDICT_FEATURES` too
+        when ``cfg.verdict_features``.
     cfg : FeedbackConfig
         ``F`` and the combination.
     delayed_scores : numpy.ndarray, optional
@@ -171,8 +175,8 @@ def feedback_fold(
         ``cp_delayed`` and ``cp_feedback`` (Card Precision@k over the test window),
         ``per_day`` (a DataFrame by day: ``phase`` gap or test, both models' CP@k on test
         days, the verdict rows and frauds ``F`` was fitted on, the newest verdict day it
-        used), ``delayed_scores`` (to reuse) and ``test`` (the test rows with ``delayed``
-        and ``feedback`` scores).
+        used, the day's verdicts: rows, cards, fraud cards, frauds), ``delayed_scores``
+        (to reuse) and ``test`` (the test rows with ``delayed`` and ``feedback`` scores).
     """
     train, test = training.split(dataset, fold)
     walked = walked_rows(dataset, fold)
