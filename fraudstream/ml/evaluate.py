@@ -96,6 +96,37 @@ def average_precision(y_true, score) -> float:
     return float(average_precision_score(y_true, score))
 
 
+def top_k_cards(card_id, y_true, score, k: int = DEFAULT_K, blocked=()) -> pd.DataFrame:
+    """The ``k`` cards of one day that an investigator checks: those scored highest.
+
+    Parameters
+    ----------
+    card_id, y_true, score : array-like
+        One entry per payment of the day: its card, whether it is fraud, its score.
+    k : int
+        Cards an investigator can check per day.
+    blocked : collection
+        Cards left out (detected earlier, so blocked already).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``card``, ``score`` (the card's highest payment score) and ``y`` (1 if
+        any of its payments is fraud), at most ``k`` rows, highest score first; ties
+        broken by card id, so the choice does not depend on input order.
+    """
+    frame = pd.DataFrame(
+        {
+            "card": np.asarray(card_id),
+            "y": np.asarray(y_true),
+            "score": np.asarray(score, dtype=float),
+        }
+    )
+    frame = frame[~frame["card"].isin(blocked)]
+    cards = frame.groupby("card").agg(score=("score", "max"), y=("y", "max")).reset_index()
+    return cards.sort_values(["score", "card"], ascending=[False, True]).head(k)
+
+
 def card_precision_at_k(day, card_id, y_true, score, k: int = DEFAULT_K) -> tuple[float, pd.Series]:
     """Card Precision@k averaged over days, and per day.
 
@@ -128,9 +159,7 @@ def card_precision_at_k(day, card_id, y_true, score, k: int = DEFAULT_K) -> tupl
     detected: set = set()
     per_day = {}
     for current, payments in frame.groupby("day", sort=True):
-        payments = payments[~payments["card"].isin(detected)]
-        cards = payments.groupby("card").agg(score=("score", "max"), y=("y", "max")).reset_index()
-        top = cards.sort_values(["score", "card"], ascending=[False, True]).head(k)
+        top = top_k_cards(payments["card"], payments["y"], payments["score"], k, detected)
         hits = top.loc[top["y"] > 0, "card"]
         per_day[current] = len(hits) / k
         detected.update(hits)
