@@ -1,0 +1,194 @@
+"""Which per-card context features help? An ablation on the book's folds (issue #19).
+
+Usage::
+
+    flock /work/train.lock .venv/bin/python bench/context_ablation.py --data data/abc \\
+        [--train-start 2018-07-25] [--folds 4] [--seeds 0,1,2] [--variant-seeds 0] \\
+        [--params max_depth=10,n_estimators=100] [--report ablation.json]
+
+Builds the training dataset as ``./spark-submit.sh train`` does with its default
+(pandas) engine (``training.build_dataset``: the 27 features, the truth and when it was
+reported), adds the candidate context features of ``fraudstream.ml.context_features``
+(each from the card's earlier payments only), and fits the random forest with fixed
+settings on each test fold (``training.split``, ``training.sample_genuine``,
+``training.fit_predict``, ``evaluate.evaluate_scores``): the baseline, the baseline plus
+each group alone, the baseline plus every group. The forest's settings are fixed (the
+ones the job chooses on these folds for scenarios a-c: depth 10, 100 trees) rather than
+searched on the validation folds, so that every configuration is fitted the same way
+and the run stays short. The baseline is fitted with each of ``--seeds`` to measure the
+seed spread; the variants with ``--variant-seeds``. Prints a markdown table of the mean
+AP and CP@k over the test folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudstream import features, lake
+from fraudstream.ml import context_features, evaluate, training
+
+KIND = "random_forest"
+
+
+def _params(text: str) -> dict[str, float | int]:
+    params: dict[str, float | int] = {}
+    for item in filter(None, text.split(",")):
+        name, value = item.split("=")
+        params[name] = int(value) if value.isdigit() else float(value)
+    return params
+
+
+def load(data: Path, delay_days: int) -> pd.DataFrame:
+    """The training job's dataset of ``data`` with the context features beside it."""
+    columns = list(dict.fromkeys(features.EVENT_COLUMNS + context_features.EVENT_COLUMNS))
+    events = lake.read_events(data, columns).to_pandas()
+    labels = lake.read_labels(data).to_pandas()
+    dataset = training.build_dataset(events, labels, delay_days)
+    context = context_features.compute(events)
+    for name in context_features.CONTEXT_COLUMNS:
+        dataset[name] = context[name].to_numpy()
+    return dataset
+
+
+def configurations() -> list[tuple[str, list[str]]]:
+    """Name and feature columns of each configuration, the baseline first."""
+    base = list(features.FEATURE_COLUMNS)
+    configs = [("baseline (27)", base)]
+    configs += [
+        (f"+ {group}", base + columns) for group, columns in context_features.GROUPS.items()
+    ]
+    configs.append(("+ all five groups", base + context_features.CONTEXT_COLUMNS))
+    return configs
+
+
+def run_config(splits, columns, params, seed, k, max_rows) -> list[dict[str, float]]:
+    """Fit and score each test fold with ``columns``; the metrics of each fold."""
+    results = []
+    for train, test in splits:
+        fitted, weights = training.sample_genuine(train, max_rows, seed)
+        scores, _ = training.fit_predict(KIND, params, fitted, test, columns, seed, weights)
+        results.append(
+            evaluate.evaluate_scores(test["day"], test["card_id"], test["y"], scores, k=k)
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/abc"))
+    parser.add_argument("--train-start", type=date.fromisoformat, default=date(2018, 7, 25))
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--delay-days", type=int, default=7)
+    parser.add_argument("--k", type=int, default=evaluate.DEFAULT_K)
+    parser.add_argument("--seeds", default="0,1,2", help="the baseline's seeds")
+    parser.add_argument("--variant-seeds", default="0", help="every other configuration's")
+    parser.add_argument("--params", default="max_depth=10,n_estimators=100")
+    parser.add_argument("--max-train-rows", type=int, default=training.DEFAULT_MAX_TRAIN_ROWS)
+    parser.add_argument("--only", default="", help="comma-separated configuration numbers")
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    params = _params(args.params)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variant_seeds = [int(s) for s in args.variant_seeds.split(",")]
+
+    started = time.perf_counter()
+    dataset = load(args.data, args.delay_days)
+    print(
+        f"dataset: {len(dataset):,} payments, {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    folds = evaluate.prequential_folds(args.train_start, args.folds, 7, args.delay_days, 7)
+    splits = [training.split(dataset, fold) for fold in folds]
+    for fold, (train, test) in zip(folds, splits, strict=True):
+        print(
+            f"{fold.name}: train {len(train):,} ({int(train['y'].sum())} known frauds), "
+            f"test {len(test):,} ({int(test['y'].sum())} frauds)",
+            file=sys.stderr,
+        )
+
+    chosen = {int(i) for i in args.only.split(",") if i}
+    cp = f"card_precision_at_{args.k}"
+    rows = []
+    for number, (name, columns) in enumerate(configurations()):
+        if chosen and number not in chosen:
+            continue
+        for seed in seeds if number == 0 else variant_seeds:
+            began = time.perf_counter()
+            per_fold = run_config(splits, columns, params, seed, args.k, args.max_train_rows)
+            row = {
+                "config": name,
+                "seed": seed,
+                "ap": float(np.mean([f["average_precision"] for f in per_fold])),
+                "cp": float(np.mean([f[cp] for f in per_fold])),
+                "roc_auc": float(np.mean([f["roc_auc"] for f in per_fold])),
+                "fold_ap": [f["average_precision"] for f in per_fold],
+                "fold_cp": [f[cp] for f in per_fold],
+                "seconds": time.perf_counter() - began,
+            }
+            rows.append(row)
+            print(
+                f"{name} seed {seed}: AP {row['ap']:.4f} CP@{args.k} {row['cp']:.4f} "
+                f"({row['seconds']:.0f} s)",
+                file=sys.stderr,
+            )
+    if args.report:
+        args.report.write_text(json.dumps(rows, indent=2))
+    print(table(rows, args.k))
+    print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def table(rows: list[dict], k: int) -> str:
+    """The markdown table: mean over seeds per configuration, against the baseline's spread."""
+    frame = pd.DataFrame(rows)
+    by = frame.groupby("config", sort=False).agg(
+        seeds=("seed", lambda s: ",".join(map(str, s))),
+        ap=("ap", "mean"),
+        cp=("cp", "mean"),
+        ap_low=("ap", "min"),
+        ap_high=("ap", "max"),
+        cp_low=("cp", "min"),
+        cp_high=("cp", "max"),
+    )
+    base = by.iloc[0]
+    ap_spread, cp_spread = base["ap_high"] - base["ap_low"], base["cp_high"] - base["cp_low"]
+    lines = [
+        f"| features | seeds | AP | CP@{k} | ΔAP | ΔCP@{k} | beyond the seed spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in by.iterrows():
+        spread = ""
+        if name != by.index[0]:
+            d_ap, d_cp = r["ap"] - base["ap"], r["cp"] - base["cp"]
+            beyond = [
+                m
+                for m, d, s in (("AP", d_ap, ap_spread), (f"CP@{k}", d_cp, cp_spread))
+                if abs(d) > s
+            ]
+            spread = ", ".join(beyond) or "no"
+            delta = f"{d_ap:+.3f} | {d_cp:+.3f}"
+        else:
+            delta = "- | -"
+        ranges = (
+            f"{r['ap']:.3f} ({r['ap_low']:.3f}-{r['ap_high']:.3f}) | "
+            f"{r['cp']:.3f} ({r['cp_low']:.3f}-{r['cp_high']:.3f})"
+            if r["ap_low"] != r["ap_high"]
+            else f"{r['ap']:.3f} | {r['cp']:.3f}"
+        )
+        lines.append(f"| {name} | {r['seeds']} | {ranges} | {delta} | {spread} |")
+    lines.append(
+        f"\nBaseline seed spread (max - min of the fold means): AP {ap_spread:.3f}, "
+        f"CP@{k} {cp_spread:.3f}."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
