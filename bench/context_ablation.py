@@ -117,10 +117,13 @@ def main() -> None:
     chosen = {int(i) for i in args.only.split(",") if i}
     cp = f"card_precision_at_{args.k}"
     rows = []
-    for number, (name, columns) in enumerate(configurations()):
-        if chosen and number not in chosen:
-            continue
-        for seed in seeds if number == 0 else variant_seeds:
+    # Seed by seed, every configuration: a run cut short still compares like with like.
+    for seed in dict.fromkeys(seeds + variant_seeds):
+        for number, (name, columns) in enumerate(configurations()):
+            if (chosen and number not in chosen) or seed not in (
+                seeds if number == 0 else variant_seeds
+            ):
+                continue
             began = time.perf_counter()
             per_fold = run_config(splits, columns, params, seed, args.k, args.max_train_rows)
             row = {
@@ -134,13 +137,13 @@ def main() -> None:
                 "seconds": time.perf_counter() - began,
             }
             rows.append(row)
+            if args.report:
+                args.report.write_text(json.dumps(rows, indent=2))
             print(
                 f"{name} seed {seed}: AP {row['ap']:.4f} CP@{args.k} {row['cp']:.4f} "
                 f"({row['seconds']:.0f} s)",
                 file=sys.stderr,
             )
-    if args.report:
-        args.report.write_text(json.dumps(rows, indent=2))
     print(table(rows, args.k))
     print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
