@@ -5,6 +5,7 @@ Usage::
     flock /work/train.lock .venv/bin/python bench/context_ablation.py --data data/abc \\
         [--train-start 2018-07-25] [--folds 4] [--seeds 0,1,2] [--variant-seeds 0] \\
         [--params max_depth=10,n_estimators=100] [--report ablation.json]
+    .venv/bin/python bench/context_ablation.py --table-from ablation.json
 
 Builds the training dataset as ``./spark-submit.sh train`` does with its default
 (pandas) engine (``training.build_dataset``: the 27 features, the truth and when it was
@@ -93,8 +94,14 @@ def main() -> None:
     parser.add_argument("--params", default="max_depth=10,n_estimators=100")
     parser.add_argument("--max-train-rows", type=int, default=training.DEFAULT_MAX_TRAIN_ROWS)
     parser.add_argument("--only", default="", help="comma-separated configuration numbers")
-    parser.add_argument("--report", type=Path)
+    parser.add_argument("--report", type=Path, help="JSON of every run, rewritten after each")
+    parser.add_argument(
+        "--table-from", type=Path, help="print the table of such a report (one cut short too)"
+    )
     args = parser.parse_args()
+    if args.table_from:
+        print(table(json.loads(args.table_from.read_text()), args.k))
+        return
     params = _params(args.params)
     seeds = [int(s) for s in args.seeds.split(",")]
     variant_seeds = [int(s) for s in args.variant_seeds.split(",")]
