@@ -156,46 +156,55 @@ def main() -> None:
 
 
 def table(rows: list[dict], k: int) -> str:
-    """The markdown table: mean over seeds per configuration, against the baseline's spread."""
+    """The markdown table: mean over seeds per configuration, against the baseline's spread.
+
+    A configuration is beyond the seed spread on a metric when its mean differs from the
+    baseline's by more than the baseline's own range over its seeds, and its difference
+    from the baseline fitted with the same seed has the same sign on every seed.
+    """
     frame = pd.DataFrame(rows)
-    by = frame.groupby("config", sort=False).agg(
-        seeds=("seed", lambda s: ",".join(map(str, s))),
-        ap=("ap", "mean"),
-        cp=("cp", "mean"),
-        ap_low=("ap", "min"),
-        ap_high=("ap", "max"),
-        cp_low=("cp", "min"),
-        cp_high=("cp", "max"),
-    )
-    base = by.iloc[0]
-    ap_spread, cp_spread = base["ap_high"] - base["ap_low"], base["cp_high"] - base["cp_low"]
+    baseline_name = frame["config"].iloc[0]
+    baseline = frame[frame["config"] == baseline_name].set_index("seed")
+    spread = {m: baseline[m].max() - baseline[m].min() for m in ("ap", "cp")}
     lines = [
-        f"| features | seeds | AP | CP@{k} | ΔAP | ΔCP@{k} | beyond the seed spread |",
+        f"| features | seeds | AP | CP@{k} | ΔAP (per seed) | ΔCP@{k} (per seed) "
+        "| beyond the seed spread |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, r in by.iterrows():
-        spread = ""
-        if name != by.index[0]:
-            d_ap, d_cp = r["ap"] - base["ap"], r["cp"] - base["cp"]
-            beyond = [
-                m
-                for m, d, s in (("AP", d_ap, ap_spread), (f"CP@{k}", d_cp, cp_spread))
-                if abs(d) > s
+    for name, runs in frame.groupby("config", sort=False):
+        seeds = ",".join(str(seed) for seed in runs["seed"])
+        cells = [f"{runs[m].mean():.3f}" for m in ("ap", "cp")]
+        if len(runs) > 1:
+            cells = [
+                f"{runs[m].mean():.3f} ({runs[m].min():.3f}-{runs[m].max():.3f})"
+                for m in ("ap", "cp")
             ]
-            spread = ", ".join(beyond) or "no"
-            delta = f"{d_ap:+.3f} | {d_cp:+.3f}"
-        else:
-            delta = "- | -"
-        ranges = (
-            f"{r['ap']:.3f} ({r['ap_low']:.3f}-{r['ap_high']:.3f}) | "
-            f"{r['cp']:.3f} ({r['cp_low']:.3f}-{r['cp_high']:.3f})"
-            if r["ap_low"] != r["ap_high"]
-            else f"{r['ap']:.3f} | {r['cp']:.3f}"
+        if name == baseline_name:
+            lines.append(f"| {name} | {seeds} | {cells[0]} | {cells[1]} | - | - | - |")
+            continue
+        deltas, beyond = [], []
+        for metric, label in (("ap", "AP"), ("cp", f"CP@{k}")):
+            paired = [
+                r[metric] - baseline.loc[r["seed"], metric]
+                for _, r in runs.iterrows()
+                if r["seed"] in baseline.index
+            ]
+            mean = runs[metric].mean() - baseline[metric].mean()
+            deltas.append(
+                f"{mean:+.3f} ({min(paired):+.3f}..{max(paired):+.3f})"
+                if paired
+                else f"{mean:+.3f}"
+            )
+            same_sign = all(d > 0 for d in paired) or all(d < 0 for d in paired)
+            if abs(mean) > spread[metric] and same_sign:
+                beyond.append(f"{label} {'up' if mean > 0 else 'down'}")
+        lines.append(
+            f"| {name} | {seeds} | {cells[0]} | {cells[1]} | {deltas[0]} | {deltas[1]} "
+            f"| {', '.join(beyond) or 'no'} |"
         )
-        lines.append(f"| {name} | {r['seeds']} | {ranges} | {delta} | {spread} |")
     lines.append(
-        f"\nBaseline seed spread (max - min of the fold means): AP {ap_spread:.3f}, "
-        f"CP@{k} {cp_spread:.3f}."
+        f"\nBaseline seed spread (max - min of its fold means over seeds "
+        f"{','.join(map(str, baseline.index))}): AP {spread['ap']:.3f}, CP@{k} {spread['cp']:.3f}."
     )
     return "\n".join(lines)
 
