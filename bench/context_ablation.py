@@ -155,6 +155,19 @@ def main() -> None:
     print(f"\ntotal {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
+def _folds_up(runs: pd.DataFrame, baseline: pd.DataFrame, column: str) -> str:
+    """On how many test folds the seed-paired difference, averaged over seeds, is positive."""
+    paired = [
+        np.subtract(r[column], baseline.loc[r["seed"], column])
+        for _, r in runs.iterrows()
+        if r["seed"] in baseline.index
+    ]
+    if not paired:
+        return "?"
+    mean = np.mean(paired, axis=0)
+    return f"{int((mean > 0).sum())}/{len(mean)}"
+
+
 def table(rows: list[dict], k: int) -> str:
     """The markdown table: mean over seeds per configuration, against the baseline's spread.
 
@@ -168,8 +181,8 @@ def table(rows: list[dict], k: int) -> str:
     spread = {m: baseline[m].max() - baseline[m].min() for m in ("ap", "cp")}
     lines = [
         f"| features | seeds | AP | CP@{k} | ΔAP (per seed) | ΔCP@{k} (per seed) "
-        "| beyond the seed spread |",
-        "|---|---|---|---|---|---|---|",
+        "| folds up (AP, CP) | beyond the seed spread |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in frame.groupby("config", sort=False):
         seeds = ",".join(str(seed) for seed in runs["seed"])
@@ -180,7 +193,7 @@ def table(rows: list[dict], k: int) -> str:
                 for m in ("ap", "cp")
             ]
         if name == baseline_name:
-            lines.append(f"| {name} | {seeds} | {cells[0]} | {cells[1]} | - | - | - |")
+            lines.append(f"| {name} | {seeds} | {cells[0]} | {cells[1]} | - | - | - | - |")
             continue
         deltas, beyond = [], []
         for metric, label in (("ap", "AP"), ("cp", f"CP@{k}")):
@@ -191,20 +204,21 @@ def table(rows: list[dict], k: int) -> str:
             ]
             mean = runs[metric].mean() - baseline[metric].mean()
             deltas.append(
-                f"{mean:+.3f} ({min(paired):+.3f}..{max(paired):+.3f})"
+                f"{mean:+.4f} ({min(paired):+.4f}..{max(paired):+.4f})"
                 if paired
-                else f"{mean:+.3f}"
+                else f"{mean:+.4f}"
             )
             same_sign = all(d > 0 for d in paired) or all(d < 0 for d in paired)
             if abs(mean) > spread[metric] and same_sign:
                 beyond.append(f"{label} {'up' if mean > 0 else 'down'}")
         lines.append(
             f"| {name} | {seeds} | {cells[0]} | {cells[1]} | {deltas[0]} | {deltas[1]} "
+            f"| {_folds_up(runs, baseline, 'fold_ap')}, {_folds_up(runs, baseline, 'fold_cp')} "
             f"| {', '.join(beyond) or 'no'} |"
         )
     lines.append(
         f"\nBaseline seed spread (max - min of its fold means over seeds "
-        f"{','.join(map(str, baseline.index))}): AP {spread['ap']:.3f}, CP@{k} {spread['cp']:.3f}."
+        f"{','.join(map(str, baseline.index))}): AP {spread['ap']:.4f}, CP@{k} {spread['cp']:.4f}."
     )
     return "\n".join(lines)
 
