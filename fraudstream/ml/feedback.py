@@ -186,7 +186,6 @@ def feedback_fold(
             kind, params, fitted, walked, columns, delayed_seed, weights
         )
     walked = walked.assign(delayed=delayed_scores, score=np.nan)
-    known = _known_compromised(dataset, fold)
     f_columns = [*columns, *VERDICT_FEATURES] if cfg.verdict_features else list(columns)
     kept = [*f_columns, "day", "is_fraud"] + (["merchant_id"] if cfg.verdict_features else [])
     # The verdicts' columns, "is_fraud" named "y" as F is fitted on it.
@@ -204,7 +203,9 @@ def feedback_fold(
         if in_test:
             rows = rows.loc[rows.index.isin(test.index)]
         else:
-            rows = rows.loc[~rows["card_id"].isin(known(day))]
+            rows = rows.loc[
+                ~rows["card_id"].isin(training.known_compromised(dataset, fold.train_start, day))
+            ]
         history = pd.concat(verdicts) if verdicts else no_verdicts
         if cfg.verdict_features:
             rows = rows.assign(**merchant_verdicts(history, rows["merchant_id"], day))
@@ -265,27 +266,6 @@ def walked_rows(dataset: pd.DataFrame, fold: evaluate.Fold) -> pd.DataFrame:
         dataset["event_ms"] < _ms(fold.test_end)
     )
     return dataset.loc[in_walk]
-
-
-def _known_compromised(dataset: pd.DataFrame, fold: evaluate.Fold):
-    """A function of a gap day: the cards known compromised by then, as ``split`` says.
-
-    A fraud from the training window's start on, reported before that day.
-    """
-    frauds = dataset.loc[
-        (dataset["event_ms"] >= _ms(fold.train_start))
-        & (dataset["event_ms"] < _ms(fold.test_start))
-        & dataset["fraud_reported_ms"].notna(),
-        ["card_id", "event_ms", "fraud_reported_ms"],
-    ]
-
-    def known(day: date) -> np.ndarray:
-        by = _ms(day)
-        return frauds.loc[
-            (frauds["event_ms"] < by) & (frauds["fraud_reported_ms"] < by), "card_id"
-        ].unique()
-
-    return known
 
 
 def feedback_folds(

@@ -125,12 +125,7 @@ def split(dataset: pd.DataFrame, fold: evaluate.Fold) -> tuple[pd.DataFrame, pd.
     )
     train = dataset.loc[in_train]
     train = train.assign(y=(train["fraud_reported_ms"] < known_by).astype(np.int64))
-    # Known compromised, as in the handbook's protocol: cards with a fraud in the
-    # training or delay window that was reported before the test window starts.
-    recent = (dataset["event_ms"] >= _ms(fold.train_start)) & (dataset["event_ms"] < known_by)
-    known_cards = dataset.loc[
-        recent & (dataset["fraud_reported_ms"] < known_by), "card_id"
-    ].unique()
+    known_cards = known_compromised(dataset, fold.train_start, fold.test_start)
     in_test = (
         (dataset["event_ms"] >= known_by)
         & (dataset["event_ms"] < _ms(fold.test_end))
@@ -138,6 +133,17 @@ def split(dataset: pd.DataFrame, fold: evaluate.Fold) -> tuple[pd.DataFrame, pd.
     )
     test = dataset.loc[in_test]
     return train, test.assign(y=test["is_fraud"])
+
+
+def known_compromised(dataset: pd.DataFrame, since: date, by: date) -> np.ndarray:
+    """The cards known compromised at the start of day ``by``, as in the handbook's protocol.
+
+    A card is known compromised when one of its payments from ``since`` on (the
+    training window's start) is a fraud made and reported before ``by``.
+    """
+    by_ms = _ms(by)
+    recent = (dataset["event_ms"] >= _ms(since)) & (dataset["event_ms"] < by_ms)
+    return dataset.loc[recent & (dataset["fraud_reported_ms"] < by_ms), "card_id"].unique()
 
 
 def default_train_start(dataset: pd.DataFrame | date, cfg: TrainConfig) -> date:
