@@ -13,7 +13,7 @@ chargebacks. No Spark session is started. See docs/data.md.
 Usage::
 
     ./spark-submit.sh investigate [--out data/lake] [--data data/sample]
-        [--verdicts data/investigated] [--k 100] [--seed 0]
+        [--verdicts data/investigated] [--k 100] [--seed 0] [--from YYYY-MM-DD]
         [--publish [--brokers HOST:PORT] [--kafka-properties FILE] [--labels-topic fraud-labels]]
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 from fraudstream import config, logs
@@ -67,6 +68,13 @@ def parse_args(argv: list[str]) -> investigators.InvestigateConfig:
         "--seed", type=int, default=0, help="seed of the reporting delays (default: %(default)s)"
     )
     parser.add_argument(
+        "--from",
+        dest="since",
+        type=date.fromisoformat,
+        help="write (and publish) only the verdicts of payments of this UTC day and later, "
+        "YYYY-MM-DD; earlier days are still investigated (default: all days)",
+    )
+    parser.add_argument(
         "--publish",
         action="store_true",
         help="also publish the verdicts to the labels topic, for the labels job",
@@ -85,6 +93,7 @@ def parse_args(argv: list[str]) -> investigators.InvestigateConfig:
         publish=args.publish,
         bootstrap_servers=config.bootstrap_servers(args.brokers),
         labels_topic=args.labels_topic,
+        since=args.since,
     )
 
 

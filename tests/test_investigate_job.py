@@ -210,3 +210,24 @@ def test_read_scores_reads_times_in_any_unit(scored_lake, tmp_path):
     got = investigators.read_scores(micro)
     assert got.schema.field("event_time").type == pa.timestamp("ms", tz="UTC")
     assert got.equals(investigators.read_scores(scored_lake))
+
+
+def test_investigate_from_a_day_keeps_that_days_verdicts_on_and_the_same_choice(
+    scored_lake, tmp_path, capsys
+):
+    """A daily run with ``--from`` writes the verdicts a full run gives those days: the
+    earlier days are still investigated, so the cards they blocked stay blocked."""
+    args = ["--out", str(scored_lake), "--data", str(config.SAMPLE_DIR), "--k", str(K)]
+    assert investigate.main([*args, "--verdicts", str(tmp_path / "all")]) == 0
+    assert (
+        investigate.main([*args, "--verdicts", str(tmp_path / "day"), "--from", "2018-04-11"]) == 0
+    )
+    assert "verdicts from 2018-04-11" in capsys.readouterr().out
+    everything = lake.read_labels(tmp_path / "all").to_pandas()
+    later = everything.loc[everything["reported_time"] >= pd.Timestamp("2018-04-11", tz="UTC")]
+    got = lake.read_labels(tmp_path / "day").to_pandas()
+    assert 0 < len(got) < len(everything)
+    pd.testing.assert_frame_equal(
+        got.sort_values("transaction_id", ignore_index=True),
+        later.sort_values("transaction_id", ignore_index=True),
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ class InvestigateConfig:
     scored payments came from, written by the generate job (``labels/``, the truth, and
     ``events/``); ``verdicts``: the folder whose ``labels/`` the verdicts replace.
     ``publish``: also send them to ``labels_topic`` on ``bootstrap_servers``.
+    ``since``: keep only the verdicts of the payments of this UTC day and later (the
+    earlier days are still investigated, for the cards they block), so that a daily run
+    publishes each day's verdicts once; None keeps them all.
     """
 
     out: Path
@@ -137,6 +141,7 @@ class InvestigateConfig:
     publish: bool = False
     bootstrap_servers: str = config.DEFAULT_BOOTSTRAP_SERVERS
     labels_topic: str = config.TOPIC_LABELS
+    since: date | None = None
 
 
 #: The scored view's columns the investigators read: a payment, its card and its score.
@@ -221,9 +226,13 @@ def run(cfg: InvestigateConfig) -> dict[str, int]:
     scored = read_scores(cfg.out)
     truth = _read_truth(cfg.data, scored)
     verdicts = analyst_labels(scored, truth, scored["score"].to_numpy(), cfg.k, cfg.seed)
+    # A verdict is reported on its payment's day, so its day is its payment's.
+    reported_day = verdicts["reported_time"].cast(pa.int64()).to_numpy() // DAY_MS
+    if cfg.since is not None:
+        kept = reported_day >= (cfg.since - date(1970, 1, 1)).days
+        verdicts, reported_day = verdicts.filter(pa.array(kept)), reported_day[kept]
     lake.write_labels(verdicts, Path(cfg.verdicts))
     days = np.unique(scored["event_time"].cast(pa.int64()).to_numpy() // DAY_MS)
-    reported_day = verdicts["reported_time"].cast(pa.int64()).to_numpy() // DAY_MS
     card_days = len(set(zip(verdicts["card_id"].to_pylist(), reported_day.tolist(), strict=True)))
     frauds = pc.sum(pc.equal(verdicts["label"], "fraud")).as_py() or 0
     counts = {
@@ -258,7 +267,8 @@ def summary(cfg: InvestigateConfig, counts: dict[str, int], seconds: float) -> s
     line = (
         f"Investigated {counts['cards']:,} card-days (k={cfg.k}) of {counts['payments']:,} "
         f"scored payments over {counts['days']:,} days: {counts['verdicts']:,} analyst "
-        f"verdicts, {counts['frauds']:,} of them fraud, written to "
+        f"verdicts{f' from {cfg.since}' if cfg.since else ''}, {counts['frauds']:,} of them "
+        "fraud, written to "
         f"{Path(cfg.verdicts) / lake.LABELS} in {seconds:.1f} s."
     )
     if cfg.publish:
