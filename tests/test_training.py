@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import mlflow
@@ -449,6 +449,19 @@ def test_train_job_folds_before_the_data_is_one_sentence(small_data, mlflow_stor
     )
     assert code == 2
     assert "use fewer folds or a later --train-start" in capsys.readouterr().err
+
+
+def test_train_job_folds_after_the_data_is_one_sentence(small_data, mlflow_store, capsys):
+    code = train_job.main(
+        ["--data", str(small_data), "--train-start", "2019-01-01", "--no-register"]
+    )
+    assert code == 2
+    last_day = SMALL.start_date + timedelta(days=SMALL.days - 1)
+    error = capsys.readouterr().err.strip()
+    assert error.endswith(
+        "The newest test window starts on 2019-01-15, after the data's last day, "
+        f"{last_day}: use an earlier --train-start."
+    )
 
 
 def test_spark_gbt_fits_and_scores_in_input_order(spark, small_dataset):

@@ -655,8 +655,8 @@ def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, l
     first_day, last_day = dataset.day_range(payments)
     span = fold_span(cfg.train_start or default_train_start(last_day, cfg), cfg)
     frame = dataset.build_dataset(payments, labels, cfg.delay_days, days=span)
-    # The data's own first day, for the check that the folds fit in it.
-    frame.attrs["first_day"] = first_day
+    # The data's own first and last days, for the checks that the folds fit in it.
+    frame.attrs["first_day"], frame.attrs["last_day"] = first_day, last_day
     timings["features"] = time.perf_counter() - started
     log(
         f"Computed the features of the payments from {cfg.data} ({first_day} to {last_day}) "
@@ -711,6 +711,12 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
         raise DataError(
             f"The folds need data from {valid[-1].train_start}, but it starts on {first_day}: "
             "use fewer folds or a later --train-start."
+        )
+    last_day = dataset.attrs.get("last_day", max(dataset["day"]))
+    if folds[0].test_start > last_day:
+        raise DataError(
+            f"The newest test window starts on {folds[0].test_start}, after the data's last "
+            f"day, {last_day}: use an earlier --train-start."
         )
     results: dict[str, dict] = {}
     for kind in cfg.models:
