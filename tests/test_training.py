@@ -645,6 +645,42 @@ def test_weighted_average_refuses_a_part_outside_its_folder(tmp_path):
         model.load_scorer(tmp_path / "avg")
 
 
+def test_with_verdicts_maps_analyst_labels_onto_payments():
+    labels = pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t1", "t2", "t3", "t4"],
+            "label": ["genuine", "fraud", "genuine", "fraud", "fraud"],
+            "source": ["analyst", "analyst", "analyst", "chargeback", "analyst"],
+            "reported_time": pd.to_datetime([5, 3, 7, 1, 9], unit="ms", utc=True),
+        }
+    )
+    dataset = pd.DataFrame({"transaction_id": ["t1", "t2", "t3", "t5"], "x": [0, 1, 2, 3]})
+    dataset.attrs["first_day"] = date(2018, 4, 1)
+    got = training.with_verdicts(dataset, training.analyst_verdicts(labels))
+    # Fraud if an analyst found it so; reported when the first verdict was; a
+    # chargeback is no verdict, and a verdict on a payment not in the data is dropped.
+    expected = dataset.assign(
+        verdict=[1.0, 0.0, np.nan, np.nan], verdict_reported_ms=[3.0, 7.0, np.nan, np.nan]
+    )
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.attrs == {"first_day": date(2018, 4, 1)}
+
+
+def test_score_on_judges_a_feedback_model_by_its_delayed_part(small_dataset, mlflow_store):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    columns = ["amount", "card_tx_count_1d", "merchant_fraud_rate_30d"]
+    delayed = LogisticRegression(max_iter=1000).fit(train[columns], train["y"])
+    # A feedback part that has seen the test window's truth, as F has the newest verdicts.
+    seen = LogisticRegression(max_iter=1000).fit(test[columns], test["y"])
+    average = model.WeightedAverage([delayed, seen], [0.5, 0.5], ["delayed", "feedback"])
+    version = _register(average, columns, name="fed")
+    expected = evaluate.average_precision(
+        test["y"], model.fraud_probability(delayed, test[columns])
+    )
+    assert training.score_on(test, f"models:/fed/{version}") == pytest.approx(expected)
+
+
 @pytest.fixture(scope="module")
 def small_data_with_verdicts(small_data, small_dataset, tmp_path_factory):
     """``small_data`` and the analysts' verdicts on the 5 cards a day a weak risk score
