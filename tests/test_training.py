@@ -775,6 +775,23 @@ def test_train_job_feedback_without_verdicts_registers_the_delayed_model(small_d
     assert loaded.threshold == report["models"]["logistic"]["threshold"]
 
 
+def test_spark_dataset_carries_the_verdicts_pandas_does(spark, small_data_with_verdicts):
+    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts))
+    labels_folder = small_data_with_verdicts / "labels"
+    on_spark = training._spark_dataset(cfg, labels_folder, {}, lambda line: None)
+    labels = lake.read_label_folder(labels_folder).to_pandas()
+    assert (labels["source"] == "analyst").any()
+    expected = training.analyst_verdicts(labels)
+    got = on_spark.dropna(subset=["verdict"]).set_index("transaction_id")
+    assert len(got) > 0
+    pd.testing.assert_frame_equal(
+        got[["verdict", "verdict_reported_ms"]],
+        expected.loc[got.index].astype(float),
+        check_names=False,
+    )
+    assert on_spark["transaction_id"].isin(expected.index).sum() == len(got)
+
+
 @pytest.mark.parametrize("value", ["0", "7,x", ""])
 def test_train_job_refuses_silly_feedback_days(value, capsys):
     with pytest.raises(SystemExit):

@@ -10,8 +10,12 @@ The steps of ``./spark-submit.sh train``, each a function a notebook can call:
    day below it (the review band: the analysts' budget).
 3. :func:`evaluate_kind` trains on each test fold's training window, with the labels
    known when that window's test starts, and scores its test window.
-4. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
-   newest fold as a version of ``fraudstream``, and runs the promotion gate.
+4. With ``--feedback``, ``fraudstream.ml.feedback.train_feedback`` chooses and measures
+   a feedback setting and fits the feedback classifier on the analysts' recent verdicts
+   (:func:`with_verdicts`).
+5. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
+   newest fold (averaged with the feedback classifier, if any) as a version of
+   ``fraudstream``, and runs the promotion gate.
 """
 
 from __future__ import annotations
