@@ -240,9 +240,9 @@ def test_train_job_chooses_among_the_boosted_kinds_on_validation(small_data, mlf
     chosen_on = []
     select = training.select_params
 
-    def recording(kind, dataset, folds, cfg):
+    def recording(kind, dataset, folds, cfg, *walked):
         chosen_on.extend(folds)
-        return select(kind, dataset, folds, cfg)
+        return select(kind, dataset, folds, cfg, *walked)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "select_params", recording)
