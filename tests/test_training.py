@@ -695,16 +695,17 @@ def small_data_with_verdicts(small_data, small_dataset, tmp_path_factory):
     return root
 
 
-def _feedback_args(data) -> list[str]:
+def _feedback_args(data, models_dir: Path) -> list[str]:
     extra = ["--train-start", "2018-05-20", "--param", "logistic.C=1.0"]
+    extra += ["--models-dir", str(models_dir)]
     # k=10: at 5 cards a day, D and the feedback settings tie on the validation fold.
     return [*train_args(data, *extra, "--feedback", "--feedback-days", "7"), "--k", "10"]
 
 
 def test_train_job_feedback_registers_the_average_of_its_parts(
-    small_data_with_verdicts, mlflow_store, capsys
+    small_data_with_verdicts, mlflow_store, tmp_path
 ):
-    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts))
+    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts, tmp_path / "models"))
     said: list[str] = []
     report = training.run(cfg, log=said.append)
     fed = report["feedback"]
@@ -758,11 +759,17 @@ def test_train_job_feedback_registers_the_average_of_its_parts(
         "verdict_frauds": fed["verdict_frauds"],
     }
     assert "Feedback: registered the delayed model averaged" in training.summary(report, 10)
+    # The exported champion, loaded without the registry, scores the same.
+    exported = mlflow.pyfunc.load_model(report["exported_to"])
+    assert exported.predict(frame).to_numpy() == pytest.approx(expected, abs=1e-12, rel=0)
 
 
-def test_train_job_feedback_without_verdicts_registers_the_delayed_model(small_data, mlflow_store):
+def test_train_job_feedback_without_verdicts_registers_the_delayed_model(
+    small_data, mlflow_store, tmp_path
+):
     said: list[str] = []
-    report = training.run(train_job.parse_args(_feedback_args(small_data)), log=said.append)
+    cfg = train_job.parse_args(_feedback_args(small_data, tmp_path / "models"))
+    report = training.run(cfg, log=said.append)
     fed = report["feedback"]
     assert fed["registered"] == "delayed alone"
     note = (
@@ -775,8 +782,8 @@ def test_train_job_feedback_without_verdicts_registers_the_delayed_model(small_d
     assert loaded.threshold == report["models"]["logistic"]["threshold"]
 
 
-def test_spark_dataset_carries_the_verdicts_pandas_does(spark, small_data_with_verdicts):
-    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts))
+def test_spark_dataset_carries_the_verdicts_pandas_does(spark, small_data_with_verdicts, tmp_path):
+    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts, tmp_path))
     labels_folder = small_data_with_verdicts / "labels"
     on_spark = training._spark_dataset(cfg, labels_folder, {}, lambda line: None)
     labels = lake.read_label_folder(labels_folder).to_pandas()
