@@ -43,8 +43,8 @@ MS_PER_DAY = features.DAY_MS
 DEFAULT_MAX_TRAIN_ROWS = 250_000
 #: ``train --feedback``'s settings, chosen on the validation folds
 #: (``fraudstream.ml.feedback.train_feedback``): the feedback classifier's weights, and
-#: the default of ``--feedback-days``. The offline comparison (docs/training.md,
-#: "Feedback protocol") chose a weight of 0.75 and 14 days; 1.0 and rank averages never won.
+#: the default of ``--feedback-days``. The offline comparisons (docs/training.md,
+#: "Feedback protocol") chose a weight of 0.75 with 7 or 14 days, never 1.0 nor ranks.
 FEEDBACK_WEIGHTS = (0.5, 0.75)
 FEEDBACK_DAYS = (7, 14)
 
