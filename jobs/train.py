@@ -17,6 +17,13 @@ Usage::
         [--test-days 7] [--k 100] [--features all|handbook] [--param hgb.learning_rate=0.1]
         [--engine pandas|spark] [--max-train-rows 250000] [--experiment fraudstream]
         [--seed 0] [--report FILE] [--no-register] [--models-dir models]
+        [--feedback [--feedback-days 7,14]]
+
+With ``--feedback`` it also registers what the analysts' verdicts teach: the chosen
+model averaged with a feedback forest fitted on the label store's analyst verdicts of
+the last days (Dal Pozzolo's "AW"; the weight and the days chosen on the validation
+folds in the feedback protocol; see ``fraudstream/ml/feedback.py``), or the chosen model
+alone, saying why, when no setting beats it there or there are no recent verdicts.
 """
 
 from __future__ import annotations
@@ -61,6 +68,18 @@ def _precision(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a precision in (0, 1]")
     return value
+
+
+def _days(text: str) -> tuple[int, ...]:
+    try:
+        days = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        days = ()
+    if not days or min(days) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of days from 1 up, such as 7,14"
+        )
+    return tuple(sorted(set(days)))
 
 
 def _param(text: str) -> tuple[str, str, object]:
@@ -184,7 +203,27 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
     parser.add_argument(
         "--no-register", action="store_true", help="log to MLflow but do not register a version"
     )
+    parser.add_argument(
+        "--feedback",
+        action="store_true",
+        help="also fit a feedback forest on the analysts' verdicts of the label store "
+        "(--labels) and register the average of both, when it beats the model alone on "
+        "the validation folds (see docs/training.md, Feedback learning in production)",
+    )
+    parser.add_argument(
+        "--feedback-days",
+        type=_days,
+        default=training.FEEDBACK_DAYS,
+        help="with --feedback: the days of verdicts the feedback forest may learn from, "
+        "chosen among on the validation folds (default: "
+        f"{','.join(map(str, training.FEEDBACK_DAYS))})",
+    )
     args = parser.parse_args(argv)
+    if args.feedback and not set(args.models) & set(model.REGISTRABLE_KINDS):
+        parser.error(
+            "--feedback registers a model, which spark_gbt cannot be: add one of "
+            f"{', '.join(model.REGISTRABLE_KINDS)} to --models"
+        )
     params: dict[str, dict] = {}
     for kind, key, value in args.param:
         params.setdefault(kind, {})[key] = value
@@ -211,6 +250,8 @@ def parse_args(argv: list[str]) -> training.TrainConfig:
         register=not args.no_register,
         export_dir=args.models_dir,
         report=args.report,
+        feedback=args.feedback,
+        feedback_days=args.feedback_days,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier
@@ -17,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 
 from fraudstream import features, lake
 from fraudstream.cli import main as cli
-from fraudstream.data import simulate
-from fraudstream.ml import evaluate, model, monitor, registry, training
+from fraudstream.data import investigators, simulate
+from fraudstream.errors import DataError
+from fraudstream.ml import evaluate, feedback, model, monitor, registry, training
 from fraudstream.scoring.model import load_model
 from jobs import train as train_job
 
@@ -237,9 +240,9 @@ def test_train_job_chooses_among_the_boosted_kinds_on_validation(small_data, mlf
     chosen_on = []
     select = training.select_params
 
-    def recording(kind, dataset, folds, cfg):
+    def recording(kind, dataset, folds, cfg, *walked):
         chosen_on.extend(folds)
-        return select(kind, dataset, folds, cfg)
+        return select(kind, dataset, folds, cfg, *walked)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "select_params", recording)
@@ -609,3 +612,228 @@ def test_train_job_refuses_a_silly_max_train_rows(value, capsys):
     with pytest.raises(SystemExit):
         train_job.parse_args(["--max-train-rows", value])
     assert "is not 0 or a number of rows from 1000 up" in capsys.readouterr().err
+
+
+# --- train --feedback -----------------------------------------------------------------
+
+
+def test_weighted_average_saved_and_loaded_scores_the_weighted_parts(small_dataset, mlflow_store):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    columns = list(features.FEATURE_COLUMNS)
+    # Two formats in one model: LightGBM's text file and a forest through skops.
+    params = _boosted_params("lightgbm") | {"n_estimators": 50}
+    _, delayed = training.fit_predict("lightgbm", params, train, test, columns, seed=0)
+    verdicts = train[columns].assign(y=train["y"].to_numpy())
+    fed = feedback.fit_feedback(verdicts, columns, feedback.FeedbackConfig(n_estimators=20))
+    average = model.WeightedAverage([delayed, fed], [0.25, 0.75], ["delayed", "feedback"])
+    version = _register(average, columns, name="average")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/average/{version}"))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    spec = json.loads(next(p for p in files if p.parent.name == "scorer").read_text())
+    assert spec["format"] == "average" and spec["weights"] == [0.25, 0.75]
+    assert {p.name for p in files if p.parent.name in spec["parts"]} >= {
+        "model.txt",
+        "model.skops",
+    }
+    x = test[columns].astype(float)
+    expected = 0.25 * model.fraud_probability(delayed, x) + 0.75 * model.fraud_probability(fed, x)
+    loaded = load_model(f"models:/average/{version}", threshold=0.5)
+    assert loaded.score(test[columns]) == pytest.approx(expected, abs=1e-12, rel=0)
+    # One thread for every part, as FraudScorer.predict sets it for a lone forest.
+    fed.set_params(n_jobs=2)
+    model.FraudScorer(average, columns).predict(None, test.head(3))
+    assert fed.n_jobs == 1
+
+
+def test_weighted_average_refuses_a_part_outside_its_folder(tmp_path):
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    part = LogisticRegression().fit(frame, [0, 0, 1, 1])
+    model.save_estimator(model.WeightedAverage([part], [1.0], ["only"]), ["a"], tmp_path / "avg")
+    spec_file = tmp_path / "avg" / model.SCORER_FILE
+    spec = json.loads(spec_file.read_text())
+    spec_file.write_text(json.dumps(spec | {"parts": ["../elsewhere"]}))
+    with pytest.raises(DataError, match=r"names a part outside it: '\.\./elsewhere'"):
+        model.load_scorer(tmp_path / "avg")
+
+
+def test_with_verdicts_maps_analyst_labels_onto_payments():
+    labels = pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t1", "t2", "t3", "t4"],
+            "label": ["genuine", "fraud", "genuine", "fraud", "fraud"],
+            "source": ["analyst", "analyst", "analyst", "chargeback", "analyst"],
+            "reported_time": pd.to_datetime([5, 3, 7, 1, 9], unit="ms", utc=True),
+        }
+    )
+    dataset = pd.DataFrame({"transaction_id": ["t1", "t2", "t3", "t5"], "x": [0, 1, 2, 3]})
+    dataset.attrs["first_day"] = date(2018, 4, 1)
+    got = training.with_verdicts(dataset, training.analyst_verdicts(labels))
+    # Fraud if an analyst found it so; reported when the first verdict was; a
+    # chargeback is no verdict, and a verdict on a payment not in the data is dropped.
+    expected = dataset.assign(
+        verdict=[1.0, 0.0, np.nan, np.nan], verdict_reported_ms=[3.0, 7.0, np.nan, np.nan]
+    )
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.attrs == {"first_day": date(2018, 4, 1)}
+
+
+def test_score_on_judges_a_feedback_model_by_its_delayed_part(small_dataset, mlflow_store):
+    fold = evaluate.prequential_folds(date(2018, 5, 20), n_folds=1)[0]
+    train, test = training.split(small_dataset, fold)
+    columns = ["amount", "card_tx_count_1d", "merchant_fraud_rate_30d"]
+    delayed = LogisticRegression(max_iter=1000).fit(train[columns], train["y"])
+    # A feedback part that has seen the test window's truth, as F has the newest verdicts.
+    seen = LogisticRegression(max_iter=1000).fit(test[columns], test["y"])
+    average = model.WeightedAverage([delayed, seen], [0.5, 0.5], ["delayed", "feedback"])
+    version = _register(average, columns, name="fed")
+    expected = evaluate.average_precision(
+        test["y"], model.fraud_probability(delayed, test[columns])
+    )
+    assert training.score_on(test, f"models:/fed/{version}") == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def small_data_with_verdicts(small_data, small_dataset, tmp_path_factory):
+    """``small_data`` and the analysts' verdicts on the 5 cards a day a weak risk score
+    ranks highest (frauds score higher on average), appended to its labels."""
+    root = tmp_path_factory.mktemp("verdicts")
+    shutil.copytree(small_data / "events", root / "events")
+    payments, labels = lake.read_events(small_data), lake.read_labels(small_data)
+    noise = np.random.default_rng(0).uniform(0.0, 2.0, len(small_dataset))
+    score = small_dataset["is_fraud"].to_numpy() + noise
+    analyst = investigators.analyst_labels(payments, labels, score, k=5)
+    lake.write_labels(pa.concat_tables([labels, analyst]), root)
+    return root
+
+
+def _feedback_args(data, models_dir: Path) -> list[str]:
+    extra = ["--train-start", "2018-05-20", "--param", "logistic.C=1.0"]
+    extra += ["--models-dir", str(models_dir)]
+    # k=10: at 5 cards a day, D and the feedback settings tie on the validation fold.
+    return [*train_args(data, *extra, "--feedback", "--feedback-days", "7"), "--k", "10"]
+
+
+def test_train_job_feedback_registers_the_average_of_its_parts(
+    small_data_with_verdicts, mlflow_store, tmp_path
+):
+    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts, tmp_path / "models"))
+    said: list[str] = []
+    report = training.run(cfg, log=said.append)
+    fed = report["feedback"]
+    assert fed["registered"] == "delayed+feedback", fed.get("note")
+    # F is fitted on the verdicts reported in the chosen days before the data's end.
+    labels = lake.read_labels(small_data_with_verdicts).to_pandas()
+    end = pd.Timestamp(date(2018, 6, 10), tz="UTC")
+    recent = labels[
+        (labels["source"] == "analyst")
+        & (labels["reported_time"] >= end - timedelta(days=fed["feedback_days"]))
+        & (labels["reported_time"] < end)
+    ]
+    assert fed["verdicts"] == len(recent) > 0
+    assert fed["verdict_frauds"] == (recent["label"] == "fraud").sum() > 0
+    assert f"on {len(recent):,} analyst verdicts" in " ".join(said)
+    # Chosen on validation, measured on the test fold, logged to the run.
+    assert set(fed["validation"]) == {"delayed", "average w=0.50 N=7", "average w=0.75 N=7"}
+    assert fed["validation"][fed["chosen"]] > fed["validation"]["delayed"]
+    run = MlflowClient().get_run(report["mlflow_run_id"])
+    assert run.data.params["feedback.weight"] == str(fed["weight"])
+    assert run.data.metrics["feedback.test.feedback.card_precision_at_10"] == pytest.approx(
+        fed["test"]["cp_feedback"]
+    )
+    # D's test scores in the walk are the training job's own fits.
+    newest = report["models"]["logistic"]["folds"][0]
+    assert fed["test"]["folds"][0]["cp_delayed"] == newest["card_precision_at_10"]
+    per_day = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/feedback/per_day.csv")
+    assert len(per_day.splitlines()) == 1 + cfg.test_days
+    # The registered model: its loaded scores are the weighted average of its parts.
+    loaded = load_model("models:/fraudstream/1")
+    average = loaded.scorer.estimator
+    assert isinstance(average, model.WeightedAverage)
+    assert average.names == ["delayed", "feedback"]
+    assert average.weights == [1.0 - fed["weight"], fed["weight"]]
+    assert loaded.threshold == fed["threshold"]
+    frame = training.build_dataset(
+        lake.read_events(small_data_with_verdicts, features.EVENT_COLUMNS).to_pandas(),
+        labels,
+        7,
+    ).tail(500)
+    x = frame[loaded.feature_columns].astype(float)
+    parts = [model.fraud_probability(part, x) for part in average.parts]
+    expected = (1.0 - fed["weight"]) * parts[0] + fed["weight"] * parts[1]
+    assert loaded.score(frame) == pytest.approx(expected, abs=1e-12, rel=0)
+    assert not np.allclose(parts[0], parts[1])
+    metadata = mlflow.models.get_model_info("models:/fraudstream/1").metadata
+    assert metadata["feedback"] == {
+        "weight": fed["weight"],
+        "feedback_days": 7,
+        "verdicts": fed["verdicts"],
+        "verdict_frauds": fed["verdict_frauds"],
+    }
+    assert "Feedback: registered the delayed model averaged" in training.summary(report, 10)
+    # The exported champion, loaded without the registry, scores the same.
+    exported = mlflow.pyfunc.load_model(report["exported_to"])
+    assert exported.predict(frame).to_numpy() == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+def test_train_job_feedback_without_verdicts_registers_the_delayed_model(
+    small_data, mlflow_store, tmp_path
+):
+    said: list[str] = []
+    cfg = train_job.parse_args(_feedback_args(small_data, tmp_path / "models"))
+    report = training.run(cfg, log=said.append)
+    fed = report["feedback"]
+    assert fed["registered"] == "delayed alone"
+    note = (
+        "There are no analyst verdicts in the last 7 days before 2018-06-10: registered "
+        "the delayed model alone."
+    )
+    assert fed["note"] == note and said.count(note) == 1
+    loaded = load_model("models:/fraudstream/1")
+    assert not isinstance(loaded.scorer.estimator, model.WeightedAverage)
+    assert loaded.threshold == report["models"]["logistic"]["threshold"]
+
+
+def test_spark_dataset_carries_the_verdicts_pandas_does(spark, small_data_with_verdicts, tmp_path):
+    cfg = train_job.parse_args(_feedback_args(small_data_with_verdicts, tmp_path))
+    labels_folder = small_data_with_verdicts / "labels"
+    on_spark = training._spark_dataset(cfg, labels_folder, {}, lambda line: None)
+    labels = lake.read_label_folder(labels_folder).to_pandas()
+    assert (labels["source"] == "analyst").any()
+    expected = training.analyst_verdicts(labels)
+    got = on_spark.dropna(subset=["verdict"]).set_index("transaction_id")
+    assert len(got) > 0
+    pd.testing.assert_frame_equal(
+        got[["verdict", "verdict_reported_ms"]],
+        expected.loc[got.index].astype(float),
+        check_names=False,
+    )
+    assert on_spark["transaction_id"].isin(expected.index).sum() == len(got)
+
+
+@pytest.mark.parametrize("value", ["0", "7,x", ""])
+def test_train_job_refuses_silly_feedback_days(value, capsys):
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--feedback", "--feedback-days", value])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"argument --feedback-days: {value!r} is not a comma-separated list of days from 1 "
+            "up, such as 7,14"
+        )
+    )
+
+
+def test_train_job_feedback_with_spark_gbt_alone_is_one_sentence(capsys):
+    with pytest.raises(SystemExit):
+        train_job.parse_args(["--feedback", "--models", "spark_gbt"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "--feedback registers a model, which spark_gbt cannot be: add one of "
+            "logistic, random_forest, hgb, lightgbm, xgboost to --models"
+        )
+    )

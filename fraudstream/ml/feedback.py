@@ -262,10 +262,7 @@ def feedback_fold(
 
 def walked_rows(dataset: pd.DataFrame, fold: evaluate.Fold) -> pd.DataFrame:
     """The payments of the fold's delay gap and test window, the days the walk scores."""
-    in_walk = (dataset["event_ms"] >= _ms(fold.train_end)) & (
-        dataset["event_ms"] < _ms(fold.test_end)
-    )
-    return dataset.loc[in_walk]
+    return training.walked_rows(dataset, fold)
 
 
 def feedback_folds(
@@ -277,8 +274,13 @@ def feedback_folds(
     settings: list[FeedbackConfig],
     max_train_rows: int | None = training.DEFAULT_MAX_TRAIN_ROWS,
     delayed_seed: int = 0,
+    delayed: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`feedback_fold` of every fold for every setting, ``D`` fitted once a fold.
+
+    ``delayed``: ``D``'s scores of each fold's walked rows by fold name, where the
+    training job has them already (``training.select_params``' ``walked``); ``D`` is
+    fitted for the folds it lacks.
 
     Returns
     -------
@@ -287,7 +289,7 @@ def feedback_folds(
     """
     results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in settings}
     for fold in folds:
-        delayed = None
+        scores = (delayed or {}).get(fold.name)
         for setting in settings:
             result = feedback_fold(
                 dataset,
@@ -298,9 +300,9 @@ def feedback_folds(
                 setting,
                 max_train_rows,
                 delayed_seed,
-                delayed,
+                scores,
             )
-            delayed = result["delayed_scores"]
+            scores = result["delayed_scores"]
             results[setting.name].append(result)
             _LOG.info(
                 "%s, %s: CP@%d delayed %.3f, feedback %.3f",
@@ -324,3 +326,162 @@ def choose_setting(
         name: float(np.nanmean([r["cp_feedback"] for r in runs])) for name, runs in results.items()
     }
     return max(settings, key=lambda s: (means[s.name], -settings.index(s)))
+
+
+# --- the live path: ``train --feedback`` ----------------------------------------------
+
+#: How much more validation CP@k than the delayed model's a setting needs to count as
+#: better: none but rounding.
+TIE = 1e-9
+
+
+def setting_key(setting: FeedbackConfig) -> str:
+    """A setting's name in MLflow metric names, e.g. ``w0.5_n7`` (no ``=`` allowed there)."""
+    return f"w{setting.weight:g}_n{setting.feedback_days}"
+
+
+def recent_verdicts(
+    dataset: pd.DataFrame, end_ms: int, days: int, columns: list[str]
+) -> pd.DataFrame:
+    """The payments with an analyst verdict reported in the ``days`` days before ``end_ms``.
+
+    ``dataset`` carries ``verdict`` and ``verdict_reported_ms``
+    (:func:`fraudstream.ml.training.with_verdicts`); the rows returned hold ``columns``
+    and the verdict as ``y``, as :func:`fit_feedback` takes them.
+    """
+    since_ms = end_ms - days * training.MS_PER_DAY
+    reported = dataset["verdict_reported_ms"]
+    recent = dataset.loc[dataset["verdict"].notna() & (reported >= since_ms) & (reported < end_ms)]
+    return recent[columns].assign(y=recent["verdict"].astype(np.int64))
+
+
+def train_feedback(
+    dataset: pd.DataFrame,
+    kind: str,
+    params: dict[str, Any],
+    folds: list[evaluate.Fold],
+    cfg: training.TrainConfig,
+    log=_LOG.info,
+    delayed: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """``train --feedback``: choose a setting, measure it, fit ``F`` on the real verdicts.
+
+    1. Each setting of :data:`fraudstream.ml.training.FEEDBACK_WEIGHTS` x
+       ``cfg.feedback_days`` is walked on the validation folds (:func:`feedback_folds`,
+       the protocol's simulated analysts); the best by mean CP@k is chosen if it beats
+       ``D`` alone there, else ``D`` is registered alone.
+    2. The chosen setting is walked once on the test folds: ``D`` against ``D`` with ``F``.
+    3. ``F`` is fitted (:func:`fit_feedback`, on ``D``'s feature columns only, as the
+       stream computes no others) on the analysts' verdicts of the label store reported
+       in the setting's days before the data's end (``cfg.until``, else the midnight
+       after the newest payment); without verdicts of both classes, ``D`` goes alone.
+
+    Parameters
+    ----------
+    dataset : DataFrame
+        The training job's dataset with ``verdict`` and ``verdict_reported_ms``.
+    kind, params : str, dict
+        ``D``'s model type and hyper-parameters, as chosen by the training job.
+    folds : list of Fold
+        The test folds (their validation folds are derived as the job derives them).
+    cfg : TrainConfig
+    log : callable
+        Where the progress and the decision go, one sentence each.
+    delayed : dict, optional
+        ``D``'s scores of the folds' walked rows, by fold name, from the training job's
+        own fits (:func:`feedback_folds`).
+
+    Returns
+    -------
+    dict
+        ``validation`` (mean CP@k per setting name, ``delayed`` for ``D`` alone),
+        ``chosen`` (the setting's name, or None), ``weight``, ``feedback_days``,
+        ``test`` (``D``'s and the combination's CP@k per test fold and their means),
+        ``per_day`` (the test days' table, a DataFrame), ``threshold`` and
+        ``decline_threshold`` (the combined scores' decision bands on the validation
+        walks), ``verdicts`` and ``verdict_frauds`` (what ``F`` was fitted on),
+        ``estimator`` (``F``, or None to register ``D`` alone) and ``note`` (why not).
+    """
+    columns = list(cfg.feature_columns)
+    valid = evaluate.validation_folds(folds, cfg.delay_days)
+    settings = [
+        FeedbackConfig(k=cfg.k, feedback_days=days, weight=weight, seed=cfg.seed)
+        for weight in training.FEEDBACK_WEIGHTS
+        for days in cfg.feedback_days
+    ]
+    on_valid = feedback_folds(
+        dataset, valid, kind, params, columns, settings, cfg.max_train_rows, cfg.seed, delayed
+    )
+    means = {
+        s.name: float(np.nanmean([r["cp_feedback"] for r in on_valid[s.name]])) for s in settings
+    }
+    alone = float(np.nanmean([r["cp_delayed"] for r in on_valid[settings[0].name]]))
+    outcome: dict[str, Any] = {
+        "validation": {"delayed": alone, **means},
+        "validation_keys": {s.name: setting_key(s) for s in settings},
+        "chosen": None,
+        "estimator": None,
+        "test": None,
+        "per_day": None,
+    }
+    chosen = choose_setting(on_valid, settings)
+    # Means of the same per-day fractions, summed in another order, differ in their last
+    # bits: a tie is not a win.
+    if not means[chosen.name] > alone + TIE:
+        outcome["note"] = (
+            f"No feedback setting beat the delayed model alone on the validation folds "
+            f"(CP@{cfg.k} {alone:.3f}, the best {means[chosen.name]:.3f}): registered the "
+            "delayed model alone."
+        )
+        log(outcome["note"])
+        return outcome
+    windows = [
+        (r["test"]["y"].to_numpy(), r["test"]["feedback"].to_numpy()) for r in on_valid[chosen.name]
+    ]
+    review, decline = evaluate.decision_bands(windows, cfg.test_days, cfg.k, cfg.decline_precision)
+    (on_test,) = feedback_folds(
+        dataset, folds, kind, params, columns, [chosen], cfg.max_train_rows, cfg.seed, delayed
+    ).values()
+    per_day = pd.concat(
+        [r["per_day"].loc[r["per_day"]["phase"] == "test"].assign(fold=r["fold"]) for r in on_test]
+    ).sort_index()
+    test = {
+        "folds": [
+            {"fold": r["fold"], "cp_delayed": r["cp_delayed"], "cp_feedback": r["cp_feedback"]}
+            for r in on_test
+        ],
+        "cp_delayed": float(np.nanmean([r["cp_delayed"] for r in on_test])),
+        "cp_feedback": float(np.nanmean([r["cp_feedback"] for r in on_test])),
+    }
+    outcome.update(
+        chosen=chosen.name,
+        weight=chosen.weight,
+        feedback_days=chosen.feedback_days,
+        threshold=review,
+        decline_threshold=decline,
+        test=test,
+        per_day=per_day,
+    )
+    log(
+        f"Feedback: {chosen.name} chosen on the validation folds (CP@{cfg.k} "
+        f"{means[chosen.name]:.3f}, the delayed model alone {alone:.3f}); on the test "
+        f"folds {test['cp_feedback']:.3f} against {test['cp_delayed']:.3f}."
+    )
+    end = cfg.until or max(dataset["day"]) + timedelta(days=1)
+    verdicts = recent_verdicts(dataset, _ms(end), chosen.feedback_days, columns)
+    outcome.update(verdicts=len(verdicts), verdict_frauds=int(verdicts["y"].sum()))
+    forest = fit_feedback(verdicts, columns, chosen) if len(verdicts) else None
+    if forest is None:
+        found = "no analyst verdicts" if verdicts.empty else "analyst verdicts of one class only"
+        outcome["note"] = (
+            f"There are {found} in the last {chosen.feedback_days} days before {end}: "
+            "registered the delayed model alone."
+        )
+        log(outcome["note"])
+        return outcome
+    outcome["estimator"] = forest
+    log(
+        f"Fitted the feedback forest on {len(verdicts):,} analyst verdicts "
+        f"({outcome['verdict_frauds']:,} fraud) of the {chosen.feedback_days} days before {end}."
+    )
+    return outcome

@@ -12,6 +12,8 @@ skops, loaded with an explicit list of trusted types), beside a ``scorer.json`` 
 names the format and the feature columns, and MLflow loads it with this module's
 :func:`_load_pyfunc`. Loading a registered model so runs no code from the registry.
 Models registered before this pickled a :class:`FraudScorer`; they still load.
+A :class:`WeightedAverage` of classifiers (the delayed and the feedback classifier of
+``train --feedback``) is saved part by part, each in its own format.
 """
 
 from __future__ import annotations
@@ -272,6 +274,61 @@ def feature_importance(estimator, frame: pd.DataFrame, y: np.ndarray, seed: int 
     return pd.Series(values, index=columns).sort_values(ascending=False)
 
 
+class WeightedAverage:
+    """Classifiers combined: the weighted average of their probabilities of fraud.
+
+    What ``train --feedback`` registers: the delayed classifier and the feedback
+    classifier fitted on the analysts' recent verdicts, with weights ``1 - w`` and ``w``
+    (Dal Pozzolo's "AW", :mod:`fraudstream.ml.feedback`). Saved and loaded part by part
+    (:func:`save_estimator`, :func:`load_scorer`), each in its own format.
+
+    Parameters
+    ----------
+    parts : list of fitted classifiers
+        Each with ``predict_proba`` and ``classes_``, trained on the same feature columns.
+    weights : list of float
+        One per part, non-negative, adding up to 1.
+    names : list of str, optional
+        One per part (the folders they are saved in); ``part0``, ``part1``... if None.
+    """
+
+    classes_ = np.array([0, 1])
+
+    def __init__(self, parts: list, weights: list[float], names: list[str] | None = None):
+        names = list(names) if names is not None else [f"part{i}" for i in range(len(parts))]
+        if not parts or not len(parts) == len(weights) == len(names):
+            raise ValueError("A weighted average needs one weight and one name per part.")
+        if min(weights) < 0 or not np.isclose(sum(weights), 1.0):
+            raise ValueError(f"The weights {list(weights)} are not non-negative adding up to 1.")
+        self.parts = list(parts)
+        self.weights = [float(w) for w in weights]
+        self.names = names
+
+    @property
+    def n_jobs(self) -> int | None:
+        """The threads of the part that predicts on most (1 if none has the setting)."""
+        jobs = [getattr(part, "n_jobs", None) for part in self.parts]
+        return next((j for j in jobs if j not in (None, 1)), 1)
+
+    def set_params(self, **params) -> WeightedAverage:
+        """Pass ``n_jobs`` on to every part that has it (the only parameter set so)."""
+        for part in self.parts:
+            if getattr(part, "n_jobs", None) not in (None, 1):
+                part.set_params(**params)
+        return self
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Columns ``1 - p`` and ``p``, ``p`` the weighted average of the parts' P(fraud)."""
+        p = np.zeros(len(frame))
+        for part, weight in zip(self.parts, self.weights, strict=True):
+            p = p + weight * fraud_probability(part, frame)
+        return np.column_stack([1.0 - p, p])
+
+    def part(self, name: str):
+        """The part saved as ``name``."""
+        return self.parts[self.names.index(name)]
+
+
 class FraudScorer(PythonModel):
     """The model the score job scores with: feature frame in, probability of fraud out.
 
@@ -320,6 +377,8 @@ class FraudScorer(PythonModel):
 #: The file beside the saved estimator that says how to load it: its format, its file
 #: and the feature columns.
 SCORER_FILE = "scorer.json"
+#: The format of a :class:`WeightedAverage` in :data:`SCORER_FILE`.
+AVERAGE = "average"
 
 #: The types a scikit-learn model saved with skops may hold beyond the ones skops trusts
 #: by default: those the model types here need, nothing else. A file that names any
@@ -335,6 +394,8 @@ def save_estimator(estimator, feature_columns: list[str], folder: Path | str) ->
 
     LightGBM's text model (its best round, when it stopped early), XGBoost's JSON (up to
     its best round), anything else with skops; beside it :data:`SCORER_FILE`. No pickle.
+    A :class:`WeightedAverage` saves each part so in a subfolder named after it, and its
+    :data:`SCORER_FILE` says ``"format": "average"`` with the parts' folders and weights.
 
     Returns
     -------
@@ -343,6 +404,17 @@ def save_estimator(estimator, feature_columns: list[str], folder: Path | str) ->
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(estimator, WeightedAverage):
+        for name, part in zip(estimator.names, estimator.parts, strict=True):
+            save_estimator(part, feature_columns, folder / name)
+        average = {
+            "format": AVERAGE,
+            "parts": estimator.names,
+            "weights": estimator.weights,
+            "feature_columns": list(feature_columns),
+        }
+        (folder / SCORER_FILE).write_text(json.dumps(average, indent=2))
+        return folder
     library = type(estimator).__module__.split(".")[0]
     if library == "lightgbm":
         saved, name = "lightgbm", "model.txt"
@@ -393,6 +465,8 @@ class _Booster:
 def load_scorer(folder: Path | str) -> FraudScorer:
     """The scorer :func:`save_estimator` wrote to ``folder``; runs no code from it.
 
+    A saved :class:`WeightedAverage` loads its parts the same way, from its subfolders.
+
     Raises
     ------
     skops.io.exceptions.UntrustedTypesFoundException
@@ -400,6 +474,14 @@ def load_scorer(folder: Path | str) -> FraudScorer:
     """
     folder = Path(folder)
     spec = json.loads((folder / SCORER_FILE).read_text())
+    if spec["format"] == AVERAGE:
+        # Subfolders of this folder only: a name cannot point anywhere else.
+        unsafe = [name for name in spec["parts"] if Path(name).name != name or name in ("", "..")]
+        if unsafe:
+            raise DataError(f"A saved average in {folder} names a part outside it: {unsafe[0]!r}.")
+        parts = [load_scorer(folder / name).estimator for name in spec["parts"]]
+        average = WeightedAverage(parts, spec["weights"], spec["parts"])
+        return FraudScorer(average, spec["feature_columns"])
     path = folder / spec["file"]
     if spec["format"] in ("lightgbm", "xgboost"):
         estimator: Any = _Booster(spec["format"], path)

@@ -10,8 +10,12 @@ The steps of ``./spark-submit.sh train``, each a function a notebook can call:
    day below it (the review band: the analysts' budget).
 3. :func:`evaluate_kind` trains on each test fold's training window, with the labels
    known when that window's test starts, and scores its test window.
-4. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
-   newest fold as a version of ``fraudstream``, and runs the promotion gate.
+4. With ``--feedback``, ``fraudstream.ml.feedback.train_feedback`` chooses and measures
+   a feedback setting and fits the feedback classifier on the analysts' recent verdicts
+   (:func:`with_verdicts`).
+5. :func:`log_and_register` logs everything to MLflow, registers the chosen model's
+   newest fold (averaged with the feedback classifier, if any) as a version of
+   ``fraudstream``, and runs the promotion gate.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ _LOG = logging.getLogger(__name__)
 MS_PER_DAY = features.DAY_MS
 #: The training job's default of ``--max-train-rows``.
 DEFAULT_MAX_TRAIN_ROWS = 250_000
+#: ``train --feedback``'s settings, chosen on the validation folds
+#: (``fraudstream.ml.feedback.train_feedback``): the feedback classifier's weights, and
+#: the default of ``--feedback-days``. The offline comparisons (docs/training.md,
+#: "Feedback protocol") chose a weight of 0.75 with 7 or 14 days, never 1.0 nor ranks.
+FEEDBACK_WEIGHTS = (0.5, 0.75)
+FEEDBACK_DAYS = (7, 14)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,11 @@ class TrainConfig:
     register: bool = True
     export_dir: Path | None = None
     report: Path | None = None
+    #: Register the delayed model averaged with a feedback classifier fitted on the
+    #: analysts' recent verdicts (``fraudstream.ml.feedback.train_feedback``).
+    feedback: bool = False
+    #: The days of verdicts the feedback classifier may be fitted on, chosen among.
+    feedback_days: tuple[int, ...] = FEEDBACK_DAYS
 
 
 # --- data -----------------------------------------------------------------------------
@@ -105,6 +120,54 @@ def build_dataset(events: pd.DataFrame, labels: pd.DataFrame, delay_days: int) -
     dataset["fraud_reported_ms"] = dataset["transaction_id"].map(reported).astype(float)
     dataset["is_fraud"] = dataset["fraud_reported_ms"].notna().astype(np.int64)
     return dataset
+
+
+#: The label events that are analysts' verdicts (``source`` of the label contract).
+ANALYST = "analyst"
+
+
+def analyst_verdicts(labels: pd.DataFrame) -> pd.DataFrame:
+    """The analysts' verdict on each payment they checked, from label events.
+
+    Parameters
+    ----------
+    labels : DataFrame
+        Label events (``transaction_id``, ``label``, ``source``, ``reported_time``).
+
+    Returns
+    -------
+    DataFrame
+        By ``transaction_id``: ``verdict`` (1 if an analyst found it fraud, else 0) and
+        ``verdict_reported_ms`` (when the first verdict on it was reported).
+    """
+    analyst = labels.loc[labels["source"] == ANALYST]
+    return (
+        pd.DataFrame(
+            {
+                "transaction_id": analyst["transaction_id"].to_numpy(),
+                "verdict": (analyst["label"] == "fraud").astype(np.int64).to_numpy(),
+                "verdict_reported_ms": features._time_ms(analyst["reported_time"]),
+            }
+        )
+        .groupby("transaction_id")
+        .agg(verdict=("verdict", "max"), verdict_reported_ms=("verdict_reported_ms", "min"))
+    )
+
+
+def with_verdicts(dataset: pd.DataFrame, verdicts: pd.DataFrame) -> pd.DataFrame:
+    """``dataset`` with each payment's analyst verdict, from :func:`analyst_verdicts`.
+
+    ``verdict`` (1, 0 or NaN) and ``verdict_reported_ms`` (NaN without one), by
+    ``transaction_id``. Whatever engine built the dataset; its ``is_fraud`` already
+    counts an analyst's fraud verdict as any fraud label.
+    """
+    ids = dataset["transaction_id"]
+    with_columns = dataset.assign(
+        verdict=ids.map(verdicts["verdict"]).astype(float),
+        verdict_reported_ms=ids.map(verdicts["verdict_reported_ms"]).astype(float),
+    )
+    with_columns.attrs = dict(dataset.attrs)
+    return with_columns
 
 
 def _ms(day: date) -> int:
@@ -266,6 +329,20 @@ def _fit_window(kind, params, train, test, cfg: TrainConfig):
     return p, estimator, len(fitted)
 
 
+def walked_rows(dataset: pd.DataFrame, fold: evaluate.Fold) -> pd.DataFrame:
+    """The payments of a fold's delay gap and test window: the days a feedback walk scores."""
+    in_walk = (dataset["event_ms"] >= _ms(fold.train_end)) & (
+        dataset["event_ms"] < _ms(fold.test_end)
+    )
+    return dataset.loc[in_walk]
+
+
+def _walk_scores(estimator, dataset: pd.DataFrame, fold: evaluate.Fold, cfg: TrainConfig):
+    """A fold's model's scores of its :func:`walked_rows`."""
+    rows = walked_rows(dataset, fold)[list(cfg.feature_columns)].astype(float)
+    return model.fraud_probability(estimator, rows)
+
+
 def _spark_fit_predict(params, train, test, columns, seed, weights=None) -> np.ndarray:
     """Spark ML's gradient-boosted trees, for comparison with the scikit-learn models."""
     from pyspark.ml.classification import GBTClassifier
@@ -303,9 +380,17 @@ def _spark_fit_predict(params, train, test, columns, seed, weights=None) -> np.n
 
 
 def select_params(
-    kind: str, dataset: pd.DataFrame, folds: list[evaluate.Fold], cfg: TrainConfig
+    kind: str,
+    dataset: pd.DataFrame,
+    folds: list[evaluate.Fold],
+    cfg: TrainConfig,
+    walked: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, float, float, float]:
     """Hyper-parameters with the best mean validation average precision, and their bands.
+
+    ``walked``, if given (``train --feedback``), is filled with the chosen parameters'
+    models' scores of each fold's :func:`walked_rows`, by fold name: the delayed
+    classifier's scores that the feedback walks reuse rather than fit it again.
 
     Returns
     -------
@@ -317,19 +402,23 @@ def select_params(
         band about ``k`` payments a day below it (without a decline band, ``k`` alerts a
         day), each the median over the folds.
     """
-    best: tuple[dict, float, list] | None = None
+    best: tuple[dict, float, list, dict] | None = None
     for params in model.param_grid(kind, cfg.params.get(kind)):
-        scores, windows = [], []
+        scores, windows, walks = [], [], {}
         for fold in folds:
             train, test = split(dataset, fold)
-            p, _, _ = _fit_window(kind, params, train, test, cfg)
+            p, estimator, _ = _fit_window(kind, params, train, test, cfg)
             scores.append(evaluate.average_precision(test["y"], p))
             windows.append((test["y"].to_numpy(), p))
+            if walked is not None and estimator is not None:
+                walks[fold.name] = _walk_scores(estimator, dataset, fold, cfg)
         mean = float(np.nanmean(scores))
         if best is None or mean > best[1]:
-            best = (params, mean, windows)
+            best = (params, mean, windows, walks)
     assert best is not None
-    params, mean, windows = best
+    params, mean, windows, walks = best
+    if walked is not None:
+        walked.update(walks)
     review, decline = evaluate.decision_bands(windows, cfg.test_days, cfg.k, cfg.decline_precision)
     return params, mean, review, decline
 
@@ -342,12 +431,18 @@ def evaluate_kind(
     folds: list[evaluate.Fold],
     cfg: TrainConfig,
     decline_threshold: float | None = None,
+    walked: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Train and score each test fold; metrics per fold and their mean."""
+    """Train and score each test fold; metrics per fold and their mean.
+
+    ``walked``: as :func:`select_params`'s, of the test folds.
+    """
     per_fold, newest = [], None
     for i, fold in enumerate(folds):
         train, test = split(dataset, fold)
         p, estimator, fitted_rows = _fit_window(kind, params, train, test, cfg)
+        if walked is not None and estimator is not None:
+            walked[fold.name] = _walk_scores(estimator, dataset, fold, cfg)
         metrics = evaluate.evaluate_scores(
             test["day"], test["card_id"], test["y"], p, threshold, cfg.k, decline_threshold
         )
@@ -442,13 +537,25 @@ def _plots(
 
 
 def score_on(test: pd.DataFrame, model_uri: str) -> float | None:
-    """A registered model's average precision on ``test``, or None if it cannot score it."""
+    """A registered model's average precision on ``test``, or None if it cannot score it.
+
+    A model of ``train --feedback`` is scored by its delayed classifier alone: its
+    feedback classifier was fitted on the analysts' verdicts of the newest days, which
+    are ``test``'s own, so it would be judged on payments it has seen.
+    """
     try:
-        loaded = model.load(model_uri)
-        scores = loaded.predict(test)
+        scorer = model.load(model_uri).unwrap_python_model()
+        estimator = scorer.estimator
+        if isinstance(estimator, model.WeightedAverage) and DELAYED in estimator.names:
+            scorer = model.FraudScorer(estimator.part(DELAYED), scorer.feature_columns)
+        scores = scorer.predict(None, test)
     except Exception:  # any failure means "not comparable"
         return None
     return evaluate.average_precision(test["y"], np.asarray(scores, dtype=float))
+
+
+#: The names of the parts of a ``train --feedback`` model (``model.WeightedAverage``).
+DELAYED, FEEDBACK = "delayed", "feedback"
 
 
 def champion_score_on(test: pd.DataFrame, name: str) -> float | None:
@@ -501,8 +608,15 @@ def log_and_register(
     cfg: TrainConfig,
     folds: list[evaluate.Fold],
     timings: dict,
+    fed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Log parameters, metrics and plots; register ``chosen``'s newest fold; gate the alias."""
+    """Log parameters, metrics and plots; register ``chosen``'s newest fold; gate the alias.
+
+    ``fed``: what ``fraudstream.ml.feedback.train_feedback`` found (``train --feedback``),
+    logged too; with a feedback classifier, the model registered is the average of
+    ``chosen``'s newest fold and it (:class:`model.WeightedAverage`), with the decision
+    bands of the combined scores.
+    """
     import tempfile
 
     import mlflow
@@ -548,6 +662,8 @@ def log_and_register(
                     step=step,
                 )
         mlflow.log_metrics({f"seconds.{stage}": s for stage, s in timings.items()})
+        if fed is not None:
+            _log_feedback(fed, cfg.k)
         best = results[chosen]
         importance = _importance(best, columns)
         # What the monitor measures drift against: the registered model's training
@@ -561,7 +677,7 @@ def log_and_register(
                 mlflow.log_artifact(str(path), artifact_path="plots")
             report = Path(tmp) / "report.json"
             report.write_text(
-                json.dumps(_report(results, chosen, folds, timings), indent=2, default=str)
+                json.dumps(_report(results, chosen, folds, timings, fed), indent=2, default=str)
             )
             mlflow.log_artifact(str(report))
         outcome["run_id"] = run.info.run_id
@@ -569,18 +685,33 @@ def log_and_register(
         if not cfg.register or newest["estimator"] is None:
             return outcome
         example = newest["test"][columns].head(5).astype(float)
-        scorer = model.FraudScorer(newest["estimator"], columns)
+        estimator = newest["estimator"]
+        threshold, decline = best["threshold"], best.get("decline_threshold")
+        extra: dict[str, Any] = {}
+        if fed is not None and fed["estimator"] is not None:
+            weight = fed["weight"]
+            estimator = model.WeightedAverage(
+                [estimator, fed["estimator"]], [1.0 - weight, weight], [DELAYED, FEEDBACK]
+            )
+            threshold, decline = fed["threshold"], fed["decline_threshold"]
+            extra["feedback"] = {
+                "weight": weight,
+                "feedback_days": fed["feedback_days"],
+                "verdicts": fed["verdicts"],
+                "verdict_frauds": fed["verdict_frauds"],
+            }
+        scorer = model.FraudScorer(estimator, columns)
         # In the estimator's own format, loaded by fraudstream.ml.model: no pickle.
         info = model.log_model(
-            newest["estimator"],
+            estimator,
             columns,
             signature=infer_signature(example, scorer.predict(None, example)),
             input_example=example,
             registered_model_name=cfg.model_name,
             metadata={
-                "threshold": best["threshold"],
+                "threshold": threshold,
                 # The decision bands: review from the threshold, decline from here.
-                "decline_threshold": _finite(best.get("decline_threshold")),
+                "decline_threshold": _finite(decline),
                 "review_budget_per_day": cfg.k,
                 "decline_precision_target": cfg.decline_precision,
                 "feature_columns": columns,
@@ -588,14 +719,21 @@ def log_and_register(
                 "label_delay_days": cfg.delay_days,
                 # The typical genuine payment, which alert reasons are measured against.
                 "feature_reference": feature_reference(newest["train"], columns),
+                **extra,
             },
         )
     client = MlflowClient()
     version = str(info.registered_model_version)
     window = folds[0].name
     client.set_model_version_tag(cfg.model_name, version, "evaluation_window", window)
-    client.set_model_version_tag(cfg.model_name, version, "threshold", f"{best['threshold']!r}")
+    client.set_model_version_tag(cfg.model_name, version, "threshold", f"{threshold!r}")
     client.set_model_version_tag(cfg.model_name, version, "model_type", chosen)
+    if "feedback" in extra:
+        client.set_model_version_tag(
+            cfg.model_name, version, "feedback", json.dumps(extra["feedback"])
+        )
+    # The delayed classifier's, for a feedback model too: score_on judges a champion of
+    # train --feedback by its delayed part alone, so the two compare like with like.
     candidate_ap = best["folds"][0]["average_precision"]
     current = registry.champion_version(client, cfg.model_name)
     champion_ap = None
@@ -621,7 +759,56 @@ def feature_reference(train: pd.DataFrame, columns: list[str]) -> dict[str, floa
     return {column: float(value) for column, value in genuine.median().items()}
 
 
-def _report(results, chosen, folds, timings) -> dict:
+def _log_feedback(fed: dict[str, Any], k: int) -> None:
+    """``train --feedback``'s setting, its validation and test CP@k, its table by day."""
+    import mlflow
+
+    cp = f"card_precision_at_{k}"
+    mlflow.log_metric(f"feedback.validation.delayed.{cp}", fed["validation"]["delayed"])
+    for name, key in fed["validation_keys"].items():
+        mlflow.log_metric(f"feedback.validation.{key}.{cp}", fed["validation"][name])
+    registered = fed["estimator"] is not None
+    mlflow.log_params(
+        {
+            "feedback.setting": fed["chosen"] or "none",
+            "feedback.registered": "delayed+feedback" if registered else "delayed alone",
+            **(
+                {
+                    "feedback.weight": fed["weight"],
+                    "feedback.days": fed["feedback_days"],
+                    "feedback.verdicts": fed["verdicts"],
+                    "feedback.verdict_frauds": fed["verdict_frauds"],
+                }
+                if registered
+                else {}
+            ),
+        }
+    )
+    if fed["test"] is not None:
+        mlflow.log_metrics(
+            {
+                f"feedback.test.delayed.{cp}": fed["test"]["cp_delayed"],
+                f"feedback.test.feedback.{cp}": fed["test"]["cp_feedback"],
+            }
+        )
+        per_day = fed["per_day"].reset_index().astype({"day": str})
+        mlflow.log_text(per_day.to_csv(index=False), "feedback/per_day.csv")
+
+
+def _feedback_report(fed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``train --feedback`` found, as the report's JSON holds it."""
+    if fed is None:
+        return None
+    kept = {key: value for key, value in fed.items() if key not in ("estimator", "per_day")}
+    kept["registered"] = "delayed+feedback" if fed["estimator"] is not None else "delayed alone"
+    if fed.get("decline_threshold") is not None:
+        kept["decline_threshold"] = _finite(fed["decline_threshold"])
+    if fed["per_day"] is not None:
+        kept["per_day"] = fed["per_day"].reset_index().astype({"day": str}).to_dict("records")
+    return kept
+
+
+def _report(results, chosen, folds, timings, fed=None) -> dict:
     return {
         "chosen_model": chosen,
         "test_folds": [asdict(f) | {"name": f.name} for f in folds],
@@ -637,6 +824,7 @@ def _report(results, chosen, folds, timings) -> dict:
             for kind, r in results.items()
         },
         "seconds": timings,
+        **({"feedback": _feedback_report(fed)} if fed is not None else {}),
     }
 
 
@@ -645,6 +833,8 @@ def _report(results, chosen, folds, timings) -> dict:
 
 def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, log) -> pd.DataFrame:
     """The dataset with its features computed by Spark (``fraudstream.ml.dataset``)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
     from fraudstream.ml import dataset
     from fraudstream.spark import get_session
 
@@ -655,6 +845,10 @@ def _spark_dataset(cfg: TrainConfig, labels_folder: Path | str, timings: dict, l
     first_day, last_day = dataset.day_range(payments)
     span = fold_span(cfg.train_start or default_train_start(last_day, cfg), cfg)
     frame = dataset.build_dataset(payments, labels, cfg.delay_days, days=span)
+    if cfg.feedback:
+        # A few hundred verdicts a day: small enough for the driver.
+        verdicts = labels.where(F.col("source") == ANALYST)
+        frame = with_verdicts(frame, analyst_verdicts(verdicts.toPandas()))
     # The data's own first and last days, for the checks that the folds fit in it.
     frame.attrs["first_day"], frame.attrs["last_day"] = first_day, last_day
     timings["features"] = time.perf_counter() - started
@@ -698,6 +892,8 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
         )
         started = time.perf_counter()
         dataset = build_dataset(events, labels, cfg.delay_days)
+        if cfg.feedback:
+            dataset = with_verdicts(dataset, analyst_verdicts(labels))
         timings["features"] = time.perf_counter() - started
     log(f"Built {len(cfg.feature_columns)} features in {timings['features']:.1f} s.")
 
@@ -721,9 +917,12 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
     results: dict[str, dict] = {}
     for kind in cfg.models:
         started = time.perf_counter()
-        params, valid_ap, threshold, decline = select_params(kind, dataset, valid, cfg)
-        result = evaluate_kind(kind, params, threshold, dataset, folds, cfg, decline)
+        # With --feedback, D's scores of the feedback walks' days, from the same fits.
+        walked: dict[str, np.ndarray] | None = {} if cfg.feedback else None
+        params, valid_ap, threshold, decline = select_params(kind, dataset, valid, cfg, walked)
+        result = evaluate_kind(kind, params, threshold, dataset, folds, cfg, decline, walked)
         result["validation_ap"] = valid_ap
+        result["walked"] = walked
         timings[f"train_evaluate.{kind}"] = time.perf_counter() - started
         results[kind] = result
         log(
@@ -737,11 +936,26 @@ def run(cfg: TrainConfig, log=_LOG.info) -> dict[str, Any]:
     # The default is chosen on validation folds, like the parameters: never on the test.
     registrable = [k for k in cfg.models if k in model.REGISTRABLE_KINDS] or list(cfg.models)
     chosen = max(registrable, key=lambda kind: results[kind]["validation_ap"])
+    fed = None
+    if cfg.feedback:
+        from fraudstream.ml import feedback
+
+        if chosen not in model.REGISTRABLE_KINDS:
+            raise DataError(
+                f"--feedback needs a model type that can be registered ({chosen} cannot): "
+                f"add one of {', '.join(model.REGISTRABLE_KINDS)} to --models."
+            )
+        started = time.perf_counter()
+        best = results[chosen]
+        fed = feedback.train_feedback(
+            dataset, chosen, best["params"], folds, cfg, log, best["walked"]
+        )
+        timings["feedback"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    outcome = log_and_register(results, chosen, cfg, folds, timings)
+    outcome = log_and_register(results, chosen, cfg, folds, timings, fed)
     timings["mlflow"] = time.perf_counter() - started
-    report = _report(results, chosen, folds, timings) | {
+    report = _report(results, chosen, folds, timings, fed) | {
         "model_name": cfg.model_name,
         "max_train_rows": cfg.max_train_rows,
         "mlflow_run_id": outcome.get("run_id"),
@@ -804,6 +1018,9 @@ def summary(report: dict, k: int) -> str:
         )
         + "."
     )
+    fed = report.get("feedback")
+    if fed is not None:
+        lines.append(_feedback_summary(fed, k))
     if report.get("registered_version"):
         lines.append(
             f"Registered {report['model_name']} version {report['registered_version']}: "
@@ -814,3 +1031,24 @@ def summary(report: dict, k: int) -> str:
     seconds = report["seconds"]
     lines.append("Seconds: " + ", ".join(f"{stage} {s:.1f}" for stage, s in seconds.items()))
     return "\n".join(lines)
+
+
+def _feedback_summary(fed: dict[str, Any], k: int) -> str:
+    """``train --feedback``'s outcome in a sentence or two."""
+    if fed["test"] is None or fed["registered"] != "delayed+feedback":
+        line = fed.get("note", "")
+    else:
+        decline = fed.get("decline_threshold")
+        line = (
+            f"Feedback: registered the delayed model averaged with a feedback forest "
+            f"(weight {fed['weight']:g}) fitted on {fed['verdicts']:,} analyst verdicts of "
+            f"the last {fed['feedback_days']} days; review from score {fed['threshold']:.3f}, "
+            + (f"decline from {decline:.3f}" if decline is not None else "no decline band")
+            + "."
+        )
+    if fed["test"] is not None:
+        line += (
+            f" In the feedback protocol ({fed['chosen']}), test CP@{k}: delayed "
+            f"{fed['test']['cp_delayed']:.3f}, with feedback {fed['test']['cp_feedback']:.3f}."
+        )
+    return line.strip()
