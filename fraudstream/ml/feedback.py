@@ -355,6 +355,13 @@ def recent_verdicts(
     return recent[columns].assign(y=recent["verdict"].astype(np.int64))
 
 
+def _alone(cfg) -> str:
+    """What the job does with the delayed model when no feedback model joins it."""
+    if cfg.register:
+        return "registered the delayed model alone"
+    return "the delayed model alone is the outcome (not registered: --no-register)"
+
+
 def train_feedback(
     dataset: pd.DataFrame,
     kind: str,
@@ -430,8 +437,7 @@ def train_feedback(
     if not means[chosen.name] > alone + TIE:
         outcome["note"] = (
             f"No feedback setting beat the delayed model alone on the validation folds "
-            f"(CP@{cfg.k} {alone:.3f}, the best {means[chosen.name]:.3f}): registered the "
-            "delayed model alone."
+            f"(CP@{cfg.k} {alone:.3f}, the best {means[chosen.name]:.3f}): {_alone(cfg)}."
         )
         log(outcome["note"])
         return outcome
@@ -475,7 +481,7 @@ def train_feedback(
         found = "no analyst verdicts" if verdicts.empty else "analyst verdicts of one class only"
         outcome["note"] = (
             f"There are {found} in the last {chosen.feedback_days} days before {end}: "
-            "registered the delayed model alone."
+            f"{_alone(cfg)}."
         )
         log(outcome["note"])
         return outcome
