@@ -33,6 +33,7 @@ def test_spark_submit_without_a_job_lists_the_jobs():
         "generate",
         "import",
         "ingest",
+        "investigate",
         "labels",
         "monitor",
         "rebuild",
